@@ -1,0 +1,436 @@
+//! The wrapper every constructed driver runs in.
+//!
+//! [`Driver`] is what the registry server, the conformance suite, the
+//! benchmarks and middleware hold. It owns the cross-cutting work so that
+//! driver crates hold backend logic only:
+//! - paths arrive as strings (or [`StoragePath`]s) and are validated here,
+//!   file operations refuse `/`;
+//! - every error leaving it names the driver;
+//! - every operation runs in a `tracing` span (`storage`, with `driver`,
+//!   `op`, `path`) and is counted in [`Metrics`];
+//! - at most [`StorageDriver::concurrency_limit`] operations run at once
+//!   (distribution's `maxthreads`). Streams returned by `reader` do not hold
+//!   a slot: a slow client must not starve everyone else.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::driver::{
+    ByteStream, Capabilities, FileInfo, FileWriter, RedirectRequest, StorageDriver, WalkControl,
+    WalkVisitor,
+};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, Op};
+use crate::path::StoragePath;
+
+/// A storage driver in its wrapper; cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Driver {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    backend: Box<dyn StorageDriver>,
+    name: &'static str,
+    metrics: Metrics,
+    limit: Option<Semaphore>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("name", &self.shared.name)
+            .field("backend", &self.shared.backend)
+            .finish()
+    }
+}
+
+impl Driver {
+    /// Wraps `backend`. The factory in [`crate::registry`] does this for every
+    /// driver it builds; call it directly only for drivers built by hand.
+    pub fn new(backend: impl StorageDriver) -> Self {
+        Self::from_box(Box::new(backend))
+    }
+
+    /// Wraps an already boxed backend.
+    pub fn from_box(backend: Box<dyn StorageDriver>) -> Self {
+        let name = backend.name();
+        let limit = backend.concurrency_limit().map(Semaphore::new);
+        Driver {
+            shared: Arc::new(Shared {
+                backend,
+                name,
+                metrics: Metrics::default(),
+                limit,
+            }),
+        }
+    }
+
+    /// Registry name of the driver (or middleware) inside.
+    pub fn name(&self) -> &'static str {
+        self.shared.name
+    }
+
+    /// What the driver inside claims it can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.shared.backend.capabilities()
+    }
+
+    /// Call counts and times per operation since construction.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The backend inside, for middleware that needs its concrete type.
+    pub fn backend(&self) -> &dyn StorageDriver {
+        self.shared.backend.as_ref()
+    }
+
+    fn parse(&self, path: &str, file: bool) -> Result<StoragePath> {
+        let p = StoragePath::parse(path).map_err(|e| e.named(self.name()))?;
+        if file && p.is_root() {
+            return Err(Error::invalid_path(path, "the root is a directory, not a file")
+                .named(self.name()));
+        }
+        Ok(p)
+    }
+
+    async fn run<T>(&self, op: Op, path: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let span = tracing::debug_span!("storage", driver = self.name(), op = op.as_str(), path);
+        async {
+            let _permit = match &self.shared.limit {
+                Some(sem) => Some(sem.acquire().await.map_err(Error::backend)?),
+                None => None,
+            };
+            let started = Instant::now();
+            let result = fut.await.map_err(|e| e.named(self.name()));
+            self.shared
+                .metrics
+                .record(op, result.is_ok(), started.elapsed());
+            if let Err(e) = &result {
+                if e.is_not_found() {
+                    tracing::trace!(error = %e, "not found");
+                } else {
+                    tracing::debug!(error = %e, "failed");
+                }
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The whole object at `path`.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `PathNotFound`, `Backend`.
+    pub async fn get_content(&self, path: impl AsRef<str>) -> Result<Bytes> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        self.run(Op::GetContent, path, self.shared.backend.get_content(&p))
+            .await
+    }
+
+    /// Stores `content` at `path` atomically, replacing what was there.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `Backend`.
+    pub async fn put_content(&self, path: impl AsRef<str>, content: impl Into<Bytes>) -> Result<()> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        self.run(
+            Op::PutContent,
+            path,
+            self.shared.backend.put_content(&p, content.into()),
+        )
+        .await
+    }
+
+    /// Streams the object at `path` from `offset`.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `PathNotFound`, `InvalidOffset` (past the end),
+    /// `Backend`; stream items carry errors named like the others.
+    pub async fn reader(&self, path: impl AsRef<str>, offset: u64) -> Result<ByteStream> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        let stream = self
+            .run(Op::Reader, path, self.shared.backend.reader(&p, offset))
+            .await?;
+        let name = self.name();
+        Ok(Box::pin(stream.map(move |item| item.map_err(|e| e.named(name)))))
+    }
+
+    /// A writer for `path`; see [`StorageDriver::writer`] for `append`.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `PathNotFound` (append with nothing to resume),
+    /// `Unsupported` (append to a committed non-empty object), `Backend`.
+    pub async fn writer(&self, path: impl AsRef<str>, append: bool) -> Result<Writer> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        let inner = self
+            .run(Op::Writer, path, self.shared.backend.writer(&p, append))
+            .await?;
+        Ok(Writer {
+            inner,
+            driver: self.clone(),
+            path: p,
+        })
+    }
+
+    /// Metadata of `path` (`/` included).
+    ///
+    /// # Errors
+    /// `InvalidPath`, `PathNotFound`, `Backend`.
+    pub async fn stat(&self, path: impl AsRef<str>) -> Result<FileInfo> {
+        let path = path.as_ref();
+        let p = self.parse(path, false)?;
+        self.run(Op::Stat, path, self.shared.backend.stat(&p)).await
+    }
+
+    /// Direct children of the directory `path`, sorted in walk order.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `PathNotFound`, `Backend`.
+    pub async fn list(&self, path: impl AsRef<str>) -> Result<Vec<StoragePath>> {
+        let path = path.as_ref();
+        let p = self.parse(path, false)?;
+        let mut children = self.run(Op::List, path, self.shared.backend.list(&p)).await?;
+        children.sort();
+        Ok(children)
+    }
+
+    /// Moves the file `from` to `to`, replacing `to`.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `PathNotFound` (`from` missing; `to` untouched), `Backend`.
+    pub async fn rename(&self, from: impl AsRef<str>, to: impl AsRef<str>) -> Result<()> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        let f = self.parse(from, true)?;
+        let t = self.parse(to, true)?;
+        self.run(Op::Rename, from, self.shared.backend.rename(&f, &t))
+            .await
+    }
+
+    /// Deletes `path` and everything below it.
+    ///
+    /// # Errors
+    /// `InvalidPath` (`/` cannot be deleted), `PathNotFound`, `Backend`.
+    pub async fn delete(&self, path: impl AsRef<str>) -> Result<()> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        self.run(Op::Delete, path, self.shared.backend.delete(&p)).await
+    }
+
+    /// A URL the client may fetch instead of the bytes, if the driver has one.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `Backend` (e.g. signing failed).
+    pub async fn redirect_url(
+        &self,
+        request: &RedirectRequest,
+        path: impl AsRef<str>,
+    ) -> Result<Option<url::Url>> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        self.run(
+            Op::RedirectUrl,
+            path,
+            self.shared.backend.redirect_url(request, &p),
+        )
+        .await
+    }
+
+    /// Walks below `path`; see [`StorageDriver::walk`].
+    ///
+    /// # Errors
+    /// `InvalidPath`, `PathNotFound`, `Backend`, or the visitor's error.
+    pub async fn walk(
+        &self,
+        path: impl AsRef<str>,
+        start_after: Option<&str>,
+        mut visitor: impl FnMut(&FileInfo) -> Result<WalkControl> + Send,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let p = self.parse(path, false)?;
+        let hint = start_after.map(|h| self.parse(h, false)).transpose()?;
+        self.run(
+            Op::Walk,
+            path,
+            self.shared.backend.walk(&p, hint.as_ref(), &mut visitor),
+        )
+        .await
+    }
+
+    /// Every entry below `path`, in walk order.
+    ///
+    /// # Errors
+    /// As [`Driver::walk`].
+    pub async fn walk_all(&self, path: impl AsRef<str>) -> Result<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        self.walk(path, None, |fi| {
+            out.push(fi.clone());
+            Ok(WalkControl::Continue)
+        })
+        .await?;
+        Ok(out)
+    }
+}
+
+/// A writer in the wrapper: errors named, calls counted and limited.
+#[derive(Debug)]
+pub struct Writer {
+    inner: Box<dyn FileWriter>,
+    driver: Driver,
+    path: StoragePath,
+}
+
+impl Writer {
+    /// The path the writer commits to.
+    pub fn path(&self) -> &StoragePath {
+        &self.path
+    }
+
+    /// Appends `data` (empty data is a no-op).
+    ///
+    /// # Errors
+    /// `Backend`; after an error the writer should be cancelled.
+    pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
+        let data = data.into();
+        if data.is_empty() {
+            return Ok(());
+        }
+        let Writer {
+            inner,
+            driver,
+            path,
+        } = self;
+        driver
+            .run(Op::Write, path.as_str(), inner.write(data))
+            .await
+    }
+
+    /// Bytes written so far, earlier sessions included.
+    pub fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    /// Persists for a later `writer(path, true)`; publishes nothing.
+    ///
+    /// # Errors
+    /// `Backend`.
+    pub async fn close(self) -> Result<()> {
+        let Writer {
+            inner,
+            driver,
+            path,
+        } = self;
+        driver.run(Op::Close, path.as_str(), inner.close()).await
+    }
+
+    /// Publishes everything written at the path, atomically.
+    ///
+    /// # Errors
+    /// `Backend`; the committed object at the path is then unchanged.
+    pub async fn commit(self) -> Result<()> {
+        let Writer {
+            inner,
+            driver,
+            path,
+        } = self;
+        driver.run(Op::Commit, path.as_str(), inner.commit()).await
+    }
+
+    /// Discards everything written, earlier sessions included.
+    ///
+    /// # Errors
+    /// `Backend`.
+    pub async fn cancel(self) -> Result<()> {
+        let Writer {
+            inner,
+            driver,
+            path,
+        } = self;
+        driver.run(Op::Cancel, path.as_str(), inner.cancel()).await
+    }
+}
+
+#[async_trait]
+impl FileWriter for Writer {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        Writer::write(self, data).await
+    }
+    fn size(&self) -> u64 {
+        Writer::size(self)
+    }
+    async fn close(self: Box<Self>) -> Result<()> {
+        Writer::close(*self).await
+    }
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Writer::commit(*self).await
+    }
+    async fn cancel(self: Box<Self>) -> Result<()> {
+        Writer::cancel(*self).await
+    }
+}
+
+/// A `Driver` is itself a [`StorageDriver`], so middleware can wrap one and be
+/// wrapped again; errors keep the name of the innermost driver that raised
+/// them.
+#[async_trait]
+impl StorageDriver for Driver {
+    fn name(&self) -> &'static str {
+        Driver::name(self)
+    }
+    fn capabilities(&self) -> Capabilities {
+        Driver::capabilities(self)
+    }
+    async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
+        Driver::get_content(self, path).await
+    }
+    async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        Driver::put_content(self, path, content).await
+    }
+    async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
+        Driver::reader(self, path, offset).await
+    }
+    async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
+        Ok(Box::new(Driver::writer(self, path, append).await?))
+    }
+    async fn stat(&self, path: &StoragePath) -> Result<FileInfo> {
+        Driver::stat(self, path).await
+    }
+    async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>> {
+        Driver::list(self, path).await
+    }
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        Driver::rename(self, from, to).await
+    }
+    async fn delete(&self, path: &StoragePath) -> Result<()> {
+        Driver::delete(self, path).await
+    }
+    async fn redirect_url(
+        &self,
+        request: &RedirectRequest,
+        path: &StoragePath,
+    ) -> Result<Option<url::Url>> {
+        Driver::redirect_url(self, request, path).await
+    }
+    async fn walk(
+        &self,
+        path: &StoragePath,
+        start_after: Option<&StoragePath>,
+        visitor: &mut WalkVisitor<'_>,
+    ) -> Result<()> {
+        Driver::walk(self, path, start_after.map(|p| p.as_str()), visitor).await
+    }
+}

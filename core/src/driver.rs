@@ -1,0 +1,286 @@
+//! The contract every storage driver implements.
+//!
+//! A driver crate implements [`StorageDriver`] (and a [`FileWriter`] for its
+//! writers) with backend logic only. It receives paths already validated —
+//! file operations never see the root — and returns errors built with the
+//! constructors of [`Error`], leaving the driver name empty: the wrapper
+//! [`crate::Driver`], which every constructed driver runs in, validates,
+//! names errors, traces, counts and limits concurrency.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::error::{Error, Result};
+use crate::path::StoragePath;
+
+/// A stream of an object's bytes, in order. Ends after the last byte; an
+/// error item ends the stream too.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// What `stat` returns, and what `walk` visits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Absolute path of the entry.
+    pub path: StoragePath,
+    /// Size in bytes of a file; 0 for a directory.
+    pub size: u64,
+    /// Last modification of a file. Directories may have none (object
+    /// stores know no directory times).
+    pub mod_time: Option<SystemTime>,
+    /// True for a directory (on object stores: a prefix with children).
+    pub is_dir: bool,
+}
+
+impl FileInfo {
+    /// A file entry.
+    pub fn file(path: StoragePath, size: u64, mod_time: SystemTime) -> Self {
+        FileInfo {
+            path,
+            size,
+            mod_time: Some(mod_time),
+            is_dir: false,
+        }
+    }
+
+    /// A directory entry.
+    pub fn dir(path: StoragePath, mod_time: Option<SystemTime>) -> Self {
+        FileInfo {
+            path,
+            size: 0,
+            mod_time,
+            is_dir: true,
+        }
+    }
+}
+
+/// What a driver can do beyond the required operations. The conformance
+/// suite runs a case exactly when the driver claims what the case needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// `redirect_url` returns URLs that clients can fetch with GET and HEAD.
+    pub redirect: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const NONE: Capabilities = Capabilities { redirect: false };
+
+    /// These capabilities with `redirect` set.
+    pub const fn with_redirect(mut self, on: bool) -> Self {
+        self.redirect = on;
+        self
+    }
+}
+
+/// HTTP method of the request a redirect is made for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectMethod {
+    /// `GET`: the client wants the bytes.
+    Get,
+    /// `HEAD`: the client wants the headers only.
+    Head,
+}
+
+/// The little of an HTTP request that `redirect_url` may look at: drivers
+/// know nothing else about requests.
+#[derive(Clone, Debug)]
+pub struct RedirectRequest {
+    /// GET or HEAD.
+    pub method: RedirectMethod,
+    /// Address of the TCP peer.
+    pub peer: Option<IpAddr>,
+    /// The `X-Forwarded-For` header, as sent.
+    pub forwarded_for: Option<String>,
+    /// The `X-Real-Ip` header, as sent.
+    pub real_ip: Option<String>,
+}
+
+impl RedirectRequest {
+    /// A request with only a method (no client address known).
+    pub fn new(method: RedirectMethod) -> Self {
+        RedirectRequest {
+            method,
+            peer: None,
+            forwarded_for: None,
+            real_ip: None,
+        }
+    }
+
+    /// The client's address: first entry of `X-Forwarded-For`, else
+    /// `X-Real-Ip`, else the peer.
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        let forwarded = self
+            .forwarded_for
+            .as_deref()
+            .and_then(|h| h.split(',').next())
+            .and_then(|s| s.trim().parse().ok());
+        forwarded
+            .or_else(|| self.real_ip.as_deref().and_then(|s| s.trim().parse().ok()))
+            .or(self.peer)
+    }
+}
+
+/// What a walk visitor wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkControl {
+    /// Go on; enter the entry if it is a directory.
+    Continue,
+    /// Go on, but do not enter this directory (same as `Continue` for a file).
+    SkipDir,
+    /// End the walk now; `walk` returns `Ok`.
+    Stop,
+}
+
+/// Called once per entry by `walk`. An error ends the walk and is returned
+/// by `walk` unchanged.
+pub type WalkVisitor<'a> = dyn FnMut(&FileInfo) -> Result<WalkControl> + Send + 'a;
+
+/// A storage backend.
+///
+/// Contract (the conformance suite checks every line):
+/// - `put_content` and a writer's `commit` are atomic: readers see the old
+///   object or the new one, never a part.
+/// - Uncommitted writer data is invisible to `get_content`, `reader`, `stat`,
+///   `list`, `walk` and `delete`'s not-found check.
+/// - Directories are implicit: a directory exists while something is stored
+///   below it. Storing a file where a directory is, or below a file, is
+///   implementation defined.
+/// - Errors: [`Error::PathNotFound`] when nothing is there,
+///   [`Error::InvalidOffset`] for reads past the end, [`Error::Unsupported`]
+///   for what the backend cannot do, [`Error::Backend`] for everything else.
+#[async_trait]
+pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
+    /// Registry name of the driver (`"s3"`); every error carries it.
+    fn name(&self) -> &'static str;
+
+    /// Optional capabilities; none by default.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+
+    /// Most operations that may run at once (`maxthreads`); `None` = no limit.
+    fn concurrency_limit(&self) -> Option<usize> {
+        None
+    }
+
+    /// The whole object at `path`.
+    async fn get_content(&self, path: &StoragePath) -> Result<Bytes>;
+
+    /// Stores `content` at `path`, replacing what was there, atomically.
+    async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()>;
+
+    /// Streams the object from `offset`: `offset == size` gives an empty
+    /// stream, `offset > size` is [`Error::InvalidOffset`].
+    async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream>;
+
+    /// A writer for `path`. `append == false` starts afresh (discarding an
+    /// unfinished writer at `path`); `append == true` resumes the closed,
+    /// uncommitted writer at `path` — possibly left by another process — or
+    /// starts from a committed zero-length object. With nothing to resume it
+    /// is [`Error::PathNotFound`]; a committed non-empty object cannot be
+    /// appended to ([`Error::Unsupported`]). The committed object at `path`
+    /// stays as it was until `commit`.
+    async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>>;
+
+    /// Metadata of the file or directory at `path`; `/` always exists.
+    async fn stat(&self, path: &StoragePath) -> Result<FileInfo>;
+
+    /// Direct children of the directory `path`, as absolute paths, in any
+    /// order. `list("/")` of an empty store is empty; a missing directory is
+    /// [`Error::PathNotFound`].
+    async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>>;
+
+    /// Moves the file `from` to `to`, replacing `to`. A missing `from` is
+    /// [`Error::PathNotFound`] and leaves `to` untouched.
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()>;
+
+    /// Deletes the file at `path` and everything below `path/` (whole
+    /// segments: `/a` never touches `/ab`), unfinished writers included.
+    /// Nothing there is [`Error::PathNotFound`].
+    async fn delete(&self, path: &StoragePath) -> Result<()>;
+
+    /// A URL the client may fetch instead of the bytes (presigned, CDN).
+    /// `None` means: serve the bytes directly.
+    async fn redirect_url(
+        &self,
+        _request: &RedirectRequest,
+        _path: &StoragePath,
+    ) -> Result<Option<url::Url>> {
+        Ok(None)
+    }
+
+    /// Visits everything below `path` in pre-order, siblings in byte order of
+    /// their names (the [`Ord`] of [`StoragePath`]). Entries not after
+    /// `start_after` in that order are not visited. A missing `path` is
+    /// [`Error::PathNotFound`].
+    ///
+    /// The default lists each directory and stats each entry; drivers that
+    /// can list a whole tree in fewer requests override it (keeping the
+    /// order).
+    async fn walk(
+        &self,
+        path: &StoragePath,
+        start_after: Option<&StoragePath>,
+        visitor: &mut WalkVisitor<'_>,
+    ) -> Result<()> {
+        crate::walk::walk_by_listing(self, path, start_after, visitor).await
+    }
+}
+
+/// A writer returned by [`StorageDriver::writer`].
+///
+/// `close`, `commit` and `cancel` consume it. Dropping a writer without
+/// calling one of them leaves it in an unspecified state: the data written
+/// may or may not be resumable.
+#[async_trait]
+pub trait FileWriter: Send + fmt::Debug {
+    /// Appends `data`.
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+
+    /// Bytes written so far, earlier sessions of a resumed writer included.
+    fn size(&self) -> u64;
+
+    /// Persists everything written so that `writer(path, true)` — in this
+    /// process or another — can resume; publishes nothing.
+    async fn close(self: Box<Self>) -> Result<()>;
+
+    /// Publishes everything written at the path, atomically.
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Discards everything written, earlier sessions included.
+    async fn cancel(self: Box<Self>) -> Result<()>;
+}
+
+impl Error {
+    /// Maps "not found" to `Ok(None)`; other errors stay errors.
+    pub fn into_option<T>(r: Result<T>) -> Result<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addr_prefers_forwarded_then_real_ip_then_peer() {
+        let mut r = RedirectRequest::new(RedirectMethod::Get);
+        r.peer = Some("10.0.0.9".parse().unwrap());
+        assert_eq!(r.client_addr(), r.peer);
+        r.real_ip = Some("192.0.2.7".into());
+        assert_eq!(r.client_addr(), Some("192.0.2.7".parse().unwrap()));
+        r.forwarded_for = Some("2001:db8::1, 10.1.1.1".into());
+        assert_eq!(r.client_addr(), Some("2001:db8::1".parse().unwrap()));
+    }
+}

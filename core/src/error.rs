@@ -1,0 +1,221 @@
+//! The one error type of the driver contract.
+//!
+//! Upper layers match on [`Error::PathNotFound`], [`Error::InvalidPath`],
+//! [`Error::InvalidOffset`] and [`Error::Unsupported`]; everything else a
+//! backend can do wrong is [`Error::Backend`]. Every value names the driver it
+//! came from: driver code builds errors with the constructors below (which
+//! leave the name empty) and the wrapper in [`crate::Driver`] fills the name
+//! in, so a driver cannot forget it.
+
+use std::fmt;
+
+/// Boxed error of a backend client (HTTP, I/O, SDK), kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result of every driver operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Name of the driver an error came from (`"s3"`, `"filesystem"`, …).
+///
+/// Empty until the wrapper attaches it; displayed as `<unnamed driver>` then.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct DriverName(pub &'static str);
+
+impl fmt::Display for DriverName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("<unnamed driver>")
+        } else {
+            f.write_str(self.0)
+        }
+    }
+}
+
+impl fmt::Debug for DriverName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
+    }
+}
+
+/// What can go wrong in a storage operation or while building a driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Nothing is stored at `path` (or, for `list`, no directory is there).
+    #[error("{driver}: path not found: {path}")]
+    PathNotFound {
+        /// Driver that answered.
+        driver: DriverName,
+        /// The path as the caller gave it.
+        path: String,
+    },
+    /// `path` is not a valid storage path for the operation.
+    #[error("{driver}: invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// Driver that answered.
+        driver: DriverName,
+        /// The path as the caller gave it.
+        path: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// `offset` lies beyond the end of the object at `path`.
+    #[error("{driver}: invalid offset {offset} for {path}")]
+    InvalidOffset {
+        /// Driver that answered.
+        driver: DriverName,
+        /// The path read from.
+        path: String,
+        /// The offset asked for.
+        offset: u64,
+    },
+    /// The driver does not support the operation (or this use of it).
+    #[error("{driver}: unsupported: {what}")]
+    Unsupported {
+        /// Driver that answered.
+        driver: DriverName,
+        /// What was asked for, in words a user understands.
+        what: String,
+    },
+    /// The driver (or middleware) cannot be built from the parameters given.
+    #[error("{driver}: {message}")]
+    Config {
+        /// Driver or middleware being configured.
+        driver: DriverName,
+        /// What to change, e.g. `unknown parameter "bucktet" (did you mean "bucket"?)`.
+        message: String,
+    },
+    /// The backend failed: I/O, network, authentication, a server error.
+    #[error("{driver}: {source}")]
+    Backend {
+        /// Driver that answered.
+        driver: DriverName,
+        /// The backend client's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// `PathNotFound` for `path`; the wrapper names the driver.
+    pub fn not_found(path: impl fmt::Display) -> Self {
+        Error::PathNotFound {
+            driver: DriverName::default(),
+            path: path.to_string(),
+        }
+    }
+
+    /// `InvalidPath` for `path` breaking `reason`.
+    pub fn invalid_path(path: impl Into<String>, reason: &'static str) -> Self {
+        Error::InvalidPath {
+            driver: DriverName::default(),
+            path: path.into(),
+            reason,
+        }
+    }
+
+    /// `InvalidOffset` for a read of `path` at `offset`.
+    pub fn invalid_offset(path: impl fmt::Display, offset: u64) -> Self {
+        Error::InvalidOffset {
+            driver: DriverName::default(),
+            path: path.to_string(),
+            offset,
+        }
+    }
+
+    /// `Unsupported`, describing what was asked for.
+    pub fn unsupported(what: impl Into<String>) -> Self {
+        Error::Unsupported {
+            driver: DriverName::default(),
+            what: what.into(),
+        }
+    }
+
+    /// `Config` error with a message that says what to change.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            driver: DriverName::default(),
+            message: message.into(),
+        }
+    }
+
+    /// `Backend` error wrapping the backend client's error.
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            driver: DriverName::default(),
+            source: source.into(),
+        }
+    }
+
+    /// The driver this error names (empty before the wrapper saw it).
+    pub fn driver(&self) -> &'static str {
+        match self {
+            Error::PathNotFound { driver, .. }
+            | Error::InvalidPath { driver, .. }
+            | Error::InvalidOffset { driver, .. }
+            | Error::Unsupported { driver, .. }
+            | Error::Config { driver, .. }
+            | Error::Backend { driver, .. } => driver.0,
+        }
+    }
+
+    /// Attaches `name` unless a driver is already named (an error that passed
+    /// through middleware keeps the name of the driver that raised it).
+    pub fn named(mut self, name: &'static str) -> Self {
+        let slot = match &mut self {
+            Error::PathNotFound { driver, .. }
+            | Error::InvalidPath { driver, .. }
+            | Error::InvalidOffset { driver, .. }
+            | Error::Unsupported { driver, .. }
+            | Error::Config { driver, .. }
+            | Error::Backend { driver, .. } => driver,
+        };
+        if slot.0.is_empty() {
+            slot.0 = name;
+        }
+        self
+    }
+
+    /// True for [`Error::PathNotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::PathNotFound { .. })
+    }
+
+    /// A short stable name of the kind, for metrics and test reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::PathNotFound { .. } => "path_not_found",
+            Error::InvalidPath { .. } => "invalid_path",
+            Error::InvalidOffset { .. } => "invalid_offset",
+            Error::Unsupported { .. } => "unsupported",
+            Error::Config { .. } => "config",
+            Error::Backend { .. } => "backend",
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::backend(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_fills_an_empty_name_only_once() {
+        let e = Error::not_found("/a").named("s3").named("cloudfront");
+        assert_eq!(e.driver(), "s3");
+        assert_eq!(e.to_string(), "s3: path not found: /a");
+    }
+
+    #[test]
+    fn unnamed_error_says_so() {
+        assert_eq!(
+            Error::unsupported("x").to_string(),
+            "<unnamed driver>: unsupported: x"
+        );
+    }
+}

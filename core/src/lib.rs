@@ -1,0 +1,36 @@
+//! regstore-core: the storage-driver contract and what every driver shares.
+//!
+//! - [`StorageDriver`] / [`FileWriter`]: what a driver crate implements.
+//! - [`Driver`]: the wrapper every constructed driver runs in (validation,
+//!   error naming, tracing, metrics, concurrency limit); what callers hold.
+//! - [`StoragePath`]: validated paths, with the walk order as `Ord`.
+//! - [`registry`]: drivers and middleware built by name from [`RawParams`].
+//! - [`Error`]: the one error type; every value names its driver.
+
+#![warn(missing_docs)]
+
+mod base;
+mod driver;
+mod error;
+mod metrics;
+pub mod params;
+mod path;
+pub mod registry;
+mod walk;
+
+pub use base::{Driver, Writer};
+pub use driver::{
+    ByteStream, Capabilities, FileInfo, FileWriter, RedirectMethod, RedirectRequest,
+    StorageDriver, WalkControl, WalkVisitor,
+};
+pub use error::{BoxError, DriverName, Error, Result};
+pub use metrics::{Metrics, Op, OpStats};
+pub use params::{ParamKind, ParamSpec, Params, RawParams};
+pub use path::{StoragePath, check_segment};
+pub use registry::{BuildFuture, DriverFactory, MiddlewareFactory, create, wrap};
+pub use walk::walk_by_listing;
+
+/// Re-exported so driver crates register without naming `inventory` themselves.
+pub use inventory;
+pub use async_trait::async_trait;
+pub use bytes::Bytes;

@@ -1,0 +1,149 @@
+//! Per-operation call counters kept by the wrapper of every driver.
+//!
+//! Benchmarks and `regstore bench` read them to report how many driver calls
+//! (and, for drivers that count them, backend requests) an operation cost.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The operations of the contract, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    /// `get_content`
+    GetContent,
+    /// `put_content`
+    PutContent,
+    /// `reader`
+    Reader,
+    /// `writer`
+    Writer,
+    /// `FileWriter::write`
+    Write,
+    /// `FileWriter::close`
+    Close,
+    /// `FileWriter::commit`
+    Commit,
+    /// `FileWriter::cancel`
+    Cancel,
+    /// `stat`
+    Stat,
+    /// `list`
+    List,
+    /// `rename`
+    Rename,
+    /// `delete`
+    Delete,
+    /// `redirect_url`
+    RedirectUrl,
+    /// `walk`
+    Walk,
+}
+
+impl Op {
+    /// All operations, in declaration order.
+    pub const ALL: [Op; 14] = [
+        Op::GetContent,
+        Op::PutContent,
+        Op::Reader,
+        Op::Writer,
+        Op::Write,
+        Op::Close,
+        Op::Commit,
+        Op::Cancel,
+        Op::Stat,
+        Op::List,
+        Op::Rename,
+        Op::Delete,
+        Op::RedirectUrl,
+        Op::Walk,
+    ];
+
+    /// Snake-case name, as in the trait.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::GetContent => "get_content",
+            Op::PutContent => "put_content",
+            Op::Reader => "reader",
+            Op::Writer => "writer",
+            Op::Write => "write",
+            Op::Close => "close",
+            Op::Commit => "commit",
+            Op::Cancel => "cancel",
+            Op::Stat => "stat",
+            Op::List => "list",
+            Op::Rename => "rename",
+            Op::Delete => "delete",
+            Op::RedirectUrl => "redirect_url",
+            Op::Walk => "walk",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counter {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// Counters for every [`Op`], updated without locks.
+#[derive(Default)]
+pub struct Metrics {
+    counters: [Counter; 14],
+}
+
+/// Totals for one operation at the time of a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that returned an error (not-found included).
+    pub errors: u64,
+    /// Time spent in the calls, summed.
+    pub total: Duration,
+}
+
+impl Metrics {
+    pub(crate) fn record(&self, op: Op, ok: bool, took: Duration) {
+        let c = &self.counters[op as usize];
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        c.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Totals of one operation.
+    pub fn get(&self, op: Op) -> OpStats {
+        let c = &self.counters[op as usize];
+        OpStats {
+            calls: c.calls.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            total: Duration::from_nanos(c.nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Totals of every operation called at least once.
+    pub fn snapshot(&self) -> BTreeMap<Op, OpStats> {
+        Op::ALL
+            .into_iter()
+            .map(|op| (op, self.get(op)))
+            .filter(|(_, s)| s.calls > 0)
+            .collect()
+    }
+
+    /// Total number of calls of every operation.
+    pub fn total_calls(&self) -> u64 {
+        Op::ALL.into_iter().map(|op| self.get(op).calls).sum()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.snapshot().into_iter().map(|(k, v)| (k.as_str(), v)))
+            .finish()
+    }
+}
