@@ -97,8 +97,9 @@ impl Driver {
     fn parse(&self, path: &str, file: bool) -> Result<StoragePath> {
         let p = StoragePath::parse(path).map_err(|e| e.named(self.name()))?;
         if file && p.is_root() {
-            return Err(Error::invalid_path(path, "the root is a directory, not a file")
-                .named(self.name()));
+            return Err(
+                Error::invalid_path(path, "the root is a directory, not a file").named(self.name()),
+            );
         }
         Ok(p)
     }
@@ -143,7 +144,11 @@ impl Driver {
     ///
     /// # Errors
     /// `InvalidPath`, `Backend`.
-    pub async fn put_content(&self, path: impl AsRef<str>, content: impl Into<Bytes>) -> Result<()> {
+    pub async fn put_content(
+        &self,
+        path: impl AsRef<str>,
+        content: impl Into<Bytes>,
+    ) -> Result<()> {
         let path = path.as_ref();
         let p = self.parse(path, true)?;
         self.run(
@@ -166,7 +171,9 @@ impl Driver {
             .run(Op::Reader, path, self.shared.backend.reader(&p, offset))
             .await?;
         let name = self.name();
-        Ok(Box::pin(stream.map(move |item| item.map_err(|e| e.named(name)))))
+        Ok(Box::pin(
+            stream.map(move |item| item.map_err(|e| e.named(name))),
+        ))
     }
 
     /// A writer for `path`; see [`StorageDriver::writer`] for `append`.
@@ -204,7 +211,9 @@ impl Driver {
     pub async fn list(&self, path: impl AsRef<str>) -> Result<Vec<StoragePath>> {
         let path = path.as_ref();
         let p = self.parse(path, false)?;
-        let mut children = self.run(Op::List, path, self.shared.backend.list(&p)).await?;
+        let mut children = self
+            .run(Op::List, path, self.shared.backend.list(&p))
+            .await?;
         children.sort();
         Ok(children)
     }
@@ -228,7 +237,8 @@ impl Driver {
     pub async fn delete(&self, path: impl AsRef<str>) -> Result<()> {
         let path = path.as_ref();
         let p = self.parse(path, true)?;
-        self.run(Op::Delete, path, self.shared.backend.delete(&p)).await
+        self.run(Op::Delete, path, self.shared.backend.delete(&p))
+            .await
     }
 
     /// A URL the client may fetch instead of the bytes, if the driver has one.

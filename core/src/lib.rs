@@ -20,8 +20,8 @@ mod walk;
 
 pub use base::{Driver, Writer};
 pub use driver::{
-    ByteStream, Capabilities, FileInfo, FileWriter, RedirectMethod, RedirectRequest,
-    StorageDriver, WalkControl, WalkVisitor,
+    ByteStream, Capabilities, FileInfo, FileWriter, RedirectMethod, RedirectRequest, StorageDriver,
+    WalkControl, WalkVisitor,
 };
 pub use error::{BoxError, DriverName, Error, Result};
 pub use metrics::{Metrics, Op, OpStats};
@@ -30,7 +30,7 @@ pub use path::{StoragePath, check_segment};
 pub use registry::{BuildFuture, DriverFactory, MiddlewareFactory, create, wrap};
 pub use walk::walk_by_listing;
 
-/// Re-exported so driver crates register without naming `inventory` themselves.
-pub use inventory;
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
+/// Re-exported so driver crates register without naming `inventory` themselves.
+pub use inventory;

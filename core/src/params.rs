@@ -224,9 +224,11 @@ pub fn resolve(owner: &'static str, specs: &[ParamSpec], raw: &RawParams) -> Res
             continue;
         }
         if let Some(default) = spec.default {
-            let v = coerce(spec, &serde_json::Value::String(default.to_owned())).map_err(|msg| {
-                Error::config(format!("default of {:?} is invalid: {msg}", spec.name)).named(owner)
-            })?;
+            let v =
+                coerce(spec, &serde_json::Value::String(default.to_owned())).map_err(|msg| {
+                    Error::config(format!("default of {:?} is invalid: {msg}", spec.name))
+                        .named(owner)
+                })?;
             params.values.insert(spec.name, v);
         } else if spec.required {
             return Err(Error::config(format!(
@@ -424,7 +426,13 @@ mod tests {
         let p = resolve(
             "s3",
             SPECS,
-            &raw(&["bucket=b", "chunksize=5MiB", "secure=false", "maxthreads=25", "duration=1h30m"]),
+            &raw(&[
+                "bucket=b",
+                "chunksize=5MiB",
+                "secure=false",
+                "maxthreads=25",
+                "duration=1h30m",
+            ]),
         )
         .unwrap();
         assert_eq!(p.string("bucket"), Some("b"));
@@ -455,15 +463,20 @@ mod tests {
     #[test]
     fn wrong_types_say_what_was_expected() {
         let e = resolve("s3", SPECS, &raw(&["bucket=b", "secure=maybe"])).unwrap_err();
-        assert!(e.to_string().contains(r#"parameter "secure": expected true or false, got "maybe""#), "{e}");
+        assert!(
+            e.to_string()
+                .contains(r#"parameter "secure": expected true or false, got "maybe""#),
+            "{e}"
+        );
         let e = resolve("s3", SPECS, &raw(&["bucket=b", "chunksize=ten"])).unwrap_err();
         assert!(e.to_string().contains("expected a size"), "{e}");
         let mut r = raw(&["bucket=b"]);
         r.insert("maxthreads".into(), serde_json::json!({"a": 1}));
         let e = resolve("s3", SPECS, &r).unwrap_err();
         assert!(
-            e.to_string()
-                .ends_with(r#"parameter "maxthreads": expected a value of type integer, got {"a":1}"#),
+            e.to_string().ends_with(
+                r#"parameter "maxthreads": expected a value of type integer, got {"a":1}"#
+            ),
             "{e}"
         );
     }
@@ -471,7 +484,11 @@ mod tests {
     #[test]
     fn missing_required_parameter_is_named() {
         let e = resolve("s3", SPECS, &RawParams::new()).unwrap_err();
-        assert!(e.to_string().starts_with(r#"s3: parameter "bucket" is required"#), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(r#"s3: parameter "bucket" is required"#),
+            "{e}"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use crate::base::Driver;
 use crate::driver::StorageDriver;
 use crate::error::{Error, Result};
-use crate::params::{nearest, resolve, ParamSpec, Params, RawParams};
+use crate::params::{ParamSpec, Params, RawParams, nearest, resolve};
 
 /// What a factory's `build` returns.
 pub type BuildFuture = Pin<Box<dyn Future<Output = Result<Box<dyn StorageDriver>>> + Send>>;
@@ -91,10 +91,13 @@ fn unknown(kind: &str, name: &str, known: &[&'static str]) -> Error {
 /// mistyped parameter; whatever the driver's constructor returns.
 pub async fn create(name: &str, raw: &RawParams) -> Result<Driver> {
     let all = drivers();
-    let factory = all
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| unknown("driver", name, &all.iter().map(|f| f.name).collect::<Vec<_>>()))?;
+    let factory = all.iter().find(|f| f.name == name).ok_or_else(|| {
+        unknown(
+            "driver",
+            name,
+            &all.iter().map(|f| f.name).collect::<Vec<_>>(),
+        )
+    })?;
     let params = resolve(factory.name, factory.params, raw)?;
     let backend = (factory.build)(params)
         .await
@@ -109,7 +112,11 @@ pub async fn create(name: &str, raw: &RawParams) -> Result<Driver> {
 pub async fn wrap(inner: Driver, name: &str, raw: &RawParams) -> Result<Driver> {
     let all = middlewares();
     let factory = all.iter().find(|f| f.name == name).ok_or_else(|| {
-        unknown("middleware", name, &all.iter().map(|f| f.name).collect::<Vec<_>>())
+        unknown(
+            "middleware",
+            name,
+            &all.iter().map(|f| f.name).collect::<Vec<_>>(),
+        )
     })?;
     let params = resolve(factory.name, factory.params, raw)?;
     let backend = (factory.build)(inner, params)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test of the workspace.
+#
+#   scripts/test.sh            # everything, full sizes
+#   scripts/test.sh -E 'test(/walk/)'   # extra arguments go to cargo nextest
+#
+# Environment:
+#   REGSTORE_REQUIRE_BACKENDS=1  a test whose backend is unreachable fails
+#                                instead of being skipped (CI sets it)
+#   REGSTORE_TEST_SHORT=1        shrink the largest conformance sizes
+#   CARGO_TARGET_DIR             shared build directory (default ./target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+# Every test binary, the conformance suites (one test per case and driver)
+# and the CLI tests that run the regstore binary as a user would.
+cargo nextest run --workspace --no-fail-fast "$@"
+# nextest does not run doc tests.
+cargo test --workspace --doc --quiet
