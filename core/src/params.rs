@@ -381,10 +381,16 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 /// The candidate closest to `name` by edit distance, if close enough to be
 /// a likely typo.
 pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let name = name.to_ascii_lowercase();
     let limit = (name.len() / 3).max(2);
     candidates
         .into_iter()
-        .map(|c| (edit_distance(&name.to_ascii_lowercase(), c), c))
+        .map(|c| {
+            // A shortened name ("rootdir") is as good a hint as a typo.
+            let prefix = c.starts_with(name.as_str()) && name.len() >= 3;
+            let d = edit_distance(&name, c);
+            (if prefix { d.min(1) } else { d }, c)
+        })
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -479,6 +485,16 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_shortened_name_is_suggested_too() {
+        let e = resolve("s3", SPECS, &raw(&["chunk=5MiB"])).unwrap_err();
+        assert!(
+            e.to_string().ends_with(r#"(did you mean "chunksize"?)"#),
+            "{e}"
+        );
+        assert_eq!(nearest("zzz", ["bucket"]), None);
     }
 
     #[test]

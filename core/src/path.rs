@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn walk_order_puts_children_before_later_siblings() {
-        let mut v = vec![p("/a-b"), p("/a/x"), p("/a"), p("/"), p("/a/x/y"), p("/b")];
+        let mut v = [p("/a-b"), p("/a/x"), p("/a"), p("/"), p("/a/x/y"), p("/b")];
         v.sort();
         let s: Vec<_> = v.iter().map(|x| x.as_str()).collect();
         assert_eq!(s, ["/", "/a", "/a/x", "/a/x/y", "/a-b", "/b"]);

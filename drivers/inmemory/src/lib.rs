@@ -31,7 +31,7 @@ regstore_core::inventory::submit! {
         name: NAME,
         description: "Keeps everything in process memory (lost on exit); the reference driver for tests.",
         params: &[],
-        build: build,
+        build,
     }
 }
 
@@ -77,8 +77,11 @@ impl Content {
     }
 
     /// The chunks from `offset` on, the first one sliced.
-    fn from_offset(&self, offset: u64) -> Vec<Bytes> {
-        let first = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+    fn chunks_from(&self, offset: u64) -> Vec<Bytes> {
+        let first = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
         let mut out = Vec::with_capacity(self.chunks.len().saturating_sub(first));
         for (i, c) in self.chunks.iter().enumerate().skip(first) {
             let skip = offset.saturating_sub(self.starts[i]) as usize;
@@ -163,8 +166,10 @@ impl StorageDriver for InMemoryDriver {
         if offset > file.content.size {
             return Err(Error::invalid_offset(path, offset));
         }
-        let chunks = file.content.from_offset(offset);
-        Ok(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))))
+        let chunks = file.content.chunks_from(offset);
+        Ok(Box::pin(futures_util::stream::iter(
+            chunks.into_iter().map(Ok),
+        )))
     }
 
     async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
@@ -203,11 +208,9 @@ impl StorageDriver for InMemoryDriver {
         let state = self.lock();
         let mut below = state.subtree(path);
         match below.next() {
-            Some((p, f)) if p == path => Ok(FileInfo::file(
-                path.clone(),
-                f.content.size,
-                f.mod_time,
-            )),
+            Some((p, f)) if p == path => {
+                Ok(FileInfo::file(path.clone(), f.content.size, f.mod_time))
+            }
             Some(_) => Ok(FileInfo::dir(path.clone(), None)),
             None => Err(Error::not_found(path)),
         }
@@ -235,7 +238,10 @@ impl StorageDriver for InMemoryDriver {
 
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
         let mut state = self.lock();
-        let file = state.files.remove(from).ok_or_else(|| Error::not_found(from))?;
+        let file = state
+            .files
+            .remove(from)
+            .ok_or_else(|| Error::not_found(from))?;
         state.files.insert(to.clone(), file);
         Ok(())
     }
@@ -339,7 +345,13 @@ mod tests {
         w.write(Bytes::from_static(b"ij")).await.unwrap();
         w.commit().await.unwrap();
         for off in 0..=10u64 {
-            let got: Vec<Bytes> = d.reader("/f", off).await.unwrap().try_collect().await.unwrap();
+            let got: Vec<Bytes> = d
+                .reader("/f", off)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
             assert_eq!(got.concat(), &b"abcdefghij"[off as usize..], "offset {off}");
         }
         assert!(matches!(

@@ -1,0 +1,148 @@
+//! Benchmark workloads over any [`Driver`].
+//!
+//! Each workload is one function, used by the criterion benches in
+//! `benches/` and (later) by `regstore bench`, so both front ends measure the
+//! same work. Setup functions prepare state outside the timed part;
+//! workload functions are what gets timed. Everything lives under the
+//! `root` the caller passes, which the caller deletes afterwards.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use regstore_core::{Driver, Result, WalkControl};
+use regstore_testsuite::Rng;
+
+/// The object sizes of distribution's driver benchmarks.
+pub const SIZES: &[(&str, usize)] = &[
+    ("0B", 0),
+    ("1KiB", 1 << 10),
+    ("1MiB", 1 << 20),
+    ("1GiB", 1 << 30),
+];
+
+/// Pieces in which streams are written.
+pub const PIECE: usize = 1 << 20;
+
+/// Random bytes (incompressible, so no backend can cheat).
+pub fn data(size: usize) -> Bytes {
+    Rng::new(size as u64).bytes(size)
+}
+
+/// `put_content` then `get_content` of `data` at `path`; checks the length.
+///
+/// # Errors
+/// Driver errors, or a length mismatch as `Backend`.
+pub async fn put_get(driver: &Driver, path: &str, data: &Bytes) -> Result<()> {
+    driver.put_content(path, data.clone()).await?;
+    let got = driver.get_content(path).await?;
+    check_len(got.len() as u64, data.len() as u64)
+}
+
+/// A writer fed `data` in 1 MiB pieces and committed, then a reader drained.
+///
+/// # Errors
+/// Driver errors, or a length mismatch as `Backend`.
+pub async fn stream_put_get(driver: &Driver, path: &str, data: &Bytes) -> Result<()> {
+    let mut w = driver.writer(path, false).await?;
+    for start in (0..data.len()).step_by(PIECE) {
+        w.write(data.slice(start..(start + PIECE).min(data.len())))
+            .await?;
+    }
+    w.commit().await?;
+    let mut stream = driver.reader(path, 0).await?;
+    let mut read = 0u64;
+    while let Some(chunk) = stream.next().await {
+        read += chunk?.len() as u64;
+    }
+    check_len(read, data.len() as u64)
+}
+
+fn check_len(got: u64, want: u64) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(regstore_core::Error::backend(format!(
+            "read back {got} bytes, wrote {want}"
+        )))
+    }
+}
+
+/// Creates `n` small files in the directory `dir`.
+///
+/// # Errors
+/// Driver errors.
+pub async fn populate(driver: &Driver, dir: &str, n: usize) -> Result<()> {
+    for i in 0..n {
+        driver
+            .put_content(format!("{dir}/f{i:06}"), Bytes::from_static(b"x"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Lists `dir`, checking it holds `n` children.
+///
+/// # Errors
+/// Driver errors, or a count mismatch as `Backend`.
+pub async fn list(driver: &Driver, dir: &str, n: usize) -> Result<()> {
+    let got = driver.list(dir).await?;
+    check_len(got.len() as u64, n as u64)
+}
+
+/// Creates a tree of `n` files under `dir`: 100 files per subdirectory, so
+/// a walk meets directories as well as files.
+///
+/// # Errors
+/// Driver errors.
+pub async fn populate_tree(driver: &Driver, dir: &str, n: usize) -> Result<()> {
+    for i in 0..n {
+        driver
+            .put_content(
+                format!("{dir}/d{:04}/f{:03}", i / 100, i % 100),
+                Bytes::from_static(b"x"),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Walks `dir`, returning how many entries were visited.
+///
+/// # Errors
+/// Driver errors.
+pub async fn walk(driver: &Driver, dir: &str) -> Result<u64> {
+    let mut n = 0u64;
+    driver
+        .walk(dir, None, |_| {
+            n += 1;
+            Ok(WalkControl::Continue)
+        })
+        .await?;
+    Ok(n)
+}
+
+/// The same put-then-get as [`put_get`] for the filesystem driver, done with
+/// plain `tokio::fs` (temporary file, fsync, rename, fsync of the directory,
+/// read back): the baseline that measures the driver's overhead.
+///
+/// # Errors
+/// I/O errors.
+pub async fn tokio_fs_put_get(
+    dir: &std::path::Path,
+    name: &str,
+    data: &Bytes,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    let mut f = tokio::fs::File::create(&tmp).await?;
+    f.write_all(data).await?;
+    f.sync_all().await?;
+    drop(f);
+    tokio::fs::rename(&tmp, &dst).await?;
+    tokio::fs::File::open(dir).await?.sync_all().await?;
+    let got = tokio::fs::read(&dst).await?;
+    if got.len() != data.len() {
+        return Err(std::io::Error::other("short read"));
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! regstore-drivers: every driver and middleware, linked in.
+//!
+//! Drivers register themselves with `inventory`, which only sees crates
+//! that end up in the binary. Depending on this crate and calling [`link`]
+//! once guarantees that every driver enabled by a cargo feature is there.
+//! A new driver adds a feature, an optional dependency and one line below.
+
+#[cfg(feature = "filesystem")]
+use regstore_driver_filesystem as _;
+#[cfg(feature = "inmemory")]
+use regstore_driver_inmemory as _;
+
+/// Makes sure the registrations of every enabled driver are linked in.
+/// Call it once before looking drivers up by name.
+#[inline(never)]
+pub fn link() {
+    #[cfg(feature = "inmemory")]
+    std::hint::black_box(regstore_driver_inmemory::InMemoryDriver::new);
+    #[cfg(feature = "filesystem")]
+    std::hint::black_box(regstore_driver_filesystem::FilesystemDriver::new::<std::path::PathBuf>);
+}
+
+/// Names of the drivers enabled in this build, sorted.
+pub fn driver_names() -> Vec<&'static str> {
+    link();
+    regstore_core::registry::drivers()
+        .into_iter()
+        .map(|f| f.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_enabled_driver_is_registered() {
+        let names = super::driver_names();
+        #[cfg(feature = "inmemory")]
+        assert!(names.contains(&"inmemory"), "{names:?}");
+        #[cfg(feature = "filesystem")]
+        assert!(names.contains(&"filesystem"), "{names:?}");
+    }
+}

@@ -1,0 +1,146 @@
+//! Filesystem-specific promises beyond the shared suite.
+
+use bytes::Bytes;
+use regstore_core::{Driver, RawParams};
+use regstore_driver_filesystem::FilesystemDriver;
+
+fn driver(root: &std::path::Path) -> Driver {
+    Driver::new(FilesystemDriver::new(root).unwrap())
+}
+
+#[tokio::test]
+async fn a_closed_writer_is_resumed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let first = driver(dir.path());
+        let mut w = first.writer("/up/data", false).await.unwrap();
+        w.write(Bytes::from_static(b"hello ")).await.unwrap();
+        w.close().await.unwrap();
+    } // the first "process" is gone
+    let second = driver(dir.path());
+    let mut w = second.writer("/up/data", true).await.unwrap();
+    assert_eq!(w.size(), 6);
+    w.write(Bytes::from_static(b"world")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(
+        &second.get_content("/up/data").await.unwrap()[..],
+        b"hello world"
+    );
+    // Distribution's layout: the object is a plain file under the root.
+    assert_eq!(
+        std::fs::read(dir.path().join("up/data")).unwrap(),
+        b"hello world"
+    );
+}
+
+#[tokio::test]
+async fn unfinished_writes_are_invisible() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = driver(dir.path());
+    d.put_content("/obj", Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    let mut w = d.writer("/obj", false).await.unwrap();
+    w.write(Bytes::from_static(b"new, longer")).await.unwrap();
+    w.close().await.unwrap();
+    let mut w2 = d.writer("/fresh/x", false).await.unwrap();
+    w2.write(Bytes::from_static(b"pending")).await.unwrap();
+    w2.close().await.unwrap();
+
+    assert_eq!(&d.get_content("/obj").await.unwrap()[..], b"old");
+    assert_eq!(d.stat("/obj").await.unwrap().size, 3);
+    assert!(d.stat("/fresh/x").await.unwrap_err().is_not_found());
+    let root: Vec<String> = d
+        .list("/")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        root,
+        ["/obj"],
+        "neither the pending writer nor ~staging shows"
+    );
+}
+
+#[tokio::test]
+async fn put_content_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = driver(dir.path());
+    for i in 0..20 {
+        d.put_content(format!("/a/f{i}"), Bytes::from(vec![i as u8; 1000]))
+            .await
+            .unwrap();
+    }
+    let staging = dir.path().join("~staging");
+    let leftovers: Vec<_> = std::fs::read_dir(&staging)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "left in ~staging: {leftovers:?}");
+    assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 20);
+}
+
+#[tokio::test]
+async fn delete_removes_unfinished_writers_below_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = driver(dir.path());
+    d.put_content("/repo/committed", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let mut w = d.writer("/repo/uploads/u1", false).await.unwrap();
+    w.write(Bytes::from_static(b"partial")).await.unwrap();
+    w.close().await.unwrap();
+    d.delete("/repo").await.unwrap();
+    assert!(
+        d.writer("/repo/uploads/u1", true)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(!dir.path().join("~staging/repo").exists());
+    assert!(d.list("/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn foreign_files_with_invalid_names_are_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("has space"), b"x").unwrap();
+    std::fs::write(dir.path().join("ok"), b"x").unwrap();
+    let d = driver(dir.path());
+    let names: Vec<String> = d
+        .list("/")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(names, ["/ok"]);
+}
+
+#[tokio::test]
+async fn maxthreads_below_the_minimum_is_refused() {
+    regstore_drivers_linked();
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = regstore_core::params::parse_pairs(["maxthreads=10"]).unwrap();
+    params.insert(
+        "rootdirectory".into(),
+        dir.path().display().to_string().into(),
+    );
+    let e = regstore_core::create("filesystem", &params)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"filesystem: parameter "maxthreads" must be at least 25, got 10"#
+    );
+    let mut ok: RawParams = params.clone();
+    ok.insert("maxthreads".into(), "25".into());
+    let d = regstore_core::create("filesystem", &ok).await.unwrap();
+    assert_eq!(d.name(), "filesystem");
+}
+
+/// This test binary links the crate, so its registration is present.
+fn regstore_drivers_linked() {
+    std::hint::black_box(FilesystemDriver::new::<std::path::PathBuf>);
+}

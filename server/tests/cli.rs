@@ -1,0 +1,176 @@
+//! The `regstore` binary as a user types it.
+
+use std::process::{Command, Output};
+
+fn regstore(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_regstore"))
+        .args(args)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run regstore: {e}"),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn drivers_lists_every_driver_with_its_parameters() {
+    let out = regstore(&["drivers"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("\n  inmemory — "), "{stdout}");
+    assert!(stdout.contains("\n  filesystem — "), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("rootdirectory"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("string") && line.contains("default /var/lib/registry"),
+        "{line}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("maxthreads"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("integer") && line.contains("default 100"),
+        "{line}"
+    );
+}
+
+fn one_line_error(args: &[&str]) -> String {
+    let out = regstore(args);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} must fail with exit code 2"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        text(&out.stdout)
+    );
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn unknown_driver_lists_the_known_ones() {
+    let err = one_line_error(&["conformance", "--driver", "filesystm"]);
+    assert!(
+        err.contains(r#"unknown storage driver "filesystm""#),
+        "{err}"
+    );
+    assert!(err.contains(r#"did you mean "filesystem"?"#), "{err}");
+    assert!(err.contains("known: filesystem, inmemory"), "{err}");
+}
+
+#[test]
+fn unknown_parameter_suggests_the_nearest() {
+    let err = one_line_error(&[
+        "conformance",
+        "--driver",
+        "filesystem",
+        "--param",
+        "rootdir=/tmp/x",
+    ]);
+    assert!(
+        err.contains(r#"filesystem: unknown parameter "rootdir" (did you mean "rootdirectory"?)"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_value_says_what_was_expected() {
+    let err = one_line_error(&[
+        "conformance",
+        "--driver",
+        "filesystem",
+        "--param",
+        "maxthreads=lots",
+    ]);
+    assert!(
+        err.contains(r#"parameter "maxthreads": expected a whole number, got "lots""#),
+        "{err}"
+    );
+}
+
+#[test]
+fn conformance_against_filesystem_prints_a_table_and_a_count() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let root = dir.path().join("store");
+    let param = format!("rootdirectory={}", root.display());
+    let out = regstore(&[
+        "conformance",
+        "--driver",
+        "filesystem",
+        "--param",
+        &param,
+        "--short",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("| delete_only_deletes_subpaths"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| walk_full_order"), "{stdout}");
+    let last = stdout.trim_end().lines().last().unwrap_or_default();
+    let total = regstore_testsuite::all_cases().count();
+    // redirect_url is skipped: the filesystem driver does not claim it.
+    assert_eq!(last, format!("{} passed, 0 failed, 1 skipped", total - 1));
+}
+
+#[test]
+fn conformance_refuses_a_store_that_is_not_empty() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    if let Err(e) = std::fs::write(dir.path().join("precious"), b"keep me") {
+        panic!("write: {e}");
+    }
+    let param = format!("rootdirectory={}", dir.path().display());
+    let err = one_line_error(&["conformance", "--driver", "filesystem", "--param", &param]);
+    assert!(err.contains("is not empty"), "{err}");
+    assert!(dir.path().join("precious").exists());
+}
+
+#[test]
+fn conformance_reads_a_distribution_config() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let config = dir.path().join("config.yml");
+    let yaml = "version: 0.1\nstorage:\n  inmemory:\n  delete:\n    enabled: true\n";
+    if let Err(e) = std::fs::write(&config, yaml) {
+        panic!("write: {e}");
+    }
+    let config = config.display().to_string();
+    let out = regstore(&[
+        "conformance",
+        "--config",
+        &config,
+        "--case",
+        "walk_",
+        "--case",
+        "list",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.starts_with("conformance of inmemory"), "{stdout}");
+    let selected = regstore_testsuite::all_cases()
+        .filter(|c| c.name.contains("walk_") || c.name.contains("list"))
+        .count();
+    assert!(selected >= 13, "walk and list cases: {selected}");
+    let last = stdout.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(last, format!("{selected} passed, 0 failed"));
+}
