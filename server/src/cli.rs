@@ -103,19 +103,22 @@ fn print_params(out: &mut impl Write, params: &[ParamSpec]) -> std::io::Result<(
     if params.is_empty() {
         return writeln!(out, "    (no parameters)");
     }
-    let width = params.iter().map(|p| p.name.len()).max().unwrap_or(0);
-    for p in params {
-        let default = match (p.default, p.required) {
+    let defaults: Vec<String> = params
+        .iter()
+        .map(|p| match (p.default, p.required) {
             (Some(d), _) => format!("default {d}"),
             (None, true) => "required".to_owned(),
             (None, false) => "optional".to_owned(),
-        };
+        })
+        .collect();
+    let width = params.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let dwidth = defaults.iter().map(String::len).max().unwrap_or(0);
+    for (p, default) in params.iter().zip(&defaults) {
         writeln!(
             out,
-            "    {:width$}  {:8}  {:24}  {}",
+            "    {:width$}  {:8}  {default:dwidth$}  {}",
             p.name,
             p.kind.to_string(),
-            default,
             p.doc
         )?;
     }

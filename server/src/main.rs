@@ -25,7 +25,7 @@ fn main() {
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("regstore: {e:#}");
+            eprintln!("error: {e:#}");
             2
         }
     };
