@@ -90,14 +90,7 @@ fn unknown(kind: &str, name: &str, known: &[&'static str]) -> Error {
 /// `Config` for an unknown driver (listing the known ones), an unknown or
 /// mistyped parameter; whatever the driver's constructor returns.
 pub async fn create(name: &str, raw: &RawParams) -> Result<Driver> {
-    let all = drivers();
-    let factory = all.iter().find(|f| f.name == name).ok_or_else(|| {
-        unknown(
-            "driver",
-            name,
-            &all.iter().map(|f| f.name).collect::<Vec<_>>(),
-        )
-    })?;
+    let factory = lookup("driver", name, drivers(), |f| f.name)?;
     let params = resolve(factory.name, factory.params, raw)?;
     let backend = (factory.build)(params)
         .await
@@ -105,19 +98,29 @@ pub async fn create(name: &str, raw: &RawParams) -> Result<Driver> {
     Ok(Driver::from_box(backend))
 }
 
+/// The factory called `name` among `all`, or an error listing the known ones.
+fn lookup<F>(
+    kind: &str,
+    name: &str,
+    all: Vec<&'static F>,
+    name_of: fn(&F) -> &'static str,
+) -> Result<&'static F> {
+    match all.iter().find(|f| name_of(f) == name) {
+        Some(f) => Ok(*f),
+        None => Err(unknown(
+            kind,
+            name,
+            &all.iter().map(|f| name_of(f)).collect::<Vec<_>>(),
+        )),
+    }
+}
+
 /// Wraps `inner` in the middleware registered as `name`.
 ///
 /// # Errors
 /// As [`create`], for middleware.
 pub async fn wrap(inner: Driver, name: &str, raw: &RawParams) -> Result<Driver> {
-    let all = middlewares();
-    let factory = all.iter().find(|f| f.name == name).ok_or_else(|| {
-        unknown(
-            "middleware",
-            name,
-            &all.iter().map(|f| f.name).collect::<Vec<_>>(),
-        )
-    })?;
+    let factory = lookup("middleware", name, middlewares(), |f| f.name)?;
     let params = resolve(factory.name, factory.params, raw)?;
     let backend = (factory.build)(inner, params)
         .await
