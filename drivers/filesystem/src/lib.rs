@@ -421,18 +421,8 @@ impl StorageDriver for FilesystemDriver {
                 Err(e) if is_missing(&e) => return Err(Error::not_found(&from)),
                 Err(e) => return Err(e).at("stat", &src).map_err(Error::from),
             }
-            match rename_into(&l.root, &src, &dst) {
-                Ok(()) => {}
-                // Moved or deleted by someone else meanwhile.
-                Err(e) if e.is_missing() && !exists(&src)? => {
-                    return Err(Error::not_found(&from));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if let Some(dir) = src.parent() {
-                prune_empty_dirs(&l.root, dir);
-            }
-            Ok(())
+            // A source moved or deleted by someone else meanwhile is not found.
+            move_into_place(&l.root, &src, &dst, &l.root, &from)
         })
         .await
     }
@@ -729,18 +719,8 @@ impl FileWriter for FsWriter {
         drop(file);
         blocking(move || {
             let full = layout.committed(&path);
-            match rename_into(&layout.root, &staged, &full) {
-                Ok(()) => {}
-                // `delete` removed the unfinished writer meanwhile.
-                Err(e) if e.is_missing() && !exists(&staged)? => {
-                    return Err(Error::not_found(&path));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if let Some(dir) = staged.parent() {
-                prune_empty_dirs(&layout.staging, dir);
-            }
-            Ok(())
+            // An unfinished writer that `delete` removed meanwhile is not found.
+            move_into_place(&layout.root, &staged, &full, &layout.staging, &path)
         })
         .await
     }
@@ -900,6 +880,27 @@ fn rename_into(root: &Path, src: &Path, dst: &Path) -> FsResult<()> {
             Err(e) => return Err(e).at("rename", dst),
         }
     }
+}
+
+/// Renames `src` over `dst` (see [`rename_into`]), then removes the
+/// directories below `prune_top` that the move left empty. A `src` that
+/// vanished before the rename is `PathNotFound` for `path`.
+fn move_into_place(
+    root: &Path,
+    src: &Path,
+    dst: &Path,
+    prune_top: &Path,
+    path: &StoragePath,
+) -> Result<()> {
+    match rename_into(root, src, dst) {
+        Ok(()) => {}
+        Err(e) if e.is_missing() && !exists(src)? => return Err(Error::not_found(path)),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(dir) = src.parent() {
+        prune_empty_dirs(prune_top, dir);
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing ancestors (the root included), flushing
