@@ -1,4 +1,4 @@
-//! The command-line interface: `regstore drivers`, `regstore conformance`.
+//! The command-line interface: `regstore serve`, `drivers`, `conformance`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use regstore_core::params::parse_pairs;
 use regstore_core::{Driver, ParamSpec};
 use regstore_testsuite::{Options, Outcome};
 
-use crate::config::StorageSpec;
+use crate::config::{Config, StorageSpec};
 
 /// regstore: container-image registry storage on pluggable drivers.
 #[derive(Debug, Parser)]
@@ -26,6 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// List every registered storage driver and middleware with its parameters.
     Drivers,
+    /// Run the registry: the OCI Distribution API on the configured driver.
+    ///
+    /// With no config: filesystem storage under ./data, port 5000, deletes
+    /// enabled. REGISTRY_* environment variables override config keys as in
+    /// distribution (e.g. REGISTRY_HTTP_ADDR=:5001, REGISTRY_STORAGE=inmemory).
+    Serve(ServeArgs),
     /// Run the conformance suite against a backend and print a table of cases.
     ///
     /// Point it at an empty bucket, container or directory: every case
@@ -68,6 +74,15 @@ impl BackendArgs {
     }
 }
 
+/// Arguments of `regstore serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A distribution-style config.yml (default: $REGISTRY_CONFIGURATION_PATH,
+    /// else built-in defaults).
+    #[arg(long, value_name = "FILE", env = "REGISTRY_CONFIGURATION_PATH")]
+    pub config: Option<PathBuf>,
+}
+
 /// Arguments of `regstore conformance`.
 #[derive(Debug, Args)]
 pub struct ConformanceArgs {
@@ -91,12 +106,34 @@ pub struct ConformanceArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     regstore_drivers::link();
     match cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(args.config.as_deref(), std::env::vars())?;
+            init_logging(config.log_level.as_deref().unwrap_or("info"));
+            crate::serve::serve(config).await?;
+            Ok(0)
+        }
         Command::Drivers => {
+            init_logging("warn");
             print_drivers(&mut std::io::stdout().lock())?;
             Ok(0)
         }
-        Command::Conformance(args) => conformance(args).await,
+        Command::Conformance(args) => {
+            init_logging("warn");
+            conformance(args).await
+        }
     }
+}
+
+/// Sends `tracing` output to stderr: `REGSTORE_LOG` (an env-filter such as
+/// `debug` or `regstore_core=trace`) if set, else `level`.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGSTORE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn print_params(out: &mut impl Write, params: &[ParamSpec]) -> std::io::Result<()> {

@@ -1,12 +1,20 @@
-//! The `storage` and `middleware.storage` sections of a distribution-style
-//! `config.yml`, enough to build the configured driver.
+//! Distribution's `config.yml`, read so that an existing distribution config
+//! file starts regstore unchanged, with distribution's `REGISTRY_*`
+//! environment overrides.
 //!
 //! ```yaml
+//! version: 0.1
+//! log:
+//!   level: info
 //! storage:
 //!   filesystem:
 //!     rootdirectory: /var/lib/registry
 //!   delete:
 //!     enabled: true
+//! http:
+//!   addr: :5000
+//!   headers:
+//!     X-Content-Type-Options: [nosniff]
 //! middleware:
 //!   storage:
 //!     - name: redirect
@@ -16,15 +24,48 @@
 //!
 //! Exactly one key of `storage` other than distribution's settings keys
 //! (`delete`, `redirect`, `maintenance`, `cache`, `tag`) names the driver.
+//!
+//! **Environment overrides.** `REGISTRY_<SECTION>_<KEY>…=value` sets the
+//! key at that path (matched case-insensitively), the value read as a YAML
+//! scalar (`true`, `5000`, `[a, b]`): `REGISTRY_HTTP_ADDR=:5001`,
+//! `REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/x`,
+//! `REGISTRY_STORAGE_DELETE_ENABLED=false`. `REGISTRY_STORAGE=inmemory`
+//! switches the driver (the `delete`/`redirect`/… settings stay), and its
+//! parameters come from `REGISTRY_STORAGE_INMEMORY_*`.
+//!
+//! **Keys regstore does not act on** produce a warning naming them; keys
+//! that would change security or meaning if ignored (`auth`, `http.tls`,
+//! `proxy`, `http.prefix`, `http.net` other than `tcp`) stop startup with a
+//! message, rather than running a registry that is not what the file asks for.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use regstore_core::{Driver, RawParams};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// Keys of `storage` that are settings, not drivers.
 const SETTINGS_KEYS: &[&str] = &["delete", "redirect", "maintenance", "cache", "tag"];
 
-/// A config file that cannot be used, and what to change.
+/// The configuration used when no file is given: filesystem under `./data`,
+/// port 5000, deletes enabled.
+pub const DEFAULT_CONFIG: &str = "\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: ./data
+  delete:
+    enabled: true
+http:
+  addr: :5000
+";
+
+/// Environment variables that name the config file, not a key in it.
+const NOT_OVERRIDES: &[&str] = &["REGISTRY_CONFIGURATION_PATH"];
+
+/// A config that cannot be used, and what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -46,7 +87,7 @@ pub enum ConfigError {
     /// The content is valid YAML but not a usable config.
     #[error("config {path}: {message}")]
     Invalid {
-        /// The file.
+        /// The file (or "built-in defaults").
         path: String,
         /// What to change.
         message: String,
@@ -64,83 +105,435 @@ pub struct StorageSpec {
     pub middleware: Vec<(String, RawParams)>,
 }
 
-impl StorageSpec {
-    /// Reads the storage sections of the config file at `path`.
+/// A whole registry configuration: what `regstore serve` runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it came from (a path, or "built-in defaults").
+    pub origin: String,
+    /// Driver and middleware.
+    pub storage: StorageSpec,
+    /// `storage.delete.enabled`.
+    pub delete_enabled: bool,
+    /// `storage.redirect.disable`.
+    pub redirect_disabled: bool,
+    /// `storage.maintenance.readonly.enabled`: refuse every write.
+    pub read_only: bool,
+    /// `http.addr`, as written (`:5000`, `127.0.0.1:5000`).
+    pub addr: String,
+    /// `http.host`: base URL for absolute `Location` headers.
+    pub host: Option<String>,
+    /// `http.relativeurls`.
+    pub relative_urls: bool,
+    /// `http.headers`: sent on every response.
+    pub headers: Vec<(String, String)>,
+    /// `http.draintimeout`: how long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+    /// `log.level` (or the old top-level `loglevel`).
+    pub log_level: Option<String>,
+    /// Warnings about keys that are not used, to log once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+/// Default for `http.draintimeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    version: Option<Value>,
+    log: RawLog,
+    loglevel: Option<String>,
+    storage: Option<Map<String, Value>>,
+    http: RawHttp,
+    middleware: Option<Map<String, Value>>,
+    auth: Option<Value>,
+    proxy: Option<Value>,
+    notifications: Option<Value>,
+    redis: Option<Value>,
+    health: Option<Value>,
+    reporting: Option<Value>,
+    validation: Option<Value>,
+    compatibility: Option<Value>,
+    catalog: Option<Value>,
+    policy: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLog {
+    level: Option<String>,
+    formatter: Option<String>,
+    fields: Option<Map<String, Value>>,
+    accesslog: Option<Value>,
+    hooks: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawHttp {
+    addr: Option<String>,
+    net: Option<String>,
+    prefix: Option<String>,
+    host: Option<String>,
+    secret: Option<String>,
+    relativeurls: Option<bool>,
+    draintimeout: Option<Value>,
+    tls: Option<Value>,
+    headers: Option<BTreeMap<String, Value>>,
+    debug: Option<Value>,
+    http2: Option<Value>,
+    h2c: Option<Value>,
+}
+
+impl Config {
+    /// Loads `path` (or [`DEFAULT_CONFIG`] when `None`) and applies the
+    /// `REGISTRY_*` overrides in `env`.
     ///
     /// # Errors
-    /// [`ConfigError`] saying what is wrong and where.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::from_yaml(&text, &shown)
+    /// [`ConfigError`] saying what is wrong and what to change.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => {
+                let shown = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                (text, shown)
+            }
+            None => (DEFAULT_CONFIG.to_owned(), "built-in defaults".to_owned()),
+        };
+        Config::from_yaml(&text, &origin, env)
     }
 
-    /// Parses the storage sections of a config given as YAML text; `origin`
-    /// names it in errors.
+    /// Parses a config given as YAML text; `origin` names it in messages.
     ///
     /// # Errors
-    /// [`ConfigError`] saying what is wrong.
-    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let doc: serde_json::Value =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
-                path: origin.to_owned(),
-                message: e.to_string(),
-            })?;
+    /// [`ConfigError`].
+    pub fn from_yaml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: origin.to_owned(),
             message,
         };
-        let storage = doc
-            .get("storage")
-            .and_then(|s| s.as_object())
-            .ok_or_else(|| invalid("no `storage` section: add e.g. `storage: {filesystem: {rootdirectory: ./data}}`".into()))?;
-        let drivers: Vec<(&String, &serde_json::Value)> = storage
-            .iter()
-            .filter(|(k, _)| !SETTINGS_KEYS.contains(&k.as_str()))
+        let mut doc: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        if doc.is_null() {
+            doc = Value::Object(Map::new());
+        }
+        if !doc.is_object() {
+            return Err(invalid("the config must be a map of sections".into()));
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("REGISTRY_") && !NOT_OVERRIDES.contains(&k.as_str()))
             .collect();
-        let (driver, params) = match drivers.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(invalid(
-                    "`storage` names no driver: add one key such as `filesystem:` or `s3:`".into(),
+        // Shorter paths first, so REGISTRY_STORAGE picks the driver before
+        // REGISTRY_STORAGE_<DRIVER>_* fill in its parameters.
+        env.sort_by_key(|(k, _)| (k.matches('_').count(), k.clone()));
+        for (key, value) in &env {
+            apply_override(&mut doc, key, value).map_err(|m| invalid(format!("{key}: {m}")))?;
+        }
+
+        let mut warnings = Vec::new();
+        let raw: RawConfig = serde_ignored::deserialize(&doc, |p| {
+            warnings.push(format!("unknown config key `{p}` is ignored"));
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+
+        let storage = storage_spec(&doc).map_err(invalid)?;
+        let settings = raw.storage.unwrap_or_default();
+        let flag = |section: &str, path: &[&str]| -> Result<Option<bool>, ConfigError> {
+            let mut v = settings.get(section);
+            for p in path {
+                v = v.and_then(|x| x.get(*p));
+            }
+            match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+                Some(other) => Err(invalid(format!(
+                    "storage.{section}.{} must be true or false, not {other}",
+                    path.join(".")
+                ))),
+            }
+        };
+        let delete_enabled = flag("delete", &["enabled"])?.unwrap_or(false);
+        let redirect_disabled = flag("redirect", &["disable"])?.unwrap_or(false);
+        let read_only = flag("maintenance", &["readonly", "enabled"])?.unwrap_or(false);
+        if flag("maintenance", &["uploadpurging", "enabled"])?.unwrap_or(false) {
+            warnings.push(
+                "storage.maintenance.uploadpurging is not implemented yet: abandoned uploads are kept"
+                    .into(),
+            );
+        }
+        for s in ["cache", "tag"] {
+            if settings.contains_key(s) {
+                warnings.push(format!(
+                    "storage.{s} is not used by regstore and is ignored"
                 ));
             }
-            many => {
-                let names: Vec<&str> = many.iter().map(|(k, _)| k.as_str()).collect();
+        }
+
+        for (key, present) in [
+            ("auth", raw.auth.is_some()),
+            ("proxy", raw.proxy.is_some()),
+            ("http.tls", raw.http.tls.is_some()),
+        ] {
+            if present {
                 return Err(invalid(format!(
-                    "`storage` names {} drivers ({}): keep exactly one",
-                    names.len(),
-                    names.join(", ")
+                    "`{key}` is not supported by regstore yet; remove it and put a proxy in front for it, rather than run a registry without what the file asks for"
+                )));
+            }
+        }
+        if let Some(prefix) = raw.http.prefix.as_deref()
+            && !prefix.is_empty()
+            && prefix != "/"
+        {
+            return Err(invalid(format!(
+                "http.prefix {prefix:?} is not supported yet: serve the registry at / (a proxy can map a prefix)"
+            )));
+        }
+        if let Some(net) = raw.http.net.as_deref()
+            && net != "tcp"
+        {
+            return Err(invalid(format!(
+                "http.net {net:?} is not supported: only tcp is"
+            )));
+        }
+        for (key, present) in [
+            ("notifications", raw.notifications.is_some()),
+            ("redis", raw.redis.is_some()),
+            ("health", raw.health.is_some()),
+            ("reporting", raw.reporting.is_some()),
+            ("validation", raw.validation.is_some()),
+            ("compatibility", raw.compatibility.is_some()),
+            ("policy", raw.policy.is_some()),
+            ("log.hooks", raw.log.hooks.is_some()),
+            ("http.debug", raw.http.debug.is_some()),
+            ("http.http2", raw.http.http2.is_some()),
+            ("http.h2c", raw.http.h2c.is_some()),
+        ] {
+            if present {
+                warnings.push(format!("`{key}` is not used by regstore and is ignored"));
+            }
+        }
+        if let Some(mw) = &raw.middleware {
+            for k in mw.keys().filter(|k| k.as_str() != "storage") {
+                warnings.push(format!(
+                    "middleware.{k} is not supported (only middleware.storage is) and is ignored"
+                ));
+            }
+        }
+        if raw.log.formatter.as_deref().is_some_and(|f| f != "text") {
+            warnings.push("log.formatter: only `text` is supported; using text".into());
+        }
+        // Accepted and not needed: upload state lives in storage, so
+        // `http.secret` is not required to continue uploads elsewhere.
+        let _ = (
+            &raw.version,
+            &raw.log.fields,
+            &raw.log.accesslog,
+            &raw.http.secret,
+            &raw.catalog,
+        );
+
+        let mut headers = Vec::new();
+        for (name, values) in raw.http.headers.unwrap_or_default() {
+            let values = match values {
+                Value::Array(a) => a,
+                one => vec![one],
+            };
+            for v in values {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || axum::http::HeaderValue::from_str(&v).is_err()
+                {
+                    return Err(invalid(format!(
+                        "http.headers: {name}: {v:?} is not a valid HTTP header"
+                    )));
+                }
+                headers.push((name.clone(), v));
+            }
+        }
+        let drain_timeout = match raw.http.draintimeout {
+            None | Some(Value::Null) => DEFAULT_DRAIN_TIMEOUT,
+            Some(Value::String(s)) => regstore_core::params::parse_duration(&s)
+                .map_err(|m| invalid(format!("http.draintimeout: {m}")))?,
+            Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(0)),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "http.draintimeout must be a duration such as 30s, not {other}"
                 )));
             }
         };
-        let params = as_params(params).map_err(|m| invalid(format!("storage.{driver}: {m}")))?;
-
-        let mut middleware = Vec::new();
-        if let Some(list) = doc.get("middleware").and_then(|m| m.get("storage")) {
-            let list = list.as_array().ok_or_else(|| {
-                invalid("middleware.storage must be a list of {name, options}".into())
-            })?;
-            for (i, entry) in list.iter().enumerate() {
-                let name = entry
-                    .get("name")
-                    .and_then(|n| n.as_str())
-                    .ok_or_else(|| invalid(format!("middleware.storage[{i}] has no `name`")))?;
-                let options = entry.get("options").unwrap_or(&serde_json::Value::Null);
-                let options = as_params(options).map_err(|m| {
-                    invalid(format!("middleware.storage[{i}] ({name}) options: {m}"))
-                })?;
-                middleware.push((name.to_owned(), options));
-            }
-        }
-        Ok(StorageSpec {
-            driver: driver.clone(),
-            params,
-            middleware,
+        Ok(Config {
+            origin: origin.to_owned(),
+            storage,
+            delete_enabled,
+            redirect_disabled,
+            read_only,
+            addr: raw.http.addr.unwrap_or_else(|| ":5000".into()),
+            host: raw.http.host.filter(|h| !h.is_empty()),
+            relative_urls: raw.http.relativeurls.unwrap_or(false),
+            headers,
+            drain_timeout,
+            log_level: raw.log.level.or(raw.loglevel),
+            warnings,
         })
+    }
+}
+
+/// Sets the key `REGISTRY_A_B_C` names to `value` parsed as a YAML scalar.
+fn apply_override(doc: &mut Value, key: &str, value: &str) -> Result<(), String> {
+    let path: Vec<String> = key
+        .trim_start_matches("REGISTRY_")
+        .split('_')
+        .map(str::to_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err("empty key segment".into());
+    }
+    let parsed: Value = if value.is_empty() {
+        Value::String(String::new())
+    } else {
+        serde_saphyr::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
+    };
+    if path == ["storage"] {
+        let Value::String(driver) = parsed else {
+            return Err("REGISTRY_STORAGE names a driver, e.g. REGISTRY_STORAGE=s3".into());
+        };
+        let storage = object_at(doc, "storage");
+        storage.retain(|k, _| SETTINGS_KEYS.contains(&k.as_str()));
+        storage.insert(driver, Value::Object(Map::new()));
+        return Ok(());
+    }
+    let mut cur = doc;
+    for (i, seg) in path.iter().enumerate() {
+        let obj = match cur {
+            Value::Object(o) => o,
+            other => {
+                *other = Value::Object(Map::new());
+                match other {
+                    Value::Object(o) => o,
+                    _ => return Err("cannot set a key inside a non-map value".into()),
+                }
+            }
+        };
+        let existing = obj
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(seg))
+            .cloned()
+            .unwrap_or_else(|| seg.clone());
+        if i + 1 == path.len() {
+            obj.insert(existing, parsed);
+            return Ok(());
+        }
+        cur = obj.entry(existing).or_insert(Value::Object(Map::new()));
+    }
+    Ok(())
+}
+
+/// The object at top-level `key`, created (or replaced if not a map).
+fn object_at<'a>(doc: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !doc.is_object() {
+        *doc = Value::Object(Map::new());
+    }
+    let Value::Object(top) = doc else {
+        unreachable!("made an object above")
+    };
+    let slot = top
+        .entry(key.to_owned())
+        .or_insert(Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    match slot {
+        Value::Object(o) => o,
+        _ => unreachable!("made an object above"),
+    }
+}
+
+fn storage_spec(doc: &Value) -> Result<StorageSpec, String> {
+    let storage = doc
+        .get("storage")
+        .and_then(|s| s.as_object())
+        .ok_or_else(|| {
+            "no `storage` section: add e.g. `storage: {filesystem: {rootdirectory: ./data}}`"
+                .to_owned()
+        })?;
+    let drivers: Vec<(&String, &Value)> = storage
+        .iter()
+        .filter(|(k, _)| !SETTINGS_KEYS.contains(&k.as_str()))
+        .collect();
+    let (driver, params) = match drivers.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(
+                "`storage` names no driver: add one key such as `filesystem:` or `s3:`".into(),
+            );
+        }
+        many => {
+            let names: Vec<&str> = many.iter().map(|(k, _)| k.as_str()).collect();
+            return Err(format!(
+                "`storage` names {} drivers ({}): keep exactly one",
+                names.len(),
+                names.join(", ")
+            ));
+        }
+    };
+    let params = as_params(params).map_err(|m| format!("storage.{driver}: {m}"))?;
+    let mut middleware = Vec::new();
+    if let Some(list) = doc.get("middleware").and_then(|m| m.get("storage")) {
+        let list = list
+            .as_array()
+            .ok_or_else(|| "middleware.storage must be a list of {name, options}".to_owned())?;
+        for (i, entry) in list.iter().enumerate() {
+            let name = entry
+                .get("name")
+                .and_then(|n| n.as_str())
+                .ok_or_else(|| format!("middleware.storage[{i}] has no `name`"))?;
+            let options = entry.get("options").unwrap_or(&Value::Null);
+            let options = as_params(options)
+                .map_err(|m| format!("middleware.storage[{i}] ({name}) options: {m}"))?;
+            middleware.push((name.to_owned(), options));
+        }
+    }
+    Ok(StorageSpec {
+        driver: driver.clone(),
+        params,
+        middleware,
+    })
+}
+
+impl StorageSpec {
+    /// Reads the storage sections of the config file at `path`, with the
+    /// process's `REGISTRY_*` overrides applied.
+    ///
+    /// # Errors
+    /// [`ConfigError`] saying what is wrong and where.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Ok(Config::load(Some(path), std::env::vars())?.storage)
+    }
+
+    /// Parses the storage sections of a config given as YAML text (no
+    /// environment overrides); `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError`] saying what is wrong.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Ok(Config::from_yaml(text, origin, [])?.storage)
     }
 
     /// Builds the driver and applies the middleware in order.
@@ -157,10 +550,10 @@ impl StorageSpec {
     }
 }
 
-fn as_params(v: &serde_json::Value) -> Result<RawParams, String> {
+fn as_params(v: &Value) -> Result<RawParams, String> {
     match v {
-        serde_json::Value::Null => Ok(RawParams::new()),
-        serde_json::Value::Object(m) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Value::Null => Ok(RawParams::new()),
+        Value::Object(m) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         other => Err(format!("expected a map of parameters, got {other}")),
     }
 }
@@ -168,6 +561,13 @@ fn as_params(v: &serde_json::Value) -> Result<RawParams, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
 
     #[test]
     fn reads_driver_params_and_middleware() {
@@ -211,5 +611,85 @@ mod tests {
         );
         let e = StorageSpec::from_yaml("log:\n  level: info\n", "t.yml").unwrap_err();
         assert!(e.to_string().contains("no `storage` section"), "{e}");
+        let e = Config::from_yaml(
+            "storage:\n  inmemory:\n  delete:\n    enabled: sometimes\n",
+            "t.yml",
+            [],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage.delete.enabled must be true or false"),
+            "{e}"
+        );
+        let e = Config::from_yaml(
+            "storage:\n  inmemory:\nauth:\n  htpasswd:\n    realm: x\n    path: /p\n",
+            "t.yml",
+            [],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`auth` is not supported"), "{e}");
+    }
+
+    #[test]
+    fn defaults_serve_the_filesystem_under_data_on_5000_with_deletes() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c.storage.driver, "filesystem");
+        assert_eq!(
+            c.storage.params["rootdirectory"],
+            serde_json::json!("./data")
+        );
+        assert_eq!(c.addr, ":5000");
+        assert!(c.delete_enabled);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn environment_overrides_keys_like_distribution() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_STORAGE_INMEMORY_FOO", "1"),
+                ("REGISTRY_STORAGE", "inmemory"),
+                ("REGISTRY_HTTP_ADDR", ":5001"),
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "false"),
+                ("REGISTRY_HTTP_HEADERS_X-TEST", "[a, b]"),
+                ("REGISTRY_CONFIGURATION_PATH", "/ignored"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.storage.driver, "inmemory");
+        assert_eq!(c.storage.params["foo"], serde_json::json!(1));
+        assert_eq!(c.addr, ":5001");
+        assert!(!c.delete_enabled);
+        assert_eq!(
+            c.headers,
+            vec![
+                ("x-test".to_owned(), "a".to_owned()),
+                ("x-test".to_owned(), "b".to_owned())
+            ]
+        );
+        let c = Config::from_yaml(
+            "storage:\n  filesystem:\n    rootDirectory: /a\n",
+            "t.yml",
+            env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x")]),
+        )
+        .unwrap();
+        assert_eq!(c.storage.params["rootDirectory"], serde_json::json!("/x"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_in_warnings() {
+        let c = Config::from_yaml(
+            "storage:\n  inmemory:\nhttp:\n  addr: :1\n  adr: :2\nfrobnicate: 1\nnotifications: {}\n",
+            "t.yml",
+            [],
+        )
+        .unwrap();
+        let w = c.warnings.join("\n");
+        assert!(w.contains("`http.adr`"), "{w}");
+        assert!(w.contains("`frobnicate`"), "{w}");
+        assert!(w.contains("`notifications` is not used"), "{w}");
     }
 }

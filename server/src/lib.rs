@@ -1,8 +1,14 @@
 //! regstore-server: the `regstore` binary's library.
 //!
-//! Today it holds the configuration reader and the commands that work on a
-//! configured backend (`drivers`, `conformance`). The OCI registry HTTP
-//! server (`regstore serve`) is the next piece of work and lands here.
+//! - [`registry`]: the registry storage service (blobs, uploads, manifests,
+//!   tags, catalog, referrers) on any driver, in distribution's layout.
+//! - [`http`]: the OCI Distribution v1.1 HTTP API on it (axum).
+//! - [`serve`]: `regstore serve`: config → driver → listener, graceful shutdown.
+//! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
+//! - [`cli`]: the command line.
 
 pub mod cli;
 pub mod config;
+pub mod http;
+pub mod registry;
+pub mod serve;

@@ -1,0 +1,150 @@
+//! OCI error responses: `{"errors":[{"code","message","detail"}]}` with the
+//! status each code has in the Distribution Spec.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::registry::RegistryError;
+
+/// One OCI error, ready to be sent.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The spec's code (`BLOB_UNKNOWN`, …).
+    pub code: &'static str,
+    /// A sentence for people.
+    pub message: String,
+    /// Structured detail, `null` if none.
+    pub detail: Value,
+    /// Extra headers (e.g. `Range` with a 416).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    /// An error with no detail.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: Value::Null,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds detail.
+    pub fn detail(mut self, detail: Value) -> ApiError {
+        self.detail = detail;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// 405 `UNSUPPORTED` for a method the endpoint does not offer.
+    pub fn method_not_allowed(method: &axum::http::Method, what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            format!("{method} is not supported on {what}"),
+        )
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        use RegistryError as E;
+        let message = e.to_string();
+        match &e {
+            E::BlobUnknown(d) => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", message)
+                .detail(json!({ "digest": d.to_string() })),
+            E::BlobUploadUnknown(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", message)
+            }
+            E::BlobUploadInvalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", message)
+            }
+            E::DigestMismatch { expected, actual } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", message).detail(
+                    json!({ "expected": expected.to_string(), "actual": actual.to_string() }),
+                )
+            }
+            E::DigestInvalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", message)
+            }
+            E::ManifestUnknown(r) => {
+                ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", message)
+                    .detail(json!({ "reference": r }))
+            }
+            E::ManifestInvalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message)
+            }
+            E::ManifestBlobUnknown(d) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", message)
+                    .detail(json!({ "digest": d.to_string() }))
+            }
+            E::NameInvalid(n) => {
+                let code = match n.what {
+                    "repository name" => "NAME_INVALID",
+                    "tag" => "TAG_INVALID",
+                    _ => "DIGEST_INVALID",
+                };
+                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            }
+            E::NameUnknown(n) => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", message)
+                .detail(json!({ "name": n.as_str() })),
+            E::RangeInvalid { size, .. } => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                message,
+            )
+            .header(header::RANGE, range_header(*size)),
+            E::SizeInvalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", message),
+            E::Unsupported(_) => {
+                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
+            }
+            E::Storage(inner) => {
+                tracing::warn!(error = %inner, "storage error");
+                if matches!(inner, regstore_core::Error::Backend { .. }) {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
+                        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                } else {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
+                }
+            }
+        }
+    }
+}
+
+/// The `Range` header value for an upload holding `size` bytes: `0-<last>`
+/// (`0-0` when empty, as distribution sends).
+pub fn range_header(size: u64) -> HeaderValue {
+    HeaderValue::try_from(format!("0-{}", size.saturating_sub(1)))
+        .unwrap_or(HeaderValue::from_static("0-0"))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "errors": [{ "code": self.code, "message": self.message, "detail": self.detail }]
+        });
+        let mut resp = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body.to_string(),
+        )
+            .into_response();
+        for (k, v) in self.headers {
+            resp.headers_mut().insert(k, v);
+        }
+        resp
+    }
+}

@@ -1,0 +1,561 @@
+//! Manifests: validation on push, storage as blobs with revision and tag
+//! links, deletes, and the referrers index.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::digest::{Algorithm, Digest};
+use super::names::{Reference, RepoName, Tag};
+use super::{Registry, RegistryError, Result, layout};
+
+/// Largest manifest accepted or read (distribution's limit since its
+/// CVE-2023-2253 fix: 4 MiB).
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// The manifest formats the registry stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestKind {
+    /// `application/vnd.oci.image.manifest.v1+json`.
+    OciManifest,
+    /// `application/vnd.oci.image.index.v1+json`.
+    OciIndex,
+    /// `application/vnd.docker.distribution.manifest.v2+json`.
+    DockerManifest,
+    /// `application/vnd.docker.distribution.manifest.list.v2+json`.
+    DockerManifestList,
+}
+
+impl ManifestKind {
+    /// Its media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ManifestKind::OciManifest => "application/vnd.oci.image.manifest.v1+json",
+            ManifestKind::OciIndex => "application/vnd.oci.image.index.v1+json",
+            ManifestKind::DockerManifest => "application/vnd.docker.distribution.manifest.v2+json",
+            ManifestKind::DockerManifestList => {
+                "application/vnd.docker.distribution.manifest.list.v2+json"
+            }
+        }
+    }
+
+    /// The kind with this media type, if it is one.
+    pub fn from_media_type(mt: &str) -> Option<ManifestKind> {
+        [
+            ManifestKind::OciManifest,
+            ManifestKind::OciIndex,
+            ManifestKind::DockerManifest,
+            ManifestKind::DockerManifestList,
+        ]
+        .into_iter()
+        .find(|k| k.media_type() == mt)
+    }
+
+    fn is_index(self) -> bool {
+        matches!(
+            self,
+            ManifestKind::OciIndex | ManifestKind::DockerManifestList
+        )
+    }
+}
+
+/// A manifest read back from storage.
+#[derive(Clone, Debug)]
+pub struct StoredManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its bytes, exactly as pushed.
+    pub body: Bytes,
+    /// Its media type (the `mediaType` field, else inferred from its shape).
+    pub media_type: String,
+}
+
+/// One entry of a referrers response: a descriptor of a manifest whose
+/// `subject` is the digest asked about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Referrer {
+    /// The referrer's media type.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// `artifactType`, else the config's media type (image manifests).
+    pub artifact_type: Option<String>,
+    /// Its annotations, if any.
+    pub annotations: Option<Map<String, Value>>,
+}
+
+impl Referrer {
+    /// The OCI descriptor JSON for this referrer.
+    pub fn to_descriptor(&self) -> Value {
+        let mut d = Map::new();
+        d.insert("mediaType".into(), Value::String(self.media_type.clone()));
+        d.insert("digest".into(), Value::String(self.digest.to_string()));
+        d.insert("size".into(), Value::from(self.size));
+        if let Some(at) = &self.artifact_type {
+            d.insert("artifactType".into(), Value::String(at.clone()));
+        }
+        if let Some(a) = &self.annotations {
+            d.insert("annotations".into(), Value::Object(a.clone()));
+        }
+        Value::Object(d)
+    }
+}
+
+/// What a manifest says about the rest of the registry.
+#[derive(Debug)]
+struct Parsed {
+    kind: ManifestKind,
+    /// Blobs (config, layers) that must be in the repository.
+    blobs: Vec<Digest>,
+    /// Child manifests (index entries) that must be in the repository.
+    manifests: Vec<Digest>,
+    subject: Option<Digest>,
+    artifact_type: Option<String>,
+    annotations: Option<Map<String, Value>>,
+}
+
+fn invalid(message: impl Into<String>) -> RegistryError {
+    RegistryError::ManifestInvalid(message.into())
+}
+
+/// Parses a descriptor at `at` (e.g. `layers[2]`) and returns its digest.
+fn descriptor(v: &Value, at: &str) -> Result<Digest> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid(format!("{at} must be a descriptor object")))?;
+    match obj.get("mediaType") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(invalid(format!("{at}.mediaType must be a string"))),
+        None => return Err(invalid(format!("{at}.mediaType is missing"))),
+    }
+    let digest = obj
+        .get("digest")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{at}.digest is missing or not a string")))?
+        .parse::<Digest>()
+        .map_err(|e| invalid(format!("{at}.digest: {e}")))?;
+    if !obj.get("size").is_some_and(Value::is_u64) {
+        return Err(invalid(format!(
+            "{at}.size is missing or not a non-negative integer"
+        )));
+    }
+    Ok(digest)
+}
+
+fn kind_of(obj: &Map<String, Value>) -> Option<ManifestKind> {
+    if obj.contains_key("manifests") {
+        Some(ManifestKind::OciIndex)
+    } else if obj.contains_key("config") {
+        Some(ManifestKind::OciManifest)
+    } else {
+        None
+    }
+}
+
+/// The media type a client meant by `Content-Type`, without parameters.
+fn bare_media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| invalid("the manifest must be a JSON object"))?;
+    match obj.get("schemaVersion").and_then(Value::as_u64) {
+        Some(2) => {}
+        Some(1) => {
+            return Err(invalid(
+                "Docker schema 1 manifests are not supported: push as Docker schema 2 or OCI",
+            ));
+        }
+        _ => return Err(invalid("schemaVersion must be 2")),
+    }
+    let body_type = match obj.get("mediaType") {
+        None => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(invalid("mediaType must be a string")),
+    };
+    let header_type = content_type
+        .map(bare_media_type)
+        .filter(|t| ManifestKind::from_media_type(t).is_some());
+    if let (Some(b), Some(h)) = (body_type, header_type)
+        && b != h
+    {
+        return Err(invalid(format!(
+            "Content-Type {h} does not match the manifest's mediaType {b}"
+        )));
+    }
+    let kind = match body_type.or(header_type) {
+        Some(t) => ManifestKind::from_media_type(t).ok_or_else(|| {
+            invalid(format!(
+                "unsupported manifest media type {t:?} (OCI image manifest or index, Docker schema 2 manifest or list are)"
+            ))
+        })?,
+        None => kind_of(obj).ok_or_else(|| {
+            invalid("no mediaType, and neither `config` nor `manifests`: not a manifest")
+        })?,
+    };
+    let mut parsed = Parsed {
+        kind,
+        blobs: Vec::new(),
+        manifests: Vec::new(),
+        subject: None,
+        artifact_type: None,
+        annotations: None,
+    };
+    if kind.is_index() {
+        let list = obj
+            .get("manifests")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("manifests must be a list of descriptors"))?;
+        for (i, m) in list.iter().enumerate() {
+            parsed
+                .manifests
+                .push(descriptor(m, &format!("manifests[{i}]"))?);
+        }
+    } else {
+        let config = obj
+            .get("config")
+            .ok_or_else(|| invalid("config is missing"))?;
+        parsed.blobs.push(descriptor(config, "config")?);
+        parsed.artifact_type = config
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let layers = obj
+            .get("layers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("layers must be a list of descriptors"))?;
+        for (i, l) in layers.iter().enumerate() {
+            let d = descriptor(l, &format!("layers[{i}]"))?;
+            // Foreign (non-distributable) layers live elsewhere, at `urls`.
+            if !l.get("urls").is_some_and(|u| u.is_array()) {
+                parsed.blobs.push(d);
+            }
+        }
+    }
+    if let Some(s) = obj.get("subject") {
+        parsed.subject = Some(descriptor(s, "subject")?);
+    }
+    match obj.get("artifactType") {
+        None => {}
+        Some(Value::String(s)) => parsed.artifact_type = Some(s.clone()),
+        Some(_) => return Err(invalid("artifactType must be a string")),
+    }
+    if kind.is_index() && !obj.contains_key("artifactType") {
+        parsed.artifact_type = None;
+    }
+    match obj.get("annotations") {
+        None => {}
+        Some(Value::Object(a)) => parsed.annotations = Some(a.clone()),
+        Some(_) => return Err(invalid("annotations must be a map of strings")),
+    }
+    Ok(parsed)
+}
+
+/// The media type of stored manifest bytes.
+fn media_type_of(body: &[u8]) -> String {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return ManifestKind::OciManifest.media_type().to_owned();
+    };
+    match obj.get("mediaType").and_then(Value::as_str) {
+        Some(t) => t.to_owned(),
+        None => kind_of(&obj)
+            .unwrap_or(ManifestKind::OciManifest)
+            .media_type()
+            .to_owned(),
+    }
+}
+
+/// Result of a manifest push.
+#[derive(Clone, Debug)]
+pub struct PutManifest {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its `subject`, if it has one (sent back as `OCI-Subject`).
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Validates and stores a manifest under `reference` (a tag, or the
+    /// digest it must hash to).
+    ///
+    /// Every blob it references must be in `name`, and every child of an
+    /// index must be a manifest of `name`; `subject` need not exist.
+    ///
+    /// # Errors
+    /// `ManifestInvalid` (not JSON, wrong shape, too large, type mismatch),
+    /// `DigestMismatch`, `ManifestBlobUnknown`, `Storage`.
+    pub async fn put_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
+        if body.len() > MAX_MANIFEST_SIZE {
+            return Err(invalid(format!(
+                "the manifest is {} bytes; the limit is {MAX_MANIFEST_SIZE}",
+                body.len()
+            )));
+        }
+        let parsed = parse(&body, content_type)?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if actual != *expected {
+                    return Err(RegistryError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        for b in &parsed.blobs {
+            match self.stat_blob(name, b).await {
+                Ok(_) => {}
+                Err(RegistryError::BlobUnknown(d)) => {
+                    return Err(RegistryError::ManifestBlobUnknown(d));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for m in &parsed.manifests {
+            if !self.has_manifest(name, m).await? {
+                return Err(RegistryError::ManifestBlobUnknown(m.clone()));
+            }
+        }
+        if self.blob_size(&digest).await? != Some(body.len() as u64) {
+            self.driver
+                .put_content(layout::blob_data(&digest), body)
+                .await?;
+        }
+        self.write_link(&layout::revision_link(name, &digest), &digest)
+            .await?;
+        if let Some(subject) = &parsed.subject {
+            self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
+                .await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest)
+                .await?;
+            self.write_link(&layout::tag_current_link(name, tag), &digest)
+                .await?;
+        }
+        tracing::debug!(kind = ?parsed.kind, %digest, %name, "manifest stored");
+        Ok(PutManifest {
+            digest,
+            subject: parsed.subject,
+        })
+    }
+
+    /// Whether `d` is a manifest of `name`.
+    async fn has_manifest(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        Ok(self
+            .read_link(&layout::revision_link(name, d))
+            .await?
+            .as_ref()
+            == Some(d))
+    }
+
+    /// The digest `reference` names in `name`.
+    ///
+    /// # Errors
+    /// `ManifestUnknown`, `NameUnknown` (no such repository), `Storage`.
+    pub async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Digest> {
+        let found = match reference {
+            Reference::Tag(tag) => self.read_link(&layout::tag_current_link(name, tag)).await?,
+            Reference::Digest(d) => self.has_manifest(name, d).await?.then(|| d.clone()),
+        };
+        match found {
+            Some(d) => Ok(d),
+            None if !self.repository_exists(name).await? => {
+                Err(RegistryError::NameUnknown(name.clone()))
+            }
+            None => Err(RegistryError::ManifestUnknown(reference.to_string())),
+        }
+    }
+
+    /// The manifest `reference` names.
+    ///
+    /// # Errors
+    /// As [`Registry::resolve`]; `ManifestUnknown` also when the revision
+    /// is linked but its bytes are gone.
+    pub async fn get_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        let digest = self.resolve(name, reference).await?;
+        let body = match self.driver.get_content(layout::blob_data(&digest)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RegistryError::ManifestUnknown(reference.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let media_type = media_type_of(&body);
+        Ok(StoredManifest {
+            digest,
+            body,
+            media_type,
+        })
+    }
+
+    /// Deletes a tag, or a manifest by digest together with every tag that
+    /// points at it and its referrers entry.
+    ///
+    /// # Errors
+    /// `Unsupported` if deletes are disabled, `ManifestUnknown`, `Storage`.
+    pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> Result<()> {
+        self.check_delete_enabled()?;
+        let digest = self.resolve(name, reference).await?;
+        if let Reference::Tag(tag) = reference {
+            return self.delete_if_exists(&layout::tag_dir(name, tag)).await;
+        }
+        let subject = match self.driver.get_content(layout::blob_data(&digest)).await {
+            Ok(body) => parse(&body, None).ok().and_then(|p| p.subject),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let link = layout::revision_link(name, &digest);
+        self.driver.delete(link.trim_end_matches("/link")).await?;
+        for tag in self.tags(name).await.unwrap_or_default() {
+            let Ok(tag) = Tag::parse(&tag) else { continue };
+            if self
+                .read_link(&layout::tag_current_link(name, &tag))
+                .await?
+                .as_ref()
+                == Some(&digest)
+            {
+                self.delete_if_exists(&layout::tag_dir(name, &tag)).await?;
+            }
+        }
+        if let Some(subject) = subject {
+            let link = layout::referrer_link(name, &subject, &digest);
+            self.delete_if_exists(link.trim_end_matches("/link"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Manifests of `name` whose `subject` is `subject`, sorted by digest,
+    /// optionally only those of `artifact_type`.
+    ///
+    /// An unknown subject or repository gives an empty list, as the spec asks.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub async fn referrers(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let dir = layout::referrers_dir(name, subject);
+        let algs = match self.driver.list(&dir).await {
+            Ok(a) => a,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for alg_dir in algs {
+            let entries = match self.driver.list(alg_dir.as_str()).await {
+                Ok(e) => e,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let Some(link) = self.read_link(&format!("{entry}/link")).await? else {
+                    continue;
+                };
+                // Deleted behind the index's back (e.g. by distribution's GC).
+                let Ok(m) = self.get_manifest(name, &Reference::Digest(link)).await else {
+                    continue;
+                };
+                let Ok(parsed) = parse(&m.body, None) else {
+                    continue;
+                };
+                if parsed.subject.as_ref() != Some(subject) {
+                    continue;
+                }
+                if let Some(want) = artifact_type
+                    && parsed.artifact_type.as_deref() != Some(want)
+                {
+                    continue;
+                }
+                out.push(Referrer {
+                    media_type: m.media_type,
+                    size: m.body.len() as u64,
+                    digest: m.digest,
+                    artifact_type: parsed.artifact_type,
+                    annotations: parsed.annotations,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn media_type_comes_from_body_or_header_and_they_must_agree() {
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{EMPTY}","size":0}},"layers":[]}}"#
+        );
+        let p = parse(
+            m.as_bytes(),
+            Some(ManifestKind::DockerManifest.media_type()),
+        )
+        .unwrap();
+        assert_eq!(p.kind, ManifestKind::DockerManifest);
+        let p = parse(m.as_bytes(), Some("application/json")).unwrap();
+        assert_eq!(p.kind, ManifestKind::OciManifest);
+        let with_type = m.replacen(
+            "{",
+            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
+            1,
+        );
+        let e = parse(
+            with_type.as_bytes(),
+            Some(ManifestKind::DockerManifest.media_type()),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn broken_manifests_are_named() {
+        for (body, says) in [
+            ("{", "not valid JSON"),
+            ("[]", "JSON object"),
+            (r#"{"schemaVersion":1}"#, "schema 1"),
+            (r#"{"schemaVersion":2,"config":{}}"#, "config.mediaType"),
+            (
+                r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:0","size":1},"layers":[]}"#,
+                "config.digest",
+            ),
+            (
+                &format!(
+                    r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{EMPTY}","size":0}},"layers":[{{"mediaType":"x","digest":"{EMPTY}","size":-1}}]}}"#
+                ),
+                "layers[0].size",
+            ),
+            (r#"{"schemaVersion":2}"#, "not a manifest"),
+        ] {
+            let e = parse(body.as_bytes(), None).unwrap_err().to_string();
+            assert!(e.contains(says), "{body}: {e}");
+        }
+    }
+}

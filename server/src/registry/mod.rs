@@ -1,0 +1,377 @@
+//! The registry's storage service: blobs, uploads, manifests, tags, catalog
+//! and referrers, on any [`Driver`], in distribution's layout ([`layout`]).
+//!
+//! Nothing here knows HTTP; the server maps [`RegistryError`] to the OCI
+//! error codes. Every method takes validated names ([`RepoName`], [`Tag`],
+//! [`Digest`]), so no request can produce an invalid storage path.
+
+pub mod digest;
+pub mod layout;
+mod manifests;
+pub mod names;
+mod uploads;
+
+use regstore_core::{Driver, RedirectRequest, WalkControl};
+
+pub use digest::{Algorithm, Digest, Hasher};
+pub use manifests::{MAX_MANIFEST_SIZE, ManifestKind, PutManifest, Referrer, StoredManifest};
+pub use names::{NameError, Reference, RepoName, Tag};
+pub use uploads::{UploadStatus, new_upload_id, parse_upload_id};
+
+/// What a registry operation can fail with. Each variant maps to one OCI
+/// error code; [`RegistryError::Storage`] is the backend failing.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The blob is not in the repository.
+    #[error("blob {0} is not in this repository")]
+    BlobUnknown(Digest),
+    /// No upload session with this id.
+    #[error("no upload session {0}")]
+    BlobUploadUnknown(String),
+    /// The upload cannot continue (e.g. its hash state is lost).
+    #[error("{0}")]
+    BlobUploadInvalid(String),
+    /// The content does not hash to the digest given.
+    #[error("the content's digest is {actual}, not {expected}")]
+    DigestMismatch {
+        /// The digest the client named.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+    /// A malformed digest parameter.
+    #[error("{0}")]
+    DigestInvalid(String),
+    /// No such manifest (or tag).
+    #[error("manifest {0} is not in this repository")]
+    ManifestUnknown(String),
+    /// The manifest is not valid; the message says why.
+    #[error("{0}")]
+    ManifestInvalid(String),
+    /// The manifest references a blob or manifest the repository lacks.
+    #[error("the manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    /// A malformed repository name, tag or reference.
+    #[error(transparent)]
+    NameInvalid(#[from] NameError),
+    /// The repository does not exist.
+    #[error("repository {0} is not known to this registry")]
+    NameUnknown(RepoName),
+    /// A chunk that does not start where the upload ends.
+    #[error("the chunk starts at byte {given}, but the upload holds {size} bytes")]
+    RangeInvalid {
+        /// Where the client said the chunk starts.
+        given: u64,
+        /// Bytes the upload holds.
+        size: u64,
+    },
+    /// A length that does not match the content.
+    #[error("{0}")]
+    SizeInvalid(String),
+    /// The operation is switched off (e.g. deletes) or not offered.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The storage backend failed.
+    #[error("storage: {0}")]
+    Storage(#[from] regstore_core::Error),
+}
+
+/// Shorthand for results of registry operations.
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Registry behaviour chosen by configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `storage.delete.enabled`: blob and manifest deletes are allowed.
+    pub delete_enabled: bool,
+    /// `storage.redirect.disable` negated: blob GET/HEAD may redirect to the
+    /// driver's URL.
+    pub redirect: bool,
+    /// `storage.maintenance.readonly.enabled`: every write is refused.
+    pub read_only: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            delete_enabled: true,
+            redirect: true,
+            read_only: false,
+        }
+    }
+}
+
+/// The registry on one driver. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    driver: Driver,
+    settings: Settings,
+}
+
+/// A blob found in a repository.
+#[derive(Clone, Debug)]
+pub struct BlobInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl Registry {
+    /// A registry storing through `driver`.
+    pub fn new(driver: Driver, settings: Settings) -> Registry {
+        Registry { driver, settings }
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Fails with `Unsupported` unless deletes are enabled.
+    fn check_delete_enabled(&self) -> Result<()> {
+        if self.settings.delete_enabled {
+            Ok(())
+        } else {
+            Err(RegistryError::Unsupported(
+                "deletes are disabled on this registry (storage.delete.enabled: false)".into(),
+            ))
+        }
+    }
+
+    /// Reads a link file; `Ok(None)` if it does not exist.
+    ///
+    /// Link files are tiny; anything that is not a digest is reported as a
+    /// broken link, naming the path, rather than a server error.
+    async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+        match self.driver.get_content(path).await {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                text.trim().parse::<Digest>().map(Some).map_err(|e| {
+                    RegistryError::Storage(regstore_core::Error::backend(format!(
+                        "link {path} is broken: {e}"
+                    )))
+                })
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_link(&self, path: &str, d: &Digest) -> Result<()> {
+        self.driver
+            .put_content(path, layout::link_content(d).into_bytes())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `path` and everything below it; a missing path is fine.
+    async fn delete_if_exists(&self, path: &str) -> Result<()> {
+        match self.driver.delete(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Size of the blob's data, `None` if the registry does not hold it.
+    async fn blob_size(&self, d: &Digest) -> Result<Option<u64>> {
+        match self.driver.stat(layout::blob_data(d)).await {
+            Ok(fi) if !fi.is_dir => Ok(Some(fi.size)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The blob `d` as seen from repository `name`: linked there and present.
+    ///
+    /// # Errors
+    /// `BlobUnknown` if it is not linked in `name` or its data is gone.
+    pub async fn stat_blob(&self, name: &RepoName, d: &Digest) -> Result<BlobInfo> {
+        let linked = self.read_link(&layout::layer_link(name, d)).await?;
+        if linked.as_ref() != Some(d) {
+            return Err(RegistryError::BlobUnknown(d.clone()));
+        }
+        match self.blob_size(d).await? {
+            Some(size) => Ok(BlobInfo {
+                digest: d.clone(),
+                size,
+            }),
+            None => Err(RegistryError::BlobUnknown(d.clone())),
+        }
+    }
+
+    /// The blob's bytes from `offset`, streamed from the driver.
+    ///
+    /// # Errors
+    /// `Storage` if the driver cannot open it.
+    pub async fn read_blob(&self, d: &Digest, offset: u64) -> Result<regstore_core::ByteStream> {
+        Ok(self.driver.reader(layout::blob_data(d), offset).await?)
+    }
+
+    /// A URL the client may fetch the blob from instead, when the driver
+    /// offers one and redirects are not disabled.
+    ///
+    /// # Errors
+    /// `Storage` if signing fails.
+    pub async fn blob_redirect(
+        &self,
+        d: &Digest,
+        request: &RedirectRequest,
+    ) -> Result<Option<url::Url>> {
+        if !self.settings.redirect || !self.driver.capabilities().redirect {
+            return Ok(None);
+        }
+        Ok(self
+            .driver
+            .redirect_url(request, layout::blob_data(d))
+            .await?)
+    }
+
+    /// Links an existing blob into a repository.
+    async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        self.write_link(&layout::layer_link(name, d), d).await
+    }
+
+    /// Removes the blob from the repository (the data stays until garbage
+    /// collection, as other repositories may link it).
+    ///
+    /// # Errors
+    /// `Unsupported` if deletes are disabled, `BlobUnknown`.
+    pub async fn delete_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        self.check_delete_enabled()?;
+        self.stat_blob(name, d).await?;
+        let link = layout::layer_link(name, d);
+        let dir = link.trim_end_matches("/link");
+        self.driver.delete(dir).await?;
+        Ok(())
+    }
+
+    /// Cross-repository mount: links `d` into `name` if `from` has it.
+    /// `Ok(None)` when `from` does not hold it (the caller falls back to an
+    /// upload).
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub async fn mount_blob(
+        &self,
+        name: &RepoName,
+        from: &RepoName,
+        d: &Digest,
+    ) -> Result<Option<BlobInfo>> {
+        match self.stat_blob(from, d).await {
+            Ok(info) => {
+                self.link_blob(name, d).await?;
+                Ok(Some(info))
+            }
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Up to `n` repository names after `last`, in storage walk order, and
+    /// whether more follow.
+    ///
+    /// A repository is a directory holding `_manifests`, as distribution
+    /// decides; repositories with only blobs or uploads are not listed.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub async fn catalog(&self, n: usize, last: Option<&RepoName>) -> Result<(Vec<String>, bool)> {
+        let mut names = Vec::new();
+        let mut more = false;
+        let start_after = last.map(layout::repository);
+        let prefix = format!("{}/", layout::REPOSITORIES);
+        let walked = self
+            .driver
+            .walk(layout::REPOSITORIES, start_after.as_deref(), |fi| {
+                let Some(file) = fi.path.file_name() else {
+                    return Ok(WalkControl::Continue);
+                };
+                if !fi.is_dir {
+                    return Ok(WalkControl::Continue);
+                }
+                if file == "_manifests" {
+                    let repo = fi
+                        .path
+                        .parent()
+                        .map(|p| p.as_str().trim_start_matches(prefix.as_str()).to_owned())
+                        .unwrap_or_default();
+                    if Some(repo.as_str()) == last.map(RepoName::as_str) {
+                        // The walk resumes after `last` itself and so
+                        // meets its `_manifests` again.
+                        return Ok(WalkControl::SkipDir);
+                    }
+                    if names.len() == n {
+                        more = true;
+                        return Ok(WalkControl::Stop);
+                    }
+                    names.push(repo);
+                    return Ok(WalkControl::SkipDir);
+                }
+                if file.starts_with('_') {
+                    return Ok(WalkControl::SkipDir);
+                }
+                Ok(WalkControl::Continue)
+            })
+            .await;
+        match walked {
+            Ok(()) => Ok((names, more)),
+            Err(e) if e.is_not_found() => Ok((Vec::new(), false)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every tag of the repository, sorted.
+    ///
+    /// # Errors
+    /// `NameUnknown` if the repository has no manifests, `Storage`.
+    pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
+        match self.driver.list(layout::tags_dir(name)).await {
+            Ok(children) => {
+                let mut tags: Vec<String> = children
+                    .iter()
+                    .filter_map(|p| p.file_name().map(str::to_owned))
+                    .collect();
+                tags.sort();
+                Ok(tags)
+            }
+            Err(e) if e.is_not_found() => {
+                if self.repository_exists(name).await? {
+                    Ok(Vec::new())
+                } else {
+                    Err(RegistryError::NameUnknown(name.clone()))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the repository has a `_manifests` directory.
+    async fn repository_exists(&self, name: &RepoName) -> Result<bool> {
+        match self.driver.stat(layout::manifests_dir(name)).await {
+            Ok(fi) => Ok(fi.is_dir),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Health check: the driver answers `stat("/")`; not-found (an empty
+    /// store) is healthy.
+    ///
+    /// # Errors
+    /// `Storage` when the backend does not answer properly.
+    pub async fn check_health(&self) -> Result<()> {
+        match self.driver.stat("/").await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

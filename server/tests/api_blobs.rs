@@ -1,0 +1,597 @@
+//! Blob and upload endpoints over HTTP, on inmemory and filesystem.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_root_and_health_answer() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            header(&r, "docker-distribution-api-version"),
+            "registry/2.0"
+        );
+        let r = reg.client.get(reg.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = reg
+            .client
+            .get(reg.url("/debug/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{driver}: empty store is healthy"
+        );
+        let r = reg
+            .client
+            .get(reg.url("/v2/nothing-here"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolithic_push_then_head_get_and_ranges() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let d = sha256(&data);
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/a/b/blobs/uploads/?digest={d}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(header(&r, "location"), format!("/v2/a/b/blobs/{d}"));
+        assert_eq!(header(&r, "docker-content-digest"), d);
+
+        let url = reg.url(&format!("/v2/a/b/blobs/{d}"));
+        let r = reg.client.head(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "content-length"), "100000", "{driver}");
+        assert_eq!(header(&r, "docker-content-digest"), d);
+        assert_eq!(
+            header(&r, "docker-distribution-api-version"),
+            "registry/2.0"
+        );
+        let r = reg.client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+
+        let r = reg
+            .client
+            .get(&url)
+            .header("range", "bytes=10-19")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(header(&r, "content-range"), "bytes 10-19/100000");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &data[10..20]);
+        let r = reg
+            .client
+            .get(&url)
+            .header("range", "bytes=-5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &data[99_995..]);
+        let r = reg
+            .client
+            .get(&url)
+            .header("range", "bytes=99990-")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &data[99_990..]);
+        let r = reg
+            .client
+            .get(&url)
+            .header("range", "bytes=100000-")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-range"), "bytes */100000");
+        expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN").await;
+
+        // The blob is in a/b only.
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/other/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/other/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_digest_is_refused_and_stores_nothing() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let wrong = sha256(b"something else");
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/r/blobs/uploads/?digest={wrong}")))
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        let msg = expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+        assert!(
+            msg.contains(&sha256(b"payload")),
+            "names the actual digest: {msg}"
+        );
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/r/blobs/{wrong}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/r/blobs/{}", sha256(b"payload"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "{driver}: nothing stored"
+        );
+        for bad in ["sha256:abc", "md5:00", "nonsense", "sha256:ZZ"] {
+            let r = reg
+                .client
+                .post(reg.url(&format!("/v2/r/blobs/uploads/?digest={bad}")))
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+            let r = reg
+                .client
+                .get(reg.url(&format!("/v2/r/blobs/{bad}")))
+                .send()
+                .await
+                .unwrap();
+            expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+        }
+    }
+}
+
+/// POSTs an upload session; returns its Location.
+async fn begin(reg: &TestRegistry, repo: &str) -> String {
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range"), "0-0");
+    let uuid = header(&r, "docker-upload-uuid");
+    let loc = header(&r, "location");
+    assert!(loc.ends_with(&uuid) && !uuid.is_empty(), "{loc} {uuid}");
+    reg.url(&loc)
+}
+
+fn with_digest(loc: &str, d: &str) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={d}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_then_monolithic_put_and_empty_blob() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        for data in [&b"hello monolithic"[..], b""] {
+            let loc = begin(&reg, "m").await;
+            let d = sha256(data);
+            let r = reg
+                .client
+                .put(with_digest(&loc, &d))
+                .body(data.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+            assert_eq!(header(&r, "docker-content-digest"), d);
+            let r = reg
+                .client
+                .get(reg.url(&format!("/v2/m/blobs/{d}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.bytes().await.unwrap().as_ref(), data);
+            // The session is gone once complete.
+            let r = reg.client.get(&loc).send().await.unwrap();
+            expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        }
+        let loc = begin(&reg, "m").await;
+        let r = reg.client.put(&loc).body("x").send().await.unwrap();
+        expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_upload_with_status_and_out_of_order_chunk() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 256) as u8).collect();
+        let d = sha256(&data);
+        let loc = begin(&reg, "c/d").await;
+        let chunks = [&data[..1_000_000], &data[1_000_000..2_500_000]];
+        let mut at = 0usize;
+        for chunk in chunks {
+            let r = reg
+                .client
+                .patch(&loc)
+                .header("content-type", "application/octet-stream")
+                .header("content-range", format!("{}-{}", at, at + chunk.len() - 1))
+                .header("content-length", chunk.len())
+                .body(chunk.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}");
+            at += chunk.len();
+            assert_eq!(header(&r, "range"), format!("0-{}", at - 1));
+            assert!(!header(&r, "location").is_empty());
+        }
+        let r = reg.client.get(&loc).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(header(&r, "range"), "0-2499999");
+        assert!(!header(&r, "docker-upload-uuid").is_empty());
+
+        // A chunk that skips ahead (or repeats) is refused and changes nothing.
+        for start in [0usize, 2_600_000] {
+            let r = reg
+                .client
+                .patch(&loc)
+                .header("content-range", format!("{start}-{}", start + 9))
+                .header("content-length", 10)
+                .body(vec![0u8; 10])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(header(&r, "range"), "0-2499999");
+            expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+        }
+        // Final PUT with the last chunk.
+        let r = reg
+            .client
+            .put(with_digest(&loc, &d))
+            .body(data[2_500_000..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let got = reg
+            .client
+            .get(reg.url(&format!("/v2/c/d/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.bytes().await.unwrap().as_ref(), &data[..]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_patch_without_content_range_and_final_put_without_body() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let parts: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 300_000]).collect();
+        let all: Vec<u8> = parts.concat();
+        let d = sha256(&all);
+        let loc = begin(&reg, "s").await;
+        // One streamed PATCH of unknown length, sent as a chunked body.
+        let first: Vec<Vec<u8>> = parts[..6].to_vec();
+        let stream = futures_util::stream::iter(first.into_iter().map(Ok::<_, std::io::Error>));
+        let r = reg
+            .client
+            .patch(&loc)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(header(&r, "range"), format!("0-{}", 6 * 300_000 - 1));
+        let r = reg
+            .client
+            .patch(&loc)
+            .body(parts[6..].concat())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let got = reg
+            .client
+            .get(reg.url(&format!("/v2/s/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        let mut body = got.bytes_stream();
+        let mut n = 0;
+        let mut h = Vec::new();
+        while let Some(c) = body.next().await {
+            let c = c.unwrap();
+            n += c.len();
+            h.extend_from_slice(&c);
+        }
+        assert_eq!(n, all.len());
+        assert_eq!(sha256(&h), d);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha512_digests_for_one_shot_and_chunked_uploads() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let data = b"sha512 content".repeat(1000);
+        let d = sha512(&data);
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/x/blobs/uploads/?digest={d}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/x/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "docker-content-digest"), d);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+
+        let other = b"chunked sha512".repeat(999);
+        let d2 = sha512(&other);
+        let loc = begin(&reg, "x").await;
+        let r = reg
+            .client
+            .patch(&loc)
+            .body(other[..5000].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let r = reg
+            .client
+            .put(with_digest(&loc, &d2))
+            .body(other[5000..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/x/blobs/{d2}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &other[..]);
+        // A chunked upload whose sha512 does not match is refused.
+        let loc = begin(&reg, "x").await;
+        let r = reg.client.patch(&loc).body("abc").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let r = reg.client.put(with_digest(&loc, &d2)).send().await.unwrap();
+        expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_unknown_sessions() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let loc = begin(&reg, "u").await;
+        let r = reg.client.patch(&loc).body("partial").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let r = reg.client.delete(&loc).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{driver}");
+        for req in [
+            reg.client.get(&loc),
+            reg.client.patch(&loc).body("more"),
+            reg.client.put(with_digest(&loc, &sha256(b"partial"))),
+            reg.client.delete(&loc),
+        ] {
+            let r = req.send().await.unwrap();
+            expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        }
+        for bad in ["not-a-uuid", "ABC", "00000000-0000-0000-0000-000000000000"] {
+            let r = reg
+                .client
+                .get(reg.url(&format!("/v2/u/blobs/uploads/{bad}")))
+                .send()
+                .await
+                .unwrap();
+            expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_repository_mount_or_fallback_to_upload() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let d = reg.push_blob("src/repo", b"mount me").await;
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src/repo")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        assert_eq!(header(&r, "location"), format!("/v2/dst/blobs/{d}"));
+        assert_eq!(header(&r, "docker-content-digest"), d);
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/dst/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"mount me");
+
+        let missing = sha256(b"not there");
+        let r = reg
+            .client
+            .post(reg.url(&format!(
+                "/v2/dst/blobs/uploads/?mount={missing}&from=src/repo"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "falls back to an upload");
+        assert!(header(&r, "location").starts_with("/v2/dst/blobs/uploads/"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_delete_and_deletes_disabled() {
+    for driver in DRIVERS {
+        let reg = start(driver, DELETE_ON, "").await;
+        let d = reg.push_blob("del", b"bye").await;
+        let d2 = reg.push_blob("keep", b"bye").await;
+        let r = reg
+            .client
+            .delete(reg.url(&format!("/v2/del/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}");
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/del/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/keep/blobs/{d2}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "other repositories keep the blob"
+        );
+        let r = reg
+            .client
+            .delete(reg.url(&format!("/v2/del/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+
+        let reg = start(driver, "", "").await;
+        let d = reg.push_blob("del", b"stays").await;
+        let r = reg
+            .client
+            .delete(reg.url(&format!("/v2/del/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/del/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_one_blob_all_succeed() {
+    for driver in DRIVERS {
+        let reg = std::sync::Arc::new(start(driver, "", "").await);
+        let data = b"same bytes everywhere".repeat(5000);
+        let d = sha256(&data);
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let reg = reg.clone();
+            let data = data.clone();
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                let repo = if i % 2 == 0 {
+                    "same".to_owned()
+                } else {
+                    format!("r{i}")
+                };
+                let loc = begin(&reg, &repo).await;
+                let r = reg
+                    .client
+                    .patch(&loc)
+                    .body(data[..50_000].to_vec())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::ACCEPTED);
+                let r = reg
+                    .client
+                    .put(with_digest(&loc, &d))
+                    .body(data[50_000..].to_vec())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+                repo
+            }));
+        }
+        for t in tasks {
+            let repo = t.await.expect("upload task");
+            let r = reg
+                .client
+                .get(reg.url(&format!("/v2/{repo}/blobs/{d}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(sha256(&r.bytes().await.unwrap()), d);
+        }
+        if driver == "filesystem" {
+            let blobs = reg.dir.path().join("root/docker/registry/v2/blobs/sha256");
+            let count = walk_count(&blobs);
+            assert_eq!(count, 1, "stored once");
+        }
+    }
+}
+
+fn walk_count(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            n += walk_count(&e.path());
+        } else if e.file_name() == "data" {
+            n += 1;
+        }
+    }
+    n
+}

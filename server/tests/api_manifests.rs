@@ -1,0 +1,611 @@
+//! Manifests, tags, catalog, referrers and name rules over HTTP.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+async fn json(r: reqwest::Response) -> Value {
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_a_manifest_by_tag_and_digest() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let (manifest, d) = reg.push_image("lib/app", "v1", "one").await;
+        for reference in ["v1", d.as_str()] {
+            let url = reg.url(&format!("/v2/lib/app/manifests/{reference}"));
+            let r = reg
+                .client
+                .get(&url)
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{driver} {reference}");
+            assert_eq!(header(&r, "content-type"), OCI_MANIFEST);
+            assert_eq!(header(&r, "docker-content-digest"), d);
+            assert_eq!(
+                header(&r, "docker-distribution-api-version"),
+                "registry/2.0"
+            );
+            assert_eq!(r.bytes().await.unwrap().as_ref(), &manifest[..]);
+            let r = reg.client.head(&url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(header(&r, "content-length"), manifest.len().to_string());
+            assert_eq!(header(&r, "docker-content-digest"), d);
+        }
+        // The PUT answer.
+        let cfg = reg.push_blob("lib/app", b"{}").await;
+        let m = oci_manifest(&cfg, 2, &[], None);
+        let r = reg.put_manifest("lib/app", "v2", OCI_MANIFEST, &m).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(
+            header(&r, "location"),
+            format!("/v2/lib/app/manifests/{}", sha256(&m))
+        );
+        assert_eq!(header(&r, "docker-content-digest"), sha256(&m));
+
+        let r = reg
+            .client
+            .get(reg.url("/v2/lib/app/manifests/nope"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/lib/app/manifests/{}", sha256(b"x"))))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let r = reg
+            .client
+            .get(reg.url("/v2/no/such/manifests/v1"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+        let r = reg
+            .client
+            .head(reg.url("/v2/lib/app/manifests/nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_schema2_manifest_list_and_oci_index() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let cfg = reg.push_blob("d", b"{\"os\":\"linux\"}").await;
+        let layer = reg.push_blob("d", b"layer bytes").await;
+        let docker = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"{DOCKER_MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"digest\":\"{cfg}\",\"size\":15}},\"layers\":[{{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\",\"digest\":\"{layer}\",\"size\":11}}]}}"
+        );
+        let r = reg
+            .put_manifest("d", "docker", DOCKER_MANIFEST, docker.as_bytes())
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let r = reg
+            .client
+            .get(reg.url("/v2/d/manifests/docker"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), DOCKER_MANIFEST);
+
+        let list = |mt: &str, child_mt: &str, child: &str| {
+            format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"{mt}\",\"manifests\":[{{\"mediaType\":\"{child_mt}\",\"digest\":\"{child}\",\"size\":{},\"platform\":{{\"architecture\":\"amd64\",\"os\":\"linux\"}}}}]}}",
+                docker.len()
+            )
+        };
+        let dl = list(DOCKER_LIST, DOCKER_MANIFEST, &sha256(docker.as_bytes()));
+        let r = reg
+            .put_manifest("d", "list", DOCKER_LIST, dl.as_bytes())
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = reg
+            .client
+            .get(reg.url("/v2/d/manifests/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), DOCKER_LIST);
+        let oi = list(OCI_INDEX, DOCKER_MANIFEST, &sha256(docker.as_bytes()));
+        let r = reg
+            .put_manifest("d", "index", OCI_INDEX, oi.as_bytes())
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = reg
+            .client
+            .get(reg.url("/v2/d/manifests/index"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), OCI_INDEX);
+
+        // An index whose child is not in the repository.
+        let missing = list(OCI_INDEX, OCI_MANIFEST, &sha256(b"no such manifest"));
+        let r = reg
+            .put_manifest("d", "bad", OCI_INDEX, missing.as_bytes())
+            .await;
+        expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+        // The child exists only in another repository.
+        let r = reg
+            .put_manifest("elsewhere", "bad", OCI_INDEX, oi.as_bytes())
+            .await;
+        expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_manifests_are_refused_and_change_nothing() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let (good, d) = reg.push_image("b", "t", "good").await;
+        let cfg = reg.push_blob("b", b"{}").await;
+        let missing_layer = oci_manifest(&cfg, 2, &[(&sha256(b"absent"), 6)], None);
+        let r = reg
+            .put_manifest("b", "t", OCI_MANIFEST, &missing_layer)
+            .await;
+        let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+        assert!(msg.contains(&sha256(b"absent")), "{msg}");
+        for body in [&b"{not json"[..], b"[]", b"{\"schemaVersion\":1}", b""] {
+            let r = reg.put_manifest("b", "t", OCI_MANIFEST, body).await;
+            expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+        }
+        // Content-Type disagrees with mediaType.
+        let r = reg.put_manifest("b", "t", DOCKER_MANIFEST, &good).await;
+        expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+        // Over 4 MiB.
+        let big = oci_manifest(
+            &cfg,
+            2,
+            &[],
+            Some(&format!(
+                "\"annotations\":{{\"pad\":\"{}\"}}",
+                "x".repeat(4 << 20)
+            )),
+        );
+        let r = reg.put_manifest("b", "t", OCI_MANIFEST, &big).await;
+        let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+        assert!(msg.contains("limit"), "{msg}");
+        // By digest, with bytes that hash to something else.
+        let r = reg
+            .put_manifest("b", &sha256(b"other"), OCI_MANIFEST, &good)
+            .await;
+        expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+        // The tag still points at the good manifest.
+        let r = reg
+            .client
+            .get(reg.url("/v2/b/manifests/t"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "docker-content-digest"), d, "{driver}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_by_digest_including_sha512() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let cfg = reg.push_blob("p", b"{}").await;
+        let m = oci_manifest(&cfg, 2, &[], None);
+        for d in [sha256(&m), sha512(&m)] {
+            let r = reg.put_manifest("p", &d, OCI_MANIFEST, &m).await;
+            assert_eq!(r.status(), StatusCode::CREATED, "{driver} {d}");
+            assert_eq!(header(&r, "docker-content-digest"), d);
+            let r = reg
+                .client
+                .get(reg.url(&format!("/v2/p/manifests/{d}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(header(&r, "docker-content-digest"), d);
+        }
+        let r = reg
+            .client
+            .get(reg.url("/v2/p/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(r).await["tags"], serde_json::json!([]), "untagged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_deletes_by_digest_and_by_tag() {
+    for driver in DRIVERS {
+        let reg = start(driver, DELETE_ON, "").await;
+        let (_, d) = reg.push_image("del", "a", "x").await;
+        let cfg = reg.push_blob("del", b"{}").await;
+        let m = oci_manifest(&cfg, 2, &[], None);
+        assert_eq!(
+            reg.put_manifest("del", "a2", OCI_MANIFEST, &m)
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
+        // "b" points at the same manifest as "a".
+        let r = reg
+            .client
+            .get(reg.url("/v2/del/manifests/a"))
+            .send()
+            .await
+            .unwrap();
+        let body = r.bytes().await.unwrap();
+        assert_eq!(
+            reg.put_manifest("del", "b", OCI_MANIFEST, &body)
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
+
+        let r = reg
+            .client
+            .delete(reg.url("/v2/del/manifests/a2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}: delete a tag");
+        let r = reg
+            .client
+            .get(reg.url("/v2/del/manifests/a2"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/del/manifests/{}", sha256(&m))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "the manifest outlives its tag");
+
+        let r = reg
+            .client
+            .delete(reg.url(&format!("/v2/del/manifests/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        for reference in ["a", "b", d.as_str()] {
+            let r = reg
+                .client
+                .get(reg.url(&format!("/v2/del/manifests/{reference}")))
+                .send()
+                .await
+                .unwrap();
+            expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        }
+        let r = reg
+            .client
+            .delete(reg.url(&format!("/v2/del/manifests/{d}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let r = reg
+            .client
+            .get(reg.url("/v2/del/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(r).await["tags"], serde_json::json!([]));
+
+        let reg = start(driver, "", "").await;
+        let (_, d) = reg.push_image("keep", "a", "x").await;
+        let r = reg
+            .client
+            .delete(reg.url(&format!("/v2/keep/manifests/{d}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_header_and_referrers_with_artifact_type_filter() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let (subject_body, subject) = reg.push_image("art", "v1", "base").await;
+        let empty = reg.push_blob("art", b"{}").await;
+        let subject_field = format!(
+            "\"subject\":{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{subject}\",\"size\":{}}}",
+            subject_body.len()
+        );
+        let mut digests = Vec::new();
+        for (i, at) in [
+            "application/vnd.example.sbom",
+            "application/vnd.example.sig",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let m = oci_manifest(
+                &empty,
+                2,
+                &[],
+                Some(&format!(
+                    "\"artifactType\":\"{at}\",{subject_field},\"annotations\":{{\"n\":\"{i}\"}}"
+                )),
+            );
+            let d = sha256(&m);
+            let r = reg.put_manifest("art", &d, OCI_MANIFEST, &m).await;
+            assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+            assert_eq!(header(&r, "oci-subject"), subject);
+            digests.push((d, m.len(), *at));
+        }
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/art/referrers/{subject}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "content-type"), OCI_INDEX);
+        assert_eq!(header(&r, "oci-filters-applied"), "");
+        let index = json(r).await;
+        assert_eq!(index["schemaVersion"], 2);
+        assert_eq!(index["mediaType"], OCI_INDEX);
+        let got = index["manifests"].as_array().unwrap();
+        assert_eq!(got.len(), 2, "{index}");
+        digests.sort();
+        for (entry, (d, size, at)) in got.iter().zip(&digests) {
+            assert_eq!(entry["digest"], d.as_str());
+            assert_eq!(entry["size"], *size);
+            assert_eq!(entry["artifactType"], *at);
+            assert_eq!(entry["mediaType"], OCI_MANIFEST);
+            assert!(entry["annotations"]["n"].is_string());
+        }
+        let r = reg
+            .client
+            .get(reg.url(&format!(
+                "/v2/art/referrers/{subject}?artifactType=application/vnd.example.sig"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "oci-filters-applied"), "artifactType");
+        let index = json(r).await;
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            index["manifests"][0]["artifactType"],
+            "application/vnd.example.sig"
+        );
+
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/art/referrers/{}", sha256(b"nothing refers"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(json(r).await["manifests"], serde_json::json!([]));
+        let r = reg
+            .client
+            .get(reg.url("/v2/art/referrers/sha256:bad"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_list_paginates_in_order() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let cfg = reg.push_blob("t/x", b"{}").await;
+        let m = oci_manifest(&cfg, 2, &[], None);
+        let tags = ["b", "a", "c", "A1", "_z", "latest"];
+        for t in tags {
+            assert_eq!(
+                reg.put_manifest("t/x", t, OCI_MANIFEST, &m).await.status(),
+                StatusCode::CREATED
+            );
+        }
+        let mut sorted: Vec<&str> = tags.to_vec();
+        sorted.sort();
+        let r = reg
+            .client
+            .get(reg.url("/v2/t/x/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "link"), "");
+        let body = json(r).await;
+        assert_eq!(body["name"], "t/x");
+        assert_eq!(body["tags"], serde_json::json!(sorted));
+
+        let mut seen = Vec::new();
+        let mut next = "/v2/t/x/tags/list?n=4".to_owned();
+        for _ in 0..5 {
+            let r = reg.client.get(reg.url(&next)).send().await.unwrap();
+            let link = header(&r, "link");
+            let body = json(r).await;
+            for t in body["tags"].as_array().unwrap() {
+                seen.push(t.as_str().unwrap().to_owned());
+            }
+            if link.is_empty() {
+                break;
+            }
+            assert!(link.ends_with("; rel=\"next\""), "{link}");
+            next = link[1..link.find('>').unwrap()].to_owned();
+        }
+        assert_eq!(seen, sorted, "{driver}");
+        let r = reg
+            .client
+            .get(reg.url("/v2/t/x/tags/list?n=2&last=b"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(r).await["tags"], serde_json::json!(["c", "latest"]));
+        let r = reg
+            .client
+            .get(reg.url("/v2/t/x/tags/list?n=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(r).await["tags"], serde_json::json!([]));
+        let r = reg
+            .client
+            .get(reg.url("/v2/t/x/tags/list?n=lots"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = reg
+            .client
+            .get(reg.url("/v2/unknown/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_lists_repositories_with_manifests_in_pages() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        let r = reg
+            .client
+            .get(reg.url("/v2/_catalog"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(r).await["repositories"], serde_json::json!([]));
+        let names = ["a", "b/c", "b/c/d", "z", "m-n"];
+        for n in names {
+            reg.push_image(n, "latest", n).await;
+        }
+        reg.push_blob("only-blobs", b"x").await;
+        let r = reg
+            .client
+            .get(reg.url("/v2/_catalog"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&r, "docker-distribution-api-version"),
+            "registry/2.0"
+        );
+        let all: Vec<String> =
+            serde_json::from_value(json(r).await["repositories"].clone()).unwrap();
+        let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        expected.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        assert_eq!(all, expected, "{driver}");
+
+        let mut seen = Vec::new();
+        let mut next = "/v2/_catalog?n=2".to_owned();
+        for _ in 0..10 {
+            let r = reg.client.get(reg.url(&next)).send().await.unwrap();
+            let link = header(&r, "link");
+            let page = json(r).await;
+            let page = page["repositories"].as_array().unwrap().clone();
+            assert!(page.len() <= 2);
+            seen.extend(page.into_iter().map(|v| v.as_str().unwrap().to_owned()));
+            if link.is_empty() {
+                break;
+            }
+            next = link[1..link.find('>').unwrap()].to_owned();
+        }
+        assert_eq!(seen, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_names_and_references_are_400_never_500() {
+    let reg = start("inmemory", "", "").await;
+    let cases: &[(&str, &str)] = &[
+        ("/v2/Upper/manifests/latest", "NAME_INVALID"),
+        ("/v2/a//b/manifests/latest", "NAME_INVALID"),
+        ("/v2/a/-b/tags/list", "NAME_INVALID"),
+        ("/v2/a%2F..%2Fb/manifests/latest", "NAME_INVALID"),
+        ("/v2/a/manifests/.bad", "TAG_INVALID"),
+        ("/v2/a/manifests/sha256:short", "DIGEST_INVALID"),
+        ("/v2/a/blobs/uploads/?digest=sha256:1", "DIGEST_INVALID"),
+    ];
+    for (path, code) in cases {
+        let r = reg.client.get(reg.url(path)).send().await.unwrap();
+        let r = if path.contains("uploads") {
+            reg.client.post(reg.url(path)).send().await.unwrap()
+        } else {
+            r
+        };
+        expect_error(r, StatusCode::BAD_REQUEST, code).await;
+    }
+    let long = "a".repeat(256);
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/{long}/tags/list")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
+    let tag128 = "t".repeat(128);
+    let cfg = reg.push_blob("a", b"{}").await;
+    let m = oci_manifest(&cfg, 2, &[], None);
+    assert_eq!(
+        reg.put_manifest("a", &tag128, OCI_MANIFEST, &m)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let r = reg
+        .put_manifest("a", &format!("{tag128}t"), OCI_MANIFEST, &m)
+        .await;
+    expect_error(r, StatusCode::BAD_REQUEST, "TAG_INVALID").await;
+    let r = reg.put_manifest("A", "latest", OCI_MANIFEST, &m).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
+    // A method an endpoint does not offer.
+    let r = reg
+        .client
+        .post(reg.url("/v2/a/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_mode_and_configured_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "storage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
+        dir.path().display()
+    );
+    let reg = start_yaml(&yaml, dir).await;
+    let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/a/blobs/uploads/?digest={}", sha256(b"x"))))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    let msg = expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    assert!(msg.contains("read-only"), "{msg}");
+    let r = reg
+        .client
+        .get(reg.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

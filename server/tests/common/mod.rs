@@ -1,0 +1,189 @@
+//! An in-process registry on 127.0.0.1 for HTTP tests, and small clients.
+
+#![allow(dead_code)] // each test crate uses a different part
+
+use std::time::Duration;
+
+use regstore_server::config::Config;
+use regstore_server::serve;
+use reqwest::{Client, Response, StatusCode};
+use sha2::{Digest as _, Sha256};
+
+/// A running registry; stops when dropped.
+pub struct TestRegistry {
+    pub base: String,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The drivers every API test runs on: `inmemory`, and `filesystem` in a
+/// temporary directory. `extra` is YAML appended to the config (top-level
+/// sections, or `storage` settings written as `  delete: …` lines after the
+/// driver).
+pub async fn start(driver: &str, storage_extra: &str, extra: &str) -> TestRegistry {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let driver_yaml = match driver {
+        "filesystem" => format!(
+            "  filesystem:\n    rootdirectory: {}\n",
+            dir.path().join("root").display()
+        ),
+        other => format!("  {other}:\n"),
+    };
+    let yaml = format!("version: 0.1\nstorage:\n{driver_yaml}{storage_extra}{extra}");
+    start_yaml(&yaml, dir).await
+}
+
+/// A registry from a whole config text; `dir` is kept alive with it.
+pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
+    let config = Config::from_yaml(yaml, "test config", []).expect("test config is valid");
+    let state = serve::app_state(&config).await.expect("driver builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve::run(
+        listener,
+        state,
+        Duration::from_secs(5),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    TestRegistry {
+        base: format!("http://{addr}"),
+        client: Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
+        dir,
+        stop: Some(tx),
+    }
+}
+
+pub const DRIVERS: [&str; 2] = ["inmemory", "filesystem"];
+pub const DELETE_ON: &str = "  delete:\n    enabled: true\n";
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+pub fn sha512(data: &[u8]) -> String {
+    use sha2::Sha512;
+    format!("sha512:{}", hex::encode(Sha512::digest(data)))
+}
+
+pub fn header(r: &Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Asserts an OCI error response: status, the `errors[0].code`, and the
+/// API version header.
+pub async fn expect_error(r: Response, status: StatusCode, code: &str) -> String {
+    assert_eq!(r.status(), status, "{}", r.url());
+    assert_eq!(
+        header(&r, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    let bytes = r.bytes().await.expect("error body");
+    let body: serde_json::Value = serde_json::from_slice(&bytes).expect("error body is JSON");
+    assert_eq!(body["errors"][0]["code"], code, "{body}");
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+    body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+impl TestRegistry {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Pushes a blob in one POST; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = sha256(data);
+        let r = self
+            .client
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .expect("push blob");
+        assert_eq!(r.status(), StatusCode::CREATED, "push blob to {repo}");
+        d
+    }
+
+    /// Pushes a manifest; returns the response.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
+        self.client
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("put manifest")
+    }
+
+    /// Pushes a config and one layer and an OCI image manifest naming them
+    /// under `tag`; returns the manifest bytes and digest.
+    pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (Vec<u8>, String) {
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
+        let layer = format!("layer of {seed}").repeat(100);
+        let cd = self.push_blob(repo, config.as_bytes()).await;
+        let ld = self.push_blob(repo, layer.as_bytes()).await;
+        let manifest = oci_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "push image manifest");
+        let d = sha256(&manifest);
+        (manifest, d)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// An OCI image manifest; `extra` is inserted as further top-level fields.
+pub fn oci_manifest(
+    config: &str,
+    config_size: usize,
+    layers: &[(&str, usize)],
+    extra: Option<&str>,
+) -> Vec<u8> {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| {
+            format!(
+                "{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"{d}\",\"size\":{n}}}"
+            )
+        })
+        .collect();
+    let extra = extra.map(|e| format!(",{e}")).unwrap_or_default();
+    format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config}\",\"size\":{config_size}}},\"layers\":[{}]{extra}}}",
+        layers.join(",")
+    )
+    .into_bytes()
+}
