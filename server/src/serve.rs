@@ -151,8 +151,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(
         driver = state.registry.driver().name(),
-        %local,
-        "regstore serving the registry API"
+        "listening on http://{local}/v2/"
     );
     run(listener, state, config.drain_timeout, shutdown_signal()).await
 }

@@ -1,0 +1,287 @@
+//! `regstore serve` as a process: defaults, config errors, graceful
+//! shutdown, and an upload continued by a second process.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{header, sha256};
+use reqwest::StatusCode;
+
+/// A `regstore serve` child process, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `regstore serve` in `cwd` with `env`, on a free loopback port
+/// (`REGISTRY_HTTP_ADDR=127.0.0.1:0`), and waits for its "listening" line.
+fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regstore"));
+    cmd.arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("REGSTORE_LOG")
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start regstore serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http://") {
+                let url = &line[i + "listening on ".len()..];
+                let base = url.split("/v2/").next().unwrap_or_default().to_owned();
+                let _ = tx.send(base);
+            }
+            keep.lock().unwrap().push(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(base) => Server { child, base, log },
+        Err(_) => {
+            let _ = child.kill();
+            panic!("regstore serve did not start: {:?}", log.lock().unwrap());
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_config_it_stores_under_data_and_deletes_are_on() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = serve(cwd.path(), &[], &[]);
+    let c = client();
+    let d = sha256(b"default config");
+    let r = c
+        .post(format!(
+            "{}/v2/first/blobs/uploads/?digest={d}",
+            server.base
+        ))
+        .body("default config")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let blob = cwd.path().join(format!(
+        "data/docker/registry/v2/blobs/sha256/{}/{}/data",
+        &d[7..9],
+        &d[7..]
+    ));
+    assert_eq!(std::fs::read(&blob).unwrap(), b"default config");
+    let r = c
+        .delete(format!("{}/v2/first/blobs/{d}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "deletes are enabled");
+    let r = c
+        .get(format!("{}/debug/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[test]
+fn an_unusable_config_stops_startup_with_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, "version: 0.1\nstorage:\n  inmemory:\n  filesystem:\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_regstore"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("names 2 drivers") && err.contains("keep exactly one"),
+        "{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_regstore"))
+        .args(["serve"])
+        .env("REGISTRY_STORAGE_FILESYSTEM_MAXTHREADS", "lots")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("maxthreads"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_keys_are_warned_about_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n  secrett: x\n",
+    )
+    .unwrap();
+    let server = serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    let r = client()
+        .get(format!("{}/v2/", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("`http.secrett`"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut server = serve(cwd.path(), &[], &[]);
+    let c = client();
+    let base = server.base.clone();
+    let r = c
+        .post(format!("{base}/v2/slow/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = format!("{base}{}", header(&r, "location"));
+    // A body that arrives over about a second, in 10 pieces.
+    let body = futures_util::stream::unfold(0u8, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(vec![i; 1000]), i + 1))
+    });
+    let patch = tokio::spawn({
+        let c = c.clone();
+        let loc = loc.clone();
+        async move {
+            c.patch(&loc)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&server.child);
+    let r = patch
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range"), "0-9999");
+    let status = wait_exit(&mut server.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    // The data survived: a new server continues the same upload.
+    let server = serve(cwd.path(), &[], &[]);
+    let all: Vec<u8> = (0..10u8).flat_map(|i| vec![i; 1000]).collect();
+    let loc = loc.replace(&base, &server.base);
+    let r = c
+        .put(format!("{loc}?digest={}", sha256(&all)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_begun_on_one_process_finishes_on_another() {
+    let root = tempfile::tempdir().unwrap();
+    let rootdir = root.path().join("shared");
+    let env = [
+        (
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+            rootdir.to_str().unwrap(),
+        ),
+        ("REGISTRY_HTTP_SECRET", "shared-secret"),
+    ];
+    let a = serve(root.path(), &[], &env);
+    let b = serve(root.path(), &[], &env);
+    let c = client();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let d = sha256(&data);
+    let r = c
+        .post(format!("{}/v2/multi/blobs/uploads/", a.base))
+        .send()
+        .await
+        .unwrap();
+    let path = header(&r, "location");
+    let r = c
+        .patch(format!("{}{path}", a.base))
+        .header("content-range", "0-999999")
+        .body(data[..1_000_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    drop(a);
+    let r = c.get(format!("{}{path}", b.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-999999");
+    let r = c
+        .patch(format!("{}{path}", b.base))
+        .header("content-range", "1000000-1999999")
+        .body(data[1_000_000..2_000_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .put(format!("{}{path}?digest={d}", b.base))
+        .body(data[2_000_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let a = serve(root.path(), &[], &env);
+    let got = c
+        .get(format!("{}/v2/multi/blobs/{d}", a.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got), d);
+}
