@@ -118,6 +118,8 @@ pub struct Config {
     pub redirect_disabled: bool,
     /// `storage.maintenance.readonly.enabled`: refuse every write.
     pub read_only: bool,
+    /// `storage.maintenance.uploadpurging`; `None` when disabled.
+    pub upload_purging: Option<UploadPurging>,
     /// `http.addr`, as written (`:5000`, `127.0.0.1:5000`).
     pub addr: String,
     /// `http.host`: base URL for absolute `Location` headers.
@@ -132,6 +134,28 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
+}
+
+/// `storage.maintenance.uploadpurging`: remove abandoned uploads. On by
+/// default, as in distribution: every 24 h, uploads older than 168 h.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadPurging {
+    /// Uploads begun longer ago than this are removed.
+    pub age: Duration,
+    /// How often to look.
+    pub interval: Duration,
+    /// Only log what would be removed.
+    pub dry_run: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        UploadPurging {
+            age: Duration::from_secs(168 * 3600),
+            interval: Duration::from_secs(24 * 3600),
+            dry_run: false,
+        }
+    }
 }
 
 /// Default for `http.draintimeout`.
@@ -269,12 +293,33 @@ impl Config {
         let delete_enabled = flag("delete", &["enabled"])?.unwrap_or(false);
         let redirect_disabled = flag("redirect", &["disable"])?.unwrap_or(false);
         let read_only = flag("maintenance", &["readonly", "enabled"])?.unwrap_or(false);
-        if flag("maintenance", &["uploadpurging", "enabled"])?.unwrap_or(false) {
-            warnings.push(
-                "storage.maintenance.uploadpurging is not implemented yet: abandoned uploads are kept"
-                    .into(),
-            );
-        }
+        let upload_purging = if flag("maintenance", &["uploadpurging", "enabled"])?.unwrap_or(true)
+        {
+            let section = settings
+                .get("maintenance")
+                .and_then(|m| m.get("uploadpurging"));
+            let duration = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+                match section.and_then(|s| s.get(key)) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(Value::String(s)) => {
+                        regstore_core::params::parse_duration(s).map_err(|m| {
+                            invalid(format!("storage.maintenance.uploadpurging.{key}: {m}"))
+                        })
+                    }
+                    Some(other) => Err(invalid(format!(
+                        "storage.maintenance.uploadpurging.{key} must be a duration such as 168h, not {other}"
+                    ))),
+                }
+            };
+            let defaults = UploadPurging::default();
+            Some(UploadPurging {
+                age: duration("age", defaults.age)?,
+                interval: duration("interval", defaults.interval)?,
+                dry_run: flag("maintenance", &["uploadpurging", "dryrun"])?.unwrap_or(false),
+            })
+        } else {
+            None
+        };
         for s in ["cache", "tag"] {
             if settings.contains_key(s) {
                 warnings.push(format!(
@@ -384,6 +429,7 @@ impl Config {
             delete_enabled,
             redirect_disabled,
             read_only,
+            upload_purging,
             addr: raw.http.addr.unwrap_or_else(|| ":5000".into()),
             host: raw.http.host.filter(|h| !h.is_empty()),
             relative_urls: raw.http.relativeurls.unwrap_or(false),
@@ -677,6 +723,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.storage.params["rootDirectory"], serde_json::json!("/x"));
+    }
+
+    #[test]
+    fn upload_purging_is_on_by_default_and_configurable() {
+        let c = Config::from_yaml("storage:\n  inmemory:\n", "t.yml", []).unwrap();
+        assert_eq!(c.upload_purging, Some(UploadPurging::default()));
+        let c = Config::from_yaml(
+            "storage:\n  inmemory:\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 2h\n      interval: 10m\n      dryrun: true\n",
+            "t.yml",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            c.upload_purging,
+            Some(UploadPurging {
+                age: Duration::from_secs(7200),
+                interval: Duration::from_secs(600),
+                dry_run: true
+            })
+        );
+        let c = Config::from_yaml(
+            "storage:\n  inmemory:\n  maintenance:\n    uploadpurging:\n      enabled: false\n",
+            "t.yml",
+            [],
+        )
+        .unwrap();
+        assert_eq!(c.upload_purging, None);
+        let e = Config::from_yaml(
+            "storage:\n  inmemory:\n  maintenance:\n    uploadpurging:\n      age: soon\n",
+            "t.yml",
+            [],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("uploadpurging.age"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use anyhow::Context;
 use axum::http::{HeaderName, HeaderValue};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, UploadPurging};
 use crate::http::{AppState, router};
 use crate::registry::{Registry, Settings};
 
@@ -110,6 +110,32 @@ pub async fn run(
     }
 }
 
+/// Removes abandoned uploads now and then: the first time a minute after
+/// startup (or after `interval`, if shorter), then every `interval`.
+pub async fn purge_uploads(registry: Registry, purging: UploadPurging) {
+    let first = purging.interval.min(std::time::Duration::from_secs(60));
+    tokio::time::sleep(first).await;
+    loop {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(purging.age)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        match registry.purge_uploads(cutoff, purging.dry_run).await {
+            Ok(report) if purging.dry_run => tracing::info!(
+                would_purge = ?report.purged,
+                kept = report.kept,
+                "upload purging (dry run)"
+            ),
+            Ok(report) => tracing::info!(
+                purged = report.purged.len(),
+                kept = report.kept,
+                "upload purging"
+            ),
+            Err(e) => tracing::warn!(error = %e, "upload purging failed; retrying next interval"),
+        }
+        tokio::time::sleep(purging.interval).await;
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -144,6 +170,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("{}: {w}", config.origin);
     }
     let state = app_state(&config).await?;
+    if let Some(purging) = config.upload_purging.clone() {
+        tokio::spawn(purge_uploads(state.registry.clone(), purging));
+    }
     let addr = resolve_addr(&config.addr).await?;
     let listener = TcpListener::bind(addr)
         .await

@@ -595,3 +595,58 @@ fn walk_count(dir: &std::path::Path) -> usize {
     }
     n
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_removes_only_uploads_older_than_the_cutoff() {
+    use std::time::{Duration, SystemTime};
+    // Two registry instances on one storage: the filesystem driver.
+    {
+        let reg = start("filesystem", "", "").await;
+        let state_dir = reg.dir.path().to_owned();
+        let a = begin(&reg, "p/one").await;
+        let b = begin(&reg, "p/two").await;
+        let r = reg
+            .client
+            .patch(&b)
+            .body("some bytes")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let d = reg.push_blob("p/one", b"finished blob").await;
+        // A second instance on the same storage calls the service directly.
+        let yaml = format!(
+            "storage:\n  filesystem:\n    rootdirectory: {}\n",
+            state_dir.join("root").display()
+        );
+        let config = regstore_server::config::Config::from_yaml(&yaml, "t", []).unwrap();
+        let state = regstore_server::serve::app_state(&config).await.unwrap();
+        let registry = state.registry;
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        let report = registry.purge_uploads(past, false).await.unwrap();
+        assert!(report.purged.is_empty(), "{report:?}");
+        assert_eq!(report.kept, 2);
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        let dry = registry.purge_uploads(future, true).await.unwrap();
+        assert_eq!(dry.purged.len(), 2);
+        let r = reg.client.get(&a).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::NO_CONTENT,
+            "a dry run deletes nothing"
+        );
+        let report = registry.purge_uploads(future, false).await.unwrap();
+        assert_eq!(report.purged.len(), 2, "{report:?}");
+        for loc in [&a, &b] {
+            let r = reg.client.get(loc).send().await.unwrap();
+            expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        }
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/p/one/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "finished blobs stay");
+    }
+}

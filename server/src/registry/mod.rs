@@ -16,7 +16,7 @@ use regstore_core::{Driver, RedirectRequest, WalkControl};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use manifests::{MAX_MANIFEST_SIZE, ManifestKind, PutManifest, Referrer, StoredManifest};
 pub use names::{NameError, Reference, RepoName, Tag};
-pub use uploads::{UploadStatus, new_upload_id, parse_upload_id};
+pub use uploads::{PurgeReport, UploadStatus, new_upload_id, parse_upload_id};
 
 /// What a registry operation can fail with. Each variant maps to one OCI
 /// error code; [`RegistryError::Storage`] is the backend failing.

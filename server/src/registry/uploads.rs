@@ -348,3 +348,108 @@ where
     }
     Ok(())
 }
+
+/// What an upload purge found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Upload directories removed (or, in a dry run, that would be).
+    pub purged: Vec<String>,
+    /// Uploads kept because they are younger than the cutoff.
+    pub kept: usize,
+}
+
+impl Registry {
+    /// Removes uploads that began before `cutoff`, in every repository, as
+    /// distribution's `maintenance.uploadpurging` does. An upload whose
+    /// `startedat` is missing or unreadable counts as old. With `dry_run`
+    /// nothing is deleted.
+    ///
+    /// # Errors
+    /// `Storage` (a failed walk; a failed delete is logged and skipped).
+    pub async fn purge_uploads(
+        &self,
+        cutoff: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<PurgeReport> {
+        let mut upload_dirs = Vec::new();
+        let walked = self
+            .driver
+            .walk(layout::REPOSITORIES, None, |fi| {
+                match fi.path.file_name() {
+                    Some("_uploads") if fi.is_dir => upload_dirs.push(fi.path.to_string()),
+                    Some(n) if fi.is_dir && n.starts_with('_') => {}
+                    _ => return Ok(regstore_core::WalkControl::Continue),
+                }
+                Ok(regstore_core::WalkControl::SkipDir)
+            })
+            .await;
+        match walked {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(PurgeReport::default()),
+            Err(e) => return Err(e.into()),
+        }
+        let mut report = PurgeReport::default();
+        for dir in upload_dirs {
+            let uploads = match self.driver.list(&dir).await {
+                Ok(u) => u,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for upload in uploads {
+                let started = match self.driver.get_content(format!("{upload}/startedat")).await {
+                    Ok(b) => parse_started_at(String::from_utf8_lossy(&b).trim()),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
+                };
+                if started.is_some_and(|t| t >= cutoff) {
+                    report.kept += 1;
+                    continue;
+                }
+                if !dry_run && let Err(e) = self.driver.delete(upload.as_str()).await {
+                    tracing::warn!(upload = %upload, error = %e, "cannot purge upload");
+                    continue;
+                }
+                report.purged.push(upload.to_string());
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Reads a `startedat` time: RFC 3339 in UTC (`…Z`, as regstore writes) or
+/// with a numeric offset (`…+01:00`, as distribution writes in local time).
+fn parse_started_at(s: &str) -> Option<std::time::SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Some(t);
+    }
+    let split = s.len().checked_sub(6)?;
+    let (time, offset) = s.split_at(split);
+    let sign = match offset.as_bytes().first()? {
+        b'+' => 1i64,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = offset[1..].split_once(':')?;
+    let secs = sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60);
+    let local = humantime::parse_rfc3339_weak(time).ok()?;
+    let shift = std::time::Duration::from_secs(secs.unsigned_abs());
+    // Local time minus its offset is UTC.
+    if secs >= 0 {
+        local.checked_sub(shift)
+    } else {
+        local.checked_add(shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn started_at_in_utc_or_with_an_offset() {
+        let utc = parse_started_at("2024-01-02T03:04:05Z").unwrap();
+        assert_eq!(parse_started_at("2024-01-02T04:04:05+01:00"), Some(utc));
+        assert_eq!(parse_started_at("2024-01-02T01:04:05-02:00"), Some(utc));
+        assert_eq!(parse_started_at("yesterday"), None);
+    }
+}
