@@ -34,8 +34,8 @@
 //! parameters come from `REGISTRY_STORAGE_INMEMORY_*`.
 //!
 //! **Keys regstore does not act on** produce a warning naming them; keys
-//! that would change security or meaning if ignored (`auth`, `http.tls`,
-//! `proxy`, `http.prefix`, `http.net` other than `tcp`) stop startup with a
+//! that would change security or meaning if ignored (`auth`, `proxy`,
+//! `http.tls.clientcas`, `http.prefix`, `http.net` other than `tcp`) stop startup with a
 //! message, rather than running a registry that is not what the file asks for.
 
 use std::collections::BTreeMap;
@@ -122,6 +122,8 @@ pub struct Config {
     pub upload_purging: Option<UploadPurging>,
     /// `http.addr`, as written (`:5000`, `127.0.0.1:5000`).
     pub addr: String,
+    /// `http.tls`: serve HTTPS.
+    pub tls: Option<TlsSettings>,
     /// `http.host`: base URL for absolute `Location` headers.
     pub host: Option<String>,
     /// `http.relativeurls`.
@@ -202,11 +204,33 @@ struct RawHttp {
     secret: Option<String>,
     relativeurls: Option<bool>,
     draintimeout: Option<Value>,
-    tls: Option<Value>,
+    tls: Option<RawTls>,
     headers: Option<BTreeMap<String, Value>>,
     debug: Option<Value>,
     http2: Option<Value>,
     h2c: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTls {
+    certificate: Option<String>,
+    key: Option<String>,
+    clientcas: Option<Vec<String>>,
+    minimumtls: Option<String>,
+    ciphersuites: Option<Vec<String>>,
+    letsencrypt: Option<Value>,
+}
+
+/// `http.tls`: serve HTTPS with this certificate chain and key (PEM files).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain, leaf first.
+    pub certificate: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// `minimumtls`: `tls1.2` (default) or `tls1.3`.
+    pub tls13_only: bool,
 }
 
 impl Config {
@@ -328,11 +352,50 @@ impl Config {
             }
         }
 
-        for (key, present) in [
-            ("auth", raw.auth.is_some()),
-            ("proxy", raw.proxy.is_some()),
-            ("http.tls", raw.http.tls.is_some()),
-        ] {
+        let tls = match raw.http.tls {
+            None => None,
+            Some(t) => {
+                if t.clientcas.as_ref().is_some_and(|c| !c.is_empty()) {
+                    return Err(invalid(
+                        "http.tls.clientcas (client certificate authentication) is not supported yet; remove it and authenticate clients in a proxy".into(),
+                    ));
+                }
+                if t.letsencrypt.as_ref().is_some_and(|l| !l.is_null()) {
+                    return Err(invalid(
+                        "http.tls.letsencrypt is not supported; give certificate and key files"
+                            .into(),
+                    ));
+                }
+                if t.ciphersuites.is_some() {
+                    warnings.push(
+                        "http.tls.ciphersuites is ignored: regstore offers rustls's safe default suites".into(),
+                    );
+                }
+                let tls13_only = match t.minimumtls.as_deref() {
+                    None | Some("tls1.2") => false,
+                    Some("tls1.3") => true,
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "http.tls.minimumtls {other:?}: regstore supports tls1.2 and tls1.3"
+                        )));
+                    }
+                };
+                match (t.certificate, t.key) {
+                    (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => Some(TlsSettings {
+                        certificate: c.into(),
+                        key: k.into(),
+                        tls13_only,
+                    }),
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            "http.tls needs both `certificate` and `key` (PEM files)".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        for (key, present) in [("auth", raw.auth.is_some()), ("proxy", raw.proxy.is_some())] {
             if present {
                 return Err(invalid(format!(
                     "`{key}` is not supported by regstore yet; remove it and put a proxy in front for it, rather than run a registry without what the file asks for"
@@ -430,6 +493,7 @@ impl Config {
             redirect_disabled,
             read_only,
             upload_purging,
+            tls,
             addr: raw.http.addr.unwrap_or_else(|| ":5000".into()),
             host: raw.http.host.filter(|h| !h.is_empty()),
             relative_urls: raw.http.relativeurls.unwrap_or(false),

@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::http::{HeaderName, HeaderValue};
-use tokio::net::TcpListener;
+use axum::serve::{Listener, ListenerExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 
-use crate::config::{Config, UploadPurging};
+use crate::config::{Config, TlsSettings, UploadPurging};
 use crate::http::{AppState, router};
 use crate::registry::{Registry, Settings};
 
@@ -75,21 +77,28 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains
-/// requests in flight for up to `drain`.
+/// requests in flight for up to `drain`. Works for plain TCP and for
+/// [`TlsListener`].
 ///
 /// # Errors
 /// The listener fails.
-pub async fn run(
-    listener: TcpListener,
+pub async fn run<L>(
+    listener: L,
     state: AppState,
     drain: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: NoDelay,
+{
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let signalled = async move {
         shutdown.await;
         let _ = tx.send(());
     };
+    // Small requests (manifest GETs, blob HEADs) must not wait for Nagle.
+    let listener = listener.tap_io(|io| io.set_nodelay());
     let server = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -107,6 +116,139 @@ pub async fn run(
     tokio::select! {
         r = server => r.context("the HTTP server failed"),
         () = deadline => Ok(()),
+    }
+}
+
+/// A connection whose TCP socket can be told not to delay small writes.
+pub trait NoDelay {
+    /// Sets `TCP_NODELAY`, ignoring failure (it is an optimisation).
+    fn set_nodelay(&mut self);
+}
+
+impl NoDelay for TcpStream {
+    fn set_nodelay(&mut self) {
+        let _ = TcpStream::set_nodelay(self, true);
+    }
+}
+
+impl NoDelay for TlsStream<TcpStream> {
+    fn set_nodelay(&mut self) {
+        let _ = self.get_ref().0.set_nodelay(true);
+    }
+}
+
+/// Reads `http.tls`'s PEM files into a rustls server config.
+///
+/// # Errors
+/// A file that cannot be read, holds no certificate or key, or a key that
+/// does not match the certificate.
+pub fn tls_config(tls: &TlsSettings) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.certificate)
+        .with_context(|| {
+            format!(
+                "http.tls.certificate: cannot read {}",
+                tls.certificate.display()
+            )
+        })?
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "http.tls.certificate: {} is not PEM",
+                tls.certificate.display()
+            )
+        })?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "http.tls.certificate: {} holds no CERTIFICATE block",
+            tls.certificate.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key).with_context(|| {
+        format!(
+            "http.tls.key: {} holds no readable private key (PKCS#8, PKCS#1 or SEC1 PEM)",
+            tls.key.display()
+        )
+    })?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("http.tls: the key does not fit the certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS listener: accepts TCP connections and completes each handshake in
+/// its own task, so a slow or broken client never holds up the others.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+}
+
+impl TlsListener {
+    /// Wraps `tcp`; handshakes use `config` and must finish within 10 s.
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let ready = tx.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            let _ = ready.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { local, ready })
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task ended: no more connections will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
     }
 }
 
@@ -169,6 +311,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for w in &config.warnings {
         tracing::warn!("{}: {w}", config.origin);
     }
+    // Certificate problems are config errors: report them before building
+    // the driver.
+    if let Some(tls) = &config.tls {
+        tls_config(tls)?;
+    }
     let state = app_state(&config).await?;
     if let Some(purging) = config.upload_purging.clone() {
         tokio::spawn(purge_uploads(state.registry.clone(), purging));
@@ -178,9 +325,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr} (http.addr {:?})", config.addr))?;
     let local = listener.local_addr().context("listener address")?;
-    tracing::info!(
-        driver = state.registry.driver().name(),
-        "listening on http://{local}/v2/"
-    );
-    run(listener, state, config.drain_timeout, shutdown_signal()).await
+    let driver = state.registry.driver().name();
+    match &config.tls {
+        None => {
+            tracing::info!(driver, "listening on http://{local}/v2/");
+            run(listener, state, config.drain_timeout, shutdown_signal()).await
+        }
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls_config(tls)?)?;
+            tracing::info!(driver, "listening on https://{local}/v2/");
+            run(listener, state, config.drain_timeout, shutdown_signal()).await
+        }
+    }
 }

@@ -46,7 +46,7 @@ fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
     let keep = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
+            if let Some(i) = line.find("listening on http") {
                 let url = &line[i + "listening on ".len()..];
                 let base = url.split("/v2/").next().unwrap_or_default().to_owned();
                 let _ = tx.send(base);
@@ -284,4 +284,94 @@ async fn an_upload_begun_on_one_process_finishes_on_another() {
         .await
         .unwrap();
     assert_eq!(sha256(&got), d);
+}
+
+/// A self-signed certificate for 127.0.0.1 made with the openssl command.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn http_tls_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {}\n    key: {}\n    minimumtls: tls1.2\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let server = serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--cacert"])
+        .arg(&cert)
+        .arg(format!("{}/v2/", server.base))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("docker-distribution-api-version: registry/2.0"),
+        "{text}"
+    );
+    // Plain HTTP to the TLS port gets no registry answer.
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(server.base.replace("https://", "http://") + "/v2/")
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+
+    // A key that does not match the certificate stops startup.
+    let other = tempfile::tempdir().unwrap();
+    let (_, wrong_key) = self_signed(other.path());
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            wrong_key.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_regstore"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not fit the certificate"), "{err}");
 }
