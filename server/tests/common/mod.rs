@@ -9,12 +9,38 @@ use regstore_server::serve;
 use reqwest::{Client, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
-/// A running registry; stops when dropped.
-pub struct TestRegistry {
+/// A client of any registry at `base`.
+pub struct Api {
     pub base: String,
     pub client: Client,
+}
+
+impl Api {
+    /// A client that does not follow redirects (tests look at them).
+    pub fn new(base: String) -> Api {
+        Api {
+            base,
+            client: Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
+    }
+}
+
+/// A running in-process registry; stops when dropped.
+pub struct TestRegistry {
+    pub api: Api,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::ops::Deref for TestRegistry {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Drop for TestRegistry {
@@ -60,12 +86,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         },
     ));
     TestRegistry {
-        base: format!("http://{addr}"),
-        client: Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client"),
+        api: Api::new(format!("http://{addr}")),
         dir,
         stop: Some(tx),
     }
@@ -109,17 +130,33 @@ pub async fn expect_error(r: Response, status: StatusCode, code: &str) -> String
         .to_owned()
 }
 
-impl TestRegistry {
+impl Api {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    /// Pushes a blob in one POST; returns its digest.
+    /// Pushes a blob by POST and a monolithic PUT (what every registry
+    /// supports; distribution 2.8 ignores `POST ?digest=`); returns its digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);
         let r = self
             .client
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
+            .send()
+            .await
+            .expect("start upload");
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "start upload in {repo}");
+        let loc = header(&r, "location");
+        let loc = if loc.starts_with('/') {
+            self.url(&loc)
+        } else {
+            loc
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .client
+            .put(format!("{loc}{sep}digest={d}"))
+            .header("content-type", "application/octet-stream")
             .body(data.to_vec())
             .send()
             .await
@@ -186,4 +223,41 @@ pub fn oci_manifest(
         layers.join(",")
     )
     .into_bytes()
+}
+
+/// The path of an external program the test needs, or `None` (after saying
+/// so) when it is absent and `REGSTORE_REQUIRE_BACKENDS` is not set. In CI
+/// (`REGSTORE_REQUIRE_BACKENDS=1`) an absent program fails the test.
+pub fn require_program(name: &str, install_hint: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{name} is not installed and REGSTORE_REQUIRE_BACKENDS=1: {install_hint}"
+        );
+        eprintln!("SKIPPED: {name} is not installed ({install_hint})");
+    }
+    found
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// An in-process regstore on the filesystem driver at `root`.
+pub async fn start_on_root(root: &std::path::Path, storage_extra: &str) -> TestRegistry {
+    let yaml = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n{storage_extra}",
+        root.display()
+    );
+    start_yaml(&yaml, tempfile::tempdir().expect("temp dir")).await
 }
