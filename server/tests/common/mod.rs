@@ -2,6 +2,9 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use regstore_server::config::Config;
@@ -260,4 +263,56 @@ pub async fn start_on_root(root: &std::path::Path, storage_extra: &str) -> TestR
         root.display()
     );
     start_yaml(&yaml, tempfile::tempdir().expect("temp dir")).await
+}
+
+/// A `regstore serve` child process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `regstore serve` in `cwd` with `env`, on a free loopback port
+/// (`REGISTRY_HTTP_ADDR=127.0.0.1:0`), and waits for its "listening" line.
+pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regstore"));
+    cmd.arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("REGSTORE_LOG")
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start regstore serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http") {
+                let url = &line[i + "listening on ".len()..];
+                let base = url.split("/v2/").next().unwrap_or_default().to_owned();
+                let _ = tx.send(base);
+            }
+            keep.lock().unwrap().push(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(base) => Server { child, base, log },
+        Err(_) => {
+            let _ = child.kill();
+            panic!("regstore serve did not start: {:?}", log.lock().unwrap());
+        }
+    }
 }
