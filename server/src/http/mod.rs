@@ -54,11 +54,30 @@ pub fn router(state: AppState) -> Router {
         .route("/", axum::routing::get(|| async { StatusCode::OK }))
         .route("/debug/health", axum::routing::get(health))
         .fallback(api)
+        .layer(axum::middleware::from_fn(access_log))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             add_configured_headers,
         ))
         .with_state(state)
+}
+
+/// One `info` line per request: method, path, status, time to the response
+/// head (bodies stream on afterwards).
+async fn access_log(request: Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(request).await;
+    tracing::info!(
+        target: "regstore::access",
+        %method,
+        path,
+        status = resp.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
 }
 
 async fn add_configured_headers(State(state): State<AppState>, mut resp: Response) -> Response {

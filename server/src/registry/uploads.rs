@@ -121,11 +121,11 @@ impl Registry {
         })
     }
 
-    /// Closes the writer and saves the hash state for its size, so the
-    /// upload can be continued by this or another instance.
+    /// Saves the hash state for the writer's size, then closes the writer,
+    /// so the upload can be continued by this or another instance. In this
+    /// order, whoever sees the new size also finds its hash state.
     async fn suspend(&self, name: &RepoName, uuid: &str, w: Writer, h: &Hasher) -> Result<u64> {
         let size = w.size();
-        w.close().await?;
         if size > 0 && h.algorithm() == RESUMABLE_ALGORITHM {
             self.driver
                 .put_content(
@@ -134,6 +134,7 @@ impl Registry {
                 )
                 .await?;
         }
+        w.close().await?;
         Ok(size)
     }
 
