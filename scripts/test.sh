@@ -17,6 +17,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# Real registry clients (skopeo, podman) and docker/distribution for the
+# server's tests. Without them those tests skip, unless backends are required.
+if ! scripts/clients.sh install; then
+  if [ "${REGSTORE_REQUIRE_BACKENDS:-}" = 1 ]; then
+    echo "test.sh: cannot install the registry clients and REGSTORE_REQUIRE_BACKENDS=1" >&2
+    exit 1
+  fi
+  echo "test.sh: registry clients not installed; their tests will be skipped" >&2
+fi
+
 # Every test binary, the conformance suites (one test per case and driver)
 # and the CLI tests that run the regstore binary as a user would.
 cargo nextest run --workspace --no-fail-fast "$@"
