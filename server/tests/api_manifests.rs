@@ -609,3 +609,24 @@ async fn read_only_mode_and_configured_headers() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_link_in_storage_is_a_named_500_not_a_crash() {
+    let reg = start("filesystem", "", "").await;
+    reg.push_image("broken", "v1", "x").await;
+    let link = reg
+        .dir
+        .path()
+        .join("root/docker/registry/v2/repositories/broken/_manifests/tags/v1/current/link");
+    std::fs::write(&link, "not a digest").unwrap();
+    let r = reg
+        .client
+        .get(reg.url("/v2/broken/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    let msg = expect_error(r, StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN").await;
+    assert!(msg.contains("tags/v1/current/link"), "{msg}");
+    let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the server goes on");
+}

@@ -108,6 +108,10 @@ impl From<RegistryError> for ApiError {
             E::Unsupported(_) => {
                 ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
             }
+            E::Corrupt(what) => {
+                tracing::error!(problem = %what, "storage is inconsistent");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
+            }
             E::Storage(inner) => {
                 tracing::warn!(error = %inner, "storage error");
                 if matches!(inner, regstore_core::Error::Backend { .. }) {

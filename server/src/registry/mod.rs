@@ -71,6 +71,10 @@ pub enum RegistryError {
     /// The operation is switched off (e.g. deletes) or not offered.
     #[error("{0}")]
     Unsupported(String),
+    /// Something in storage is not what the layout says it must be (e.g. a
+    /// link file that holds no digest).
+    #[error("{0}")]
+    Corrupt(String),
     /// The storage backend failed.
     #[error("storage: {0}")]
     Storage(#[from] regstore_core::Error),
@@ -152,11 +156,10 @@ impl Registry {
         match self.driver.get_content(path).await {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
-                text.trim().parse::<Digest>().map(Some).map_err(|e| {
-                    RegistryError::Storage(regstore_core::Error::backend(format!(
-                        "link {path} is broken: {e}"
-                    )))
-                })
+                text.trim()
+                    .parse::<Digest>()
+                    .map(Some)
+                    .map_err(|e| RegistryError::Corrupt(format!("link {path} is broken: {e}")))
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
