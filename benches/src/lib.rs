@@ -6,6 +6,8 @@
 //! workload functions are what gets timed. Everything lives under the
 //! `root` the caller passes, which the caller deletes afterwards.
 
+pub mod registry;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use regstore_core::{Driver, Result, WalkControl};

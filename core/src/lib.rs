@@ -28,7 +28,7 @@ pub use metrics::{Metrics, Op, OpStats};
 pub use params::{ParamKind, ParamSpec, Params, RawParams};
 pub use path::{StoragePath, check_segment};
 pub use registry::{BuildFuture, DriverFactory, MiddlewareFactory, create, wrap};
-pub use walk::walk_by_listing;
+pub use walk::{Listed, ReadDirFuture, walk_by_listing, walk_listing};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

@@ -1,27 +1,85 @@
-//! The walk every driver gets unless it brings a better one.
+//! The walk every driver gets unless it brings a better one, and the
+//! machinery a better one is built from.
 
-use crate::driver::{StorageDriver, WalkControl, WalkVisitor};
+use crate::driver::{FileInfo, StorageDriver, WalkControl, WalkVisitor};
 use crate::error::Result;
 use crate::path::StoragePath;
+
+/// One child of a directory as a driver's listing gives it: either just
+/// its path (the walk stats it if it needs to), or its full [`FileInfo`]
+/// when the listing already carries size, time and kind (a filesystem
+/// `readdir`, an object store's delimiter listing).
+#[derive(Clone, Debug)]
+pub enum Listed {
+    /// Only the path is known.
+    Path(StoragePath),
+    /// Everything `stat` would say is known.
+    Info(FileInfo),
+}
+
+impl Listed {
+    fn path(&self) -> &StoragePath {
+        match self {
+            Listed::Path(p) => p,
+            Listed::Info(i) => &i.path,
+        }
+    }
+}
+
+/// What a directory reader for [`walk_listing`] returns.
+pub type ReadDirFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Listed>>> + Send + 'a>>;
 
 /// Walks `path` with one `list` per directory and one `stat` per visited
 /// entry, in the contract's order (see [`StorageDriver::walk`]).
 ///
-/// Entries that vanish between `list` and `stat` are skipped, as are
-/// directories that vanish before they are listed: a walk races with writers
-/// and deleters and reports what it could see. Subtrees that lie wholly
-/// before `start_after` are neither stat'ed nor listed.
-///
 /// # Errors
-/// [`crate::Error::PathNotFound`] when `path` is not a directory; any other
-/// driver error, or the visitor's error, ends the walk and is returned.
+/// As [`walk_listing`].
 pub async fn walk_by_listing<D: StorageDriver + ?Sized>(
     driver: &D,
     path: &StoragePath,
     start_after: Option<&StoragePath>,
     visitor: &mut WalkVisitor<'_>,
 ) -> Result<()> {
-    let mut pending = vec![sorted_children(driver, path).await?];
+    walk_listing(driver, path, start_after, visitor, |dir| {
+        Box::pin(async move {
+            Ok(driver
+                .list(&dir)
+                .await?
+                .into_iter()
+                .map(Listed::Path)
+                .collect())
+        })
+    })
+    .await
+}
+
+/// Walks `path` in the contract's order, reading each directory with
+/// `read_dir` (whose entries may come in any order) and stat'ing only the
+/// entries it lists without their [`FileInfo`]. A driver whose listings
+/// carry sizes and kinds implements its `walk` with this and saves one
+/// request per entry.
+///
+/// Entries that vanish between listing and `stat` are skipped, as are
+/// directories that vanish before they are read: a walk races with writers
+/// and deleters and reports what it could see. Subtrees that lie wholly
+/// before `start_after` are neither stat'ed nor read.
+///
+/// # Errors
+/// [`crate::Error::PathNotFound`] when `path` is not a directory; any other
+/// driver error, or the visitor's error, ends the walk and is returned.
+pub async fn walk_listing<'a, D, R>(
+    driver: &D,
+    path: &StoragePath,
+    start_after: Option<&StoragePath>,
+    visitor: &mut WalkVisitor<'_>,
+    mut read_dir: R,
+) -> Result<()>
+where
+    D: StorageDriver + ?Sized,
+    R: FnMut(StoragePath) -> ReadDirFuture<'a> + Send,
+{
+    let mut pending = vec![sorted(read_dir(path.clone()).await?)];
     while let Some(level) = pending.last_mut() {
         let Some(child) = level.next() else {
             pending.pop();
@@ -29,8 +87,9 @@ pub async fn walk_by_listing<D: StorageDriver + ?Sized>(
         };
         let mut report = true;
         if let Some(hint) = start_after {
-            if child <= *hint {
-                if child == *hint || child.is_ancestor_of(hint) {
+            let p = child.path();
+            if p <= hint {
+                if p == hint || p.is_ancestor_of(hint) {
                     // Not reported, but what lies below may come after the hint.
                     report = false;
                 } else {
@@ -38,10 +97,13 @@ pub async fn walk_by_listing<D: StorageDriver + ?Sized>(
                 }
             }
         }
-        let info = match driver.stat(&child).await {
-            Ok(info) => info,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
+        let info = match child {
+            Listed::Info(info) => info,
+            Listed::Path(p) => match driver.stat(&p).await {
+                Ok(info) => info,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            },
         };
         let control = if report {
             visitor(&info)?
@@ -51,8 +113,8 @@ pub async fn walk_by_listing<D: StorageDriver + ?Sized>(
         match control {
             WalkControl::Stop => return Ok(()),
             WalkControl::SkipDir => continue,
-            WalkControl::Continue if info.is_dir => match sorted_children(driver, &child).await {
-                Ok(children) => pending.push(children),
+            WalkControl::Continue if info.is_dir => match read_dir(info.path.clone()).await {
+                Ok(children) => pending.push(sorted(children)),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             },
@@ -62,11 +124,7 @@ pub async fn walk_by_listing<D: StorageDriver + ?Sized>(
     Ok(())
 }
 
-async fn sorted_children<D: StorageDriver + ?Sized>(
-    driver: &D,
-    dir: &StoragePath,
-) -> Result<std::vec::IntoIter<StoragePath>> {
-    let mut children = driver.list(dir).await?;
-    children.sort();
-    Ok(children.into_iter())
+fn sorted(mut children: Vec<Listed>) -> std::vec::IntoIter<Listed> {
+    children.sort_by(|a, b| a.path().cmp(b.path()));
+    children.into_iter()
 }

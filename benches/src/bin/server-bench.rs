@@ -1,0 +1,465 @@
+//! The server benchmark: the same registry work against `regstore serve`
+//! (filesystem driver) and Debian's `docker-registry` (distribution 2.8.2),
+//! plus nginx serving the same blob as a file, all on 127.0.0.1 in one run.
+//!
+//! ```sh
+//! cargo build --release -p regstore-server -p regstore-benches
+//! target/release/server-bench            # 512 MiB blob, 2,000 small pushes, …
+//! target/release/server-bench --quick    # small sizes, a smoke run
+//! ```
+//!
+//! Prints a Markdown table: push of one blob in one request and in 8 MiB
+//! chunks, pull, manifest GET and blob HEAD with 32 connections (rate, p50,
+//! p99), 4 KiB pushes with 16 client tasks, listing a catalog of 1,000
+//! repositories, and each server's peak RSS (VmHWM).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use regstore_benches::registry::{Generator, Rate, Target};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+struct Options {
+    regstore: PathBuf,
+    docker_registry: PathBuf,
+    nginx: PathBuf,
+    blob_mib: u64,
+    small: usize,
+    requests: usize,
+    repos: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Options, String> {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        let mut o = Options {
+            regstore: Path::new(&target).join("release/regstore"),
+            docker_registry: "/usr/bin/docker-registry".into(),
+            nginx: "/usr/sbin/nginx".into(),
+            blob_mib: 512,
+            small: 2000,
+            requests: 20_000,
+            repos: 1000,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+            match a.as_str() {
+                "--regstore" => o.regstore = value("--regstore")?.into(),
+                "--docker-registry" => o.docker_registry = value("--docker-registry")?.into(),
+                "--nginx" => o.nginx = value("--nginx")?.into(),
+                "--blob-mib" => {
+                    o.blob_mib = value("--blob-mib")?
+                        .parse()
+                        .map_err(|e| format!("--blob-mib: {e}"))?
+                }
+                "--small" => {
+                    o.small = value("--small")?
+                        .parse()
+                        .map_err(|e| format!("--small: {e}"))?
+                }
+                "--requests" => {
+                    o.requests = value("--requests")?
+                        .parse()
+                        .map_err(|e| format!("--requests: {e}"))?
+                }
+                "--repos" => {
+                    o.repos = value("--repos")?
+                        .parse()
+                        .map_err(|e| format!("--repos: {e}"))?
+                }
+                "--quick" => {
+                    o.blob_mib = 32;
+                    o.small = 200;
+                    o.requests = 2000;
+                    o.repos = 100;
+                }
+                "-h" | "--help" => {
+                    println!(
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]"
+                    );
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument {other:?} (see --help)")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// A server process, killed when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(15999)
+}
+
+async fn wait_ready(url: &str, name: &str) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{name} did not answer {url} within 30 s"))
+}
+
+fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc, String> {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    Ok(Proc { child, name })
+}
+
+async fn start_regstore(o: &Options, root: &Path) -> Result<(Proc, String), String> {
+    let port = free_port();
+    let p = spawn(
+        "regstore",
+        Command::new(&o.regstore)
+            .arg("serve")
+            .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
+            .env("REGSTORE_LOG", "warn"),
+    )?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/v2/"), p.name).await?;
+    Ok((p, base))
+}
+
+async fn start_docker_registry(
+    o: &Options,
+    root: &Path,
+    dir: &Path,
+) -> Result<(Proc, String), String> {
+    let port = free_port();
+    let config = dir.join("docker-registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: bench\n",
+            root.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let p = spawn(
+        "docker-registry",
+        Command::new(&o.docker_registry)
+            .arg("serve")
+            .arg(&config)
+            .env_remove("AWS_CA_BUNDLE"),
+    )?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/v2/"), p.name).await?;
+    Ok((p, base))
+}
+
+async fn start_nginx(o: &Options, dir: &Path) -> Result<(Proc, String), String> {
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n  server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let p = spawn(
+        "nginx",
+        Command::new(&o.nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf),
+    )?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/ready"), p.name).await?;
+    Ok((p, base))
+}
+
+/// One registry's figures.
+#[derive(Default)]
+struct Figures {
+    push_one: f64,
+    push_chunked: f64,
+    pull: f64,
+    manifest: Option<Rate>,
+    head: Option<Rate>,
+    small: Option<Rate>,
+    catalog_ms: f64,
+    rss_mib: f64,
+}
+
+async fn run_registry(
+    o: &Options,
+    base: &str,
+    proc: &Proc,
+    blob: &Generator,
+    digest: &str,
+    chunked: &Generator,
+    chunked_digest: &str,
+) -> Result<Figures, String> {
+    let t = Target::new(base);
+    let e = |x: regstore_benches::registry::BenchError| format!("{}: {x}", proc.name);
+    let mut f = Figures::default();
+    let mib = o.blob_mib as f64;
+
+    let t0 = Instant::now();
+    t.push_monolithic("bench/big", blob, digest)
+        .await
+        .map_err(e)?;
+    f.push_one = mib / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    t.push_chunked("bench/chunked", chunked, chunked_digest)
+        .await
+        .map_err(e)?;
+    f.push_chunked = mib / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let (n, got) = t
+        .pull(&format!("{base}/v2/bench/big/blobs/{digest}"))
+        .await
+        .map_err(e)?;
+    f.pull = n as f64 / MIB / t0.elapsed().as_secs_f64();
+    if got != digest {
+        return Err(format!("{}: pulled {got}, pushed {digest}", proc.name));
+    }
+
+    let config = t
+        .push_small(
+            "bench/small-image",
+            bytes::Bytes::from_static(b"{\"os\":\"linux\"}"),
+        )
+        .await
+        .map_err(e)?;
+    t.push_manifest("bench/small-image", "v1", &config, 14)
+        .await
+        .map_err(e)?;
+    f.manifest = Some(
+        t.hammer(
+            reqwest::Method::GET,
+            "/v2/bench/small-image/manifests/v1",
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            32,
+            o.requests,
+        )
+        .await
+        .map_err(e)?,
+    );
+    f.head = Some(
+        t.hammer(
+            reqwest::Method::HEAD,
+            &format!("/v2/bench/small-image/blobs/{config}"),
+            None,
+            32,
+            o.requests,
+        )
+        .await
+        .map_err(e)?,
+    );
+    f.small = Some(
+        t.small_pushes("bench/many", o.small, 4096, 16)
+            .await
+            .map_err(e)?,
+    );
+
+    t.populate_catalog(o.repos, 16).await.map_err(e)?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let names = t.catalog(1000).await.map_err(e)?;
+        times.push(t0.elapsed());
+        let cat = names.iter().filter(|n| n.starts_with("cat/")).count();
+        if cat != o.repos {
+            return Err(format!(
+                "{}: catalog lists {cat} of {} repositories",
+                proc.name, o.repos
+            ));
+        }
+    }
+    times.sort();
+    f.catalog_ms = times[times.len() / 2].as_secs_f64() * 1000.0;
+    f.rss_mib = proc.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    Ok(f)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let o = match Options::parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(o).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(o: Options) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let size = o.blob_mib * 1024 * 1024;
+    let blob = Generator::new(1, size, 8 << 20);
+    let chunked = Generator::new(2, size, 8 << 20);
+    eprintln!("hashing the {} MiB test blobs…", o.blob_mib);
+    let digest = blob.digest();
+    let chunked_digest = chunked.digest();
+
+    // nginx serves the same bytes as a file.
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
+    std::fs::write(www.join("ready"), "ok").map_err(|e| e.to_string())?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(www.join("blob")).map_err(|e| e.to_string())?;
+        for i in 0..blob.pieces() {
+            f.write_all(&blob.piece(i)).map_err(|e| e.to_string())?;
+        }
+    }
+    let nginx_pull = {
+        let (_p, base) = start_nginx(&o, dir.path()).await?;
+        let t = Target::new(&base);
+        let _ = t.pull(&format!("{base}/blob")).await; // warm the page cache
+        let t0 = Instant::now();
+        let (n, got) = t
+            .pull(&format!("{base}/blob"))
+            .await
+            .map_err(|e| format!("nginx: {e}"))?;
+        if got != digest {
+            return Err("nginx served different bytes".into());
+        }
+        n as f64 / MIB / t0.elapsed().as_secs_f64()
+    };
+
+    eprintln!("regstore serve…");
+    let regstore = {
+        let root = dir.path().join("regstore-root");
+        let (p, base) = start_regstore(&o, &root).await?;
+        run_registry(&o, &base, &p, &blob, &digest, &chunked, &chunked_digest).await?
+    };
+    eprintln!("docker-registry…");
+    let distribution = {
+        let root = dir.path().join("distribution-root");
+        let (p, base) = start_docker_registry(&o, &root, dir.path()).await?;
+        run_registry(&o, &base, &p, &blob, &digest, &chunked, &chunked_digest).await?
+    };
+
+    let r = &regstore;
+    let d = &distribution;
+    let rate = |x: &Option<Rate>| x.as_ref().map_or(0.0, Rate::per_second);
+    let p = |x: &Option<Rate>, q: f64| x.as_ref().map_or(0.0, |r| ms(r.latencies.percentile(q)));
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    println!("| measure | regstore | docker-registry 2.8.2 | ratio | target |");
+    println!("|---|---:|---:|---:|---|");
+    let row = |name: &str, a: f64, b: f64, unit: &str, target: &str| {
+        println!(
+            "| {name} | {a:.1} {unit} | {b:.1} {unit} | {:.2}× | {target} |",
+            a / b.max(1e-9)
+        );
+    };
+    row(
+        &format!("push {} MiB, one request", o.blob_mib),
+        r.push_one,
+        d.push_one,
+        "MiB/s",
+        &format!("≥ 2.5×: {}", verdict(r.push_one >= 2.5 * d.push_one)),
+    );
+    row(
+        &format!("push {} MiB, 8 MiB chunks", o.blob_mib),
+        r.push_chunked,
+        d.push_chunked,
+        "MiB/s",
+        &format!(
+            "≥ 2.5×: {}",
+            verdict(r.push_chunked >= 2.5 * d.push_chunked)
+        ),
+    );
+    println!(
+        "| pull {} MiB | {:.1} MiB/s | {:.1} MiB/s | nginx {nginx_pull:.1} MiB/s: {:.2}× | ≥ 0.8× nginx: {} |",
+        o.blob_mib,
+        r.pull,
+        d.pull,
+        r.pull / nginx_pull,
+        verdict(r.pull >= 0.8 * nginx_pull)
+    );
+    for (name, a, b) in [
+        ("manifest GET", &r.manifest, &d.manifest),
+        ("blob HEAD", &r.head, &d.head),
+    ] {
+        row(
+            &format!("{name}, 32 connections"),
+            rate(a),
+            rate(b),
+            "req/s",
+            &format!("≥ 10×: {}", verdict(rate(a) >= 10.0 * rate(b))),
+        );
+        println!(
+            "| {name} p50 / p99 | {:.2} / {:.2} ms | {:.2} / {:.2} ms | p99 {:.2}× | p99 ≤ ⅕: {} |",
+            p(a, 50.0),
+            p(a, 99.0),
+            p(b, 50.0),
+            p(b, 99.0),
+            p(a, 99.0) / p(b, 99.0).max(1e-9),
+            verdict(p(a, 99.0) * 5.0 <= p(b, 99.0))
+        );
+    }
+    row(
+        &format!("{} pushes of 4 KiB, 16 tasks", o.small),
+        rate(&r.small),
+        rate(&d.small),
+        "push/s",
+        &format!("≥ 5×: {}", verdict(rate(&r.small) >= 5.0 * rate(&d.small))),
+    );
+    println!(
+        "| catalog of {} repositories (median of 5) | {:.1} ms | {:.1} ms | {:.2}× faster | — |",
+        o.repos,
+        r.catalog_ms,
+        d.catalog_ms,
+        d.catalog_ms / r.catalog_ms.max(1e-9)
+    );
+    println!(
+        "| peak RSS | {:.1} MiB | {:.1} MiB | {:.2}× | no larger: {} |",
+        r.rss_mib,
+        d.rss_mib,
+        r.rss_mib / d.rss_mib.max(1e-9),
+        verdict(r.rss_mib <= d.rss_mib)
+    );
+    Ok(())
+}
