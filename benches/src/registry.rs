@@ -27,7 +27,7 @@ pub enum BenchError {
         source: reqwest::Error,
     },
     /// The registry answered, but not as the API says it must.
-    #[error("{what}: expected {expected}, got {got}")]
+    #[error("{what}: expected {expected}, got {got}: {body}")]
     Status {
         /// The request.
         what: String,
@@ -35,6 +35,8 @@ pub enum BenchError {
         expected: u16,
         /// The status received.
         got: u16,
+        /// The start of the response body.
+        body: String,
     },
     /// The content came back different.
     #[error("{0}")]
@@ -160,16 +162,23 @@ fn http(what: &str) -> impl FnOnce(reqwest::Error) -> BenchError + '_ {
     }
 }
 
-fn expect(what: &str, got: StatusCode, expected: StatusCode) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(BenchError::Status {
-            what: what.to_owned(),
-            expected: expected.as_u16(),
-            got: got.as_u16(),
-        })
+/// The response if its status is `expected`, else an error quoting the body.
+async fn expect(
+    what: &str,
+    r: reqwest::Response,
+    expected: StatusCode,
+) -> Result<reqwest::Response> {
+    if r.status() == expected {
+        return Ok(r);
     }
+    let got = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    Err(BenchError::Status {
+        what: what.to_owned(),
+        expected: expected.as_u16(),
+        got,
+        body: body.chars().take(300).collect(),
+    })
 }
 
 impl Target {
@@ -202,7 +211,7 @@ impl Target {
             .send()
             .await
             .map_err(http(&what))?;
-        expect(&what, r.status(), StatusCode::ACCEPTED)?;
+        let r = expect(&what, r, StatusCode::ACCEPTED).await?;
         let loc = r
             .headers()
             .get("location")
@@ -222,7 +231,7 @@ impl Target {
             .send()
             .await
             .map_err(http(&what))?;
-        expect(&what, r.status(), StatusCode::CREATED)
+        expect(&what, r, StatusCode::CREATED).await.map(|_| ())
     }
 
     /// Pushes `blob` with POST then one PUT carrying every byte.
@@ -250,7 +259,7 @@ impl Target {
                 .send()
                 .await
                 .map_err(http(&what))?;
-            expect(&what, r.status(), StatusCode::ACCEPTED)?;
+            let r = expect(&what, r, StatusCode::ACCEPTED).await?;
             if let Some(l) = r.headers().get("location").and_then(|v| v.to_str().ok()) {
                 loc = self.absolute(l);
             }
@@ -273,7 +282,7 @@ impl Target {
     pub async fn pull(&self, url: &str) -> Result<(u64, String)> {
         let what = format!("GET {url}");
         let r = self.client.get(url).send().await.map_err(http(&what))?;
-        expect(&what, r.status(), StatusCode::OK)?;
+        let r = expect(&what, r, StatusCode::OK).await?;
         let mut h = Sha256::new();
         let mut n = 0u64;
         let mut body = r.bytes_stream();
@@ -306,7 +315,7 @@ impl Target {
             .send()
             .await
             .map_err(http(&what))?;
-        expect(&what, r.status(), StatusCode::CREATED)?;
+        expect(&what, r, StatusCode::CREATED).await?;
         Ok(format!(
             "sha256:{}",
             hex::encode(Sha256::digest(manifest.as_bytes()))
@@ -342,7 +351,7 @@ impl Target {
                         req = req.header("accept", a);
                     }
                     let r = req.send().await.map_err(http(&url))?;
-                    expect(&url, r.status(), StatusCode::OK)?;
+                    let r = expect(&url, r, StatusCode::OK).await?;
                     r.bytes().await.map_err(http(&url))?;
                     lat.push(t0.elapsed());
                 }
@@ -440,7 +449,7 @@ impl Target {
                 return Err(BenchError::Content("the catalog never ends".into()));
             }
             let r = self.client.get(&url).send().await.map_err(http(&url))?;
-            expect(&url, r.status(), StatusCode::OK)?;
+            let r = expect(&url, r, StatusCode::OK).await?;
             next = r
                 .headers()
                 .get("link")

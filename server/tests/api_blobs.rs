@@ -707,3 +707,38 @@ async fn a_cut_connection_keeps_what_arrived_and_the_upload_resumes() {
         assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
     }
 }
+
+/// Sixteen clients pushing distinct small blobs into one repository at once
+/// (what `podman push` of many layers, or a CI farm, does): every push
+/// succeeds. Against the filesystem driver this races directory creation
+/// with the clean-up of finished uploads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_small_pushes_into_one_repository_all_succeed() {
+    let reg = std::sync::Arc::new(start("filesystem", "", "").await);
+    let mut tasks = Vec::new();
+    for t in 0..16u32 {
+        let reg = reg.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut digests = Vec::new();
+            for i in 0..50u32 {
+                let data = format!("blob {t}-{i}").repeat(200).into_bytes();
+                digests.push(reg.push_blob("busy/repo", &data).await);
+            }
+            digests
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("push task"));
+    }
+    assert_eq!(all.len(), 800);
+    for d in all.iter().step_by(37) {
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/busy/repo/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}

@@ -134,10 +134,18 @@ async fn wait_ready(url: &str, name: &str) -> Result<(), String> {
     Err(format!("{name} did not answer {url} within 30 s"))
 }
 
+/// Starts a server; its stderr goes to `$SERVER_BENCH_LOGS/<name>.log` when
+/// that variable names a directory, else nowhere.
 fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc, String> {
+    let stderr = match std::env::var_os("SERVER_BENCH_LOGS") {
+        Some(dir) => std::fs::File::create(Path::new(&dir).join(format!("{name}.log")))
+            .map(Stdio::from)
+            .map_err(|e| format!("log file for {name}: {e}"))?,
+        None => Stdio::null(),
+    };
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
     Ok(Proc { child, name })
@@ -151,7 +159,14 @@ async fn start_regstore(o: &Options, root: &Path) -> Result<(Proc, String), Stri
             .arg("serve")
             .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
-            .env("REGSTORE_LOG", "warn"),
+            .env(
+                "REGSTORE_LOG",
+                if std::env::var_os("SERVER_BENCH_LOGS").is_some() {
+                    "info"
+                } else {
+                    "warn"
+                },
+            ),
     )?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/v2/"), p.name).await?;

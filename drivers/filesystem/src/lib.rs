@@ -103,9 +103,40 @@ const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 const READ_CHUNK: usize = 1 << 20;
 /// Writers gather small writes into a buffer of this size.
 const WRITE_BUFFER: usize = 1 << 20;
-/// How often an operation is retried when a directory it needs is removed
-/// by a concurrent clean-up between creating it and using it.
-const RETRIES: usize = 16;
+/// How long an operation keeps retrying when a directory it needs is
+/// removed by a concurrent clean-up between creating it and using it. Each
+/// clean-up removes only empty directories, so a creator that keeps trying
+/// wins; many writers committing in one directory at once (16 uploads into
+/// one repository) can make it lose dozens of times in a row.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Retries of an operation racing with directory clean-up: as many as fit
+/// in [`RETRY_FOR`], backing off a little after the first few.
+struct Retry {
+    attempt: u32,
+    started: std::time::Instant,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            attempt: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether to try again (after a short pause once it has lost a few times).
+    fn again(&mut self) -> bool {
+        self.attempt += 1;
+        if self.started.elapsed() > RETRY_FOR {
+            return false;
+        }
+        if self.attempt > 4 {
+            std::thread::sleep(Duration::from_micros(50 * u64::from(self.attempt.min(40))));
+        }
+        true
+    }
+}
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
@@ -897,11 +928,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// because `dir` is missing (never created, or removed by a concurrent
 /// clean-up), creates `dir` and tries again.
 fn in_dir<T>(root: &Path, dir: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    let mut attempt = 0;
+    let mut retry = Retry::new();
     loop {
         match op() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RETRIES => {
-                attempt += 1;
+            Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
                 make_dirs(root, dir)?;
             }
             other => return other,
@@ -914,12 +944,11 @@ fn in_dir<T>(root: &Path, dir: &Path, mut op: impl FnMut() -> io::Result<T>) -> 
 /// error.
 fn rename_into(root: &Path, src: &Path, dst: &Path) -> FsResult<()> {
     let dir = parent_of(dst)?;
-    let mut attempt = 0;
+    let mut retry = Retry::new();
     loop {
         match fs::rename(src, dst) {
             Ok(()) => return sync_dir(dir).at("sync directory", dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RETRIES => {
-                attempt += 1;
+            Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
                 if !exists(src)? {
                     return Err(e).at("rename", src);
                 }
@@ -955,7 +984,8 @@ fn move_into_place(
 /// each new directory's entry into its parent. Directories removed by a
 /// concurrent clean-up half-way are created again.
 fn make_dirs(root: &Path, dir: &Path) -> io::Result<()> {
-    for _ in 0..RETRIES {
+    let mut retry = Retry::new();
+    while retry.again() {
         // The missing directories, deepest first.
         let mut missing = Vec::new();
         let mut cur = dir;
@@ -987,7 +1017,16 @@ fn make_dirs(root: &Path, dir: &Path) -> io::Result<()> {
             match fs::create_dir(d) {
                 Ok(()) => {
                     if let Some(parent) = d.parent() {
-                        sync_dir(parent)?;
+                        match sync_dir(parent) {
+                            Ok(()) => {}
+                            // `d` (empty) and then its parent were pruned
+                            // before the flush: start over.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                vanished = true;
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 // Created concurrently; if it is a file, the caller fails.

@@ -337,3 +337,45 @@ async fn max_threads_is_the_concurrency_limit() -> TestResult {
     assert!(err.to_string().contains("at least 25"), "{err}");
     Ok(())
 }
+
+/// Many writers created, committed and removed side by side in one
+/// directory: each clean-up prunes the shared parents while others are
+/// creating their own directories in them. None may fail (a registry
+/// running 16 uploads into one repository does exactly this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_create_and_prune_in_one_directory_never_fail() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let driver = open(dir.path())?;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let driver = driver.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..60 {
+                let upload = format!("/repo/_uploads/u{t}-{i}");
+                driver
+                    .put_content(format!("{upload}/startedat"), "now")
+                    .await?;
+                // A writer in a directory of its own, created right after
+                // its parents may have been pruned by another task.
+                let mut w = driver.writer(format!("{upload}/x/data"), false).await?;
+                w.write(Bytes::from_static(b"x")).await?;
+                w.cancel().await?;
+                let mut w = driver.writer(format!("{upload}/data"), false).await?;
+                w.write(Bytes::from_static(b"some bytes")).await?;
+                w.commit().await?;
+                driver
+                    .rename(format!("{upload}/data"), format!("/blobs/b{t}-{i}"))
+                    .await?;
+                driver.delete(&upload).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    assert_eq!(driver.list("/blobs").await?.len(), 16 * 60);
+    assert!(driver.list("/repo").await.is_err_and(|e| e.is_not_found()));
+    assert_eq!(tree(&dir.path().join("~staging")), Vec::<String>::new());
+    Ok(())
+}

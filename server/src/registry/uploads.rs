@@ -57,24 +57,29 @@ impl Registry {
     pub async fn start_upload(&self, name: &RepoName) -> Result<String> {
         let uuid = new_upload_id();
         let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        // The writer is created by the first request that brings bytes:
+        // `startedat` alone marks an upload that has received none yet.
         self.driver
             .put_content(layout::upload_started_at(name, &uuid), started.into_bytes())
             .await?;
-        let writer = self
-            .driver
-            .writer(layout::upload_data(name, &uuid), false)
-            .await?;
-        writer.close().await?;
         Ok(uuid)
     }
 
+    /// The upload's writer: resumed, or new if the upload has received
+    /// nothing yet.
     async fn resume_writer(&self, name: &RepoName, uuid: &str) -> Result<Writer> {
+        let data = layout::upload_data(name, uuid);
+        match self.driver.writer(&data, true).await {
+            Ok(w) => return Ok(w),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
         match self
             .driver
-            .writer(layout::upload_data(name, uuid), true)
+            .stat(layout::upload_started_at(name, uuid))
             .await
         {
-            Ok(w) => Ok(w),
+            Ok(_) => Ok(self.driver.writer(&data, false).await?),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUploadUnknown(uuid.to_owned())),
             Err(e) => Err(e.into()),
         }
