@@ -742,3 +742,46 @@ async fn many_concurrent_small_pushes_into_one_repository_all_succeed() {
         assert_eq!(r.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_get_and_head_redirect_when_the_driver_offers_a_url() {
+    let middleware = "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: http://cdn.example:8080/mirror\n";
+    let reg = start("inmemory", "", middleware).await;
+    let d = reg.push_blob("r", b"redirected bytes").await;
+    let want = format!(
+        "http://cdn.example:8080/mirror/docker/registry/v2/blobs/sha256/{}/{}/data",
+        &d[7..9],
+        &d[7..]
+    );
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let r = reg
+            .client
+            .request(method.clone(), reg.url(&format!("/v2/r/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT, "{method}");
+        assert_eq!(header(&r, "location"), want);
+        assert_eq!(header(&r, "docker-content-digest"), d);
+    }
+    // An unknown blob is a 404, not a redirect.
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/r/blobs/{}", sha256(b"absent"))))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+
+    // storage.redirect.disable: the bytes come from the registry itself.
+    let reg = start("inmemory", "  redirect:\n    disable: true\n", middleware).await;
+    let d = reg.push_blob("r", b"served directly").await;
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/r/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"served directly");
+}

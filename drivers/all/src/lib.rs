@@ -9,6 +9,8 @@
 use regstore_driver_filesystem as _;
 #[cfg(feature = "inmemory")]
 use regstore_driver_inmemory as _;
+#[cfg(feature = "redirect")]
+use regstore_middleware_redirect as _;
 
 /// Makes sure the registrations of every enabled driver are linked in.
 /// Call it once before looking drivers up by name.
@@ -18,6 +20,8 @@ pub fn link() {
     std::hint::black_box(regstore_driver_inmemory::InMemoryDriver::new);
     #[cfg(feature = "filesystem")]
     std::hint::black_box(regstore_driver_filesystem::FilesystemDriver::new::<std::path::PathBuf>);
+    #[cfg(feature = "redirect")]
+    std::hint::black_box(regstore_middleware_redirect::base_url);
 }
 
 /// Names of the drivers enabled in this build, sorted.
