@@ -27,6 +27,20 @@ if ! scripts/clients.sh install; then
   echo "test.sh: registry clients not installed; their tests will be skipped" >&2
 fi
 
+# Real storage servers for the cloud drivers (moto, Azurite,
+# fake-gcs-server) on 127.0.0.1, stopped when this script exits. Without
+# them the cloud conformance suites skip, unless backends are required.
+if scripts/backends.sh install && scripts/backends.sh start; then
+  trap 'scripts/backends.sh stop' EXIT
+else
+  scripts/backends.sh stop || true
+  if [ "${REGSTORE_REQUIRE_BACKENDS:-}" = 1 ]; then
+    echo "test.sh: cannot start the storage backends and REGSTORE_REQUIRE_BACKENDS=1" >&2
+    exit 1
+  fi
+  echo "test.sh: storage backends not started; the cloud driver suites will be skipped" >&2
+fi
+
 # Every test binary, the conformance suites (one test per case and driver)
 # and the CLI tests that run the regstore binary as a user would.
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -144,6 +144,7 @@ fn print_params(out: &mut impl Write, params: &[ParamSpec]) -> std::io::Result<(
     let defaults: Vec<String> = params
         .iter()
         .map(|p| match (p.default, p.required) {
+            (Some(""), _) => "default \"\"".to_owned(),
             (Some(d), _) => format!("default {d}"),
             (None, true) => "required".to_owned(),
             (None, false) => "optional".to_owned(),

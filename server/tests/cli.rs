@@ -23,7 +23,8 @@ fn drivers_lists_every_driver_with_its_parameters() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("\n  inmemory — "), "{stdout}");
     assert!(stdout.contains("\n  filesystem — "), "{stdout}");
-    let line = stdout
+    let filesystem = stdout.split("\n  filesystem — ").nth(1).unwrap_or_default();
+    let line = filesystem
         .lines()
         .find(|l| l.trim_start().starts_with("rootdirectory"))
         .unwrap_or_default();
@@ -66,7 +67,10 @@ fn unknown_driver_lists_the_known_ones() {
         "{err}"
     );
     assert!(err.contains(r#"did you mean "filesystem"?"#), "{err}");
-    assert!(err.contains("known: filesystem, inmemory"), "{err}");
+    assert!(
+        err.contains("known: azure, filesystem, inmemory, s3"),
+        "{err}"
+    );
 }
 
 #[test]

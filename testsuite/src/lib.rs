@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 use regstore_core::{Capabilities, Driver, Error};
 
+pub mod backend;
 mod cases;
 pub mod data;
 mod model;
@@ -71,6 +72,8 @@ pub fn env_flag(name: &str) -> bool {
 pub struct Subject {
     /// The driver, in its wrapper.
     pub driver: Driver,
+    /// Why this backend runs the shrunken sizes, if it must.
+    pub reduced_sizes: Option<&'static str>,
     _keep: Option<Box<dyn Any + Send + Sync>>,
 }
 
@@ -79,8 +82,17 @@ impl Subject {
     pub fn new(driver: Driver) -> Self {
         Subject {
             driver,
+            reduced_sizes: None,
             _keep: None,
         }
+    }
+
+    /// Runs the shrunken sizes (as `REGSTORE_TEST_SHORT=1` does) because
+    /// the backend cannot hold the full ones; `why` says which limit, and is
+    /// printed with the results.
+    pub fn reduced_sizes(mut self, why: &'static str) -> Self {
+        self.reduced_sizes = Some(why);
+        self
     }
 
     /// Keeps `guard` alive until the case has finished and cleaned up.
@@ -362,7 +374,7 @@ where
     Fut: Future<Output = Result<Subject, String>> + Send + 'static,
 {
     let args = libtest_mimic::Arguments::from_args();
-    let opts = Options::from_env();
+    let mut opts = Options::from_env();
     let require = env_flag("REGSTORE_REQUIRE_BACKENDS");
     let factory = Arc::new(factory);
 
@@ -372,6 +384,14 @@ where
         Ok(s) => (s.driver.capabilities(), None),
         Err(e) => (Capabilities::NONE, Some(e.clone())),
     };
+    if let Ok(Subject {
+        reduced_sizes: Some(why),
+        ..
+    }) = &probe
+    {
+        eprintln!("conformance: reduced sizes for this backend: {why}");
+        opts.short = true;
+    }
     drop(probe);
 
     let trials = all_cases()

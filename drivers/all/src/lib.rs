@@ -5,10 +5,14 @@
 //! once guarantees that every driver enabled by a cargo feature is there.
 //! A new driver adds a feature, an optional dependency and one line below.
 
+#[cfg(feature = "azure")]
+use regstore_driver_azure as _;
 #[cfg(feature = "filesystem")]
 use regstore_driver_filesystem as _;
 #[cfg(feature = "inmemory")]
 use regstore_driver_inmemory as _;
+#[cfg(feature = "s3")]
+use regstore_driver_s3 as _;
 #[cfg(feature = "redirect")]
 use regstore_middleware_redirect as _;
 
@@ -22,6 +26,10 @@ pub fn link() {
     std::hint::black_box(regstore_driver_filesystem::FilesystemDriver::new::<std::path::PathBuf>);
     #[cfg(feature = "redirect")]
     std::hint::black_box(regstore_middleware_redirect::base_url);
+    #[cfg(feature = "s3")]
+    std::hint::black_box(regstore_driver_s3::s3_driver);
+    #[cfg(feature = "azure")]
+    std::hint::black_box(regstore_driver_azure::azure_driver);
 }
 
 /// Names of the drivers enabled in this build, sorted.
@@ -42,5 +50,9 @@ mod tests {
         assert!(names.contains(&"inmemory"), "{names:?}");
         #[cfg(feature = "filesystem")]
         assert!(names.contains(&"filesystem"), "{names:?}");
+        #[cfg(feature = "s3")]
+        assert!(names.contains(&"s3"), "{names:?}");
+        #[cfg(feature = "azure")]
+        assert!(names.contains(&"azure"), "{names:?}");
     }
 }

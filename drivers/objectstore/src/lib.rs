@@ -1,0 +1,544 @@
+//! regstore-objectstore: the machinery the object-store drivers (`s3`,
+//! `azure`, `gcs`) share, written once.
+//!
+//! A driver crate implements [`Backend`] (a configured `object_store` store,
+//! plus whatever its cloud does differently) and wraps it in
+//! [`ObjectDriver`], which implements the whole driver contract:
+//!
+//! - **Keys**: the storage path `/a/b` is the key `<rootdirectory>/a/b`,
+//!   distribution's layout, so a bucket written by distribution is read as is.
+//! - **Directories** are prefixes with something below them. `stat` is a HEAD,
+//!   then (for a directory) a one-page listing; `list` is one delimiter
+//!   listing; `delete` lists the prefix `key/` (whole segments: `/a` never
+//!   touches `/ab`) and deletes in batches, however many keys there are.
+//! - **Walk** is a flat listing of the subtree (one request per 1,000 keys,
+//!   not one per entry or per directory), re-ordered into the walk order as
+//!   it streams (see `order.rs`); `start_after` starts the listing near the
+//!   hint.
+//! - **Reads**: a read at `offset == size` is an empty stream although S3 and
+//!   GCS answer it with 416.
+//! - **Writers** are resumable across processes. Full parts
+//!   ([`Backend::part_size`]) go to a multipart upload on the final key,
+//!   invisible until commit. `close` stores a small state object — the upload
+//!   id, the parts, and the tail shorter than a part — under
+//!   `<rootdirectory>/~writers/<path>/~state`; `~` cannot occur in a storage
+//!   path, so `stat`, `list` and `walk` never show it. `writer(path, true)`
+//!   loads it, `commit` completes the upload (or, below one part, does a
+//!   single PUT) and removes it, `cancel` aborts the upload and removes it,
+//!   and `delete` of a directory aborts the writers below it too.
+//!
+//! A process that dies between two `close`s leaves an upload no state points
+//! to; configure the bucket to expire unfinished multipart uploads (S3
+//! lifecycle `AbortIncompleteMultipartUpload`; Azure drops uncommitted blocks
+//! after 7 days, GCS resumable sessions after 7 days).
+
+#![warn(missing_docs)]
+
+mod backend;
+mod order;
+mod writer;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStoreExt};
+use regstore_core::{
+    ByteStream, Capabilities, Error, FileInfo, FileWriter, RedirectRequest, Result, StorageDriver,
+    StoragePath, WalkControl, WalkVisitor,
+};
+
+pub use backend::{Backend, Part};
+pub use object_store;
+
+use order::Reorder;
+use writer::ObjectWriter;
+
+/// Top-level segment under the root where unfinished writers keep state.
+const WRITERS: &str = "~writers";
+/// Name of a writer's state object inside its directory.
+const STATE: &str = "~state";
+/// How long a redirect URL stays valid (distribution: 20 minutes).
+pub const REDIRECT_EXPIRY: Duration = Duration::from_secs(20 * 60);
+/// Keys deleted per batch request (S3's and Azure's batch limit).
+const DELETE_BATCH: usize = 1000;
+
+/// Makes rustls use ring in this process (the cloud drivers' HTTPS goes
+/// through reqwest with rustls but no built-in provider, which keeps the
+/// aws-lc C build out of the tree). Idempotent; every driver's constructor
+/// calls it.
+pub fn install_crypto() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// HTTP client settings every cloud driver starts from: no limit on a whole
+/// request (a multi-gigabyte blob streams for minutes), but 10 s to connect
+/// and 60 s at most without a byte moving, so a backend that hangs fails
+/// the request instead of holding it forever. `object_store` retries
+/// idempotent requests that fail this way, with backoff.
+pub fn client_options() -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_timeout_disabled()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_read_timeout(Duration::from_secs(60))
+}
+
+/// Maps an `object_store` error: not-found becomes [`Error::PathNotFound`]
+/// for `key`, everything else [`Error::Backend`].
+pub fn map_err(e: object_store::Error, key: &Path) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::not_found(format!("/{key}")),
+        other => Error::backend(other),
+    }
+}
+
+/// The driver contract on an object store; see the crate docs.
+pub struct ObjectDriver<B> {
+    inner: Arc<Inner<B>>,
+}
+
+struct Inner<B> {
+    backend: B,
+    /// Root directory as key segments (empty: the bucket's root).
+    root: Vec<String>,
+}
+
+impl<B: Backend> fmt::Debug for ObjectDriver<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectDriver")
+            .field("backend", &self.inner.backend)
+            .field("root", &self.inner.root.join("/"))
+            .finish()
+    }
+}
+
+impl<B: Backend> ObjectDriver<B> {
+    /// The driver on `backend`, with every key under `rootdirectory`
+    /// (distribution's parameter; `""` or `"/"` for the bucket's root).
+    ///
+    /// # Errors
+    /// `Config` when `rootdirectory` has an empty, `.` or `..` segment or a
+    /// control character.
+    pub fn new(backend: B, rootdirectory: &str) -> Result<Self> {
+        let trimmed = rootdirectory.trim_matches('/');
+        let root = if trimmed.is_empty() {
+            Vec::new()
+        } else {
+            let parsed = Path::parse(trimmed)
+                .ok()
+                .filter(|p| p.as_ref() == trimmed)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "rootdirectory {rootdirectory:?} is not a valid key prefix \
+                         (empty, \".\" or \"..\" segments, or control characters)"
+                    ))
+                })?;
+            parsed.parts().map(|p| p.as_ref().to_owned()).collect()
+        };
+        if root.iter().any(|s| s == "." || s == "..") {
+            return Err(Error::config(format!(
+                "rootdirectory {rootdirectory:?} must not contain \".\" or \"..\""
+            )));
+        }
+        Ok(ObjectDriver {
+            inner: Arc::new(Inner { backend, root }),
+        })
+    }
+
+    /// The backend inside.
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+
+    /// The object key `path` is stored under (for middleware such as
+    /// CloudFront that signs URLs for the key).
+    pub fn key(&self, path: &StoragePath) -> Path {
+        self.inner.key(path)
+    }
+}
+
+impl<B: Backend> Inner<B> {
+    fn key(&self, path: &StoragePath) -> Path {
+        Path::from_iter(
+            self.root
+                .iter()
+                .map(String::as_str)
+                .chain(path.segments())
+                .map(object_store::path::PathPart::from),
+        )
+    }
+
+    /// Directory holding the writer state of `path` and of everything below.
+    fn writers_dir(&self, path: &StoragePath) -> Path {
+        Path::from_iter(
+            self.root
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::once(WRITERS))
+                .chain(path.segments())
+                .map(object_store::path::PathPart::from),
+        )
+    }
+
+    fn state_key(&self, path: &StoragePath) -> Path {
+        self.writers_dir(path).join(STATE)
+    }
+
+    /// The storage path of a listed key, or `None` for keys outside the
+    /// root or that no storage path maps to (writer state, foreign keys).
+    fn path_of(&self, key: &Path) -> Option<StoragePath> {
+        let mut parts = key.parts();
+        for seg in &self.root {
+            if parts.next()?.as_ref() != seg {
+                return None;
+            }
+        }
+        let mut s = String::new();
+        for part in parts {
+            s.push('/');
+            s.push_str(part.as_ref());
+        }
+        StoragePath::parse(&s).ok().filter(|p| !p.is_root())
+    }
+
+    fn store(&self) -> &dyn object_store::ObjectStore {
+        self.backend.store().as_ref()
+    }
+
+    async fn head(&self, key: &Path) -> Result<Option<ObjectMeta>> {
+        match self.store().head(key).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e, key)),
+        }
+    }
+
+    /// Deletes `keys` in batches; keys already gone are fine.
+    async fn delete_keys(&self, mut keys: Vec<Path>) -> Result<()> {
+        while !keys.is_empty() {
+            let rest = keys.split_off(keys.len().min(DELETE_BATCH));
+            let batch = std::mem::replace(&mut keys, rest);
+            let input = futures_util::stream::iter(batch.into_iter().map(Ok)).boxed();
+            let mut results = self.store().delete_stream(input);
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(Error::backend(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key below the directory `prefix` (not `prefix` itself).
+    async fn keys_below(&self, prefix: &Path) -> Result<Vec<Path>> {
+        self.store()
+            .list(Some(prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| map_err(e, prefix))
+    }
+
+    /// Aborts and removes every unfinished writer at `path` or below it.
+    async fn drop_writers(&self, path: &StoragePath) -> Result<()> {
+        let states = self.keys_below(&self.writers_dir(path)).await?;
+        for state_key in &states {
+            if state_key.filename() != Some(STATE) {
+                continue;
+            }
+            match writer::load_state(self, state_key).await {
+                Ok(Some(state)) => {
+                    if let Some(upload) = &state.upload {
+                        let target = state_key_target(state_key, self);
+                        if let Some(target) = target {
+                            self.backend.abort_upload(&target, upload).await?;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(key = %state_key, error = %e, "unreadable writer state removed")
+                }
+            }
+        }
+        self.delete_keys(states).await
+    }
+}
+
+/// The object key a writer state key belongs to:
+/// `<root>/~writers/<path>/~state` → `<root>/<path>`.
+fn state_key_target<B: Backend>(state_key: &Path, inner: &Inner<B>) -> Option<Path> {
+    let parts: Vec<_> = state_key.parts().collect();
+    let n = inner.root.len();
+    if parts.len() < n + 3 || parts.get(n)?.as_ref() != WRITERS {
+        return None;
+    }
+    Some(Path::from_iter(
+        parts[..n]
+            .iter()
+            .chain(&parts[n + 1..parts.len() - 1])
+            .cloned(),
+    ))
+}
+
+fn mod_time(meta: &ObjectMeta) -> SystemTime {
+    let dt = meta.last_modified;
+    let secs = u64::try_from(dt.timestamp()).unwrap_or(0);
+    UNIX_EPOCH + Duration::new(secs, dt.timestamp_subsec_nanos())
+}
+
+#[async_trait]
+impl<B: Backend> StorageDriver for ObjectDriver<B> {
+    fn name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.backend.capabilities()
+    }
+
+    async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
+        let key = self.inner.key(path);
+        let got = self
+            .inner
+            .store()
+            .get(&key)
+            .await
+            .map_err(|e| map_err(e, &key))?;
+        got.bytes().await.map_err(|e| map_err(e, &key))
+    }
+
+    async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        let key = self.inner.key(path);
+        self.inner.backend.put(&key, content.into()).await
+    }
+
+    async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
+        let key = self.inner.key(path);
+        let opts = GetOptions {
+            range: (offset > 0).then_some(GetRange::Offset(offset)),
+            ..GetOptions::default()
+        };
+        let got = match self.inner.store().get_opts(&key, opts).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Err(Error::not_found(path)),
+            // At or past the end, S3 and GCS answer 416 and Azure's client
+            // refuses before asking; which one it is, only the size tells.
+            Err(e) if offset > 0 => match self.inner.head(&key).await? {
+                None => return Err(Error::not_found(path)),
+                Some(meta) if meta.size == offset => {
+                    return Ok(Box::pin(futures_util::stream::empty()));
+                }
+                Some(meta) if meta.size < offset => {
+                    return Err(Error::invalid_offset(path, offset));
+                }
+                Some(_) => return Err(Error::backend(e)),
+            },
+            Err(e) => return Err(Error::backend(e)),
+        };
+        let key_for_errors = key.clone();
+        Ok(Box::pin(
+            got.into_stream()
+                .map_err(move |e| map_err(e, &key_for_errors)),
+        ))
+    }
+
+    async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
+        Ok(Box::new(
+            ObjectWriter::open(Arc::clone(&self.inner), path, append).await?,
+        ))
+    }
+
+    async fn stat(&self, path: &StoragePath) -> Result<FileInfo> {
+        if path.is_root() {
+            return Ok(FileInfo::dir(path.clone(), None));
+        }
+        let key = self.inner.key(path);
+        if let Some(meta) = self.inner.head(&key).await? {
+            return Ok(FileInfo::file(path.clone(), meta.size, mod_time(&meta)));
+        }
+        let first = self.inner.store().list(Some(&key)).next().await;
+        match first {
+            Some(Ok(_)) => Ok(FileInfo::dir(path.clone(), None)),
+            Some(Err(e)) => Err(map_err(e, &key)),
+            None => Err(Error::not_found(path)),
+        }
+    }
+
+    async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>> {
+        let key = self.inner.key(path);
+        let prefix = (!key.as_ref().is_empty()).then_some(&key);
+        let listed = self
+            .inner
+            .store()
+            .list_with_delimiter(prefix)
+            .await
+            .map_err(|e| map_err(e, &key))?;
+        let children: Vec<StoragePath> = listed
+            .common_prefixes
+            .iter()
+            .chain(listed.objects.iter().map(|m| &m.location))
+            .filter_map(|k| self.inner.path_of(k))
+            .filter(|p| p.parent().as_ref() == Some(path))
+            .collect();
+        if children.is_empty() && !path.is_root() {
+            return Err(Error::not_found(path));
+        }
+        Ok(children)
+    }
+
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        let (f, t) = (self.inner.key(from), self.inner.key(to));
+        if f == t {
+            // Copy-then-delete would lose the object.
+            return match self.inner.head(&f).await? {
+                Some(_) => Ok(()),
+                None => Err(Error::not_found(from)),
+            };
+        }
+        self.inner.backend.copy(&f, &t).await.map_err(|e| {
+            if e.is_not_found() {
+                Error::not_found(from)
+            } else {
+                e
+            }
+        })?;
+        self.inner.delete_keys(vec![f]).await
+    }
+
+    async fn delete(&self, path: &StoragePath) -> Result<()> {
+        let key = self.inner.key(path);
+        let mut keys = self.inner.keys_below(&key).await?;
+        let found = if keys.is_empty() {
+            self.inner.head(&key).await?.is_some()
+        } else {
+            true
+        };
+        // The object itself (a key can be both a file and a prefix); a
+        // missing one is fine in the batch.
+        keys.push(key);
+        if found {
+            self.inner.delete_keys(keys).await?;
+        }
+        self.inner.drop_writers(path).await?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::not_found(path))
+        }
+    }
+
+    async fn redirect_url(
+        &self,
+        request: &RedirectRequest,
+        path: &StoragePath,
+    ) -> Result<Option<url::Url>> {
+        let key = self.inner.key(path);
+        self.inner
+            .backend
+            .signed_url(&key, request.method, REDIRECT_EXPIRY)
+            .await
+    }
+
+    async fn walk(
+        &self,
+        path: &StoragePath,
+        start_after: Option<&StoragePath>,
+        visitor: &mut WalkVisitor<'_>,
+    ) -> Result<()> {
+        let key = self.inner.key(path);
+        let prefix = (!key.as_ref().is_empty()).then_some(&key);
+        // Keys that come after the hint in walk order all sort byte-wise
+        // after the hint's first segment below `path` (see order.rs).
+        let offset = start_after
+            .and_then(|h| h.relative_to(path))
+            .and_then(|rel| rel.split('/').next())
+            .and_then(|first| path.join(first).ok())
+            .map(|p| self.inner.key(&p));
+        let mut listing = match &offset {
+            Some(o) => self.inner.store().list_with_offset(prefix, o),
+            None => self.inner.store().list(prefix),
+        };
+        let mut reorder = Reorder::new(path);
+        let mut skipping: Option<StoragePath> = None;
+        let mut seen_any = false;
+        let mut visit = |info: FileInfo, skipping: &mut Option<StoragePath>| -> Result<bool> {
+            if let Some(h) = start_after
+                && info.path <= *h
+            {
+                return Ok(true);
+            }
+            if let Some(dir) = skipping.as_ref() {
+                if dir.is_ancestor_of(&info.path) {
+                    return Ok(true);
+                }
+                *skipping = None;
+            }
+            match visitor(&info)? {
+                WalkControl::Stop => Ok(false),
+                WalkControl::SkipDir => {
+                    if info.is_dir {
+                        *skipping = Some(info.path);
+                    }
+                    Ok(true)
+                }
+                WalkControl::Continue => Ok(true),
+            }
+        };
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| map_err(e, &key))?;
+            // Some servers (Azurite) ignore the offset; it is only a saving.
+            if offset.as_ref().is_some_and(|o| meta.location <= *o) {
+                continue;
+            }
+            seen_any = true;
+            let Some(file) = self.inner.path_of(&meta.location) else {
+                continue;
+            };
+            if !path.is_ancestor_of(&file) {
+                continue;
+            }
+            let mut dirs = Vec::new();
+            let mut d = file.parent();
+            while let Some(dir) = d {
+                if dir == *path {
+                    break;
+                }
+                d = dir.parent();
+                dirs.push(dir);
+            }
+            dirs.reverse();
+            reorder.push(FileInfo::file(file, meta.size, mod_time(&meta)), dirs);
+            while let Some(info) = reorder.ready() {
+                if !visit(info, &mut skipping)? {
+                    return Ok(());
+                }
+            }
+        }
+        for info in reorder.drain() {
+            if !visit(info, &mut skipping)? {
+                return Ok(());
+            }
+        }
+        if !seen_any && !path.is_root() {
+            // With an offset, an empty listing may only mean nothing is
+            // left after the hint.
+            let exists = offset.is_some()
+                && match self.inner.store().list(prefix).next().await {
+                    Some(Ok(_)) => true,
+                    Some(Err(e)) => return Err(map_err(e, &key)),
+                    None => false,
+                };
+            if !exists {
+                return Err(Error::not_found(path));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! regstore-driver-s3: the `s3` storage driver, for Amazon S3 and
+//! S3-compatible stores (MinIO, Ceph RGW, moto), on the `object_store` crate.
+//!
+//! Keys, directories, walk and resumable writers come from
+//! [`regstore_objectstore`]; this crate maps distribution's parameters onto
+//! `object_store`'s S3 client and adds presigned redirects.
+//!
+//! # Parameters
+//!
+//! | name | default | meaning |
+//! |---|---|---|
+//! | `bucket` | required | bucket name |
+//! | `region` | `us-east-1` | AWS region (any value for most S3-compatible stores) |
+//! | `regionendpoint` | AWS | endpoint of an S3-compatible store, e.g. `http://127.0.0.1:9000` |
+//! | `forcepathstyle` | `false` | `endpoint/bucket/key` URLs instead of `bucket.endpoint/key` |
+//! | `accesskey`, `secretkey` | none | static credentials; without them the standard chain is used: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`, EKS), ECS container credentials, then EC2 instance metadata — refreshed before they expire |
+//! | `sessiontoken` | none | session token for temporary static credentials |
+//! | `rootdirectory` | `""` | key prefix of everything stored |
+//! | `encrypt` | `false` | server-side encryption: SSE-S3 (AES256), or SSE-KMS with `keyid` |
+//! | `keyid` | none | KMS key for SSE-KMS (with `encrypt: true`) |
+//! | `secure` | `true` | `https` for a `regionendpoint` written without scheme |
+//! | `skipverify` | `false` | accept any TLS certificate (test setups only) |
+//! | `chunksize` | `10MiB` | multipart part size, 5 MiB to 5 GiB |
+//! | `storageclass` | `STANDARD` | storage class of new objects; `NONE` sends none (for stores that reject the header) |
+//! | `redirectendpoint` | none | endpoint presigned redirect URLs point at (e.g. a public name when `regionendpoint` is internal) |
+//! | `multipartcopythresholdsize`, `multipartcopychunksize`, `multipartcopymaxconcurrency` | 32 MiB, 32 MiB, 100 | accepted for distribution compatibility; moves use one server-side CopyObject (up to 5 GiB) for now |
+//! | `v4auth`, `objectacl`, `useragent`, `usedualstack`, `accelerate`, `loglevel` | | accepted as distribution does where regstore can honour them; a value it cannot honour is a startup error |
+//!
+//! Redirects: [`StorageDriver::redirect_url`](regstore_core::StorageDriver)
+//! gives a SigV4-presigned GET or HEAD URL valid for 20 minutes.
+//!
+//! Tested against moto (`scripts/backends.sh start s3`) on every CI run.
+//! moto does not verify presigned signatures, so the redirect case there
+//! proves the URLs are well formed and fetchable, not that AWS accepts them.
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
+use regstore_core::params::ParamKind::{Bool, Integer, Secret, Size, String as Str};
+use regstore_core::{
+    BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod, Result,
+    StorageDriver,
+};
+use regstore_objectstore::{Backend, ObjectDriver, client_options, map_err};
+
+/// S3's smallest part (but the last) of a multipart upload.
+pub const MIN_CHUNK: u64 = 5 << 20;
+/// S3's largest part.
+pub const MAX_CHUNK: u64 = 5 << 30;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new("bucket", Str, "bucket name").required(),
+    ParamSpec::new("region", Str, "AWS region").default("us-east-1"),
+    ParamSpec::new("regionendpoint", Str, "endpoint of an S3-compatible store"),
+    ParamSpec::new(
+        "forcepathstyle",
+        Bool,
+        "path-style URLs (endpoint/bucket/key)",
+    )
+    .default("false"),
+    ParamSpec::new(
+        "accesskey",
+        Str,
+        "access key id; else the standard AWS credential chain",
+    ),
+    ParamSpec::new("secretkey", Secret, "secret access key (with accesskey)"),
+    ParamSpec::new(
+        "sessiontoken",
+        Secret,
+        "session token of temporary credentials",
+    ),
+    ParamSpec::new("rootdirectory", Str, "key prefix of everything stored").default(""),
+    ParamSpec::new(
+        "encrypt",
+        Bool,
+        "server-side encryption (SSE-S3, or SSE-KMS with keyid)",
+    )
+    .default("false"),
+    ParamSpec::new("keyid", Str, "KMS key id for SSE-KMS"),
+    ParamSpec::new("secure", Bool, "https for a regionendpoint without scheme").default("true"),
+    ParamSpec::new("skipverify", Bool, "accept any TLS certificate").default("false"),
+    ParamSpec::new("chunksize", Size, "multipart part size (5 MiB to 5 GiB)").default("10MiB"),
+    ParamSpec::new(
+        "storageclass",
+        Str,
+        "storage class of new objects; NONE sends none",
+    )
+    .default("STANDARD"),
+    ParamSpec::new(
+        "redirectendpoint",
+        Str,
+        "endpoint presigned redirect URLs point at",
+    ),
+    ParamSpec::new(
+        "multipartcopythresholdsize",
+        Size,
+        "accepted for compatibility (see docs)",
+    )
+    .default("32MiB"),
+    ParamSpec::new(
+        "multipartcopychunksize",
+        Size,
+        "accepted for compatibility (see docs)",
+    )
+    .default("32MiB"),
+    ParamSpec::new(
+        "multipartcopymaxconcurrency",
+        Integer,
+        "accepted for compatibility (see docs)",
+    )
+    .default("100"),
+    ParamSpec::new("v4auth", Bool, "Signature V4 (the only one supported)").default("true"),
+    ParamSpec::new("objectacl", Str, "canned ACL of new objects (private only)").default("private"),
+    ParamSpec::new("useragent", Str, "User-Agent of requests"),
+    ParamSpec::new(
+        "usedualstack",
+        Bool,
+        "dual-stack endpoints (give regionendpoint instead)",
+    )
+    .default("false"),
+    ParamSpec::new(
+        "accelerate",
+        Bool,
+        "transfer acceleration (give regionendpoint instead)",
+    )
+    .default("false"),
+    ParamSpec::new(
+        "loglevel",
+        Str,
+        "accepted for compatibility; logging goes through RUST_LOG",
+    ),
+];
+
+regstore_core::inventory::submit! {
+    DriverFactory {
+        name: "s3",
+        description: "Amazon S3 and S3-compatible stores (MinIO, Ceph, moto); presigned redirects",
+        params: PARAMS,
+        build,
+    }
+}
+
+fn build(params: Params) -> BuildFuture {
+    Box::pin(async move {
+        let driver = s3_driver(&params)?;
+        Ok(Box::new(driver) as Box<dyn StorageDriver>)
+    })
+}
+
+/// The `s3` driver: [`ObjectDriver`] on [`S3Backend`].
+pub type S3Driver = ObjectDriver<S3Backend>;
+
+/// S3 under [`ObjectDriver`]: object_store's client, storage class on new
+/// objects, presigned redirects.
+#[derive(Debug)]
+pub struct S3Backend {
+    store: Arc<dyn ObjectStore>,
+    client: Arc<AmazonS3>,
+    /// Signs redirect URLs (the same client unless `redirectendpoint` is set).
+    signer: Arc<AmazonS3>,
+    part_size: usize,
+    storage_class: Option<String>,
+}
+
+/// The `s3` driver from checked parameters (see the crate docs).
+///
+/// # Errors
+/// `Config` naming the parameter when one cannot work.
+pub fn s3_driver(params: &Params) -> Result<S3Driver> {
+    regstore_objectstore::install_crypto();
+    let bucket = params.require_string("bucket")?;
+    let flag = |name| params.bool(name).unwrap_or(false);
+    if !params.bool("v4auth").unwrap_or(true) {
+        return Err(Error::config(
+            "v4auth: false (Signature V2) is not supported; remove it or set it to true",
+        ));
+    }
+    match params.string("objectacl") {
+        None | Some("private") => {}
+        Some(other) => {
+            return Err(Error::config(format!(
+                "objectacl {other:?} is not supported (only \"private\"); \
+                     grant access with a bucket policy instead"
+            )));
+        }
+    }
+    for (name, what) in [
+        ("usedualstack", "dual-stack"),
+        ("accelerate", "transfer-acceleration"),
+    ] {
+        if flag(name) {
+            return Err(Error::config(format!(
+                "{name}: true is not supported; set regionendpoint to the {what} endpoint instead"
+            )));
+        }
+    }
+    let chunk = params.size("chunksize").unwrap_or(10 << 20);
+    if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk) {
+        return Err(Error::config(format!(
+            "chunksize {chunk} is outside S3's part sizes (5 MiB to 5 GiB)"
+        )));
+    }
+    let secure = params.bool("secure").unwrap_or(true);
+    let endpoint = params
+        .string("regionendpoint")
+        .map(|e| endpoint_url(e, secure, bucket, flag("forcepathstyle")))
+        .transpose()?;
+    let redirect_endpoint = params
+        .string("redirectendpoint")
+        .map(|e| endpoint_url(e, secure, bucket, flag("forcepathstyle")))
+        .transpose()?;
+
+    let builder = |endpoint: Option<&url::Url>| -> Result<AmazonS3> {
+        let mut b = if params.string("accesskey").is_some() {
+            AmazonS3Builder::new()
+        } else {
+            // The standard chain: environment, web identity, ECS, IMDS.
+            AmazonS3Builder::from_env()
+        };
+        let mut options = client_options()
+            .with_allow_invalid_certificates(flag("skipverify"))
+            .with_allow_http(!secure);
+        if let Some(agent) = params.string("useragent") {
+            let value = agent.parse().map_err(|_| {
+                Error::config(format!("useragent {agent:?} is not a valid header value"))
+            })?;
+            options = options.with_user_agent(value);
+        }
+        b = b
+            .with_bucket_name(bucket)
+            .with_region(params.string("region").unwrap_or("us-east-1"))
+            .with_client_options(options);
+        if let Some(ep) = endpoint {
+            let virtual_hosted = !flag("forcepathstyle");
+            b = b
+                .with_endpoint(ep.as_str().trim_end_matches('/'))
+                .with_virtual_hosted_style_request(virtual_hosted)
+                .with_allow_http(ep.scheme() == "http");
+        }
+        if let Some(key) = params.string("accesskey") {
+            b = b.with_access_key_id(key).with_secret_access_key(
+                params.string("secretkey").ok_or_else(|| {
+                    Error::config("accesskey is given but secretkey is not; give both or neither")
+                })?,
+            );
+        }
+        if let Some(token) = params.string("sessiontoken") {
+            b = b.with_token(token);
+        }
+        if flag("encrypt") {
+            b = match params.string("keyid") {
+                Some(key) => b.with_sse_kms_encryption(key),
+                None => {
+                    let key: AmazonS3ConfigKey = "aws_server_side_encryption"
+                        .parse()
+                        .map_err(|e| Error::config(format!("SSE-S3: {e}")))?;
+                    b.with_config(key, "AES256")
+                }
+            };
+        } else if params.string("keyid").is_some() {
+            return Err(Error::config(
+                "keyid is given but encrypt is false; set encrypt: true",
+            ));
+        }
+        b.build()
+            .map_err(|e| Error::config(format!("cannot build the S3 client: {e}")))
+    };
+    let client = Arc::new(builder(endpoint.as_ref())?);
+    let signer = match &redirect_endpoint {
+        Some(ep) => Arc::new(builder(Some(ep))?),
+        None => Arc::clone(&client),
+    };
+    let storage_class = match params.string("storageclass") {
+        None | Some("NONE") => None,
+        Some(class) => Some(class.to_owned()),
+    };
+    let backend = S3Backend {
+        store: Arc::clone(&client) as Arc<dyn ObjectStore>,
+        client,
+        signer,
+        part_size: usize::try_from(chunk)
+            .map_err(|_| Error::config("chunksize does not fit in memory"))?,
+        storage_class,
+    };
+    ObjectDriver::new(backend, params.string("rootdirectory").unwrap_or(""))
+}
+
+/// The endpoint URL from distribution's `regionendpoint`: a scheme is added
+/// when missing (`secure` picks https or http); for virtual-hosted requests
+/// the bucket becomes part of the host, as the AWS SDKs do.
+fn endpoint_url(raw: &str, secure: bool, bucket: &str, path_style: bool) -> Result<url::Url> {
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("{}://{raw}", if secure { "https" } else { "http" })
+    };
+    let mut url = url::Url::parse(&with_scheme)
+        .map_err(|e| Error::config(format!("endpoint {raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(Error::config(format!(
+            "endpoint {raw:?} must be an http or https URL with a host"
+        )));
+    }
+    if !path_style {
+        let host = url.host_str().unwrap_or_default();
+        if !host.starts_with(&format!("{bucket}.")) {
+            let virtual_host = format!("{bucket}.{host}");
+            url.set_host(Some(&virtual_host)).map_err(|e| {
+                Error::config(format!(
+                    "bucket {bucket:?} cannot prefix the endpoint host: {e}"
+                ))
+            })?;
+        }
+    }
+    Ok(url)
+}
+
+impl S3Backend {
+    fn put_options(&self) -> PutOptions {
+        let mut attributes = Attributes::new();
+        if let Some(class) = &self.storage_class {
+            attributes.insert(Attribute::StorageClass, class.clone().into());
+        }
+        PutOptions {
+            attributes,
+            ..PutOptions::default()
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    fn multipart(&self) -> Option<&dyn MultipartStore> {
+        Some(self.client.as_ref())
+    }
+
+    fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_redirect(true)
+    }
+
+    async fn put(&self, key: &Path, data: PutPayload) -> Result<()> {
+        self.client
+            .put_opts(key, data, self.put_options())
+            .await
+            .map(drop)
+            .map_err(|e| map_err(e, key))
+    }
+
+    async fn create_upload(&self, key: &Path) -> Result<String> {
+        let opts = object_store::PutMultipartOptions {
+            attributes: self.put_options().attributes,
+            ..Default::default()
+        };
+        self.client
+            .create_multipart_opts(key, opts)
+            .await
+            .map_err(|e| map_err(e, key))
+    }
+
+    async fn signed_url(
+        &self,
+        key: &Path,
+        method: RedirectMethod,
+        expires: Duration,
+    ) -> Result<Option<url::Url>> {
+        let method = match method {
+            RedirectMethod::Get => object_store::signer::Method::GET,
+            RedirectMethod::Head => object_store::signer::Method::HEAD,
+        };
+        self.signer
+            .signed_url(method, key, expires)
+            .await
+            .map(Some)
+            .map_err(|e| map_err(e, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_scheme_and_virtual_hosts_the_bucket() {
+        let u = endpoint_url("minio:9000", false, "b", true).unwrap();
+        assert_eq!(u.as_str(), "http://minio:9000/");
+        let u = endpoint_url("s3.example.com", true, "b", false).unwrap();
+        assert_eq!(u.as_str(), "https://b.s3.example.com/");
+        let err = endpoint_url("ftp://x", true, "b", true).unwrap_err();
+        assert!(err.to_string().contains("http or https"), "{err}");
+    }
+}
