@@ -68,7 +68,7 @@ fn unknown_driver_lists_the_known_ones() {
     );
     assert!(err.contains(r#"did you mean "filesystem"?"#), "{err}");
     assert!(
-        err.contains("known: azure, filesystem, inmemory, s3"),
+        err.contains("known: azure, filesystem, gcs, inmemory, s3"),
         "{err}"
     );
 }

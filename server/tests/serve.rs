@@ -11,7 +11,7 @@ use common::{header, serve, sha256};
 use reqwest::StatusCode;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    common::client_builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()

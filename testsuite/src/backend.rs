@@ -41,3 +41,14 @@ pub fn unique_root(label: &str) -> String {
         .unwrap_or(0);
     format!("regstore-tests/{label}-{}-{nanos}-{n}", std::process::id())
 }
+
+/// A `reqwest` client builder that works in any test or benchmark process.
+///
+/// The cloud drivers build reqwest with rustls but without a bundled crypto
+/// provider (keeping aws-lc's C build out of the tree), and cargo unifies
+/// that feature for every crate in a build; such a client panics unless a
+/// provider is installed first. This installs ring (idempotent).
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

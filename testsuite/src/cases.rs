@@ -520,7 +520,9 @@ async fn redirect_url(cx: &Ctx) -> CaseResult {
     let path = cx.path(32);
     let contents = cx.contents(32);
     cx.driver.put_content(&path, contents.clone()).await?;
-    let client = reqwest::Client::new();
+    let client = crate::backend::http_client()
+        .build()
+        .map_err(|e| Failure(format!("HTTP client: {e}")))?;
 
     let get = RedirectRequest::new(RedirectMethod::Get);
     let Some(url) = cx.driver.redirect_url(&get, &path).await? else {

@@ -121,7 +121,9 @@ fn free_port() -> u16 {
 }
 
 async fn wait_ready(url: &str, name: &str) -> Result<(), String> {
-    let client = reqwest::Client::new();
+    let client = regstore_testsuite::backend::http_client()
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if let Ok(r) = client.get(url).send().await

@@ -9,6 +9,8 @@
 use regstore_driver_azure as _;
 #[cfg(feature = "filesystem")]
 use regstore_driver_filesystem as _;
+#[cfg(feature = "gcs")]
+use regstore_driver_gcs as _;
 #[cfg(feature = "inmemory")]
 use regstore_driver_inmemory as _;
 #[cfg(feature = "s3")]
@@ -30,6 +32,8 @@ pub fn link() {
     std::hint::black_box(regstore_driver_s3::s3_driver);
     #[cfg(feature = "azure")]
     std::hint::black_box(regstore_driver_azure::azure_driver);
+    #[cfg(feature = "gcs")]
+    std::hint::black_box(regstore_driver_gcs::gcs_driver);
 }
 
 /// Names of the drivers enabled in this build, sorted.
@@ -54,5 +58,7 @@ mod tests {
         assert!(names.contains(&"s3"), "{names:?}");
         #[cfg(feature = "azure")]
         assert!(names.contains(&"azure"), "{names:?}");
+        #[cfg(feature = "gcs")]
+        assert!(names.contains(&"gcs"), "{names:?}");
     }
 }

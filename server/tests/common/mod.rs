@@ -12,6 +12,14 @@ use regstore_server::serve;
 use reqwest::{Client, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
+/// A reqwest client builder usable in this process: reqwest is built with
+/// rustls but no bundled provider (the cloud drivers' choice, unified by
+/// cargo), so ring is installed first.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+}
+
 /// A client of any registry at `base`.
 pub struct Api {
     pub base: String,
@@ -23,7 +31,7 @@ impl Api {
     pub fn new(base: String) -> Api {
         Api {
             base,
-            client: Client::builder()
+            client: client_builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(60))
                 .build()
