@@ -59,7 +59,7 @@ use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod, Result,
     StorageDriver,
 };
-use regstore_objectstore::{Backend, ObjectDriver, Part, client_options, map_err};
+use regstore_objectstore::{Backend, ObjectDriver, Part, client_options, map_err, signed_method};
 
 /// Resumable uploads take chunks in multiples of this.
 pub const CHUNK_QUANTUM: u64 = 256 << 10;
@@ -440,12 +440,8 @@ impl Backend for GcsBackend {
         if !self.can_sign {
             return Ok(None);
         }
-        let method = match method {
-            RedirectMethod::Get => object_store::signer::Method::GET,
-            RedirectMethod::Head => object_store::signer::Method::HEAD,
-        };
         self.client
-            .signed_url(method, key, expires)
+            .signed_url(signed_method(method), key, expires)
             .await
             .map(Some)
             .map_err(|e| map_err(e, key))

@@ -88,6 +88,14 @@ pub fn client_options() -> object_store::ClientOptions {
         .with_read_timeout(Duration::from_secs(60))
 }
 
+/// The HTTP method a signed redirect URL is made for.
+pub fn signed_method(method: regstore_core::RedirectMethod) -> object_store::signer::Method {
+    match method {
+        regstore_core::RedirectMethod::Get => object_store::signer::Method::GET,
+        regstore_core::RedirectMethod::Head => object_store::signer::Method::HEAD,
+    }
+}
+
 /// Maps an `object_store` error: not-found becomes [`Error::PathNotFound`]
 /// for `key`, everything else [`Error::Backend`].
 pub fn map_err(e: object_store::Error, key: &Path) -> Error {

@@ -49,7 +49,7 @@ use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod, Result,
     StorageDriver,
 };
-use regstore_objectstore::{Backend, ObjectDriver, client_options, map_err};
+use regstore_objectstore::{Backend, ObjectDriver, client_options, map_err, signed_method};
 
 /// S3's smallest part (but the last) of a multipart upload.
 pub const MIN_CHUNK: u64 = 5 << 20;
@@ -383,12 +383,8 @@ impl Backend for S3Backend {
         method: RedirectMethod,
         expires: Duration,
     ) -> Result<Option<url::Url>> {
-        let method = match method {
-            RedirectMethod::Get => object_store::signer::Method::GET,
-            RedirectMethod::Head => object_store::signer::Method::HEAD,
-        };
         self.signer
-            .signed_url(method, key, expires)
+            .signed_url(signed_method(method), key, expires)
             .await
             .map(Some)
             .map_err(|e| map_err(e, key))
