@@ -183,54 +183,11 @@ async fn an_upload_begun_on_one_process_finishes_on_another() {
         ),
         ("REGISTRY_HTTP_SECRET", "shared-secret"),
     ];
-    let a = serve(root.path(), &[], &env);
-    let b = serve(root.path(), &[], &env);
-    let c = client();
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    let d = sha256(&data);
-    let r = c
-        .post(format!("{}/v2/multi/blobs/uploads/", a.base))
-        .send()
-        .await
-        .unwrap();
-    let path = header(&r, "location");
-    let r = c
-        .patch(format!("{}{path}", a.base))
-        .header("content-range", "0-999999")
-        .body(data[..1_000_000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    drop(a);
-    let r = c.get(format!("{}{path}", b.base)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(header(&r, "range"), "0-999999");
-    let r = c
-        .patch(format!("{}{path}", b.base))
-        .header("content-range", "1000000-1999999")
-        .body(data[1_000_000..2_000_000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c
-        .put(format!("{}{path}?digest={d}", b.base))
-        .body(data[2_000_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let a = serve(root.path(), &[], &env);
-    let got = c
-        .get(format!("{}/v2/multi/blobs/{d}", a.base))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256(&got), d);
+    common::upload_continued_by_another_process(
+        || serve(root.path(), &[], &env),
+        [1_000_000, 1_000_000, 1_000_000],
+    )
+    .await;
 }
 
 /// A self-signed certificate for 127.0.0.1 made with the openssl command.

@@ -1,8 +1,11 @@
 //! Helpers for suites that run against a real server (moto, Azurite,
 //! fake-gcs-server, Swift) started by `scripts/backends.sh`.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use regstore_core::RawParams;
 
 /// Checks that something accepts TCP connections at `endpoint`'s host and
 /// port within two seconds, so an absent server is reported at once instead
@@ -51,4 +54,114 @@ pub fn unique_root(label: &str) -> String {
 pub fn http_client() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
+}
+
+/// Azurite's documented development account key (public, emulator only).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The emulator-backed drivers `scripts/backends.sh` starts servers for.
+pub const EMULATED: [&str; 3] = ["s3", "azure", "gcs"];
+
+/// Driver parameters for `driver` (`s3`, `azure` or `gcs`) against the
+/// emulator `scripts/backends.sh start` runs for it, with a fresh
+/// [`unique_root`] as `rootdirectory`: moto (`REGSTORE_S3_ENDPOINT`, default
+/// `http://127.0.0.1:19000`), Azurite (`REGSTORE_AZURE_ENDPOINT`, `:19010`,
+/// account `devstoreaccount1`), fake-gcs-server (`REGSTORE_GCS_ENDPOINT`,
+/// `:19020`, with a throwaway service-account key from `openssl` so signed
+/// URLs work). The bucket or container is `regstore`.
+///
+/// This is the one place tests, benches and `regstore bench` examples learn
+/// how to reach the emulators.
+///
+/// # Errors
+/// The emulator is not reachable (see [`reachable`]), `openssl` is missing
+/// (gcs), or `driver` is not one of [`EMULATED`].
+pub async fn emulator_params(driver: &str) -> Result<RawParams, String> {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let (endpoint, pairs): (String, Vec<(&str, String)>) = match driver {
+        "s3" => {
+            let endpoint = var("REGSTORE_S3_ENDPOINT", "http://127.0.0.1:19000");
+            let pairs = vec![
+                ("bucket", "regstore".into()),
+                ("region", "us-east-1".into()),
+                ("regionendpoint", endpoint.clone()),
+                ("forcepathstyle", "true".into()),
+                ("accesskey", "test".into()),
+                ("secretkey", "test".into()),
+            ];
+            (endpoint, pairs)
+        }
+        "azure" => {
+            let endpoint = var("REGSTORE_AZURE_ENDPOINT", "http://127.0.0.1:19010");
+            let service = format!("{}/devstoreaccount1", endpoint.trim_end_matches('/'));
+            let pairs = vec![
+                ("accountname", "devstoreaccount1".into()),
+                ("accountkey", AZURITE_KEY.into()),
+                ("container", "regstore".into()),
+                ("serviceurl", service),
+            ];
+            (endpoint, pairs)
+        }
+        "gcs" => {
+            let endpoint = var("REGSTORE_GCS_ENDPOINT", "http://127.0.0.1:19020");
+            let pairs = vec![
+                ("bucket", "regstore".into()),
+                ("endpoint", endpoint.clone()),
+                ("noauth", "true".into()),
+                ("credentials", service_account()?.to_owned()),
+            ];
+            (endpoint, pairs)
+        }
+        other => {
+            return Err(format!(
+                "no emulator for driver {other:?}; emulated: {EMULATED:?}"
+            ));
+        }
+    };
+    reachable(&endpoint).await?;
+    let mut raw: RawParams = pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    raw.insert("rootdirectory".into(), unique_root(driver).into());
+    Ok(raw)
+}
+
+/// A GCS service-account JSON with a fresh 2048-bit RSA key made by
+/// `openssl` (installed by `scripts/clients.sh`), once per process.
+/// fake-gcs-server checks no signature; the key lets the driver sign URLs.
+fn service_account() -> Result<&'static str, String> {
+    static ACCOUNT: OnceLock<Result<String, String>> = OnceLock::new();
+    ACCOUNT
+        .get_or_init(|| {
+            let out = std::process::Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                ])
+                .output()
+                .map_err(|e| {
+                    format!("openssl genpkey: {e} (scripts/clients.sh installs openssl)")
+                })?;
+            if !out.status.success() {
+                return Err(format!(
+                    "openssl genpkey failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let pem = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "type": "service_account",
+                "private_key": pem,
+                "private_key_id": "regstore-test",
+                "client_email": "regstore-test@regstore.iam.gserviceaccount.com",
+            })
+            .to_string())
+        })
+        .as_deref()
+        .map_err(Clone::clone)
 }

@@ -6,31 +6,11 @@
 //! reachable the cases are skipped, or fail under
 //! `REGSTORE_REQUIRE_BACKENDS=1` (CI).
 
-use regstore_core::{Driver, RawParams, registry};
+use regstore_core::{Driver, registry};
 use regstore_testsuite::Subject;
 
-/// Azurite's documented development account key (public, emulator only).
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
 regstore_testsuite::conformance_main!(|| async {
-    let endpoint = std::env::var("REGSTORE_AZURE_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:19010".to_owned());
-    regstore_testsuite::backend::reachable(&endpoint).await?;
-    let service = format!("{}/devstoreaccount1", endpoint.trim_end_matches('/'));
-    let mut raw = RawParams::new();
-    for (k, v) in [
-        ("accountname", "devstoreaccount1"),
-        ("accountkey", AZURITE_KEY),
-        ("container", "regstore"),
-        ("serviceurl", service.as_str()),
-    ] {
-        raw.insert(k.into(), v.into());
-    }
-    raw.insert(
-        "rootdirectory".into(),
-        regstore_testsuite::backend::unique_root("azure").into(),
-    );
+    let raw = regstore_testsuite::backend::emulator_params("azure").await?;
     std::hint::black_box(regstore_driver_azure::azure_driver);
     let driver: Driver = registry::create("azure", &raw)
         .await

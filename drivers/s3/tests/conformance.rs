@@ -6,28 +6,11 @@
 //! server. Without it reachable the cases are skipped, or fail under
 //! `REGSTORE_REQUIRE_BACKENDS=1` (CI).
 
-use regstore_core::{Driver, RawParams, registry};
+use regstore_core::{Driver, registry};
 use regstore_testsuite::Subject;
 
 regstore_testsuite::conformance_main!(|| async {
-    let endpoint = std::env::var("REGSTORE_S3_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:19000".to_owned());
-    regstore_testsuite::backend::reachable(&endpoint).await?;
-    let mut raw = RawParams::new();
-    for (k, v) in [
-        ("bucket", "regstore"),
-        ("region", "us-east-1"),
-        ("regionendpoint", endpoint.as_str()),
-        ("forcepathstyle", "true"),
-        ("accesskey", "test"),
-        ("secretkey", "test"),
-    ] {
-        raw.insert(k.into(), v.into());
-    }
-    raw.insert(
-        "rootdirectory".into(),
-        regstore_testsuite::backend::unique_root("s3").into(),
-    );
+    let raw = regstore_testsuite::backend::emulator_params("s3").await?;
     std::hint::black_box(regstore_driver_s3::s3_driver);
     let driver: Driver = registry::create("s3", &raw)
         .await

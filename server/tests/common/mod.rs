@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod image;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -16,8 +18,7 @@ use sha2::{Digest as _, Sha256};
 /// rustls but no bundled provider (the cloud drivers' choice, unified by
 /// cargo), so ring is installed first.
 pub fn client_builder() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
+    regstore_testsuite::backend::http_client()
 }
 
 /// A client of any registry at `base`.
@@ -323,4 +324,71 @@ pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
             panic!("regstore serve did not start: {:?}", log.lock().unwrap());
         }
     }
+}
+
+/// A blob upload in three pieces across `regstore serve` processes sharing
+/// one storage: `start()` begins process A, which takes the POST and the
+/// first PATCH and is then killed; process B (started before A dies) reports
+/// the upload's progress, takes the second PATCH and the final PUT; a third
+/// process serves the blob, which must hash to the digest given at the PUT.
+pub async fn upload_continued_by_another_process(start: impl Fn() -> Server, sizes: [usize; 3]) {
+    let c = client_builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client");
+    let total: usize = sizes.iter().sum();
+    let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+    let d = sha256(&data);
+    let (first, second) = (sizes[0], sizes[0] + sizes[1]);
+    let a = start();
+    let b = start();
+    let r = c
+        .post(format!("{}/v2/multi/blobs/uploads/", a.base))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let path = header(&r, "location");
+    let r = c
+        .patch(format!("{}{path}", a.base))
+        .header("content-range", format!("0-{}", first - 1))
+        .body(data[..first].to_vec())
+        .send()
+        .await
+        .expect("first PATCH");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    drop(a);
+    let r = c
+        .get(format!("{}{path}", b.base))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), format!("0-{}", first - 1));
+    let r = c
+        .patch(format!("{}{path}", b.base))
+        .header("content-range", format!("{first}-{}", second - 1))
+        .body(data[first..second].to_vec())
+        .send()
+        .await
+        .expect("second PATCH");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .put(format!("{}{path}?digest={d}", b.base))
+        .body(data[second..].to_vec())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    drop(b);
+    let reader = start();
+    let r = c
+        .get(format!("{}/v2/multi/blobs/{d}", reader.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    let got = r.bytes().await.expect("body");
+    assert_eq!(got.len(), total);
+    assert_eq!(sha256(&got), d, "the blob hashes to its digest");
 }
