@@ -89,6 +89,12 @@ impl Driver {
         &self.shared.metrics
     }
 
+    /// Requests the driver inside has sent to its backend so far; `None`
+    /// when it does not count them (see [`StorageDriver::backend_requests`]).
+    pub fn backend_requests(&self) -> Option<u64> {
+        self.shared.backend.backend_requests()
+    }
+
     /// The backend inside, for middleware that needs its concrete type.
     pub fn backend(&self) -> &dyn StorageDriver {
         self.shared.backend.as_ref()

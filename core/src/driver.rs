@@ -170,6 +170,13 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Requests sent to the backend since the driver was built (see
+    /// [`crate::RequestCounter`]); `None` for drivers with no remote backend
+    /// (filesystem, inmemory). Middleware reports its inner driver's count.
+    fn backend_requests(&self) -> Option<u64> {
+        None
+    }
+
     /// The whole object at `path`.
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes>;
 

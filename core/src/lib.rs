@@ -24,7 +24,7 @@ pub use driver::{
     WalkControl, WalkVisitor,
 };
 pub use error::{BoxError, DriverName, Error, Result};
-pub use metrics::{Metrics, Op, OpStats};
+pub use metrics::{Metrics, Op, OpStats, RequestCounter};
 pub use params::{ParamKind, ParamSpec, Params, RawParams};
 pub use path::{StoragePath, check_segment};
 pub use registry::{BuildFuture, DriverFactory, MiddlewareFactory, create, wrap};

@@ -4,6 +4,7 @@
 //! (and, for drivers that count them, backend requests) an operation cost.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -145,5 +146,28 @@ impl std::fmt::Debug for Metrics {
         f.debug_map()
             .entries(self.snapshot().into_iter().map(|(k, v)| (k.as_str(), v)))
             .finish()
+    }
+}
+
+/// A count of the requests a driver has sent to its backend (every HTTP
+/// attempt, retries included: what a cloud provider bills), shared between
+/// the driver and the HTTP client that sends them. Cheap to clone; clones
+/// count into the same total.
+///
+/// Drivers that talk to a remote backend keep one and report it through
+/// [`crate::StorageDriver::backend_requests`]; benchmarks read the total
+/// before and after an operation.
+#[derive(Clone, Debug, Default)]
+pub struct RequestCounter(Arc<AtomicU64>);
+
+impl RequestCounter {
+    /// Counts one request.
+    pub fn increment(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }

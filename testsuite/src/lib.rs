@@ -34,7 +34,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use regstore_core::{Capabilities, Driver, Error};
+use regstore_core::{Driver, Error};
 
 pub mod backend;
 mod cases;
@@ -294,14 +294,27 @@ pub enum Need {
     Nothing,
     /// Runs when the driver claims `redirect`.
     Redirect,
+    /// Runs when the driver counts its backend requests
+    /// ([`Driver::backend_requests`] is `Some`).
+    CountsRequests,
 }
 
 impl Need {
-    /// Whether a driver with `caps` can run the case.
-    pub fn met_by(self, caps: Capabilities) -> bool {
+    /// Whether `driver` can run the case.
+    pub fn met_by(self, driver: &Driver) -> bool {
         match self {
             Need::Nothing => true,
-            Need::Redirect => caps.redirect,
+            Need::Redirect => driver.capabilities().redirect,
+            Need::CountsRequests => driver.backend_requests().is_some(),
+        }
+    }
+
+    /// Why a driver that does not meet the need skips the case.
+    pub fn unmet(self) -> &'static str {
+        match self {
+            Need::Nothing => "",
+            Need::Redirect => "the driver does not claim redirect",
+            Need::CountsRequests => "the driver does not count backend requests",
         }
     }
 }
@@ -350,11 +363,8 @@ pub enum Outcome {
 /// Runs `case` against `driver`, then deletes what it created and checks that
 /// `list("/")` is empty.
 pub async fn run_case(case: &Case, driver: Driver, opts: Options) -> Outcome {
-    if !case.needs.met_by(driver.capabilities()) {
-        return Outcome::Skipped(match case.needs {
-            Need::Redirect => "the driver does not claim redirect",
-            Need::Nothing => "",
-        });
+    if !case.needs.met_by(&driver) {
+        return Outcome::Skipped(case.needs.unmet());
     }
     let cx = Ctx::new(driver, opts);
     let result = (case.run)(&cx).await;
@@ -378,11 +388,12 @@ where
     let require = env_flag("REGSTORE_REQUIRE_BACKENDS");
     let factory = Arc::new(factory);
 
-    // One probe to learn the capabilities (and whether the backend is there).
+    // One probe to learn what the driver claims (and whether the backend
+    // is there).
     let probe = runtime().and_then(|rt| rt.block_on(async { factory().await }));
-    let (caps, unreachable) = match &probe {
-        Ok(s) => (s.driver.capabilities(), None),
-        Err(e) => (Capabilities::NONE, Some(e.clone())),
+    let (probe_driver, unreachable) = match &probe {
+        Ok(s) => (Some(s.driver.clone()), None),
+        Err(e) => (None, Some(e.clone())),
     };
     if let Ok(Subject {
         reduced_sizes: Some(why),
@@ -398,7 +409,10 @@ where
         .map(|case| {
             let factory = Arc::clone(&factory);
             let unreachable = unreachable.clone();
-            let ignored = !case.needs.met_by(caps) || (unreachable.is_some() && !require);
+            let unmet = probe_driver
+                .as_ref()
+                .is_some_and(|d| !case.needs.met_by(d));
+            let ignored = unmet || (unreachable.is_some() && !require);
             libtest_mimic::Trial::test(case.name, move || {
                 if let Some(why) = unreachable {
                     return Err(format!(
@@ -420,6 +434,7 @@ where
             .with_ignored_flag(ignored)
         })
         .collect();
+    drop(probe_driver);
     libtest_mimic::run(&args, trials).exit()
 }
 

@@ -20,6 +20,8 @@ table![
     walk_error_propagation,
     walk_entry_removed_during_walk,
     walk_nonexistent,
+    walk_requests_not_per_entry: CountsRequests,
+    list_requests_not_per_entry: CountsRequests,
 ];
 
 /// Files of the fixture, relative to its root. Names are chosen so that
@@ -249,4 +251,52 @@ async fn walk_nonexistent(cx: &Ctx) -> CaseResult {
         cx.name(),
         "walk of a missing directory",
     )
+}
+
+/// Backend requests the case's driver has sent so far.
+fn requests(cx: &Ctx) -> Result<u64, Failure> {
+    cx.driver
+        .backend_requests()
+        .ok_or_else(|| Failure("the driver stopped counting requests".into()))
+}
+
+/// `dirs` directories of `per_dir` one-byte files under a fresh root.
+async fn wide_tree(cx: &Ctx, dirs: usize, per_dir: usize) -> Result<String, Failure> {
+    let root = format!("/{}", cx.filename(12));
+    cx.track(&root);
+    for d in 0..dirs {
+        for f in 0..per_dir {
+            cx.driver
+                .put_content(format!("{root}/d{d}/f{f:03}"), Bytes::from_static(b"x"))
+                .await?;
+        }
+    }
+    Ok(root)
+}
+
+/// A walk over 4 directories of 50 files (204 entries) costs a few listing
+/// requests, not one request per entry as the stat-per-entry default would.
+async fn walk_requests_not_per_entry(cx: &Ctx) -> CaseResult {
+    let root = wide_tree(cx, 4, 50).await?;
+    let before = requests(cx)?;
+    let seen = walk_paths(cx, &root, None).await?;
+    let used = requests(cx)? - before;
+    ensure_eq!(seen.len(), 204, "entries walked");
+    ensure!(
+        used <= 4,
+        "walking 204 entries sent {used} backend requests; a walk must list, not stat each entry"
+    );
+    Ok(())
+}
+
+/// Listing a directory of 50 files costs one or two requests.
+async fn list_requests_not_per_entry(cx: &Ctx) -> CaseResult {
+    let root = wide_tree(cx, 1, 50).await?;
+    let dir = format!("{root}/d0");
+    let before = requests(cx)?;
+    let listed = cx.driver.list(&dir).await?;
+    let used = requests(cx)? - before;
+    ensure_eq!(listed.len(), 50, "entries listed");
+    ensure!(used <= 2, "listing 50 entries sent {used} backend requests");
+    Ok(())
 }

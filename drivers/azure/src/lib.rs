@@ -48,10 +48,10 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use regstore_core::params::ParamKind::{Bool, Secret, Size, String as Str};
 use regstore_core::{
-    BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod, Result,
-    StorageDriver,
+    BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
+    RequestCounter, Result, StorageDriver,
 };
-use regstore_objectstore::{Backend, ObjectDriver, client_options, map_err};
+use regstore_objectstore::{Backend, CountingConnector, ObjectDriver, client_options, map_err};
 
 const MIN_CHUNK: u64 = 1 << 20;
 const MAX_CHUNK: u64 = 4000 << 20;
@@ -101,6 +101,7 @@ pub type AzureDriver = ObjectDriver<AzureBackend>;
 pub struct AzureBackend {
     store: Arc<dyn ObjectStore>,
     client: Arc<MicrosoftAzure>,
+    requests: RequestCounter,
     part_size: usize,
     can_sign: bool,
 }
@@ -155,7 +156,9 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
         MicrosoftAzureBuilder::from_env()
     };
     let skipverify = params.bool("skipverify").unwrap_or(false);
+    let requests = RequestCounter::default();
     b = b
+        .with_http_connector(CountingConnector::new(requests.clone()))
         .with_account(account)
         .with_container_name(container)
         .with_endpoint(endpoint.as_str().trim_end_matches('/').to_owned())
@@ -204,6 +207,7 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
     let backend = AzureBackend {
         store: Arc::clone(&client) as Arc<dyn ObjectStore>,
         client,
+        requests,
         part_size: usize::try_from(chunk)
             .map_err(|_| Error::config("chunksize does not fit in memory"))?,
         can_sign,
@@ -219,6 +223,10 @@ impl Backend for AzureBackend {
 
     fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    fn requests(&self) -> &RequestCounter {
+        &self.requests
     }
 
     fn multipart(&self) -> Option<&dyn MultipartStore> {

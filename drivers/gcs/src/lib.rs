@@ -56,10 +56,12 @@ use object_store::{ObjectStore, PutPayload, StaticCredentialProvider};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use regstore_core::params::ParamKind::{Bool, Secret, Size, String as Str};
 use regstore_core::{
-    BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod, Result,
-    StorageDriver,
+    BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
+    RequestCounter, Result, StorageDriver,
 };
-use regstore_objectstore::{Backend, ObjectDriver, Part, client_options, map_err, signed_method};
+use regstore_objectstore::{
+    Backend, CountingConnector, ObjectDriver, Part, client_options, map_err, signed_method,
+};
 
 /// Resumable uploads take chunks in multiples of this.
 pub const CHUNK_QUANTUM: u64 = 256 << 10;
@@ -102,6 +104,7 @@ pub struct GcsBackend {
     store: Arc<dyn ObjectStore>,
     client: Arc<GoogleCloudStorage>,
     http: reqwest::Client,
+    requests: RequestCounter,
     /// API base, without a trailing slash.
     endpoint: String,
     bucket: String,
@@ -132,7 +135,9 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
         )));
     }
     let http_allowed = url.scheme() == "http";
+    let requests = RequestCounter::default();
     let mut b = GoogleCloudStorageBuilder::from_env()
+        .with_http_connector(CountingConnector::new(requests.clone()))
         .with_bucket_name(bucket)
         .with_base_url(endpoint.trim_end_matches('/'))
         .with_client_options(client_options().with_allow_http(http_allowed));
@@ -164,6 +169,7 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
         store: Arc::clone(&client) as Arc<dyn ObjectStore>,
         client,
         http,
+        requests,
         endpoint: endpoint.trim_end_matches('/').to_owned(),
         bucket: bucket.to_owned(),
         part_size: usize::try_from(chunk)
@@ -229,6 +235,7 @@ impl GcsBackend {
             if let Some(token) = self.bearer().await? {
                 req = req.bearer_auth(token);
             }
+            self.requests.increment();
             let retry = match req.send().await {
                 Ok(resp) => {
                     let s = resp.status();
@@ -280,6 +287,10 @@ impl Backend for GcsBackend {
 
     fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    fn requests(&self) -> &RequestCounter {
+        &self.requests
     }
 
     fn multipart(&self) -> Option<&dyn MultipartStore> {

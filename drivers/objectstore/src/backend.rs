@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use regstore_core::{Capabilities, Error, RedirectMethod, Result};
+use regstore_core::{Capabilities, Error, RedirectMethod, RequestCounter, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::map_err;
@@ -41,6 +41,11 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// The store used for get, head, list and delete.
     fn store(&self) -> &Arc<dyn ObjectStore>;
+
+    /// Counts every request sent to the backend: the store's client is
+    /// built with a [`crate::CountingConnector`] on it, and requests the
+    /// backend sends by other means count into it too.
+    fn requests(&self) -> &RequestCounter;
 
     /// The multipart API used by the default upload methods.
     fn multipart(&self) -> Option<&dyn MultipartStore>;

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod counting;
 mod order;
 mod writer;
 
@@ -53,6 +54,7 @@ use regstore_core::{
 };
 
 pub use backend::{Backend, Part};
+pub use counting::CountingConnector;
 pub use object_store;
 
 use order::Reorder;
@@ -309,6 +311,10 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.backend.capabilities()
+    }
+
+    fn backend_requests(&self) -> Option<u64> {
+        Some(self.inner.backend.requests().get())
     }
 
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {

@@ -107,6 +107,10 @@ impl StorageDriver for RedirectMiddleware {
         self.inner.backend().concurrency_limit()
     }
 
+    fn backend_requests(&self) -> Option<u64> {
+        self.inner.backend_requests()
+    }
+
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
         self.inner.backend().get_content(path).await
     }

@@ -46,10 +46,12 @@ use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
 use regstore_core::params::ParamKind::{Bool, Integer, Secret, Size, String as Str};
 use regstore_core::{
-    BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod, Result,
-    StorageDriver,
+    BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
+    RequestCounter, Result, StorageDriver,
 };
-use regstore_objectstore::{Backend, ObjectDriver, client_options, map_err, signed_method};
+use regstore_objectstore::{
+    Backend, CountingConnector, ObjectDriver, client_options, map_err, signed_method,
+};
 
 /// S3's smallest part (but the last) of a multipart upload.
 pub const MIN_CHUNK: u64 = 5 << 20;
@@ -166,6 +168,7 @@ pub struct S3Backend {
     client: Arc<AmazonS3>,
     /// Signs redirect URLs (the same client unless `redirectendpoint` is set).
     signer: Arc<AmazonS3>,
+    requests: RequestCounter,
     part_size: usize,
     storage_class: Option<String>,
 }
@@ -218,6 +221,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         .map(|e| endpoint_url(e, secure, bucket, flag("forcepathstyle")))
         .transpose()?;
 
+    let requests = RequestCounter::default();
     let builder = |endpoint: Option<&url::Url>| -> Result<AmazonS3> {
         let mut b = if params.string("accesskey").is_some() {
             AmazonS3Builder::new()
@@ -237,7 +241,8 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         b = b
             .with_bucket_name(bucket)
             .with_region(params.string("region").unwrap_or("us-east-1"))
-            .with_client_options(options);
+            .with_client_options(options)
+            .with_http_connector(CountingConnector::new(requests.clone()));
         if let Some(ep) = endpoint {
             let virtual_hosted = !flag("forcepathstyle");
             b = b
@@ -286,6 +291,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         store: Arc::clone(&client) as Arc<dyn ObjectStore>,
         client,
         signer,
+        requests,
         part_size: usize::try_from(chunk)
             .map_err(|_| Error::config("chunksize does not fit in memory"))?,
         storage_class,
@@ -344,6 +350,10 @@ impl Backend for S3Backend {
 
     fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    fn requests(&self) -> &RequestCounter {
+        &self.requests
     }
 
     fn multipart(&self) -> Option<&dyn MultipartStore> {
