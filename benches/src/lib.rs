@@ -1,12 +1,13 @@
 //! Benchmark workloads over any [`Driver`].
 //!
 //! Each workload is one function, used by the criterion benches in
-//! `benches/` and (later) by `regstore bench`, so both front ends measure the
+//! `benches/` and by `regstore bench` ([`set`]), so both front ends measure the
 //! same work. Setup functions prepare state outside the timed part;
 //! workload functions are what gets timed. Everything lives under the
 //! `root` the caller passes, which the caller deletes afterwards.
 
 pub mod registry;
+pub mod set;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -20,6 +21,17 @@ pub const SIZES: &[(&str, usize)] = &[
     ("1MiB", 1 << 20),
     ("1GiB", 1 << 30),
 ];
+
+/// `bytes` as the benchmarks name sizes: `0B`, `1KiB`, `64MiB`, `1GiB`
+/// (the largest unit that divides it), else plain bytes (`1500B`).
+pub fn size_label(bytes: usize) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes > 0 && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
 
 /// Pieces in which streams are written.
 pub const PIECE: usize = 1 << 20;

@@ -37,6 +37,12 @@ pub enum Command {
     /// Point it at an empty bucket, container or directory: every case
     /// cleans up after itself and checks that the store is empty again.
     Conformance(ConformanceArgs),
+    /// Time the driver benchmark set against a backend: per operation p50,
+    /// p99, throughput and backend requests per call, as a Markdown table.
+    ///
+    /// Everything lives under a fresh prefix `/regstore-bench-<time>-<pid>`,
+    /// deleted at the end (also after an error or Ctrl-C).
+    Bench(BenchArgs),
 }
 
 /// Which backend to use: a config file or a driver and its parameters.
@@ -98,6 +104,33 @@ pub struct ConformanceArgs {
     pub cases: Vec<String>,
 }
 
+/// Arguments of `regstore bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The backend to measure.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Timed calls per benchmark.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub iterations: u32,
+    /// Files in the listed directory and in the deleted folder.
+    #[arg(long, default_value_t = 50)]
+    pub list: usize,
+    /// Files in the walked tree (100 per directory).
+    #[arg(long, default_value_t = 1000)]
+    pub walk: usize,
+    /// Size of the streamed write, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size_arg)]
+    pub stream_size: u64,
+    /// Size of the put-then-get, e.g. 1MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size_arg)]
+    pub put_get_size: u64,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    regstore_core::params::parse_size(s)
+}
+
 /// Runs the command line; returns the process exit code.
 ///
 /// # Errors
@@ -120,6 +153,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Conformance(args) => {
             init_logging("warn");
             conformance(args).await
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            bench(args).await
         }
     }
 }
@@ -280,5 +317,57 @@ async fn run_isolated(
             "did not finish within {} minutes",
             LIMIT.as_secs() / 60
         )),
+    }
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
+    let spec = args.backend.spec()?;
+    let driver = spec.build().await?;
+    let to_usize = |v: u64, what: &str| {
+        usize::try_from(v).with_context(|| format!("{what} {v} does not fit in memory"))
+    };
+    let plan = regstore_benches::set::Plan {
+        iterations: args.iterations as usize,
+        list_entries: args.list,
+        walk_entries: args.walk,
+        stream_bytes: to_usize(args.stream_size, "--stream-size")?,
+        put_get_bytes: to_usize(args.put_get_size, "--put-get-size")?,
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let root = format!("/regstore-bench-{stamp}-{}", std::process::id());
+    match driver.stat(&root).await {
+        Err(e) if e.is_not_found() => {}
+        Ok(_) => bail!("{root} exists already on the {} backend", driver.name()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot reach the {} backend", driver.name()));
+        }
+    }
+    let label = driver.name();
+    let run = regstore_benches::set::run(&driver, &root, &plan, |name| {
+        eprintln!("bench {label}: {name}");
+    });
+    let outcome = tokio::select! {
+        r = run => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    // Clean up whatever happened; a root never created is fine.
+    if let Err(e) = driver.delete(&root).await
+        && !e.is_not_found()
+    {
+        eprintln!("bench: could not delete {root}: {e}");
+    }
+    match outcome {
+        Some(Ok(figures)) => {
+            print!("{}", regstore_benches::set::markdown(label, &figures));
+            Ok(0)
+        }
+        Some(Err(e)) => Err(e).context("benchmark failed"),
+        None => {
+            eprintln!("bench: interrupted; {root} deleted");
+            Ok(130)
+        }
     }
 }

@@ -128,8 +128,16 @@ fn conformance_against_filesystem_prints_a_table_and_a_count() {
     assert!(stdout.contains("| walk_full_order"), "{stdout}");
     let last = stdout.trim_end().lines().last().unwrap_or_default();
     let total = regstore_testsuite::all_cases().count();
-    // redirect_url is skipped: the filesystem driver does not claim it.
-    assert_eq!(last, format!("{} passed, 0 failed, 1 skipped", total - 1));
+    // Skipped: redirect_url (the filesystem driver does not claim it) and
+    // the request-count cases (it counts no backend requests).
+    let skipped = regstore_testsuite::all_cases()
+        .filter(|c| c.needs != regstore_testsuite::Need::Nothing)
+        .count();
+    assert_eq!(skipped, 3);
+    assert_eq!(
+        last,
+        format!("{} passed, 0 failed, {skipped} skipped", total - skipped)
+    );
 }
 
 #[test]
@@ -171,10 +179,94 @@ fn conformance_reads_a_distribution_config() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.starts_with("conformance of inmemory"), "{stdout}");
-    let selected = regstore_testsuite::all_cases()
+    let selected: Vec<_> = regstore_testsuite::all_cases()
         .filter(|c| c.name.contains("walk_") || c.name.contains("list"))
+        .collect();
+    assert!(
+        selected.len() >= 13,
+        "walk and list cases: {}",
+        selected.len()
+    );
+    // The request-count cases skip: inmemory counts no backend requests.
+    let skipped = selected
+        .iter()
+        .filter(|c| c.needs == regstore_testsuite::Need::CountsRequests)
         .count();
-    assert!(selected >= 13, "walk and list cases: {selected}");
     let last = stdout.trim_end().lines().last().unwrap_or_default();
-    assert_eq!(last, format!("{selected} passed, 0 failed"));
+    assert_eq!(
+        last,
+        format!(
+            "{} passed, 0 failed, {skipped} skipped",
+            selected.len() - skipped
+        )
+    );
+}
+
+/// The Markdown rows of `regstore bench` output: benchmark name → cells.
+fn bench_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("| backend") && !l.starts_with("|---"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Tiny sizes so the smoke run takes a moment.
+const TINY: &[&str] = &[
+    "--iterations",
+    "2",
+    "--list",
+    "3",
+    "--walk",
+    "150",
+    "--stream-size",
+    "1KiB",
+    "--put-get-size",
+    "1KiB",
+];
+
+#[test]
+fn bench_prints_a_row_per_benchmark_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = format!("rootdirectory={}", dir.path().display());
+    let mut args = vec!["bench", "--driver", "filesystem", "--param", &root];
+    args.extend_from_slice(TINY);
+    let out = regstore(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows = bench_rows(&stdout);
+    let names: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "stat",
+            "list/3",
+            "walk/150",
+            "delete/3",
+            "stream_write/1KiB",
+            "put_get/1KiB"
+        ],
+        "{stdout}"
+    );
+    for row in &rows {
+        assert_eq!(row[0], "filesystem");
+        assert_eq!(row[2], "2", "calls: {row:?}");
+        assert!(
+            row[3].ends_with(" ms") && row[4].ends_with(" ms"),
+            "{row:?}"
+        );
+        assert_eq!(row[6], "-", "the filesystem counts no requests");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read root")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("regstore-bench-"))
+        .collect();
+    assert!(left.is_empty(), "bench left {left:?}");
 }

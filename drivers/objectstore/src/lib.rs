@@ -118,6 +118,15 @@ struct Inner<B> {
     root: Vec<String>,
 }
 
+/// Clones share the backend (one `Arc`).
+impl<B> Clone for ObjectDriver<B> {
+    fn clone(&self) -> Self {
+        ObjectDriver {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
 impl<B: Backend> fmt::Debug for ObjectDriver<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObjectDriver")
