@@ -23,8 +23,17 @@
 //! | `chunksize` | `10MiB` | multipart part size, 5 MiB to 5 GiB |
 //! | `storageclass` | `STANDARD` | storage class of new objects; `NONE` sends none (for stores that reject the header) |
 //! | `redirectendpoint` | none | endpoint presigned redirect URLs point at (e.g. a public name when `regionendpoint` is internal) |
-//! | `multipartcopythresholdsize`, `multipartcopychunksize`, `multipartcopymaxconcurrency` | 32 MiB, 32 MiB, 100 | accepted for distribution compatibility; moves use one server-side CopyObject (up to 5 GiB) for now |
+//! | `multipartcopythresholdsize` | `32MiB` | moves of larger objects use a multipart copy (`UploadPartCopy` in parallel), smaller ones one `CopyObject`; at most 5 GiB |
+//! | `multipartcopychunksize` | `32MiB` | bytes per copied part, 5 MiB to 5 GiB (raised when an object would need more than 10,000 parts) |
+//! | `multipartcopymaxconcurrency` | `100` | parts copied at once |
 //! | `v4auth`, `objectacl`, `useragent`, `usedualstack`, `accelerate`, `loglevel` | | accepted as distribution does where regstore can honour them; a value it cannot honour is a startup error |
+//!
+//! Moves (`rename`) read the source's size with one HEAD, then copy server
+//! side: one `CopyObject` up to the threshold, else a multipart upload whose
+//! parts are `UploadPartCopy` ranges of the source (what objects above
+//! 5 GiB need, and faster for large ones). `object_store` has no part copy,
+//! so the driver signs those requests itself (SigV4, [`sigv4`]) with the
+//! credentials `object_store` resolved; they count as backend requests.
 //!
 //! Redirects: [`StorageDriver::redirect_url`](regstore_core::StorageDriver)
 //! gives a SigV4-presigned GET or HEAD URL valid for 20 minutes.
@@ -35,15 +44,18 @@
 
 #![warn(missing_docs)]
 
+mod sigv4;
+
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::multipart::MultipartStore;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use regstore_core::params::ParamKind::{Bool, Integer, Secret, Size, String as Str};
 use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
@@ -104,19 +116,19 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "multipartcopythresholdsize",
         Size,
-        "accepted for compatibility (see docs)",
+        "objects above this size are moved by multipart copy",
     )
     .default("32MiB"),
     ParamSpec::new(
         "multipartcopychunksize",
         Size,
-        "accepted for compatibility (see docs)",
+        "part size of a multipart copy",
     )
     .default("32MiB"),
     ParamSpec::new(
         "multipartcopymaxconcurrency",
         Integer,
-        "accepted for compatibility (see docs)",
+        "parts of a multipart copy in flight at once",
     )
     .default("100"),
     ParamSpec::new("v4auth", Bool, "Signature V4 (the only one supported)").default("true"),
@@ -171,6 +183,20 @@ pub struct S3Backend {
     requests: RequestCounter,
     part_size: usize,
     storage_class: Option<String>,
+    copy: PartCopy,
+}
+
+/// What multipart copies need besides `object_store`'s client.
+#[derive(Debug)]
+struct PartCopy {
+    http: reqwest::Client,
+    /// URL of the bucket's root (`…/bucket` path style, `bucket.…` virtual).
+    base: url::Url,
+    bucket: String,
+    region: String,
+    threshold: u64,
+    chunk: u64,
+    concurrency: usize,
 }
 
 /// The `s3` driver from checked parameters (see the crate docs).
@@ -212,6 +238,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         )));
     }
     let secure = params.bool("secure").unwrap_or(true);
+    let region = params.string("region").unwrap_or("us-east-1");
     let endpoint = params
         .string("regionendpoint")
         .map(|e| endpoint_url(e, secure, bucket, flag("forcepathstyle")))
@@ -240,7 +267,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         }
         b = b
             .with_bucket_name(bucket)
-            .with_region(params.string("region").unwrap_or("us-east-1"))
+            .with_region(region)
             .with_client_options(options)
             .with_http_connector(CountingConnector::new(requests.clone()));
         if let Some(ep) = endpoint {
@@ -283,6 +310,47 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         Some(ep) => Arc::new(builder(Some(ep))?),
         None => Arc::clone(&client),
     };
+    let base = match &endpoint {
+        Some(ep) if flag("forcepathstyle") => ep
+            .join(&format!("{}/", sigv4::escape(bucket)))
+            .map_err(|e| Error::config(format!("bucket {bucket:?} in a URL: {e}")))?,
+        Some(ep) => ep.clone(),
+        None => url::Url::parse(&format!("https://{bucket}.s3.{region}.amazonaws.com/"))
+            .map_err(|e| Error::config(format!("bucket {bucket:?} in a URL: {e}")))?,
+    };
+    let copy_chunk = params.size("multipartcopychunksize").unwrap_or(32 << 20);
+    if !(MIN_CHUNK..=MAX_CHUNK).contains(&copy_chunk) {
+        return Err(Error::config(format!(
+            "multipartcopychunksize {copy_chunk} is outside S3's part sizes (5 MiB to 5 GiB)"
+        )));
+    }
+    let concurrency = params.integer("multipartcopymaxconcurrency").unwrap_or(100);
+    let concurrency = usize::try_from(concurrency)
+        .ok()
+        .filter(|c| *c > 0)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "multipartcopymaxconcurrency {concurrency} must be at least 1"
+            ))
+        })?;
+    let threshold = params
+        .size("multipartcopythresholdsize")
+        .unwrap_or(32 << 20)
+        .min(MAX_CHUNK);
+    let copy = PartCopy {
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(300))
+            .danger_accept_invalid_certs(flag("skipverify"))
+            .build()
+            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
+        base,
+        bucket: bucket.to_owned(),
+        region: region.to_owned(),
+        threshold,
+        chunk: copy_chunk,
+        concurrency,
+    };
     let storage_class = match params.string("storageclass") {
         None | Some("NONE") => None,
         Some(class) => Some(class.to_owned()),
@@ -295,6 +363,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         part_size: usize::try_from(chunk)
             .map_err(|_| Error::config("chunksize does not fit in memory"))?,
         storage_class,
+        copy,
     };
     ObjectDriver::new(backend, params.string("rootdirectory").unwrap_or(""))
 }
@@ -329,7 +398,141 @@ fn endpoint_url(raw: &str, secure: bool, bucket: &str, path_style: bool) -> Resu
     Ok(url)
 }
 
+/// S3's most parts in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
 impl S3Backend {
+    /// Server-side copy of `size` bytes from `from` to `to` as a multipart
+    /// upload of `UploadPartCopy` ranges, `concurrency` at a time. On any
+    /// failure the upload is aborted and `to` is untouched.
+    async fn multipart_copy(&self, from: &Path, to: &Path, size: u64) -> Result<()> {
+        let chunk = self.copy.chunk.max(size.div_ceil(MAX_PARTS));
+        let upload = self.create_upload(to).await?;
+        let ranges: Vec<(u64, u64)> = (0..size)
+            .step_by(usize::try_from(chunk).unwrap_or(usize::MAX))
+            .map(|start| (start, (start + chunk).min(size) - 1))
+            .collect();
+        let copied: Vec<Result<PartId>> =
+            futures_util::stream::iter(ranges.into_iter().enumerate())
+                .map(|(i, range)| self.copy_part(from, to, &upload, i + 1, range))
+                .buffered(self.copy.concurrency)
+                .collect()
+                .await;
+        let parts: Result<Vec<PartId>> = copied.into_iter().collect();
+        let done = match parts {
+            Ok(parts) => self
+                .client
+                .complete_multipart(to, &upload, parts)
+                .await
+                .map(drop)
+                .map_err(|e| map_err(e, to)),
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            // The copy's error is what the caller needs; a failed abort
+            // leaves parts for the bucket's lifecycle rule.
+            if let Err(e) = self.abort_upload(to, &upload).await {
+                tracing::warn!(key = %to, error = %e, "aborting a failed multipart copy");
+            }
+        }
+        done
+    }
+
+    /// One `UploadPartCopy`: bytes `first..=last` of `from` as part `number`.
+    async fn copy_part(
+        &self,
+        from: &Path,
+        to: &Path,
+        upload: &str,
+        number: usize,
+        (first, last): (u64, u64),
+    ) -> Result<PartId> {
+        let cred = self
+            .client
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(Error::backend)?;
+        let path = format!(
+            "{}{}",
+            self.copy.base.path(),
+            sigv4::escape_key(to.as_ref())
+        );
+        let query = [
+            ("partNumber".to_owned(), number.to_string()),
+            ("uploadId".to_owned(), sigv4::escape(upload)),
+        ];
+        let headers = [
+            (
+                "x-amz-copy-source",
+                format!(
+                    "/{}/{}",
+                    sigv4::escape(&self.copy.bucket),
+                    sigv4::escape_key(from.as_ref())
+                ),
+            ),
+            ("x-amz-copy-source-range", format!("bytes={first}-{last}")),
+        ];
+        let host = match (self.copy.base.host_str(), self.copy.base.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => return Err(Error::backend("the S3 endpoint has no host")),
+        };
+        let request = sigv4::Request {
+            method: "PUT",
+            host: &host,
+            path: &path,
+            query: &query,
+            headers: &headers,
+        };
+        let creds = sigv4::Credentials {
+            key_id: &cred.key_id,
+            secret: &cred.secret_key,
+            token: cred.token.as_deref(),
+        };
+        let signed = sigv4::sign(&request, &creds, &self.copy.region, SystemTime::now());
+        let mut url = self.copy.base.clone();
+        url.set_path(&path);
+        url.set_query(Some(&format!(
+            "partNumber={number}&uploadId={}",
+            sigv4::escape(upload)
+        )));
+        let mut req = self.copy.http.put(url).header("content-length", "0");
+        for (k, v) in headers.iter().chain(signed.iter()) {
+            req = req.header(*k, v);
+        }
+        self.requests.increment();
+        let resp = req.send().await.map_err(|e| {
+            Error::backend(format!("UploadPartCopy {number} of {from} to {to}: {e}"))
+        })?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| {
+            Error::backend(format!("UploadPartCopy {number} of {from} to {to}: {e}"))
+        })?;
+        // S3 may answer 200 with an <Error> body once the copy has started.
+        if !status.is_success() || body.contains("<Error>") {
+            if status == reqwest::StatusCode::NOT_FOUND || body.contains("<Code>NoSuchKey</Code>") {
+                return Err(Error::not_found(format!("/{from}")));
+            }
+            let body: String = body.chars().take(300).collect();
+            return Err(Error::backend(format!(
+                "UploadPartCopy {number} of {from} to {to}: HTTP {status}: {body}"
+            )));
+        }
+        let etag = body
+            .split("<ETag>")
+            .nth(1)
+            .and_then(|rest| rest.split("</ETag>").next())
+            .ok_or_else(|| {
+                Error::backend(format!(
+                    "UploadPartCopy {number} of {from}: no ETag in the answer"
+                ))
+            })?;
+        Ok(PartId {
+            content_id: etag.replace("&quot;", "\"").replace("&#34;", "\""),
+        })
+    }
+
     fn put_options(&self) -> PutOptions {
         let mut attributes = Attributes::new();
         if let Some(class) = &self.storage_class {
@@ -374,6 +577,25 @@ impl Backend for S3Backend {
             .await
             .map(drop)
             .map_err(|e| map_err(e, key))
+    }
+
+    /// One `CopyObject` up to `multipartcopythresholdsize`, else a
+    /// multipart copy; the source's size comes from one HEAD.
+    async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        let size = self
+            .client
+            .head(from)
+            .await
+            .map_err(|e| map_err(e, from))?
+            .size;
+        if size <= self.copy.threshold {
+            self.client
+                .copy(from, to)
+                .await
+                .map_err(|e| map_err(e, from))
+        } else {
+            self.multipart_copy(from, to, size).await
+        }
     }
 
     async fn create_upload(&self, key: &Path) -> Result<String> {
