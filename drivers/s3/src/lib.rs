@@ -32,15 +32,18 @@
 //! side: one `CopyObject` up to the threshold, else a multipart upload whose
 //! parts are `UploadPartCopy` ranges of the source (what objects above
 //! 5 GiB need, and faster for large ones). `object_store` has no part copy,
-//! so the driver signs those requests itself (SigV4, [`sigv4`]) with the
+//! so the driver signs those requests itself (SigV4, the `sigv4` module) with the
 //! credentials `object_store` resolved; they count as backend requests.
 //!
 //! Redirects: [`StorageDriver::redirect_url`](regstore_core::StorageDriver)
 //! gives a SigV4-presigned GET or HEAD URL valid for 20 minutes.
 //!
 //! Tested against moto (`scripts/backends.sh start s3`) on every CI run.
-//! moto does not verify presigned signatures, so the redirect case there
-//! proves the URLs are well formed and fetchable, not that AWS accepts them.
+//! moto does not verify signatures, so the redirect case there proves the
+//! presigned URLs are well formed and fetchable, not that AWS accepts them;
+//! likewise moto accepts the driver's own `UploadPartCopy` signatures
+//! unchecked, which is why the `sigv4` module is unit-tested against the signature
+//! AWS publishes for its header-signing example.
 
 #![warn(missing_docs)]
 
