@@ -90,9 +90,9 @@ impl Driver {
     }
 
     /// Requests the driver inside has sent to its backend so far; `None`
-    /// when it does not count them (see [`StorageDriver::backend_requests`]).
+    /// when it does not count them (see [`StorageDriver::request_counter`]).
     pub fn backend_requests(&self) -> Option<u64> {
-        self.shared.backend.backend_requests()
+        self.shared.backend.request_counter().map(|c| c.get())
     }
 
     /// The backend inside, for middleware that needs its concrete type.

@@ -170,10 +170,10 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
         None
     }
 
-    /// Requests sent to the backend since the driver was built (see
+    /// The counter of the requests this driver sends to its backend (see
     /// [`crate::RequestCounter`]); `None` for drivers with no remote backend
-    /// (filesystem, inmemory). Middleware reports its inner driver's count.
-    fn backend_requests(&self) -> Option<u64> {
+    /// (filesystem, inmemory). Middleware returns its inner driver's.
+    fn request_counter(&self) -> Option<&crate::RequestCounter> {
         None
     }
 

@@ -3,6 +3,8 @@
 //! - [`StorageDriver`] / [`FileWriter`]: what a driver crate implements.
 //! - [`Driver`]: the wrapper every constructed driver runs in (validation,
 //!   error naming, tracing, metrics, concurrency limit); what callers hold.
+//! - [`Middleware`]: what a storage middleware implements (pass-through
+//!   by default).
 //! - [`StoragePath`]: validated paths, with the walk order as `Ord`.
 //! - [`registry`]: drivers and middleware built by name from [`RawParams`].
 //! - [`Error`]: the one error type; every value names its driver.
@@ -13,6 +15,7 @@ mod base;
 mod driver;
 mod error;
 mod metrics;
+mod middleware;
 pub mod params;
 mod path;
 pub mod registry;
@@ -25,6 +28,7 @@ pub use driver::{
 };
 pub use error::{BoxError, DriverName, Error, Result};
 pub use metrics::{Metrics, Op, OpStats, RequestCounter};
+pub use middleware::Middleware;
 pub use params::{ParamKind, ParamSpec, Params, RawParams};
 pub use path::{StoragePath, check_segment};
 pub use registry::{BuildFuture, DriverFactory, MiddlewareFactory, create, wrap};

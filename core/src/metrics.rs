@@ -149,25 +149,49 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// A count of the requests a driver has sent to its backend (every HTTP
-/// attempt, retries included: what a cloud provider bills), shared between
-/// the driver and the HTTP client that sends them. Cheap to clone; clones
-/// count into the same total.
+/// The requests a driver sends to its backend: a count of every HTTP
+/// attempt (retries included: what a cloud provider bills), and an optional
+/// delay added before each one (the `latency` middleware sets it, so a
+/// loopback emulator costs what a distant cloud would per request).
 ///
-/// Drivers that talk to a remote backend keep one and report it through
-/// [`crate::StorageDriver::backend_requests`]; benchmarks read the total
-/// before and after an operation.
+/// Shared between the driver and the HTTP client that sends the requests;
+/// cheap to clone, clones share the count and the delay. Drivers that talk
+/// to a remote backend keep one, call [`RequestCounter::request`] before
+/// sending each request, and return it from
+/// [`crate::StorageDriver::request_counter`].
 #[derive(Clone, Debug, Default)]
-pub struct RequestCounter(Arc<AtomicU64>);
+pub struct RequestCounter(Arc<CounterState>);
+
+#[derive(Debug, Default)]
+struct CounterState {
+    count: AtomicU64,
+    delay_nanos: AtomicU64,
+}
 
 impl RequestCounter {
-    /// Counts one request.
-    pub fn increment(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    /// Counts one request and waits the injected delay, if any. Call it
+    /// right before sending.
+    pub async fn request(&self) {
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = self.0.delay_nanos.load(Ordering::Relaxed);
+        if nanos > 0 {
+            tokio::time::sleep(Duration::from_nanos(nanos)).await;
+        }
     }
 
     /// Requests counted so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.count.load(Ordering::Relaxed)
+    }
+
+    /// Adds `delay` before every later request (zero: none).
+    pub fn set_delay(&self, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.0.delay_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The delay added before each request.
+    pub fn delay(&self) -> Duration {
+        Duration::from_nanos(self.0.delay_nanos.load(Ordering::Relaxed))
     }
 }

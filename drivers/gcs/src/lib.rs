@@ -235,7 +235,7 @@ impl GcsBackend {
             if let Some(token) = self.bearer().await? {
                 req = req.bearer_auth(token);
             }
-            self.requests.increment();
+            self.requests.request().await;
             let retry = match req.send().await {
                 Ok(resp) => {
                     let s = resp.status();

@@ -9,8 +9,9 @@ use object_store::client::{
 use regstore_core::RequestCounter;
 
 /// Builds `object_store`'s usual reqwest client (same [`ClientOptions`]:
-/// timeouts, proxies, TLS settings) and counts every request it sends —
-/// each attempt, retries and credential fetches included — in `counter`.
+/// timeouts, proxies, TLS settings) and passes every request it sends —
+/// each attempt, retries and credential fetches included — through
+/// `counter` (counted, and delayed when a delay is set).
 #[derive(Debug)]
 pub struct CountingConnector {
     counter: RequestCounter,
@@ -42,7 +43,7 @@ struct Counting {
 #[async_trait]
 impl HttpService for Counting {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.counter.increment();
+        self.counter.request().await;
         self.inner.execute(req).await
     }
 }

@@ -49,8 +49,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStoreExt};
 use regstore_core::{
-    ByteStream, Capabilities, Error, FileInfo, FileWriter, RedirectRequest, Result, StorageDriver,
-    StoragePath, WalkControl, WalkVisitor,
+    ByteStream, Capabilities, Error, FileInfo, FileWriter, RedirectRequest, RequestCounter, Result,
+    StorageDriver, StoragePath, WalkControl, WalkVisitor,
 };
 
 pub use backend::{Backend, Part};
@@ -322,8 +322,8 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
         self.inner.backend.capabilities()
     }
 
-    fn backend_requests(&self) -> Option<u64> {
-        Some(self.inner.backend.requests().get())
+    fn request_counter(&self) -> Option<&RequestCounter> {
+        Some(self.inner.backend.requests())
     }
 
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {

@@ -17,9 +17,8 @@
 //! startup error.
 
 use regstore_core::{
-    BuildFuture, ByteStream, Bytes, Capabilities, Driver, Error, FileInfo, FileWriter,
-    MiddlewareFactory, ParamKind, ParamSpec, Params, RedirectRequest, Result, StorageDriver,
-    StoragePath, WalkVisitor, async_trait,
+    BuildFuture, Capabilities, Driver, Error, Middleware, MiddlewareFactory, ParamKind, ParamSpec,
+    Params, RedirectRequest, Result, StorageDriver, StoragePath, async_trait,
 };
 use url::Url;
 
@@ -94,53 +93,13 @@ impl RedirectMiddleware {
 }
 
 #[async_trait]
-impl StorageDriver for RedirectMiddleware {
-    fn name(&self) -> &'static str {
-        self.inner.name()
+impl Middleware for RedirectMiddleware {
+    fn inner(&self) -> &Driver {
+        &self.inner
     }
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities().with_redirect(true)
-    }
-
-    fn concurrency_limit(&self) -> Option<usize> {
-        self.inner.backend().concurrency_limit()
-    }
-
-    fn backend_requests(&self) -> Option<u64> {
-        self.inner.backend_requests()
-    }
-
-    async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
-        self.inner.backend().get_content(path).await
-    }
-
-    async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
-        self.inner.backend().put_content(path, content).await
-    }
-
-    async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
-        self.inner.backend().reader(path, offset).await
-    }
-
-    async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
-        self.inner.backend().writer(path, append).await
-    }
-
-    async fn stat(&self, path: &StoragePath) -> Result<FileInfo> {
-        self.inner.backend().stat(path).await
-    }
-
-    async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>> {
-        self.inner.backend().list(path).await
-    }
-
-    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
-        self.inner.backend().rename(from, to).await
-    }
-
-    async fn delete(&self, path: &StoragePath) -> Result<()> {
-        self.inner.backend().delete(path).await
     }
 
     async fn redirect_url(
@@ -149,15 +108,6 @@ impl StorageDriver for RedirectMiddleware {
         path: &StoragePath,
     ) -> Result<Option<Url>> {
         Ok(Some(join(&self.base, path)))
-    }
-
-    async fn walk(
-        &self,
-        path: &StoragePath,
-        start_after: Option<&StoragePath>,
-        visitor: &mut WalkVisitor<'_>,
-    ) -> Result<()> {
-        self.inner.backend().walk(path, start_after, visitor).await
     }
 }
 

@@ -504,7 +504,7 @@ impl S3Backend {
         for (k, v) in headers.iter().chain(signed.iter()) {
             req = req.header(*k, v);
         }
-        self.requests.increment();
+        self.requests.request().await;
         let resp = req.send().await.map_err(|e| {
             Error::backend(format!("UploadPartCopy {number} of {from} to {to}: {e}"))
         })?;
