@@ -89,7 +89,10 @@ pub trait Middleware: Send + Sync + fmt::Debug + 'static {
         start_after: Option<&StoragePath>,
         visitor: &mut WalkVisitor<'_>,
     ) -> Result<()> {
-        self.inner().backend().walk(path, start_after, visitor).await
+        self.inner()
+            .backend()
+            .walk(path, start_after, visitor)
+            .await
     }
 }
 

@@ -125,6 +125,10 @@ pub struct BenchArgs {
     /// Size of the put-then-get, e.g. 1MiB.
     #[arg(long, default_value = "1MiB", value_parser = parse_size_arg)]
     pub put_get_size: u64,
+    /// Add this delay to every backend request (the `latency` middleware),
+    /// e.g. 20ms, so a loopback emulator shows what request counts cost.
+    #[arg(long, value_name = "DURATION")]
+    pub latency: Option<String>,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -322,7 +326,14 @@ async fn run_isolated(
 
 async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     let spec = args.backend.spec()?;
-    let driver = spec.build().await?;
+    let mut driver = spec.build().await?;
+    if let Some(delay) = &args.latency {
+        let mut raw = regstore_core::RawParams::new();
+        raw.insert("delay".into(), delay.as_str().into());
+        driver = regstore_core::wrap(driver, "latency", &raw)
+            .await
+            .context("--latency")?;
+    }
     let to_usize = |v: u64, what: &str| {
         usize::try_from(v).with_context(|| format!("{what} {v} does not fit in memory"))
     };

@@ -40,6 +40,24 @@ fn drivers_lists_every_driver_with_its_parameters() {
         line.contains("integer") && line.contains("default 100"),
         "{line}"
     );
+    // The middlewares, with their options.
+    let middleware = stdout
+        .split("Storage middleware")
+        .nth(1)
+        .unwrap_or_default();
+    for (name, option) in [
+        ("redirect", "baseurl"),
+        ("rewrite", "trimpathprefix"),
+        ("latency", "delay"),
+        ("faults", "probability"),
+    ] {
+        let section = middleware
+            .split(&format!("\n  {name} — "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name} is not listed: {middleware}"));
+        let first = section.split("\n\n").next().unwrap_or_default();
+        assert!(first.contains(option), "{name} lists {option}: {first}");
+    }
 }
 
 fn one_line_error(args: &[&str]) -> String {

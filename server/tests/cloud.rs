@@ -229,3 +229,41 @@ async fn s3_bench_counts_requests_and_cleans_up() {
         other => panic!("the bench left something behind: {other:?}"),
     }
 }
+
+/// The latency middleware on s3 delays every backend request: a listing and
+/// two puts cost three delays, and the request count is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_middleware_delays_each_s3_request() {
+    let params = match regstore_testsuite::backend::emulator_params("s3").await {
+        Ok(p) => p,
+        Err(why) => {
+            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
+            assert!(!required, "s3 emulator: {why}");
+            eprintln!("SKIPPED: s3 emulator: {why}");
+            return;
+        }
+    };
+    regstore_drivers::link();
+    let inner = regstore_core::registry::create("s3", &params)
+        .await
+        .expect("s3 driver");
+    let mut raw = regstore_core::RawParams::new();
+    raw.insert("delay".into(), "150ms".into());
+    let d = regstore_core::registry::wrap(inner, "latency", &raw)
+        .await
+        .expect("latency middleware");
+    let before = d.backend_requests().expect("s3 counts requests");
+    let started = std::time::Instant::now();
+    d.put_content("/lat/a", "a").await.expect("put");
+    d.put_content("/lat/b", "b").await.expect("put");
+    let listed = d.list("/lat").await.expect("list");
+    let took = started.elapsed();
+    let used = d.backend_requests().expect("counted") - before;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(used, 3, "two PUTs and one LIST");
+    assert!(
+        took >= std::time::Duration::from_millis(450),
+        "three requests with 150 ms each took {took:?}"
+    );
+    d.delete("/lat").await.expect("clean up");
+}

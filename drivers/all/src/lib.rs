@@ -15,6 +15,8 @@ use regstore_driver_gcs as _;
 use regstore_driver_inmemory as _;
 #[cfg(feature = "s3")]
 use regstore_driver_s3 as _;
+#[cfg(feature = "middleware")]
+use regstore_middleware as _;
 #[cfg(feature = "redirect")]
 use regstore_middleware_redirect as _;
 
@@ -28,6 +30,8 @@ pub fn link() {
     std::hint::black_box(regstore_driver_filesystem::FilesystemDriver::new::<std::path::PathBuf>);
     #[cfg(feature = "redirect")]
     std::hint::black_box(regstore_middleware_redirect::base_url);
+    #[cfg(feature = "middleware")]
+    regstore_middleware::link();
     #[cfg(feature = "s3")]
     std::hint::black_box(regstore_driver_s3::s3_driver);
     #[cfg(feature = "azure")]

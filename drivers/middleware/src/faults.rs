@@ -1,0 +1,580 @@
+//! `faults`: injects failures into the operations of the inner driver — for
+//! tests, and for operators rehearsing what an outage does to a registry.
+//!
+//! ```yaml
+//! middleware:
+//!   storage:
+//!     - name: faults
+//!       options:
+//!         probability: "0.05"        # chance per matching call (0 to 1) ...
+//!         # nth: 10                  # ... or every 10th matching call
+//!         seed: 42                   # same seed, same calls fail
+//!         operations: write,commit,reader   # default: all
+//!         kinds: error,shortread,writerfail # default: error
+//!         timeout: 2s                # how long a `timeout` hangs
+//!         latency: 200ms             # how long a `latency` fault waits
+//! ```
+//!
+//! Operations are named as in the driver contract: `get_content`,
+//! `put_content`, `reader`, `writer`, `write`, `close`, `commit`, `cancel`,
+//! `stat`, `list`, `rename`, `delete`, `walk`. Kinds:
+//!
+//! - `error`: the call fails at once with a backend error; the inner driver
+//!   is not called, so nothing changes.
+//! - `timeout`: the call hangs for `timeout`, then fails the same way.
+//! - `latency`: the call waits `latency`, then runs normally.
+//! - `shortread` (`reader`, `get_content`): the read stream delivers part of
+//!   its first chunk and then fails, as a cut connection does;
+//!   `get_content` fails.
+//! - `writerfail` (`write`): half of the data reaches the inner writer,
+//!   then the write fails — a writer broken mid-stream.
+//!
+//! A fault picks at random (from the seed) among the configured kinds that
+//! apply to the operation, and is `error` when none does. Every injected
+//! failure's message starts with `injected`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use regstore_core::{
+    BuildFuture, ByteStream, Driver, Error, FileInfo, FileWriter, Middleware, MiddlewareFactory,
+    Op, ParamKind, ParamSpec, Params, Result, StorageDriver, StoragePath, WalkVisitor, async_trait,
+};
+
+/// Registry name of the middleware.
+pub const NAME: &str = "faults";
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "probability",
+        ParamKind::String,
+        "chance that a matching call fails, 0 to 1",
+    )
+    .default("0"),
+    ParamSpec::new(
+        "nth",
+        ParamKind::Integer,
+        "fail every nth matching call instead (0: use probability)",
+    )
+    .default("0"),
+    ParamSpec::new("seed", ParamKind::Integer, "seed of the random choices").default("1"),
+    ParamSpec::new(
+        "operations",
+        ParamKind::String,
+        "comma-separated operations that may fail, or all",
+    )
+    .default("all"),
+    ParamSpec::new(
+        "kinds",
+        ParamKind::String,
+        "comma-separated: error, timeout, latency, shortread, writerfail",
+    )
+    .default("error"),
+    ParamSpec::new(
+        "timeout",
+        ParamKind::Duration,
+        "how long a timeout fault hangs",
+    )
+    .default("30s"),
+    ParamSpec::new(
+        "latency",
+        ParamKind::Duration,
+        "how long a latency fault waits",
+    )
+    .default("100ms"),
+];
+
+regstore_core::inventory::submit! {
+    MiddlewareFactory {
+        name: NAME,
+        description: "Injects backend errors, timeouts, latency, short reads and writer failures (tests, outage rehearsals).",
+        params: PARAMS,
+        build,
+    }
+}
+
+fn build(inner: Driver, params: Params) -> BuildFuture {
+    Box::pin(async move {
+        let plan = Plan::from_params(&params)?;
+        Ok(Box::new(Faults::new(inner, plan)) as Box<dyn StorageDriver>)
+    })
+}
+
+/// What can be injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Fail at once.
+    Error,
+    /// Hang, then fail.
+    Timeout,
+    /// Wait, then run normally.
+    Latency,
+    /// A read stream cut after part of its data.
+    ShortRead,
+    /// A write that half reaches the inner writer, then fails.
+    WriterFail,
+}
+
+impl Kind {
+    const ALL: [(&'static str, Kind); 5] = [
+        ("error", Kind::Error),
+        ("timeout", Kind::Timeout),
+        ("latency", Kind::Latency),
+        ("shortread", Kind::ShortRead),
+        ("writerfail", Kind::WriterFail),
+    ];
+
+    fn applies_to(self, op: Op) -> bool {
+        match self {
+            Kind::Error | Kind::Timeout | Kind::Latency => true,
+            Kind::ShortRead => matches!(op, Op::Reader | Op::GetContent),
+            Kind::WriterFail => op == Op::Write,
+        }
+    }
+}
+
+/// The checked options.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    probability: f64,
+    nth: u64,
+    seed: u64,
+    operations: Vec<Op>,
+    kinds: Vec<Kind>,
+    timeout: Duration,
+    latency: Duration,
+}
+
+impl Plan {
+    /// The plan the options describe.
+    ///
+    /// # Errors
+    /// `Config` naming the option: a probability outside 0..=1, a negative
+    /// `nth`, an unknown operation or kind.
+    pub fn from_params(params: &Params) -> Result<Self> {
+        let raw = params.string("probability").unwrap_or("0");
+        let probability: f64 = raw
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| (0.0..=1.0).contains(p))
+            .ok_or_else(|| {
+                Error::config(format!("probability {raw:?} must be a number from 0 to 1"))
+            })?;
+        let nth = params.integer("nth").unwrap_or(0);
+        let nth = u64::try_from(nth)
+            .map_err(|_| Error::config(format!("nth {nth} must be 0 or more")))?;
+        let seed = params.integer("seed").unwrap_or(1) as u64;
+        let list = |name: &str| -> Vec<String> {
+            params
+                .string(name)
+                .unwrap_or("")
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let ops = list("operations");
+        let operations = if ops.is_empty() || ops.iter().any(|o| o == "all") {
+            Op::ALL.to_vec()
+        } else {
+            ops.iter()
+                .map(|name| {
+                    Op::ALL
+                        .into_iter()
+                        .filter(|op| *op != Op::RedirectUrl)
+                        .find(|op| op.as_str() == name)
+                        .ok_or_else(|| {
+                            Error::config(format!(
+                                "operations: unknown operation {name:?}; known: {}",
+                                Op::ALL
+                                    .iter()
+                                    .filter(|op| **op != Op::RedirectUrl)
+                                    .map(|op| op.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))
+                        })
+                })
+                .collect::<Result<_>>()?
+        };
+        let mut kinds = Vec::new();
+        for name in list("kinds") {
+            let kind = Kind::ALL
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, k)| *k)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "kinds: unknown kind {name:?}; known: error, timeout, latency, shortread, writerfail"
+                    ))
+                })?;
+            kinds.push(kind);
+        }
+        if kinds.is_empty() {
+            kinds.push(Kind::Error);
+        }
+        Ok(Plan {
+            probability,
+            nth,
+            seed,
+            operations,
+            kinds,
+            timeout: params
+                .duration("timeout")
+                .unwrap_or(Duration::from_secs(30)),
+            latency: params
+                .duration("latency")
+                .unwrap_or(Duration::from_millis(100)),
+        })
+    }
+}
+
+/// Decides which calls fail; shared by the middleware and its writers.
+#[derive(Debug)]
+struct Decider {
+    plan: Plan,
+    calls: AtomicU64,
+}
+
+/// splitmix64: a well-mixed 64-bit value from a counter.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl Decider {
+    /// The fault for this call of `op`, if one fires.
+    fn draw(&self, op: Op) -> Option<Kind> {
+        if !self.plan.operations.contains(&op) {
+            return None;
+        }
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let fire = if self.plan.nth > 0 {
+            n % self.plan.nth == self.plan.nth - 1
+        } else {
+            let r = mix(self.plan.seed ^ mix(2 * n)) >> 11;
+            (r as f64 / (1u64 << 53) as f64) < self.plan.probability
+        };
+        if !fire {
+            return None;
+        }
+        let usable: Vec<Kind> = self
+            .plan
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| k.applies_to(op))
+            .collect();
+        if usable.is_empty() {
+            return Some(Kind::Error);
+        }
+        let pick = mix(self.plan.seed ^ mix(2 * n + 1)) % usable.len() as u64;
+        Some(usable[pick as usize])
+    }
+
+    /// Injects what `draw` chose for a call that has no special kind:
+    /// `Err` to return, or `Ok` to go on (after any latency).
+    async fn before(&self, op: Op, path: &StoragePath) -> Result<Option<Kind>> {
+        match self.draw(op) {
+            None => Ok(None),
+            Some(Kind::Latency) => {
+                tokio::time::sleep(self.plan.latency).await;
+                Ok(None)
+            }
+            Some(Kind::Timeout) => {
+                tokio::time::sleep(self.plan.timeout).await;
+                Err(Error::backend(format!(
+                    "injected timeout after {:?} in {} of {path}",
+                    self.plan.timeout,
+                    op.as_str()
+                )))
+            }
+            Some(Kind::Error) => Err(injected("error", op, path)),
+            Some(special) => Ok(Some(special)),
+        }
+    }
+}
+
+fn injected(what: &str, op: Op, path: &StoragePath) -> Error {
+    Error::backend(format!("injected {what} in {} of {path}", op.as_str()))
+}
+
+/// The middleware.
+#[derive(Debug)]
+pub struct Faults {
+    inner: Driver,
+    decider: Arc<Decider>,
+}
+
+impl Faults {
+    /// Wraps `inner` with `plan`.
+    pub fn new(inner: Driver, plan: Plan) -> Self {
+        Faults {
+            inner,
+            decider: Arc::new(Decider {
+                plan,
+                calls: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Runs the plain injection for `op`; any special kind is an error.
+    async fn check(&self, op: Op, path: &StoragePath) -> Result<()> {
+        match self.decider.before(op, path).await? {
+            None => Ok(()),
+            Some(_) => Err(injected("error", op, path)),
+        }
+    }
+}
+
+#[async_trait]
+impl Middleware for Faults {
+    fn inner(&self) -> &Driver {
+        &self.inner
+    }
+
+    async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
+        match self.decider.before(Op::GetContent, path).await? {
+            None => self.inner.backend().get_content(path).await,
+            Some(_) => Err(injected("short read", Op::GetContent, path)),
+        }
+    }
+
+    async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        self.check(Op::PutContent, path).await?;
+        self.inner.backend().put_content(path, content).await
+    }
+
+    async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
+        let special = self.decider.before(Op::Reader, path).await?;
+        let stream = self.inner.backend().reader(path, offset).await?;
+        if special.is_none() {
+            return Ok(stream);
+        }
+        let failure = injected("short read", Op::Reader, path);
+        let cut = stream
+            .take(1)
+            .map(|chunk| chunk.map(|b| b.slice(..b.len() / 2)));
+        Ok(Box::pin(
+            cut.chain(futures_util::stream::iter([Err(failure)])),
+        ))
+    }
+
+    async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
+        self.check(Op::Writer, path).await?;
+        let inner = self.inner.backend().writer(path, append).await?;
+        Ok(Box::new(FaultyWriter {
+            inner,
+            path: path.clone(),
+            decider: Arc::clone(&self.decider),
+        }))
+    }
+
+    async fn stat(&self, path: &StoragePath) -> Result<FileInfo> {
+        self.check(Op::Stat, path).await?;
+        self.inner.backend().stat(path).await
+    }
+
+    async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>> {
+        self.check(Op::List, path).await?;
+        self.inner.backend().list(path).await
+    }
+
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        self.check(Op::Rename, from).await?;
+        self.inner.backend().rename(from, to).await
+    }
+
+    async fn delete(&self, path: &StoragePath) -> Result<()> {
+        self.check(Op::Delete, path).await?;
+        self.inner.backend().delete(path).await
+    }
+
+    async fn walk(
+        &self,
+        path: &StoragePath,
+        start_after: Option<&StoragePath>,
+        visitor: &mut WalkVisitor<'_>,
+    ) -> Result<()> {
+        self.check(Op::Walk, path).await?;
+        self.inner.backend().walk(path, start_after, visitor).await
+    }
+}
+
+/// A writer whose calls may fail; `writerfail` lets half of a write through.
+#[derive(Debug)]
+struct FaultyWriter {
+    inner: Box<dyn FileWriter>,
+    path: StoragePath,
+    decider: Arc<Decider>,
+}
+
+#[async_trait]
+impl FileWriter for FaultyWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        match self.decider.before(Op::Write, &self.path).await? {
+            None => self.inner.write(data).await,
+            Some(_) => {
+                self.inner.write(data.slice(..data.len() / 2)).await?;
+                Err(injected("writer failure", Op::Write, &self.path))
+            }
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    async fn close(self: Box<Self>) -> Result<()> {
+        match self.decider.before(Op::Close, &self.path).await? {
+            None => self.inner.close().await,
+            Some(_) => Err(injected("error", Op::Close, &self.path)),
+        }
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        match self.decider.before(Op::Commit, &self.path).await? {
+            None => self.inner.commit().await,
+            Some(_) => Err(injected("error", Op::Commit, &self.path)),
+        }
+    }
+
+    async fn cancel(self: Box<Self>) -> Result<()> {
+        match self.decider.before(Op::Cancel, &self.path).await? {
+            None => self.inner.cancel().await,
+            Some(_) => Err(injected("error", Op::Cancel, &self.path)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regstore_core::RawParams;
+
+    async fn faulty(options: &[(&str, &str)]) -> Result<Driver> {
+        regstore_driver_inmemory::InMemoryDriver::new();
+        let inner = regstore_core::create("inmemory", &Default::default()).await?;
+        let raw: RawParams = options
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        regstore_core::wrap(inner, NAME, &raw).await
+    }
+
+    #[tokio::test]
+    async fn every_nth_matching_call_fails_and_changes_nothing() -> Result<()> {
+        let d = faulty(&[("nth", "3"), ("operations", "put_content")]).await?;
+        let mut outcomes = Vec::new();
+        for i in 0..6 {
+            let r = d.put_content(format!("/f{i}"), "x").await;
+            if let Err(e) = &r {
+                assert!(
+                    e.to_string().contains("injected error in put_content"),
+                    "{e}"
+                );
+            }
+            outcomes.push(r.is_ok());
+        }
+        assert_eq!(outcomes, [true, true, false, true, true, false]);
+        assert!(d.stat("/f2").await.is_err_and(|e| e.is_not_found()));
+        // Other operations are untouched.
+        for _ in 0..10 {
+            d.stat("/f0").await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_same_seed_fails_the_same_calls() -> Result<()> {
+        let mut runs = Vec::new();
+        for seed in ["7", "7", "8"] {
+            let d = faulty(&[("probability", "0.3"), ("seed", seed)]).await?;
+            d.put_content("/x", "x").await.ok();
+            let mut pattern = Vec::new();
+            for _ in 0..64 {
+                pattern.push(d.stat("/x").await.is_ok());
+            }
+            runs.push(pattern);
+        }
+        assert_eq!(runs[0], runs[1]);
+        assert_ne!(runs[0], runs[2]);
+        let failed = runs[0].iter().filter(|ok| !**ok).count();
+        assert!((5..=35).contains(&failed), "{failed} of 64 at p=0.3");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_short_read_delivers_part_then_fails() -> Result<()> {
+        let d = faulty(&[
+            ("nth", "1"),
+            ("operations", "reader"),
+            ("kinds", "shortread"),
+        ])
+        .await?;
+        d.put_content("/blob", vec![7u8; 1000]).await?;
+        let mut stream = d.reader("/blob", 0).await?;
+        let mut got = 0;
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => got += b.len(),
+                Err(e) => failed = Some(e),
+            }
+        }
+        assert!(got < 1000, "a short read delivered {got} bytes");
+        let e = failed.expect("the stream ends in an error");
+        assert!(e.to_string().contains("injected short read"), "{e}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_writer_failure_lets_half_through() -> Result<()> {
+        let d = faulty(&[
+            ("nth", "2"),
+            ("operations", "write"),
+            ("kinds", "writerfail"),
+        ])
+        .await?;
+        let mut w = d.writer("/w", false).await?;
+        w.write(Bytes::from(vec![1u8; 100])).await?;
+        let e = w
+            .write(Bytes::from(vec![2u8; 100]))
+            .await
+            .expect_err("second write fails");
+        assert!(e.to_string().contains("injected writer failure"), "{e}");
+        assert_eq!(w.size(), 150, "half of the failed write went through");
+        w.cancel().await?;
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_hangs_then_fails() -> Result<()> {
+        let d = faulty(&[("nth", "1"), ("kinds", "timeout"), ("timeout", "5s")]).await?;
+        let started = tokio::time::Instant::now();
+        let e = d.stat("/x").await.expect_err("times out");
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert!(e.to_string().contains("injected timeout"), "{e}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bad_options_are_named() {
+        for (k, v) in [
+            ("probability", "1.5"),
+            ("probability", "often"),
+            ("nth", "-1"),
+            ("operations", "stat,flush"),
+            ("kinds", "error,explode"),
+        ] {
+            let e = faulty(&[(k, v)]).await.expect_err(v);
+            assert!(e.to_string().contains(k), "{k}={v}: {e}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! regstore-middleware: storage middleware beyond `redirect`, configured
+//! under `middleware: storage:` as in distribution and applied in order.
+//!
+//! - [`rewrite`]: changes the scheme, host or path prefix of the redirect
+//!   URLs the inner driver gives (e.g. presigned URLs through a proxy).
+//! - [`latency`]: adds a fixed delay to every backend request, so
+//!   benchmarks on loopback emulators show what request counts cost.
+//! - [`faults`]: injects errors, timeouts, latency, short reads and writer
+//!   failures, for tests and for rehearsing outages.
+
+#![warn(missing_docs)]
+
+pub mod faults;
+pub mod latency;
+pub mod rewrite;
+
+/// Names each middleware's entry point so its registration is linked in.
+#[inline(never)]
+pub fn link() {
+    std::hint::black_box(rewrite::NAME);
+    std::hint::black_box(latency::NAME);
+    std::hint::black_box(faults::NAME);
+}
