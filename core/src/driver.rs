@@ -177,6 +177,14 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The object key `path` is stored under in the backend's bucket or
+    /// container (root directory applied, no leading slash), for middleware
+    /// that builds URLs to the object itself (CloudFront). `None` for
+    /// drivers that do not store paths as object keys.
+    fn object_key(&self, _path: &StoragePath) -> Option<String> {
+        None
+    }
+
     /// The whole object at `path`.
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes>;
 

@@ -114,6 +114,10 @@ impl<M: Middleware> StorageDriver for M {
         self.inner().backend().request_counter()
     }
 
+    fn object_key(&self, path: &StoragePath) -> Option<String> {
+        self.inner().backend().object_key(path)
+    }
+
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
         Middleware::get_content(self, path).await
     }

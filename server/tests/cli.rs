@@ -50,6 +50,7 @@ fn drivers_lists_every_driver_with_its_parameters() {
         ("rewrite", "trimpathprefix"),
         ("latency", "delay"),
         ("faults", "probability"),
+        ("cloudfront", "keypairid"),
     ] {
         let section = middleware
             .split(&format!("\n  {name} — "))

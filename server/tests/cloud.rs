@@ -20,15 +20,7 @@ use common::{Server, serve, sha256};
 /// when the emulator is unreachable outside CI. The driver's chunk size is
 /// set to its minimum so small uploads already span several parts.
 async fn config(driver: &str, dir: &Path) -> Option<PathBuf> {
-    let mut params = match regstore_testsuite::backend::emulator_params(driver).await {
-        Ok(p) => p,
-        Err(why) => {
-            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
-            assert!(!required, "{driver} emulator: {why}");
-            eprintln!("SKIPPED: {driver} emulator: {why}");
-            return None;
-        }
-    };
+    let mut params = regstore_testsuite::backend::emulator_params_or_skip(driver).await?;
     let chunk = match driver {
         "s3" => "5MiB",
         "gcs" => "256KiB",
@@ -162,14 +154,8 @@ async fn gcs_chunked_upload_continued_by_another_process() {
 /// prefix is gone afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_bench_counts_requests_and_cleans_up() {
-    let params = match regstore_testsuite::backend::emulator_params("s3").await {
-        Ok(p) => p,
-        Err(why) => {
-            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
-            assert!(!required, "s3 emulator: {why}");
-            eprintln!("SKIPPED: s3 emulator: {why}");
-            return;
-        }
+    let Some(params) = regstore_testsuite::backend::emulator_params_or_skip("s3").await else {
+        return;
     };
     let pairs: Vec<String> = params
         .iter()
@@ -234,14 +220,8 @@ async fn s3_bench_counts_requests_and_cleans_up() {
 /// two puts cost three delays, and the request count is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_middleware_delays_each_s3_request() {
-    let params = match regstore_testsuite::backend::emulator_params("s3").await {
-        Ok(p) => p,
-        Err(why) => {
-            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
-            assert!(!required, "s3 emulator: {why}");
-            eprintln!("SKIPPED: s3 emulator: {why}");
-            return;
-        }
+    let Some(params) = regstore_testsuite::backend::emulator_params_or_skip("s3").await else {
+        return;
     };
     regstore_drivers::link();
     let inner = regstore_core::registry::create("s3", &params)
@@ -266,4 +246,110 @@ async fn latency_middleware_delays_each_s3_request() {
         "three requests with 150 ms each took {took:?}"
     );
     d.delete("/lat").await.expect("clean up");
+}
+
+/// `regstore serve` on s3 (moto) with the cloudfront middleware: a blob GET
+/// or HEAD from outside AWS gets a 307 to the distribution with a canned
+/// policy signature that openssl verifies with the public key; a client
+/// whose `X-Forwarded-For` address is in the (loopback-served) AWS ranges
+/// gets moto's presigned URL instead, and following it returns the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_cloudfront_middleware_signs_blob_redirects() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some(params) = regstore_testsuite::backend::emulator_params_or_skip("s3").await else {
+        return;
+    };
+    let root = params
+        .get("rootdirectory")
+        .and_then(|v| v.as_str())
+        .expect("root directory")
+        .to_owned();
+    let (private, public) =
+        regstore_testsuite::openssl::rsa_key_pair(work.path(), false).expect("openssl key pair");
+    let ranges = regstore_testsuite::backend::serve_json(
+        "ip-ranges.json",
+        r#"{"prefixes":[{"ip_prefix":"3.5.140.0/22","region":"eu-west-1","service":"AMAZON"}],
+            "ipv6_prefixes":[{"ipv6_prefix":"2600:1f14::/35","region":"eu-west-1","service":"AMAZON"}]}"#,
+    )
+    .await;
+    let config = serde_json::json!({
+        "version": "0.1",
+        "storage": { "s3": params },
+        "middleware": { "storage": [{
+            "name": "cloudfront",
+            "options": {
+                "baseurl": "d111111abcdef8.cloudfront.net/reg",
+                "privatekey": private,
+                "keypairid": "APKAREGSTORE",
+                "duration": "15m",
+                "ipfilteredby": "aws",
+                "iprangesurl": ranges,
+            },
+        }]},
+    });
+    let cfg = work.path().join("config.yml");
+    std::fs::write(&cfg, config.to_string()).expect("write config");
+    let server = serve_with(work.path(), &cfg);
+    let api = common::Api::new(server.base.clone());
+    let data = b"behind a CDN".repeat(100);
+    let digest = api.push_blob("cdn/app", &data).await;
+    let hex = &digest[7..];
+    let key = format!(
+        "{root}/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    );
+
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let r = api
+            .client
+            .request(
+                method.clone(),
+                api.url(&format!("/v2/cdn/app/blobs/{digest}")),
+            )
+            .header("x-forwarded-for", "198.51.100.7, 10.0.0.1")
+            .send()
+            .await
+            .expect("blob request");
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::TEMPORARY_REDIRECT,
+            "{method}"
+        );
+        let location = url::Url::parse(&common::header(&r, "location")).expect("a URL");
+        assert_eq!(location.host_str(), Some("d111111abcdef8.cloudfront.net"));
+        assert_eq!(location.path(), format!("/reg/{key}"), "{method}");
+        let expires =
+            regstore_testsuite::openssl::verify_cloudfront_url(&location, &public, "APKAREGSTORE")
+                .expect("the signature verifies with the public key");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        assert!(
+            (890..=901).contains(&expires.saturating_sub(now)),
+            "15 minutes from now: {expires} vs {now}"
+        );
+    }
+
+    // From inside AWS (IPv6 here): moto's own presigned URL, which serves the blob.
+    let r = api
+        .client
+        .get(api.url(&format!("/v2/cdn/app/blobs/{digest}")))
+        .header("x-forwarded-for", "2600:1f14::99")
+        .send()
+        .await
+        .expect("blob request");
+    assert_eq!(r.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+    let location = common::header(&r, "location");
+    assert!(location.contains("X-Amz-Signature"), "{location}");
+    let body = api
+        .client
+        .get(&location)
+        .send()
+        .await
+        .expect("follow")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(sha256(&body), digest, "the presigned URL serves the blob");
 }

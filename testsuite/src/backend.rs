@@ -128,6 +128,50 @@ pub async fn emulator_params(driver: &str) -> Result<RawParams, String> {
     Ok(raw)
 }
 
+/// [`emulator_params`] for a test that needs the emulator: `None` (the test
+/// returns early, reporting `SKIPPED` on stderr) when it is unreachable.
+///
+/// # Panics
+/// The emulator is unreachable and `REGSTORE_REQUIRE_BACKENDS=1` (CI), so
+/// a missing server fails the test instead of passing it.
+pub async fn emulator_params_or_skip(driver: &str) -> Option<RawParams> {
+    match emulator_params(driver).await {
+        Ok(raw) => Some(raw),
+        Err(why) => {
+            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
+            assert!(!required, "{driver} emulator: {why}");
+            eprintln!("SKIPPED: {driver} emulator: {why}");
+            None
+        }
+    }
+}
+
+/// Serves `body` as `application/json` to every request on a loopback
+/// port until the runtime ends; the URL of `/<name>` there. For tests of
+/// code that fetches a document (the cloudfront middleware's AWS ip ranges).
+///
+/// # Panics
+/// No loopback port can be bound.
+pub async fn serve_json(name: &str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = sock.read(&mut request).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}/{name}")
+}
+
 /// A GCS service-account JSON with a fresh 2048-bit RSA key made by
 /// `openssl` (installed by `scripts/clients.sh`), once per process.
 /// fake-gcs-server checks no signature; the key lets the driver sign URLs.
@@ -135,25 +179,7 @@ fn service_account() -> Result<&'static str, String> {
     static ACCOUNT: OnceLock<Result<String, String>> = OnceLock::new();
     ACCOUNT
         .get_or_init(|| {
-            let out = std::process::Command::new("openssl")
-                .args([
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                ])
-                .output()
-                .map_err(|e| {
-                    format!("openssl genpkey: {e} (scripts/clients.sh installs openssl)")
-                })?;
-            if !out.status.success() {
-                return Err(format!(
-                    "openssl genpkey failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let pem = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
+            let pem = crate::openssl::rsa_private_pem()?;
             Ok(serde_json::json!({
                 "type": "service_account",
                 "private_key": pem,

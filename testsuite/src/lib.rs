@@ -40,6 +40,7 @@ pub mod backend;
 mod cases;
 pub mod data;
 mod model;
+pub mod openssl;
 mod walk_cases;
 
 pub use data::Rng;

@@ -17,6 +17,8 @@ use regstore_driver_inmemory as _;
 use regstore_driver_s3 as _;
 #[cfg(feature = "middleware")]
 use regstore_middleware as _;
+#[cfg(feature = "cloudfront")]
+use regstore_middleware_cloudfront as _;
 #[cfg(feature = "redirect")]
 use regstore_middleware_redirect as _;
 
@@ -32,6 +34,8 @@ pub fn link() {
     std::hint::black_box(regstore_middleware_redirect::base_url);
     #[cfg(feature = "middleware")]
     regstore_middleware::link();
+    #[cfg(feature = "cloudfront")]
+    std::hint::black_box(regstore_middleware_cloudfront::base_url);
     #[cfg(feature = "s3")]
     std::hint::black_box(regstore_driver_s3::s3_driver);
     #[cfg(feature = "azure")]

@@ -326,6 +326,10 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
         Some(self.inner.backend.requests())
     }
 
+    fn object_key(&self, path: &StoragePath) -> Option<String> {
+        Some(self.inner.key(path).to_string())
+    }
+
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
         let key = self.inner.key(path);
         let got = self

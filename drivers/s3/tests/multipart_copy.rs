@@ -3,19 +3,11 @@
 //! (`scripts/backends.sh start s3`); skipped without it, failed under
 //! `REGSTORE_REQUIRE_BACKENDS=1`.
 
-use regstore_core::{Driver, RawParams, registry};
+use regstore_core::{Driver, registry};
 use sha2::{Digest, Sha256};
 
 async fn driver() -> Option<Driver> {
-    let mut raw: RawParams = match regstore_testsuite::backend::emulator_params("s3").await {
-        Ok(raw) => raw,
-        Err(why) => {
-            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
-            assert!(!required, "s3 emulator: {why}");
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
-    };
+    let mut raw = regstore_testsuite::backend::emulator_params_or_skip("s3").await?;
     for (k, v) in [
         ("multipartcopythresholdsize", "5MiB"),
         ("multipartcopychunksize", "5MiB"),

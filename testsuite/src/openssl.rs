@@ -1,0 +1,152 @@
+//! Keys and signature checks made with the `openssl` command (installed by
+//! `scripts/clients.sh`), so tests verify what the code under test signed
+//! with an implementation that is not its own.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Runs `openssl args`, feeding `input`; its stdout, or a message.
+fn openssl(args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("openssl: {e} (scripts/clients.sh installs it)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .map_err(|e| format!("openssl {args:?}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("openssl {args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// A fresh 2048-bit RSA private key, PKCS#8 PEM.
+///
+/// # Errors
+/// openssl is missing or fails.
+pub fn rsa_private_pem() -> Result<String, String> {
+    let pem = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        b"",
+    )?;
+    String::from_utf8(pem).map_err(|e| format!("openssl genpkey: {e}"))
+}
+
+/// A fresh 2048-bit RSA key pair in `dir`: the private key as PKCS#1
+/// (`BEGIN RSA PRIVATE KEY`) when `pkcs1`, else PKCS#8, and the public key.
+///
+/// # Errors
+/// openssl is missing or fails.
+pub fn rsa_key_pair(dir: &Path, pkcs1: bool) -> Result<(PathBuf, PathBuf), String> {
+    let private = dir.join(if pkcs1 {
+        "rsa-pkcs1.pem"
+    } else {
+        "rsa-pkcs8.pem"
+    });
+    let public = dir.join(if pkcs1 {
+        "rsa-pkcs1.pub"
+    } else {
+        "rsa-pkcs8.pub"
+    });
+    let pkcs8 = rsa_private_pem()?.into_bytes();
+    let pem = if pkcs1 {
+        openssl(&["rsa", "-traditional"], &pkcs8)?
+    } else {
+        pkcs8.clone()
+    };
+    std::fs::write(&private, &pem).map_err(|e| format!("{}: {e}", private.display()))?;
+    let pubkey = openssl(&["pkey", "-pubout"], &pkcs8)?;
+    std::fs::write(&public, pubkey).map_err(|e| format!("{}: {e}", public.display()))?;
+    Ok((private, public))
+}
+
+/// Checks a CloudFront URL signed with a canned policy against
+/// `public_pem`: rebuilds the policy from the URL without its query and
+/// its `Expires`, turns the URL-safe `Signature` back into base64, and has
+/// `openssl dgst -sha1 -verify` check it. Returns `Expires`.
+///
+/// # Errors
+/// What is missing from the URL, or the verification's output.
+pub fn verify_cloudfront_url(
+    url: &url::Url,
+    public_pem: &Path,
+    key_pair_id: &str,
+) -> Result<u64, String> {
+    let get = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| format!("{url} has no {name}"))
+    };
+    let expires: u64 = get("Expires")?
+        .parse()
+        .map_err(|e| format!("Expires of {url}: {e}"))?;
+    let id = get("Key-Pair-Id")?;
+    if id != key_pair_id {
+        return Err(format!("Key-Pair-Id {id}, expected {key_pair_id}"));
+    }
+    let signature = get("Signature")?;
+    if signature.contains(['+', '=', '/']) {
+        return Err(format!(
+            "Signature {signature} is not in CloudFront's URL-safe alphabet"
+        ));
+    }
+    let b64: String = signature
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '=',
+            '~' => '/',
+            c => c,
+        })
+        .collect();
+    let raw = openssl(&["base64", "-d", "-A"], b64.as_bytes())?;
+    let mut resource = url.clone();
+    resource.set_query(None);
+    let policy = format!(
+        "{{\"Statement\":[{{\"Resource\":\"{resource}\",\"Condition\":{{\"DateLessThan\":{{\"AWS:EpochTime\":{expires}}}}}}}]}}"
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "regstore-cf-{}-{}",
+        std::process::id(),
+        crate::backend::unique_root("sig").replace('/', "_")
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let sig_file = dir.join("sig.bin");
+    std::fs::write(&sig_file, raw).map_err(|e| format!("{}: {e}", sig_file.display()))?;
+    let key = public_pem.to_str().ok_or("public key path is not UTF-8")?;
+    let sig = sig_file.to_str().ok_or("temp path is not UTF-8")?;
+    let verified = openssl(
+        &["dgst", "-sha1", "-verify", key, "-signature", sig],
+        policy.as_bytes(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = verified?;
+    if String::from_utf8_lossy(&out).contains("Verified OK") {
+        Ok(expires)
+    } else {
+        Err(format!(
+            "openssl did not verify the signature of {url}: {}",
+            String::from_utf8_lossy(&out)
+        ))
+    }
+}
