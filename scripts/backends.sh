@@ -15,8 +15,31 @@
 #          directory ($SWIFT_DEVICE_FS=tmpfs mounts a tmpfs, needs root/sudo),
 #          emptied at each start. Five processes, one PID file each
 #          (swift-memcached, swift-account, ...); `stop swift` stops them all.
+#          With Keystone (below) the proxy also accepts Keystone tokens.
+#   keystone OpenStack Keystone 22 (Debian's python3-keystone), identity v3
+#          127.0.0.1:19036 (http://127.0.0.1:19036/v3), under uWSGI, SQLite,
+#          fernet tokens; scripts/keystone.sh sets it up. Optional: not in the
+#          default targets (its install takes ~1.5 min). Admin admin /
+#          regstore-admin; domain regstore-domain, project regstore, user
+#          swiftuser / swiftpass (role member), an application credential in
+#          $BACKENDS_STATE/keystone/appcred.json; service object-store with
+#          public/internal endpoints (RegionOne) http://127.0.0.1:19030/v1/KEY_<project id>.
+#          Port: $KEYSTONE_PORT, else $SWIFT_PORT + 6. `env keystone` prints
+#          REGSTORE_KEYSTONE_* (names, and ids once started).
+#          Swift started while Keystone runs (or with SWIFT_KEYSTONE=1, which
+#          starts Keystone first) gets authtoken + keystoneauth before tempauth:
+#          Keystone projects own KEY_ accounts, tempauth keeps AUTH_ (the two
+#          cannot share a prefix); KEY_<project id> gets container "regstore"
+#          and the same TempURL key. `start keystone swift` starts Keystone
+#          first whatever the order; SWIFT_KEYSTONE=0 keeps Swift tempauth-only.
+#          Then the proxy asks Keystone about every token it has not cached
+#          (5 min), tempauth's too: while Keystone is down each costs ~3.5 s of
+#          retries (tempauth tokens then still work). Its 401s carry a second
+#          header WWW-Authenticate: Keystone uri="http://127.0.0.1:19036", and
+#          a Keystone token sent to an AUTH_ account gets 500 (a Swift bug
+#          with tempauth after keystoneauth), not 403.
 #
-# usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs swift]
+# usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs swift keystone]
 #
 # install is idempotent (skips what is there). start waits until each server
 # answers and creates the bucket/container; stop kills by the PID file written
@@ -29,6 +52,8 @@ S3_PORT=${S3_PORT:-19000}
 AZURE_PORT=${AZURE_PORT:-19010}
 GCS_PORT=${GCS_PORT:-19020}
 SWIFT_PORT=${SWIFT_PORT:-19030}  # proxy; the other five ports follow it
+KEYSTONE_PORT=${KEYSTONE_PORT:-$((SWIFT_PORT + 6))}  # 19036
+KEYSTONE_ROOT=$STATE/keystone
 SWIFT_ROOT=$STATE/swift
 SWIFT_PARTS="swift-memcached swift-account swift-container swift-object swift-proxy"
 SWIFT_TEMPURL_KEY=regstore-tempurl-key
@@ -91,13 +116,24 @@ install_gcs() {
 }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() { # packages...
+  # The package lists may be missing or stale on a fresh machine: update and retry.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" ||
+    { as_root apt-get update -q &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
+}
 install_swift() {
   command -v swift-proxy-server >/dev/null && command -v memcached >/dev/null && return 0
-  local pkgs=(swift swift-proxy swift-account swift-container swift-object memcached)
-  # The package lists may be missing or stale on a fresh machine: update and retry.
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" ||
-    { as_root apt-get update -q &&
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"; }
+  apt_install swift swift-proxy swift-account swift-container swift-object memcached
+}
+install_keystone() {
+  # Not the `keystone` package: its postinst wants dbconfig-common and starts a
+  # system service. python3-keystone has keystone-manage and the WSGI app
+  # (~120 packages, most of the time goes to byte-compiling them).
+  local pkgs=(python3-keystone python3-keystonemiddleware uwsgi-core uwsgi-plugin-python3)
+  [ "$(dpkg-query -W -f '${Status}\n' "${pkgs[@]}" 2>/dev/null | grep -c '^install ok installed$')" = ${#pkgs[@]} ] &&
+    return 0
+  apt_install "${pkgs[@]}"
 }
 
 start_s3() {
@@ -129,14 +165,60 @@ start_gcs() {
     "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null
 }
 
+keystone_sh() { KEYSTONE_ROOT=$KEYSTONE_ROOT KEYSTONE_PORT=$KEYSTONE_PORT SWIFT_PORT=$SWIFT_PORT "$HERE/keystone.sh" "$@"; }
+start_keystone() {
+  running keystone && return 0
+  stop_one keystone
+  if bash -c ": </dev/tcp/127.0.0.1/$KEYSTONE_PORT" 2>/dev/null; then
+    echo "backends.sh: keystone: something not started by this script listens on 127.0.0.1:$KEYSTONE_PORT" >&2
+    return 1
+  fi
+  keystone_sh prepare
+  # One uWSGI process, one thread: requests queue, but Keystone on SQLite is
+  # not thread-safe (with --threads, oslo.db's SQLite connections cross
+  # threads: "SQLite objects created in a thread can only be used in that same
+  # thread", then "database is locked" and HTTP 500). --need-app: exit if the
+  # app does not load.
+  spawn keystone env OS_KEYSTONE_CONFIG_DIR="$KEYSTONE_ROOT/etc" \
+    uwsgi --plugin python3 --http-socket "127.0.0.1:$KEYSTONE_PORT" \
+    --wsgi-file "$(command -v keystone-wsgi-public)" --need-app --die-on-term
+  # Ready, or dead (then fail at once rather than after the timeout).
+  wait_for keystone 120 keystone_ready_or_dead
+  if ! running keystone; then
+    echo "backends.sh: keystone exited; its log:" >&2; tail -n 30 "$STATE/log/keystone.log" >&2; return 1
+  fi
+  keystone_sh provision
+  if swift_running && ! swift_has_keystone; then
+    echo "backends.sh: swift is running without Keystone support; \`stop swift\` and start it again to add it" >&2
+  fi
+}
+keystone_ready_or_dead() { ! running keystone || curl -sf "http://127.0.0.1:$KEYSTONE_PORT/v3"; }
+stop_keystone() {
+  if running keystone && swift_running && swift_has_keystone; then
+    echo "backends.sh: note: until keystone is back, each token the swift proxy has not cached (tempauth's too) takes ~3.5 s of retries" >&2
+  fi
+  stop_one keystone
+}
+
 swift_running() { local p; for p in $SWIFT_PARTS; do running "$p" || return 1; done; }
+swift_has_keystone() { grep -q '^\[filter:keystoneauth\]' "$SWIFT_ROOT/etc/proxy-server.conf" 2>/dev/null; }
 stop_swift() {
   local p; for p in swift-proxy swift-object swift-container swift-account swift-memcached; do stop_one "$p"; done
   # A tmpfs device (SWIFT_DEVICE_FS=tmpfs) holds RAM: release it.
   if mountpoint -q "$SWIFT_ROOT/srv/d1" 2>/dev/null; then as_root umount "$SWIFT_ROOT/srv/d1"; fi
 }
 start_swift() {
-  swift_running && return 0
+  # Keystone support: SWIFT_KEYSTONE=1 (start Keystone if needed), 0 (none),
+  # unset: if Keystone runs.
+  local ks=${SWIFT_KEYSTONE:-}
+  if [ -z "$ks" ]; then if running keystone; then ks=1; else ks=0; fi; fi
+  if swift_running; then
+    if [ "$ks" = 1 ] && ! swift_has_keystone; then
+      echo "backends.sh: swift is running without Keystone support; \`stop swift\` and start it again to add it" >&2
+    fi
+    return 0
+  fi
+  if [ "$ks" = 1 ]; then start_keystone; fi
   stop_swift # whatever is left of a partial start
   # The servers bind with SO_REUSEPORT (eventlet's default), so a stray server
   # from elsewhere would silently share a port instead of failing the bind.
@@ -147,7 +229,7 @@ start_swift() {
       return 1
     fi
   done
-  SWIFT_ROOT=$SWIFT_ROOT SWIFT_PORT=$SWIFT_PORT "$HERE/swift-saio.sh"
+  SWIFT_ROOT=$SWIFT_ROOT SWIFT_PORT=$SWIFT_PORT SWIFT_KEYSTONE=$ks KEYSTONE_PORT=$KEYSTONE_PORT "$HERE/swift-saio.sh"
   local etc=$SWIFT_ROOT/etc p=$SWIFT_PORT mc_user=() s
   # memcached refuses to run as root unless told which user to be.
   if [ "$(id -u)" = 0 ]; then mc_user=(-u root); fi
@@ -169,6 +251,20 @@ start_swift() {
   curl -sf -X PUT -H "X-Auth-Token: $token" "$url/$BUCKET" >/dev/null
   curl -sf -X POST -H "X-Auth-Token: $token" \
     -H "X-Account-Meta-Temp-URL-Key: $SWIFT_TEMPURL_KEY" "$url" >/dev/null
+  if [ "$ks" = 1 ]; then swift_keystone_account; fi
+}
+# The same container and TempURL key in the Keystone project's account
+# (KEY_<project id>), with a token of swiftuser: checks the whole chain.
+swift_keystone_account() {
+  local token url
+  token=$(keystone_sh token)
+  url=$(keystone_sh env | sed -n 's/^REGSTORE_KEYSTONE_SWIFT_STORAGE_URL=//p')
+  if ! curl -sf -X PUT -H "X-Auth-Token: $token" "$url/$BUCKET" >/dev/null ||
+    ! curl -sf -X POST -H "X-Auth-Token: $token" -H "X-Account-Meta-Temp-URL-Key: $SWIFT_TEMPURL_KEY" "$url" >/dev/null; then
+    echo "backends.sh: swift: the proxy refuses a Keystone token at $url; its log:" >&2
+    tail -n 30 "$STATE/log/swift-proxy.log" >&2
+    return 1
+  fi
 }
 
 print_env() {
@@ -182,6 +278,7 @@ print_env() {
         echo "REGSTORE_SWIFT_USERNAME=test:tester"
         echo "REGSTORE_SWIFT_PASSWORD=testing"
         echo "REGSTORE_SWIFT_TEMPURL_KEY=$SWIFT_TEMPURL_KEY" ;;
+      keystone) keystone_sh env ;;
     esac
   done
 }
@@ -189,12 +286,15 @@ print_env() {
 cmd=${1:-}; shift || true
 targets=${*:-s3 azure gcs swift}
 for t in $targets; do
-  case $t in s3|azure|gcs|swift) ;; *) echo "backends.sh: unknown backend $t (s3 azure gcs swift)" >&2; exit 2 ;; esac
+  case $t in s3|azure|gcs|swift|keystone) ;; *) echo "backends.sh: unknown backend $t (s3 azure gcs swift keystone)" >&2; exit 2 ;; esac
 done
 case $cmd in
   install) for t in $targets; do "install_$t"; done ;;
-  start) for t in $targets; do "start_$t"; done ;;
-  stop) for t in $targets; do if [ "$t" = swift ]; then stop_swift; else stop_one "$t"; fi; done ;;
+  start)
+    # Keystone before Swift, which configures its proxy for a running Keystone.
+    if [[ " $targets " == *" keystone "* ]]; then targets="keystone ${targets/keystone/}"; fi
+    for t in $targets; do "start_$t"; done ;;
+  stop) for t in $targets; do case $t in swift|keystone) "stop_$t" ;; *) stop_one "$t" ;; esac; done ;;
   status)
     for t in $targets; do
       if [ "$t" = swift ]; then
@@ -207,5 +307,5 @@ case $cmd in
       elif running "$t"; then echo "$t: running, pid $(cat "$STATE/run/$t.pid")"; else echo "$t: stopped"; fi
     done ;;
   env) print_env $targets ;;
-  *) echo "usage: $0 install|start|stop|status|env [s3 azure gcs swift]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|env [s3 azure gcs swift keystone]" >&2; exit 2 ;;
 esac

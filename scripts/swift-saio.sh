@@ -18,6 +18,12 @@
 #   SWIFT_ROOT        required
 #   SWIFT_PORT        base port (default 19030): proxy +0, account +1,
 #                     container +2, object +3, memcached +4, UDP log sink +5
+#   SWIFT_KEYSTONE    0 (default) | 1: the proxy also accepts Keystone tokens
+#                     (authtoken + keystoneauth before tempauth, sections from
+#                     `scripts/keystone.sh swift-filters`; needs
+#                     python3-keystonemiddleware and the Keystone of
+#                     `backends.sh start keystone` on KEYSTONE_PORT, default
+#                     19036). tempauth and its AUTH_ accounts stay as they are.
 #   SWIFT_DEVICE_FS   dir (default) | tmpfs
 #       dir:   a plain directory. Swift keeps object metadata in user.* xattrs;
 #              on ext4 all xattrs of a file must fit in one 4 KiB block, so an
@@ -105,12 +111,14 @@ done
 # Proxy: tempauth (tokens live in memcached, which is therefore mandatory),
 # plus the middlewares a registry driver uses: bulk (bulk delete), tempurl
 # (signed URLs), copy, slo/dlo (large objects).
+auth=tempauth
+if [ "${SWIFT_KEYSTONE:-0}" = 1 ]; then auth="authtoken keystoneauth tempauth"; fi
 {
   defaults "$proxy_port" proxy-server | grep -v -e '^devices' -e '^mount_check' -e '^disable_fallocate'
   cat <<EOF
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl $auth copy slo dlo versioned_writes symlink proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -158,6 +166,9 @@ use = egg:swift#copy
 
 [filter:slo]
 use = egg:swift#slo
+# Swift's default is 1000; 100 lets tests reach nested large objects
+# (manifests of manifests) with ~100 MiB instead of 1 GiB.
+max_manifest_segments = 100
 
 [filter:dlo]
 use = egg:swift#dlo
@@ -170,6 +181,7 @@ allow_object_versioning = true
 [filter:symlink]
 use = egg:swift#symlink
 EOF
+  if [ "${SWIFT_KEYSTONE:-0}" = 1 ]; then "$(dirname "$0")/keystone.sh" swift-filters; fi
 } >"$etc/proxy-server.conf"
 
 # --- rings: part power 8, 1 replica, min_part_hours 1, one device ------------

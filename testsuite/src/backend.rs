@@ -61,7 +61,7 @@ pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// The emulator-backed drivers `scripts/backends.sh` starts servers for.
-pub const EMULATED: [&str; 3] = ["s3", "azure", "gcs"];
+pub const EMULATED: [&str; 4] = ["s3", "azure", "gcs", "swift"];
 
 /// Driver parameters for `driver` (`s3`, `azure` or `gcs`) against the
 /// emulator `scripts/backends.sh start` runs for it, with a fresh
@@ -69,7 +69,10 @@ pub const EMULATED: [&str; 3] = ["s3", "azure", "gcs"];
 /// `http://127.0.0.1:19000`), Azurite (`REGSTORE_AZURE_ENDPOINT`, `:19010`,
 /// account `devstoreaccount1`), fake-gcs-server (`REGSTORE_GCS_ENDPOINT`,
 /// `:19020`, with a throwaway service-account key from `openssl` so signed
-/// URLs work). The bucket or container is `regstore`.
+/// URLs work), a single-node Swift (`REGSTORE_SWIFT_AUTHURL`, TempAuth at
+/// `http://127.0.0.1:19030/auth/v1.0`, user `test:tester`, with the TempURL
+/// key `scripts/backends.sh` sets on the account). The bucket or container
+/// is `regstore`.
 ///
 /// This is the one place tests, benches and `regstore bench` examples learn
 /// how to reach the emulators.
@@ -112,6 +115,17 @@ pub async fn emulator_params(driver: &str) -> Result<RawParams, String> {
                 ("credentials", service_account()?.to_owned()),
             ];
             (endpoint, pairs)
+        }
+        "swift" => {
+            let auth = var("REGSTORE_SWIFT_AUTHURL", "http://127.0.0.1:19030/auth/v1.0");
+            let pairs = vec![
+                ("authurl", auth.clone()),
+                ("username", "test:tester".into()),
+                ("password", "testing".into()),
+                ("container", "regstore".into()),
+                ("secretkey", "regstore-tempurl-key".into()),
+            ];
+            (auth, pairs)
         }
         other => {
             return Err(format!(

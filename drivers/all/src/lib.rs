@@ -15,6 +15,8 @@ use regstore_driver_gcs as _;
 use regstore_driver_inmemory as _;
 #[cfg(feature = "s3")]
 use regstore_driver_s3 as _;
+#[cfg(feature = "swift")]
+use regstore_driver_swift as _;
 #[cfg(feature = "middleware")]
 use regstore_middleware as _;
 #[cfg(feature = "cloudfront")]
@@ -42,6 +44,8 @@ pub fn link() {
     std::hint::black_box(regstore_driver_azure::azure_driver);
     #[cfg(feature = "gcs")]
     std::hint::black_box(regstore_driver_gcs::gcs_driver);
+    #[cfg(feature = "swift")]
+    std::hint::black_box(regstore_driver_swift::credentials);
 }
 
 /// Names of the drivers enabled in this build, sorted.

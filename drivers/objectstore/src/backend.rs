@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use regstore_core::{Capabilities, Error, RedirectMethod, RequestCounter, Result};
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,21 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(e, key)),
         }
+    }
+
+    /// Whether deleting the object `meta` describes (as listed or headed)
+    /// must also delete parts stored under other keys, through
+    /// [`Backend::delete_composite`]: Swift's static large objects. The
+    /// default: no object is.
+    fn is_composite(&self, _meta: &ObjectMeta) -> bool {
+        false
+    }
+
+    /// Deletes the composite object at `key` and the parts it owns. Called
+    /// by directory and file deletes only, never by `rename` (which moves
+    /// the object and keeps its parts). A missing object is not an error.
+    async fn delete_composite(&self, key: &Path) -> Result<()> {
+        crate::delete_keys(self.store().as_ref(), vec![key.clone()]).await
     }
 
     /// A URL a client can fetch `key` from with `method` for `expires`

@@ -107,6 +107,28 @@ pub fn map_err(e: object_store::Error, key: &Path) -> Error {
     }
 }
 
+/// Deletes `keys` from `store` in batches of up to 1,000 (`delete_stream`,
+/// one request per batch where the store has a batch API); keys already
+/// gone are fine.
+///
+/// # Errors
+/// The first failure the store reports.
+pub async fn delete_keys(store: &dyn object_store::ObjectStore, mut keys: Vec<Path>) -> Result<()> {
+    while !keys.is_empty() {
+        let rest = keys.split_off(keys.len().min(DELETE_BATCH));
+        let batch = std::mem::replace(&mut keys, rest);
+        let input = futures_util::stream::iter(batch.into_iter().map(Ok)).boxed();
+        let mut results = store.delete_stream(input);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::backend(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The driver contract on an object store; see the crate docs.
 pub struct ObjectDriver<B> {
     inner: Arc<Inner<B>>,
@@ -238,30 +260,38 @@ impl<B: Backend> Inner<B> {
     }
 
     /// Deletes `keys` in batches; keys already gone are fine.
-    async fn delete_keys(&self, mut keys: Vec<Path>) -> Result<()> {
-        while !keys.is_empty() {
-            let rest = keys.split_off(keys.len().min(DELETE_BATCH));
-            let batch = std::mem::replace(&mut keys, rest);
-            let input = futures_util::stream::iter(batch.into_iter().map(Ok)).boxed();
-            let mut results = self.store().delete_stream(input);
-            while let Some(r) = results.next().await {
-                match r {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(Error::backend(e)),
-                }
+    async fn delete_keys(&self, keys: Vec<Path>) -> Result<()> {
+        delete_keys(self.store(), keys).await
+    }
+
+    /// Deletes the listed or headed `objects` and `extra` keys (already gone
+    /// is fine): composite objects one by one with their parts, the rest
+    /// in batches.
+    async fn delete_objects(&self, objects: Vec<ObjectMeta>, extra: Vec<Path>) -> Result<()> {
+        let mut plain = extra;
+        for meta in objects {
+            if self.backend.is_composite(&meta) {
+                self.backend.delete_composite(&meta.location).await?;
+            } else {
+                plain.push(meta.location);
             }
         }
-        Ok(())
+        self.delete_keys(plain).await
+    }
+
+    /// Every object below the directory `prefix` (not `prefix` itself).
+    async fn objects_below(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        self.store()
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| map_err(e, prefix))
     }
 
     /// Every key below the directory `prefix` (not `prefix` itself).
     async fn keys_below(&self, prefix: &Path) -> Result<Vec<Path>> {
-        self.store()
-            .list(Some(prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(|e| map_err(e, prefix))
+        let objects = self.objects_below(prefix).await?;
+        Ok(objects.into_iter().map(|m| m.location).collect())
     }
 
     /// Aborts and removes every unfinished writer at `path` or below it.
@@ -441,17 +471,25 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
 
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         let key = self.inner.key(path);
-        let mut keys = self.inner.keys_below(&key).await?;
-        let found = if keys.is_empty() {
-            self.inner.head(&key).await?.is_some()
+        let mut objects = self.inner.objects_below(&key).await?;
+        let mut extra = Vec::new();
+        let found = if objects.is_empty() {
+            // A file, or nothing.
+            match self.inner.head(&key).await? {
+                Some(meta) => {
+                    objects.push(meta);
+                    true
+                }
+                None => false,
+            }
         } else {
+            // A directory; the key itself too, in case it is also a file
+            // (a missing one is fine in the batch).
+            extra.push(key);
             true
         };
-        // The object itself (a key can be both a file and a prefix); a
-        // missing one is fine in the batch.
-        keys.push(key);
         if found {
-            self.inner.delete_keys(keys).await?;
+            self.inner.delete_objects(objects, extra).await?;
         }
         self.inner.drop_writers(path).await?;
         if found {

@@ -1,0 +1,285 @@
+//! Requests to the Swift proxy: token handling, retries, the cluster's
+//! `/info`, and how answers become errors.
+
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use regstore_core::{Error, RequestCounter, Result};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio::sync::OnceCell;
+
+use crate::auth::{Auth, Session};
+
+/// Attempts of a request that failed retryably (network, 5xx, 429, 498).
+const ATTEMPTS: u32 = 4;
+/// First backoff; each retry waits four times longer.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// What an object name needs escaped in a URL path: controls, space and the
+/// characters with a meaning in URLs; `/` stays (Swift names contain it).
+const OBJECT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'&')
+    .add(b'+')
+    .add(b';')
+    .add(b'=');
+
+/// `name` escaped for a URL path.
+pub fn escape(name: &str) -> String {
+    utf8_percent_encode(name, OBJECT).to_string()
+}
+
+/// What the cluster says it supports (`GET /info`), as far as the driver
+/// cares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// `bulk_delete.max_deletes_per_request`, when bulk delete is on.
+    pub bulk_delete: Option<usize>,
+    /// `slo.max_manifest_segments` (Swift's default 1000).
+    pub max_manifest_segments: usize,
+    /// `slo.min_segment_size` (Swift's default 1 MiB).
+    pub min_segment_size: u64,
+}
+
+impl Info {
+    /// From the `/info` JSON; Swift's defaults for what it leaves out.
+    pub fn parse(body: &[u8]) -> Info {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let n = |v: &serde_json::Value| v.as_u64();
+        Info {
+            bulk_delete: v
+                .get("bulk_delete")
+                .map(|b| n(&b["max_deletes_per_request"]).unwrap_or(10_000))
+                .and_then(|m| usize::try_from(m).ok()),
+            max_manifest_segments: n(&v["slo"]["max_manifest_segments"])
+                .and_then(|m| usize::try_from(m).ok())
+                .unwrap_or(1000),
+            min_segment_size: n(&v["slo"]["min_segment_size"]).unwrap_or(1 << 20),
+        }
+    }
+}
+
+/// The account's container, reached through one HTTP client and token.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    auth: Auth,
+    requests: RequestCounter,
+    container: String,
+    info: OnceCell<Info>,
+}
+
+impl Client {
+    /// A client of `container` in the account `auth` logs in to.
+    pub fn new(
+        http: reqwest::Client,
+        auth: Auth,
+        requests: RequestCounter,
+        container: String,
+    ) -> Client {
+        Client {
+            http,
+            auth,
+            requests,
+            container,
+            info: OnceCell::new(),
+        }
+    }
+
+    /// The container's name.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    /// Counts (and delays, under the latency middleware) every request.
+    pub fn requests(&self) -> &RequestCounter {
+        &self.requests
+    }
+
+    /// The current session (see [`Auth::session`]).
+    pub async fn session(&self) -> Result<std::sync::Arc<Session>> {
+        self.auth.session().await
+    }
+
+    /// URL of the container, or of `name` in it.
+    pub fn url(session: &Session, container: &str, name: Option<&str>) -> String {
+        match name {
+            Some(n) => format!(
+                "{}/{}/{}",
+                session.storage_url,
+                escape(container),
+                escape(n)
+            ),
+            None => format!("{}/{}", session.storage_url, escape(container)),
+        }
+    }
+
+    /// Sends `method` to the object `name` (the container when `None`) with
+    /// the query `query` (already encoded, without `?`), the rest of the
+    /// request built by `extra`. Retries network errors, 5xx, 429 and 498
+    /// with backoff, and a 401 once after logging in again; every call here
+    /// is safe to repeat. Returns the final answer, successful or not.
+    ///
+    /// # Errors
+    /// Login failed, or the last attempt did not get an answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        name: Option<&str>,
+        query: &str,
+        extra: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        self.send_to(
+            |s| {
+                let url = Self::url(s, &self.container, name);
+                if query.is_empty() {
+                    url
+                } else {
+                    format!("{url}?{query}")
+                }
+            },
+            method,
+            extra,
+        )
+        .await
+    }
+
+    /// [`Client::send`] to the URL `url` builds from the session.
+    pub async fn send_to(
+        &self,
+        url: impl Fn(&Session) -> String,
+        method: Method,
+        extra: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        let mut delay = BACKOFF;
+        let mut relogged = false;
+        let mut attempt = 1;
+        loop {
+            let session = self.auth.session().await?;
+            let req = extra(
+                self.http
+                    .request(method.clone(), url(&session))
+                    .header("X-Auth-Token", &session.token),
+            );
+            self.requests.request().await;
+            let why = match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !relogged => {
+                    // Expired or revoked early: log in again, once.
+                    self.auth.invalidate(&session.token).await;
+                    relogged = true;
+                    continue;
+                }
+                Ok(resp) => {
+                    let s = resp.status();
+                    let retryable = s.is_server_error()
+                        || s == StatusCode::TOO_MANY_REQUESTS
+                        || s.as_u16() == 498;
+                    if !retryable || attempt == ATTEMPTS {
+                        return Ok(resp);
+                    }
+                    format!("HTTP {s}")
+                }
+                Err(e) if attempt == ATTEMPTS => {
+                    return Err(Error::backend(format!("Swift {method}: {e}")));
+                }
+                Err(e) => e.to_string(),
+            };
+            tracing::debug!(attempt, %method, error = %why, "Swift request retried");
+            tokio::time::sleep(delay).await;
+            delay *= 4;
+            attempt += 1;
+        }
+    }
+
+    /// The cluster's capabilities, fetched once (`GET /info` at the
+    /// proxy's root). A cluster that hides `/info` gets the defaults: no
+    /// bulk delete.
+    pub async fn info(&self) -> Result<&Info> {
+        self.info
+            .get_or_try_init(|| async {
+                let resp = self
+                    .send_to(|s| info_url(&s.storage_url), Method::GET, |r| r)
+                    .await?;
+                if !resp.status().is_success() {
+                    tracing::warn!(status = %resp.status(), "Swift /info unavailable; assuming no bulk delete");
+                    return Ok(Info::parse(b"{}"));
+                }
+                let body = resp.bytes().await.map_err(Error::backend)?;
+                Ok(Info::parse(&body))
+            })
+            .await
+    }
+}
+
+/// `/info` at the root of the proxy serving `storage_url`
+/// (`https://host/v1/AUTH_x` → `https://host/info`).
+pub fn info_url(storage_url: &str) -> String {
+    match storage_url.rfind("/v1/") {
+        Some(i) => format!("{}/info", &storage_url[..i]),
+        None => match url::Url::parse(storage_url) {
+            Ok(mut u) => {
+                u.set_path("/info");
+                u.set_query(None);
+                u.to_string()
+            }
+            Err(_) => format!("{storage_url}/info"),
+        },
+    }
+}
+
+/// The error for an unexpected answer to `what` on `name`: 404 is
+/// `PathNotFound`, anything else `Backend` with the status and the start of
+/// the body.
+pub async fn http_error(resp: Response, what: &str, name: &str) -> Error {
+    let status = resp.status();
+    if status == StatusCode::NOT_FOUND {
+        return Error::not_found(format!("/{name}"));
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    Error::backend(format!("Swift {what} of {name}: HTTP {status}: {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_is_at_the_proxy_root() {
+        assert_eq!(
+            info_url("http://127.0.0.1:19030/v1/AUTH_test"),
+            "http://127.0.0.1:19030/info"
+        );
+        assert_eq!(
+            info_url("https://swift.example/object/v1/AUTH_x"),
+            "https://swift.example/object/info"
+        );
+    }
+
+    #[test]
+    fn info_defaults_and_values() {
+        let none = Info::parse(b"{}");
+        assert_eq!(none.bulk_delete, None);
+        assert_eq!(none.max_manifest_segments, 1000);
+        let some = Info::parse(
+            br#"{"bulk_delete":{"max_deletes_per_request":500},"slo":{"max_manifest_segments":2000,"min_segment_size":1}}"#,
+        );
+        assert_eq!(some.bulk_delete, Some(500));
+        assert_eq!(some.max_manifest_segments, 2000);
+        assert_eq!(some.min_segment_size, 1);
+    }
+
+    #[test]
+    fn names_keep_slashes_and_escape_url_syntax() {
+        assert_eq!(escape("a/b c/d?e#f%"), "a/b%20c/d%3Fe%23f%25");
+    }
+}

@@ -1,0 +1,572 @@
+//! The container as an `object_store::ObjectStore`, so the machinery of
+//! `regstore-objectstore` (keys, directories, walks, resumable writers)
+//! runs on Swift unchanged: GET/HEAD with ranges, PUT, COPY (manifests as
+//! manifests), paginated JSON listings with `marker`, and deletes through
+//! the bulk middleware when the cluster has it.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
+};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+
+use crate::auth::parse_iso8601;
+use crate::client::{Client, escape};
+
+/// `ObjectMeta::version` of a static large object's manifest, in listings
+/// and heads: the driver deletes such objects with their segments.
+pub const SLO: &str = "swift-slo";
+/// Names per listing page (Swift's maximum).
+const PAGE: usize = 10_000;
+/// Deletes per bulk request, at most (the cluster may allow fewer).
+const BULK: usize = 1000;
+
+/// The container as an object store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SwiftStore {
+    client: Arc<Client>,
+}
+
+impl SwiftStore {
+    /// The store on `client`'s container.
+    pub fn new(client: Arc<Client>) -> Self {
+        SwiftStore { client }
+    }
+}
+
+impl fmt::Display for SwiftStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Swift({})", self.client.container())
+    }
+}
+
+fn generic(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "Swift",
+        source: e.into(),
+    }
+}
+
+fn from_core(e: regstore_core::Error, path: &str) -> object_store::Error {
+    if e.is_not_found() {
+        object_store::Error::NotFound {
+            path: path.to_owned(),
+            source: e.into(),
+        }
+    } else {
+        generic(e)
+    }
+}
+
+/// The error for an unsuccessful answer about `path`.
+async fn status_error(resp: reqwest::Response, what: &str, path: &str) -> object_store::Error {
+    let status = resp.status();
+    let body: String = resp
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let source = format!("Swift {what} of {path}: HTTP {status}: {body}").into();
+    match status {
+        StatusCode::NOT_FOUND => object_store::Error::NotFound {
+            path: path.to_owned(),
+            source,
+        },
+        StatusCode::PRECONDITION_FAILED => object_store::Error::AlreadyExists {
+            path: path.to_owned(),
+            source,
+        },
+        StatusCode::NOT_MODIFIED => object_store::Error::NotModified {
+            path: path.to_owned(),
+            source,
+        },
+        _ => object_store::Error::Generic {
+            store: "Swift",
+            source,
+        },
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Swift's `X-Timestamp` (seconds since the epoch, with a fraction).
+fn timestamp(h: &HeaderMap) -> DateTime<Utc> {
+    let t = header(h, "x-timestamp")
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| UNIX_EPOCH + std::time::Duration::from_secs_f64(t))
+        .unwrap_or(UNIX_EPOCH);
+    DateTime::<Utc>::from(t)
+}
+
+fn meta_from_headers(location: &Path, h: &HeaderMap, size: u64) -> ObjectMeta {
+    let slo = header(h, "x-static-large-object").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    ObjectMeta {
+        location: location.clone(),
+        last_modified: timestamp(h),
+        size,
+        e_tag: header(h, "etag").map(|e| e.trim_matches('"').to_owned()),
+        version: slo.then(|| SLO.to_owned()),
+    }
+}
+
+/// One entry of a JSON container listing.
+#[derive(serde::Deserialize)]
+struct Entry {
+    name: Option<String>,
+    subdir: Option<String>,
+    #[serde(default)]
+    bytes: u64,
+    hash: Option<String>,
+    last_modified: Option<String>,
+    slo_etag: Option<String>,
+}
+
+fn path_of(name: &str) -> object_store::Result<Path> {
+    Path::parse(name).map_err(|e| generic(format!("listed name {name:?}: {e}")))
+}
+
+impl Entry {
+    fn meta(self) -> object_store::Result<Option<ObjectMeta>> {
+        let Some(name) = self.name else {
+            return Ok(None);
+        };
+        let modified = self
+            .last_modified
+            .as_deref()
+            .and_then(parse_iso8601)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(Some(ObjectMeta {
+            location: path_of(&name)?,
+            last_modified: DateTime::<Utc>::from(modified),
+            size: self.bytes,
+            e_tag: self
+                .slo_etag
+                .as_deref()
+                .map(|e| e.trim_matches('"').to_owned())
+                .or(self.hash),
+            version: self.slo_etag.is_some().then(|| SLO.to_owned()),
+        }))
+    }
+}
+
+impl SwiftStore {
+    /// One page of the listing under `prefix` (a directory: `prefix/`),
+    /// after `marker`, grouped by `/` when `delimiter`.
+    async fn page(
+        &self,
+        prefix: Option<&Path>,
+        marker: Option<&str>,
+        delimiter: bool,
+    ) -> object_store::Result<Vec<Entry>> {
+        let mut query = format!("format=json&limit={PAGE}");
+        if let Some(p) = prefix.filter(|p| !p.as_ref().is_empty()) {
+            query.push_str(&format!("&prefix={}%2F", query_escape(p.as_ref())));
+        }
+        if let Some(m) = marker {
+            query.push_str(&format!("&marker={}", query_escape(m)));
+        }
+        if delimiter {
+            query.push_str("&delimiter=%2F");
+        }
+        let what = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let resp = self
+            .client
+            .send(Method::GET, None, &query, |r| r)
+            .await
+            .map_err(|e| from_core(e, &what))?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(Vec::new());
+        }
+        if !resp.status().is_success() {
+            return Err(status_error(resp, "listing", &what).await);
+        }
+        let body = resp.bytes().await.map_err(generic)?;
+        serde_json::from_slice(&body).map_err(|e| generic(format!("Swift listing of {what}: {e}")))
+    }
+
+    /// Every object under `prefix` after `offset`, page by page.
+    fn listing(
+        &self,
+        prefix: Option<&Path>,
+        offset: Option<&Path>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let store = self.clone();
+        let prefix = prefix.cloned();
+        let start = offset.map(|o| o.to_string());
+        stream::try_unfold(Some(start), move |state| {
+            let store = store.clone();
+            let prefix = prefix.clone();
+            async move {
+                let Some(marker) = state else {
+                    return Ok::<_, object_store::Error>(None);
+                };
+                let entries = store
+                    .page(prefix.as_ref(), marker.as_deref(), false)
+                    .await?;
+                let next = if entries.len() < PAGE {
+                    None
+                } else {
+                    entries.last().and_then(|e| e.name.clone()).map(Some)
+                };
+                let metas: Vec<ObjectMeta> = entries
+                    .into_iter()
+                    .map(Entry::meta)
+                    .filter_map(Result::transpose)
+                    .collect::<object_store::Result<_>>()?;
+                Ok(Some((stream::iter(metas.into_iter().map(Ok)), next)))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    /// Deletes `names` with one bulk-delete request; already gone is fine.
+    async fn bulk_delete(&self, names: &[Path]) -> object_store::Result<()> {
+        let container = self.client.container().to_owned();
+        let body: String = names
+            .iter()
+            .map(|n| format!("/{}/{}\n", escape(&container), escape(n.as_ref())))
+            .collect();
+        let resp = self
+            .client
+            .send_to(
+                |s| format!("{}?bulk-delete", s.storage_url),
+                Method::POST,
+                |r| {
+                    r.header("Content-Type", "text/plain")
+                        .header("Accept", "application/json")
+                        .body(body.clone())
+                },
+            )
+            .await
+            .map_err(|e| from_core(e, "bulk delete"))?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp, "bulk delete", &container).await);
+        }
+        let bytes = resp.bytes().await.map_err(generic)?;
+        let report: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| generic(format!("Swift bulk delete: not a JSON report: {e}")))?;
+        let errors: Vec<String> = report["Errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| !e[1].as_str().is_some_and(|s| s.starts_with("404")))
+            .map(|e| format!("{} {}", e[0], e[1]))
+            .collect();
+        let status = report["Response Status"].as_str().unwrap_or("");
+        if !errors.is_empty() || !(status.starts_with('2') || status.starts_with("404")) {
+            return Err(generic(format!(
+                "Swift bulk delete: {status}: {}",
+                errors.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes `name` alone; already gone is fine.
+    async fn delete_one(&self, name: &Path) -> object_store::Result<()> {
+        let resp = self
+            .client
+            .send(Method::DELETE, Some(name.as_ref()), "", |r| r)
+            .await
+            .map_err(|e| from_core(e, name.as_ref()))?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(status_error(resp, "delete", name.as_ref()).await)
+    }
+
+    async fn delete_batch(&self, names: Vec<Path>) -> object_store::Result<Vec<Path>> {
+        let info = self
+            .client
+            .info()
+            .await
+            .map_err(|e| from_core(e, "info"))?
+            .clone();
+        match info.bulk_delete {
+            Some(max) if names.len() > 1 => {
+                for chunk in names.chunks(max.clamp(1, BULK)) {
+                    self.bulk_delete(chunk).await?;
+                }
+            }
+            _ => {
+                for n in &names {
+                    self.delete_one(n).await?;
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// `s` escaped for a query value.
+fn query_escape(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn range_header(range: &GetRange) -> String {
+    match range {
+        GetRange::Bounded(r) => format!("bytes={}-{}", r.start, r.end.saturating_sub(1)),
+        GetRange::Offset(o) => format!("bytes={o}-"),
+        GetRange::Suffix(n) => format!("bytes=-{n}"),
+    }
+}
+
+/// `bytes a-b/total` → (a..b+1, total).
+fn content_range(h: &HeaderMap) -> Option<(Range<u64>, u64)> {
+    let v = header(h, "content-range")?.strip_prefix("bytes ")?;
+    let (span, total) = v.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let (a, b, total) = (a.parse().ok()?, b.parse::<u64>().ok()?, total.parse().ok()?);
+    Some((a..b + 1, total))
+}
+
+#[async_trait]
+impl ObjectStore for SwiftStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let create_only = match opts.mode {
+            PutMode::Overwrite => false,
+            PutMode::Create => true,
+            PutMode::Update(_) => {
+                return Err(object_store::Error::NotImplemented {
+                    operation: "put with PutMode::Update".into(),
+                    implementer: self.to_string(),
+                });
+            }
+        };
+        let body = Bytes::from(payload);
+        let resp = self
+            .client
+            .send(Method::PUT, Some(location.as_ref()), "", |r| {
+                // reqwest leaves Content-Length out of an empty body, which
+                // Swift refuses (411).
+                let r = r
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Length", body.len())
+                    .body(body.clone());
+                if create_only {
+                    r.header("If-None-Match", "*")
+                } else {
+                    r
+                }
+            })
+            .await
+            .map_err(|e| from_core(e, location.as_ref()))?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp, "upload", location.as_ref()).await);
+        }
+        Ok(PutResult {
+            e_tag: header(resp.headers(), "etag").map(|e| e.trim_matches('"').to_owned()),
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        _location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        // The driver's writers upload segments and a manifest themselves.
+        Err(object_store::Error::NotImplemented {
+            operation: "put_multipart".into(),
+            implementer: self.to_string(),
+        })
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let method = if options.head {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let range = options.range.clone().filter(|_| !options.head);
+        let resp = self
+            .client
+            .send(method, Some(location.as_ref()), "", |r| match &range {
+                Some(g) => r.header("Range", range_header(g)),
+                None => r,
+            })
+            .await
+            .map_err(|e| from_core(e, location.as_ref()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(status_error(resp, "read", location.as_ref()).await);
+        }
+        let h = resp.headers().clone();
+        let length = header(&h, "content-length")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (span, size) = if status == StatusCode::PARTIAL_CONTENT {
+            content_range(&h).ok_or_else(|| {
+                generic(format!(
+                    "Swift read of {location}: 206 without a usable Content-Range"
+                ))
+            })?
+        } else {
+            (0..length, length)
+        };
+        let meta = meta_from_headers(location, &h, size);
+        let payload = if options.head {
+            stream::empty().boxed()
+        } else {
+            resp.bytes_stream().map_err(generic).boxed()
+        };
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(payload),
+            meta,
+            range: span,
+            attributes: Attributes::default(),
+            extensions: Default::default(),
+        })
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let store = self.clone();
+        locations
+            .try_chunks(BULK)
+            .map_err(|e| e.1)
+            .and_then(move |names| {
+                let store = store.clone();
+                async move { store.delete_batch(names).await }
+            })
+            .map_ok(|names| stream::iter(names.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.listing(prefix, None)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.listing(prefix, Some(offset))
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let mut out = ListResult {
+            common_prefixes: Vec::new(),
+            objects: Vec::new(),
+            extensions: Default::default(),
+        };
+        let mut marker: Option<String> = None;
+        loop {
+            let entries = self.page(prefix, marker.as_deref(), true).await?;
+            let full = entries.len() == PAGE;
+            marker = entries
+                .last()
+                .and_then(|e| e.name.clone().or_else(|| e.subdir.clone()));
+            for e in entries {
+                if let Some(dir) = &e.subdir {
+                    out.common_prefixes
+                        .push(path_of(dir.trim_end_matches('/'))?);
+                } else if let Some(meta) = e.meta()? {
+                    out.objects.push(meta);
+                }
+            }
+            if !full || marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        _options: CopyOptions,
+    ) -> object_store::Result<()> {
+        // `multipart-manifest=get` copies a large object's manifest (a new
+        // manifest naming the same segments), and other objects as they are.
+        let destination = format!(
+            "/{}/{}",
+            escape(self.client.container()),
+            escape(to.as_ref())
+        );
+        let resp = self
+            .client
+            .send(
+                Method::from_bytes(b"COPY").map_err(generic)?,
+                Some(from.as_ref()),
+                "multipart-manifest=get",
+                |r| r.header("Destination", &destination),
+            )
+            .await
+            .map_err(|e| from_core(e, from.as_ref()))?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp, "copy", from.as_ref()).await);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_content_ranges() {
+        assert_eq!(range_header(&GetRange::Bounded(2..6)), "bytes=2-5");
+        assert_eq!(range_header(&GetRange::Offset(10)), "bytes=10-");
+        let mut h = HeaderMap::new();
+        h.insert("content-range", "bytes 2-5/3500".parse().expect("value"));
+        assert_eq!(content_range(&h), Some((2..6, 3500)));
+    }
+
+    #[test]
+    fn listing_entries_mark_large_objects() {
+        let entries: Vec<Entry> = serde_json::from_str(
+            r#"[{"bytes": 3500, "hash": "8ecb", "name": "p/a/big", "content_type": "x",
+                 "last_modified": "2026-12-02T04:12:09.913440", "slo_etag": "\"1552\""},
+                {"bytes": 6, "hash": "d15d", "name": "p/a/small", "last_modified": "2026-12-02T04:12:09.961280"},
+                {"subdir": "p/a/dir/"}]"#,
+        )
+        .expect("listing");
+        let metas: Vec<_> = entries
+            .into_iter()
+            .map(|e| e.meta().expect("valid"))
+            .collect();
+        let big = metas[0].as_ref().expect("object");
+        assert_eq!(big.version.as_deref(), Some(SLO));
+        assert_eq!(big.e_tag.as_deref(), Some("1552"));
+        assert_eq!(big.size, 3500);
+        let small = metas[1].as_ref().expect("object");
+        assert_eq!(small.version, None);
+        assert_eq!(small.e_tag.as_deref(), Some("d15d"));
+        assert!(metas[2].is_none(), "a subdir is no object");
+    }
+}
