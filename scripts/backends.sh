@@ -15,29 +15,29 @@
 #          directory ($SWIFT_DEVICE_FS=tmpfs mounts a tmpfs, needs root/sudo),
 #          emptied at each start. Five processes, one PID file each
 #          (swift-memcached, swift-account, ...); `stop swift` stops them all.
-#          With Keystone (below) the proxy also accepts Keystone tokens.
+#          The proxy on 19030 is tempauth only, with or without Keystone.
 #   keystone OpenStack Keystone 22 (Debian's python3-keystone), identity v3
 #          127.0.0.1:19036 (http://127.0.0.1:19036/v3), under uWSGI, SQLite,
-#          fernet tokens; scripts/keystone.sh sets it up. Optional: not in the
-#          default targets (its install takes ~1.5 min). Admin admin /
+#          fernet tokens; scripts/keystone.sh sets it up. In the default targets,
+#          before swift (its first install takes ~1.5 min). Admin admin /
 #          regstore-admin; domain regstore-domain, project regstore, user
 #          swiftuser / swiftpass (role member), an application credential in
 #          $BACKENDS_STATE/keystone/appcred.json; service object-store with
-#          public/internal endpoints (RegionOne) http://127.0.0.1:19030/v1/KEY_<project id>.
+#          public/internal endpoints (RegionOne) http://127.0.0.1:19037/v1/KEY_<project id>.
 #          Port: $KEYSTONE_PORT, else $SWIFT_PORT + 6. `env keystone` prints
 #          REGSTORE_KEYSTONE_* (names, and ids once started).
-#          Swift started while Keystone runs (or with SWIFT_KEYSTONE=1, which
-#          starts Keystone first) gets authtoken + keystoneauth before tempauth:
-#          Keystone projects own KEY_ accounts, tempauth keeps AUTH_ (the two
-#          cannot share a prefix); KEY_<project id> gets container "regstore"
-#          and the same TempURL key. `start keystone swift` starts Keystone
-#          first whatever the order; SWIFT_KEYSTONE=0 keeps Swift tempauth-only.
-#          Then the proxy asks Keystone about every token it has not cached
-#          (5 min), tempauth's too: while Keystone is down each costs ~3.5 s of
-#          retries (tempauth tokens then still work). Its 401s carry a second
-#          header WWW-Authenticate: Keystone uri="http://127.0.0.1:19036", and
-#          a Keystone token sent to an AUTH_ account gets 500 (a Swift bug
-#          with tempauth after keystoneauth), not 403.
+#          With Keystone, Swift gets a second proxy, 127.0.0.1:19037
+#          ($SWIFT_PORT + 7, proxy-server-keystone.conf, PID file
+#          swift-proxy-keystone): authtoken + keystoneauth, no tempauth, on
+#          the same rings and memcached. Keystone projects own KEY_ accounts
+#          there (tempauth keeps AUTH_; the accounts share one cluster);
+#          KEY_<project id> gets container "regstore" and the same TempURL key.
+#          It runs while Swift and Keystone both run: `start swift` with
+#          Keystone running (or SWIFT_KEYSTONE=1, which starts Keystone first)
+#          and `start keystone` with Swift running add it, `stop keystone` and
+#          `stop swift` stop it; SWIFT_KEYSTONE=0 leaves it out. `start
+#          keystone swift` starts Keystone first whatever the order. On 19037
+#          a tempauth token or a request to an AUTH_ account gets 401/403.
 #
 # usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs swift keystone]
 #
@@ -56,6 +56,8 @@ KEYSTONE_PORT=${KEYSTONE_PORT:-$((SWIFT_PORT + 6))}  # 19036
 KEYSTONE_ROOT=$STATE/keystone
 SWIFT_ROOT=$STATE/swift
 SWIFT_PARTS="swift-memcached swift-account swift-container swift-object swift-proxy"
+# With Keystone only: the second proxy, authtoken + keystoneauth (19037).
+SWIFT_KEYSTONE_PROXY_PORT=$((SWIFT_PORT + 7))
 SWIFT_TEMPURL_KEY=regstore-tempurl-key
 BUCKET=regstore
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -84,6 +86,8 @@ spawn() { # name command...
   nohup "$@" >"$STATE/log/$name.log" 2>&1 &
   echo $! >"$STATE/run/$name.pid"
 }
+
+listening() { bash -c ": </dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 stop_one() {
   local f="$STATE/run/$1.pid" pid
@@ -169,7 +173,7 @@ keystone_sh() { KEYSTONE_ROOT=$KEYSTONE_ROOT KEYSTONE_PORT=$KEYSTONE_PORT SWIFT_
 start_keystone() {
   running keystone && return 0
   stop_one keystone
-  if bash -c ": </dev/tcp/127.0.0.1/$KEYSTONE_PORT" 2>/dev/null; then
+  if listening "$KEYSTONE_PORT"; then
     echo "backends.sh: keystone: something not started by this script listens on 127.0.0.1:$KEYSTONE_PORT" >&2
     return 1
   fi
@@ -188,22 +192,26 @@ start_keystone() {
     echo "backends.sh: keystone exited; its log:" >&2; tail -n 30 "$STATE/log/keystone.log" >&2; return 1
   fi
   keystone_sh provision
-  if swift_running && ! swift_has_keystone; then
-    echo "backends.sh: swift is running without Keystone support; \`stop swift\` and start it again to add it" >&2
+  # Swift already up: give it its Keystone proxy.
+  if [ "${SWIFT_KEYSTONE:-}" != 0 ] && swift_running && ! swift_has_keystone; then
+    start_swift_keystone_proxy
   fi
 }
 keystone_ready_or_dead() { ! running keystone || curl -sf "http://127.0.0.1:$KEYSTONE_PORT/v3"; }
 stop_keystone() {
-  if running keystone && swift_running && swift_has_keystone; then
-    echo "backends.sh: note: until keystone is back, each token the swift proxy has not cached (tempauth's too) takes ~3.5 s of retries" >&2
-  fi
+  # Without Keystone the Keystone proxy would only spend ~3.5 s of retries on
+  # each token it has not cached, then refuse it: stop it too.
+  stop_one swift-proxy-keystone
   stop_one keystone
 }
 
 swift_running() { local p; for p in $SWIFT_PARTS; do running "$p" || return 1; done; }
-swift_has_keystone() { grep -q '^\[filter:keystoneauth\]' "$SWIFT_ROOT/etc/proxy-server.conf" 2>/dev/null; }
+swift_has_keystone() { running swift-proxy-keystone; }
 stop_swift() {
-  local p; for p in swift-proxy swift-object swift-container swift-account swift-memcached; do stop_one "$p"; done
+  local p
+  for p in swift-proxy-keystone swift-proxy swift-object swift-container swift-account swift-memcached; do
+    stop_one "$p"
+  done
   # A tmpfs device (SWIFT_DEVICE_FS=tmpfs) holds RAM: release it.
   if mountpoint -q "$SWIFT_ROOT/srv/d1" 2>/dev/null; then as_root umount "$SWIFT_ROOT/srv/d1"; fi
 }
@@ -213,8 +221,9 @@ start_swift() {
   local ks=${SWIFT_KEYSTONE:-}
   if [ -z "$ks" ]; then if running keystone; then ks=1; else ks=0; fi; fi
   if swift_running; then
-    if [ "$ks" = 1 ] && ! swift_has_keystone; then
-      echo "backends.sh: swift is running without Keystone support; \`stop swift\` and start it again to add it" >&2
+    if [ "$ks" = 1 ]; then
+      start_keystone # which adds the Keystone proxy if it starts Keystone
+      if ! swift_has_keystone; then start_swift_keystone_proxy; fi
     fi
     return 0
   fi
@@ -222,14 +231,16 @@ start_swift() {
   stop_swift # whatever is left of a partial start
   # The servers bind with SO_REUSEPORT (eventlet's default), so a stray server
   # from elsewhere would silently share a port instead of failing the bind.
-  local port
-  for port in $(seq "$SWIFT_PORT" $((SWIFT_PORT + 4))); do
-    if bash -c ": </dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+  local port ports
+  ports=$(seq "$SWIFT_PORT" $((SWIFT_PORT + 4)))
+  if [ "$ks" = 1 ]; then ports+=" $SWIFT_KEYSTONE_PROXY_PORT"; fi
+  for port in $ports; do
+    if listening "$port"; then
       echo "backends.sh: swift: something not started by this script listens on 127.0.0.1:$port" >&2
       return 1
     fi
   done
-  SWIFT_ROOT=$SWIFT_ROOT SWIFT_PORT=$SWIFT_PORT SWIFT_KEYSTONE=$ks KEYSTONE_PORT=$KEYSTONE_PORT "$HERE/swift-saio.sh"
+  SWIFT_ROOT=$SWIFT_ROOT SWIFT_PORT=$SWIFT_PORT KEYSTONE_PORT=$KEYSTONE_PORT "$HERE/swift-saio.sh"
   local etc=$SWIFT_ROOT/etc p=$SWIFT_PORT mc_user=() s
   # memcached refuses to run as root unless told which user to be.
   if [ "$(id -u)" = 0 ]; then mc_user=(-u root); fi
@@ -251,20 +262,39 @@ start_swift() {
   curl -sf -X PUT -H "X-Auth-Token: $token" "$url/$BUCKET" >/dev/null
   curl -sf -X POST -H "X-Auth-Token: $token" \
     -H "X-Account-Meta-Temp-URL-Key: $SWIFT_TEMPURL_KEY" "$url" >/dev/null
-  if [ "$ks" = 1 ]; then swift_keystone_account; fi
+  if [ "$ks" = 1 ]; then start_swift_keystone_proxy; fi
 }
-# The same container and TempURL key in the Keystone project's account
-# (KEY_<project id>), with a token of swiftuser: checks the whole chain.
-swift_keystone_account() {
-  local token url
+# The Keystone proxy (Swift and Keystone running), then the same container and
+# TempURL key in the Keystone project's account (KEY_<project id>) through it,
+# with a token of swiftuser: checks the whole chain.
+start_swift_keystone_proxy() {
+  local conf=$SWIFT_ROOT/etc/proxy-server-keystone.conf p=$SWIFT_KEYSTONE_PROXY_PORT token url
+  stop_one swift-proxy-keystone
+  if [ ! -f "$conf" ]; then
+    echo "backends.sh: swift: no $conf (Swift started by an older backends.sh): \`stop swift\` and start it again" >&2
+    return 1
+  fi
+  if listening "$p"; then
+    echo "backends.sh: swift: something not started by this script listens on 127.0.0.1:$p" >&2
+    return 1
+  fi
+  spawn swift-proxy-keystone swift-proxy-server "$conf" -v
+  wait_for swift-proxy-keystone 60 swift_keystone_proxy_ready_or_dead
+  if ! running swift-proxy-keystone; then
+    echo "backends.sh: swift-proxy-keystone exited (python3-keystonemiddleware missing? \`install keystone\`); its log:" >&2
+    tail -n 30 "$STATE/log/swift-proxy-keystone.log" >&2; return 1
+  fi
   token=$(keystone_sh token)
   url=$(keystone_sh env | sed -n 's/^REGSTORE_KEYSTONE_SWIFT_STORAGE_URL=//p')
   if ! curl -sf -X PUT -H "X-Auth-Token: $token" "$url/$BUCKET" >/dev/null ||
     ! curl -sf -X POST -H "X-Auth-Token: $token" -H "X-Account-Meta-Temp-URL-Key: $SWIFT_TEMPURL_KEY" "$url" >/dev/null; then
-    echo "backends.sh: swift: the proxy refuses a Keystone token at $url; its log:" >&2
-    tail -n 30 "$STATE/log/swift-proxy.log" >&2
+    echo "backends.sh: swift: the Keystone proxy refuses a Keystone token at $url; its log:" >&2
+    tail -n 30 "$STATE/log/swift-proxy-keystone.log" >&2
     return 1
   fi
+}
+swift_keystone_proxy_ready_or_dead() {
+  ! running swift-proxy-keystone || curl -sf "http://127.0.0.1:$SWIFT_KEYSTONE_PROXY_PORT/healthcheck"
 }
 
 print_env() {
@@ -284,7 +314,7 @@ print_env() {
 }
 
 cmd=${1:-}; shift || true
-targets=${*:-s3 azure gcs swift}
+targets=${*:-s3 azure gcs keystone swift}
 for t in $targets; do
   case $t in s3|azure|gcs|swift|keystone) ;; *) echo "backends.sh: unknown backend $t (s3 azure gcs swift keystone)" >&2; exit 2 ;; esac
 done
@@ -299,9 +329,11 @@ case $cmd in
     for t in $targets; do
       if [ "$t" = swift ]; then
         if swift_running; then
-          echo "swift: running, pids$(for p in $SWIFT_PARTS; do printf ' %s=%s' "${p#swift-}" "$(cat "$STATE/run/$p.pid")"; done)"
+          parts=$SWIFT_PARTS
+          if swift_has_keystone; then parts+=" swift-proxy-keystone"; fi
+          echo "swift: running, pids$(for p in $parts; do printf ' %s=%s' "${p#swift-}" "$(cat "$STATE/run/$p.pid")"; done)"
         else
-          up=$(for p in $SWIFT_PARTS; do running "$p" && printf ' %s' "${p#swift-}"; done; true)
+          up=$(for p in $SWIFT_PARTS swift-proxy-keystone; do running "$p" && printf ' %s' "${p#swift-}"; done; true)
           echo "swift: stopped${up:+ (partly up:$up; \`start swift\` restarts it)}"
         fi
       elif running "$t"; then echo "$t: running, pid $(cat "$STATE/run/$t.pid")"; else echo "$t: stopped"; fi

@@ -3,7 +3,8 @@
 # 22.0, "Zed") for loopback tests, with an SQLite database and fernet tokens.
 # `scripts/backends.sh start keystone` runs `prepare`, serves the WSGI app with
 # uWSGI on 127.0.0.1:$KEYSTONE_PORT and then runs `provision`; swift-saio.sh
-# runs `swift-filters` to let the Swift proxy accept Keystone tokens.
+# runs `swift-filters` for the configuration of Swift's second proxy, the one
+# that accepts Keystone tokens (SWIFT_PORT + 7, default 19037).
 #
 # No Apache, no MySQL, no /etc/keystone: only python3-keystone (keystone-manage,
 # keystone-wsgi-public) is installed, not the `keystone` package, whose
@@ -18,7 +19,7 @@
 #                  credential, write appcred.json and ids.env, save seed/; a
 #                  no-op when prepare restored seed/
 #   swift-filters  print the [filter:authtoken] and [filter:keystoneauth]
-#                  sections for Swift's proxy-server.conf
+#                  sections for Swift's proxy-server-keystone.conf
 #   env            print the REGSTORE_KEYSTONE_* variables the tests read
 #   token          print a token of swiftuser scoped to project regstore
 #
@@ -30,29 +31,33 @@
 #   seed/              data/ + appcred.json + ids.env as provisioned by the
 #                      first start, copied back by later ones (db_sync +
 #                      bootstrap + provisioning cost ~15 s; a copy ~0.3 s).
-#                      Rebuilt when the stamp (Keystone version, ports, this
-#                      script) changes.
+#                      Rebuilt when the stamp (Keystone version, its port,
+#                      the object-store endpoint URL, this script) changes.
 #   appcred.json       the application credential of swiftuser: id, secret, ...
 #   ids.env            KEY=value lines: ids of the domain, project, user, ...
 #   manage.log         output of the keystone-manage calls
 #
 # Environment: KEYSTONE_ROOT (required, but not for swift-filters),
-#   KEYSTONE_PORT (default 19036), SWIFT_PORT (the proxy, default 19030).
+#   KEYSTONE_PORT (default 19036), SWIFT_PORT (Swift's base port, default
+#   19030; the Keystone proxy listens on SWIFT_PORT + 7).
 #
-# Swift's keystoneauth and tempauth cannot share a reseller prefix: each one
-# sets swift.authorize for every request to an account with its prefix, so the
-# later one in the pipeline decides. Tried with Swift 2.30.1, both on AUTH_:
-# keystoneauth first, a Keystone token on AUTH_<project> gets 500 (tempauth's
-# authorize fails on keystoneauth's REMOTE_USER, a tuple); tempauth first,
-# tempauth's test:tester gets 403 on AUTH_test. So tempauth keeps AUTH_
-# (account AUTH_test) and Keystone projects get KEY_: the catalog's
-# object-store endpoint is http://127.0.0.1:$SWIFT_PORT/v1/KEY_<project id>.
-# (The same 500 remains for a Keystone token sent to an AUTH_ account.)
+# Swift: Keystone projects are served by a proxy of their own, SWIFT_PORT + 7
+# (19037; proxy-server-keystone.conf of scripts/swift-saio.sh: authtoken +
+# keystoneauth, no tempauth); the tempauth proxy on SWIFT_PORT (19030) never
+# talks to Keystone. Both proxies serve one cluster, so the two auth systems
+# keep different account prefixes: tempauth AUTH_ (AUTH_test), keystoneauth
+# KEY_ (also what the tests and the recorded token response expect). The
+# catalog's object-store endpoints (public and internal, RegionOne) are
+# http://127.0.0.1:19037/v1/KEY_<project id>. On the Keystone proxy a tempauth
+# token, or any request to an AUTH_ account, gets 401/403; on the tempauth
+# proxy a Keystone token is just an unknown token (401).
 set -euo pipefail
 port=${KEYSTONE_PORT:-19036}
-swift_port=${SWIFT_PORT:-19030}
+swift_port=$((${SWIFT_PORT:-19030} + 7))  # the Keystone proxy, 19037
 url=http://127.0.0.1:$port/v3
 swift_prefix=KEY_
+# The object-store endpoint; %(project_id)s is Keystone's substitution.
+swift_url="http://127.0.0.1:$swift_port/v1/$swift_prefix%(project_id)s"
 # Debian's interpreter, the one python3-keystone is installed for (a `python3`
 # earlier on PATH, e.g. pyenv's, does not see it).
 py=/usr/bin/python3
@@ -70,9 +75,11 @@ if [ "$cmd" = swift-filters ]; then
   cat <<EOF
 
 # Keystone (scripts/keystone.sh): authtoken validates X-Auth-Token against
-# Keystone and, with delay_auth_decision, lets tokens it does not know (tempauth's
-# AUTH_tk...) through to tempauth; keystoneauth authorizes Keystone identities
-# on $swift_prefix<project id> accounts, tempauth keeps AUTH_.
+# Keystone (the checks cached in memcached); delay_auth_decision lets requests
+# without a valid token go on to keystoneauth, which then decides: anonymous
+# ones are refused unless an ACL or tempurl (swift.authorize_override) allows
+# them. keystoneauth authorizes Keystone identities on $swift_prefix<project id>
+# accounts only.
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
 www_authenticate_uri = http://127.0.0.1:$port
@@ -150,7 +157,7 @@ password_hash_rounds = 4
 EOF
   version=$($py -c 'import importlib.metadata as m; print(m.version("keystone"))')
   # This script's own hash too: a change to what it provisions rebuilds seed/.
-  stamp="keystone $version port $port swift $swift_port script $(sha1sum <"$0" | cut -c1-12)"
+  stamp="keystone $version port $port swift $swift_url script $(sha1sum <"$0" | cut -c1-12)"
   rm -rf "$data" "$KEYSTONE_ROOT/appcred.json" "$KEYSTONE_ROOT/ids.env"
   # SQLite in WAL mode: Keystone leaves a connection with an unfinished read
   # open after issuing a token; in the default rollback-journal mode its
@@ -197,12 +204,12 @@ EOF
 provision)
   # Restored from seed/: already provisioned.
   [ -f "$KEYSTONE_ROOT/appcred.json" ] && exit 0
-  $py - "$url" "$swift_port" "$swift_prefix" "$KEYSTONE_ROOT" \
+  $py - "$url" "$swift_url" "$KEYSTONE_ROOT" \
     "$admin_user" "$admin_pass" "$admin_project" "$domain" "$project" "$user" "$pass" \
     "$appcred_name" "$appcred_secret" "$svc_user" "$svc_pass" "$svc_project" <<'EOF'
 import json, os, sys, urllib.error, urllib.request
 
-(url, swift_port, swift_prefix, root, admin_user, admin_pass, admin_project,
+(url, swift_url, root, admin_user, admin_pass, admin_project,
  domain, project, user, password, appcred_name, appcred_secret,
  svc_user, svc_pass, svc_project) = sys.argv[1:]
 
@@ -259,7 +266,6 @@ role_id("ResellerAdmin")  # keystoneauth's reseller_admin_role, for tests that w
 
 service_id = create("service", {"name": "swift", "type": "object-store",
                                 "description": "Swift (scripts/swift-saio.sh)"})
-swift_url = "http://127.0.0.1:%s/v1/%s%%(project_id)s" % (swift_port, swift_prefix)
 for interface in ("public", "internal"):
     create("endpoint", {"service_id": service_id, "interface": interface,
                         "region_id": "RegionOne", "url": swift_url})

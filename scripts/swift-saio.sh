@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Prepares a one-node, one-replica OpenStack Swift ("Swift All In One") for
-# loopback tests: writes the four server configs, builds the rings and leaves
-# an empty storage device. `scripts/backends.sh start swift` runs this, then
+# loopback tests: writes the server configs, builds the rings and leaves an
+# empty storage device. `scripts/backends.sh start swift` runs this, then
 # starts memcached and swift-{account,container,object,proxy}-server with the
-# configs under $SWIFT_ROOT/etc.
+# configs under $SWIFT_ROOT/etc (and, with Keystone, a second proxy-server
+# with proxy-server-keystone.conf).
 #
 # Needs the Debian packages swift swift-proxy swift-account swift-container
 # swift-object memcached (`scripts/backends.sh install swift`).
@@ -11,19 +12,27 @@
 # Layout of $SWIFT_ROOT:
 #   etc/     *-server.conf, *.builder, *.ring.gz (rings kept between runs: each
 #            swift-ring-builder call costs ~1 s; rebuilt when the ports change)
+#            proxy-server.conf           tempauth only (AUTH_ accounts)
+#            proxy-server-keystone.conf  authtoken + keystoneauth only (KEY_
+#                                        accounts); always written, started by
+#                                        backends.sh only with Keystone
 #   srv/d1/  the only device; EMPTIED on every run, so each start is clean
 #   cache/   recon cache
+#
+# Two proxies, one cluster: the same rings, swift_dir and memcached, each its
+# own auth. Keystone on the tempauth proxy (authtoken before tempauth) would
+# make it ask Keystone about every tempauth token it has not cached (~130 ms
+# each, a 404 from Keystone), which slows the tempauth tests ~10x.
 #
 # Environment:
 #   SWIFT_ROOT        required
 #   SWIFT_PORT        base port (default 19030): proxy +0, account +1,
-#                     container +2, object +3, memcached +4, UDP log sink +5
-#   SWIFT_KEYSTONE    0 (default) | 1: the proxy also accepts Keystone tokens
-#                     (authtoken + keystoneauth before tempauth, sections from
-#                     `scripts/keystone.sh swift-filters`; needs
-#                     python3-keystonemiddleware and the Keystone of
-#                     `backends.sh start keystone` on KEYSTONE_PORT, default
-#                     19036). tempauth and its AUTH_ accounts stay as they are.
+#                     container +2, object +3, memcached +4, UDP log sink +5,
+#                     (Keystone +6, scripts/keystone.sh), Keystone proxy +7
+#   KEYSTONE_PORT     for proxy-server-keystone.conf (default 19036): the
+#                     Keystone of `backends.sh start keystone`; its sections
+#                     come from `scripts/keystone.sh swift-filters` and need
+#                     python3-keystonemiddleware once that proxy runs
 #   SWIFT_DEVICE_FS   dir (default) | tmpfs
 #       dir:   a plain directory. Swift keeps object metadata in user.* xattrs;
 #              on ext4 all xattrs of a file must fit in one 4 KiB block, so an
@@ -37,6 +46,7 @@ set -euo pipefail
 base=${SWIFT_PORT:-19030}
 proxy_port=$base account_port=$((base + 1)) container_port=$((base + 2))
 object_port=$((base + 3)) memcache_port=$((base + 4)) log_sink_port=$((base + 5))
+keystone_proxy_port=$((base + 7))
 etc=$SWIFT_ROOT/etc dev=$SWIFT_ROOT/srv/d1
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -108,17 +118,16 @@ EOF
   } >"$etc/$kind-server.conf"
 done
 
-# Proxy: tempauth (tokens live in memcached, which is therefore mandatory),
-# plus the middlewares a registry driver uses: bulk (bulk delete), tempurl
-# (signed URLs), copy, slo/dlo (large objects).
-auth=tempauth
-if [ "${SWIFT_KEYSTONE:-0}" = 1 ]; then auth="authtoken keystoneauth tempauth"; fi
-{
-  defaults "$proxy_port" proxy-server | grep -v -e '^devices' -e '^mount_check' -e '^disable_fallocate'
+# Proxies: the middlewares a registry driver uses: bulk (bulk delete), tempurl
+# (signed URLs), copy, slo/dlo (large objects); `auth` is tempauth or
+# authtoken + keystoneauth. Memcached is mandatory: tempauth keeps its tokens
+# there, authtoken its token checks.
+proxy_conf() { # port log_name auth
+  defaults "$1" "$2" | grep -v -e '^devices' -e '^mount_check' -e '^disable_fallocate'
   cat <<EOF
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl $auth copy slo dlo versioned_writes symlink proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl $3 copy slo dlo versioned_writes symlink proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -127,14 +136,6 @@ allow_account_management = true
 # One device only: the default (60 s) would make every object request fail
 # for a minute after a single 507 or timeout from the object server.
 error_suppression_interval = 1
-
-[filter:tempauth]
-use = egg:swift#tempauth
-# user_<account>_<user> = <password> [groups]
-user_admin_admin = admin .admin .reseller_admin
-user_test_tester = testing .admin
-user_test2_tester2 = testing2 .admin
-user_test_tester3 = testing3
 
 [filter:cache]
 use = egg:swift#memcache
@@ -181,8 +182,28 @@ allow_object_versioning = true
 [filter:symlink]
 use = egg:swift#symlink
 EOF
-  if [ "${SWIFT_KEYSTONE:-0}" = 1 ]; then "$(dirname "$0")/keystone.sh" swift-filters; fi
+}
+
+{
+  proxy_conf "$proxy_port" proxy-server tempauth
+  cat <<EOF
+
+[filter:tempauth]
+use = egg:swift#tempauth
+# user_<account>_<user> = <password> [groups]
+user_admin_admin = admin .admin .reseller_admin
+user_test_tester = testing .admin
+user_test2_tester2 = testing2 .admin
+user_test_tester3 = testing3
+EOF
 } >"$etc/proxy-server.conf"
+
+# Written whatever runs: only a text file until backends.sh starts a proxy
+# with it (with Keystone, possibly later than the rest of Swift).
+{
+  proxy_conf "$keystone_proxy_port" proxy-server-keystone "authtoken keystoneauth"
+  KEYSTONE_PORT=${KEYSTONE_PORT:-$((base + 6))} "$(dirname "$0")/keystone.sh" swift-filters
+} >"$etc/proxy-server-keystone.conf"
 
 # --- rings: part power 8, 1 replica, min_part_hours 1, one device ------------
 stamp="$account_port $container_port $object_port"

@@ -23,6 +23,19 @@ fn drivers_lists_every_driver_with_its_parameters() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("\n  inmemory — "), "{stdout}");
     assert!(stdout.contains("\n  filesystem — "), "{stdout}");
+    for (driver, param) in [
+        ("s3", "regionendpoint"),
+        ("azure", "accountname"),
+        ("gcs", "keyfile"),
+        ("swift", "applicationcredentialid"),
+    ] {
+        let section = stdout
+            .split(&format!("\n  {driver} — "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{driver} is not listed: {stdout}"));
+        let first = section.split("\n\n").next().unwrap_or_default();
+        assert!(first.contains(param), "{driver} lists {param}: {first}");
+    }
     let filesystem = stdout.split("\n  filesystem — ").nth(1).unwrap_or_default();
     let line = filesystem
         .lines()

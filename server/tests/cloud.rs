@@ -1,5 +1,6 @@
 //! `regstore serve` on each emulator-backed cloud driver — s3 on moto, azure
-//! on Azurite, gcs on fake-gcs-server, started by `scripts/backends.sh` —
+//! on Azurite, gcs on fake-gcs-server, swift on a single-node Swift, started
+//! by `scripts/backends.sh` —
 //! with real clients: skopeo pushes an image and copies it back out with the
 //! same digests (blob GETs answered with 307 to the backend's signed URLs),
 //! and a chunked upload begun on one `regstore serve` process is finished by
@@ -24,6 +25,7 @@ async fn config(driver: &str, dir: &Path) -> Option<PathBuf> {
     let chunk = match driver {
         "s3" => "5MiB",
         "gcs" => "256KiB",
+        "swift" => "1MiB",
         _ => "1MiB",
     };
     params.insert("chunksize".into(), chunk.into());
@@ -132,6 +134,16 @@ async fn azure_skopeo_push_and_pull() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_skopeo_push_and_pull() {
     skopeo_push_and_pull("gcs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swift_skopeo_push_and_pull() {
+    skopeo_push_and_pull("swift").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swift_chunked_upload_continued_by_another_process() {
+    chunked_upload_across_processes("swift").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -422,6 +422,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sessions_are_renewed_two_minutes_before_they_expire() {
+        let now = SystemTime::now();
+        let at = |secs: u64| Session {
+            token: "t".into(),
+            storage_url: "u".into(),
+            expires: Some(now + Duration::from_secs(secs)),
+        };
+        assert!(at(600).fresh(now));
+        assert!(!at(60).fresh(now), "within the margin: log in again");
+        let endless = Session {
+            expires: None,
+            ..at(0)
+        };
+        assert!(endless.fresh(now), "no expiry given: until a 401");
+    }
+
+    #[test]
     fn iso8601_times_parse_with_and_without_fraction_and_zone() {
         let t = parse_iso8601("1970-01-02T00:00:01Z").expect("parses");
         assert_eq!(t, SystemTime::UNIX_EPOCH + Duration::from_secs(86_401));

@@ -48,6 +48,9 @@ pub struct Info {
     pub max_manifest_segments: usize,
     /// `slo.min_segment_size` (Swift's default 1 MiB).
     pub min_segment_size: u64,
+    /// `swift.container_listing_limit`: names per listing page at most
+    /// (Swift's default 10,000).
+    pub listing_limit: usize,
 }
 
 impl Info {
@@ -64,6 +67,9 @@ impl Info {
                 .and_then(|m| usize::try_from(m).ok())
                 .unwrap_or(1000),
             min_segment_size: n(&v["slo"]["min_segment_size"]).unwrap_or(1 << 20),
+            listing_limit: n(&v["swift"]["container_listing_limit"])
+                .and_then(|m| usize::try_from(m).ok())
+                .unwrap_or(10_000),
         }
     }
 }
@@ -270,12 +276,14 @@ mod tests {
         let none = Info::parse(b"{}");
         assert_eq!(none.bulk_delete, None);
         assert_eq!(none.max_manifest_segments, 1000);
+        assert_eq!(none.listing_limit, 10_000);
         let some = Info::parse(
-            br#"{"bulk_delete":{"max_deletes_per_request":500},"slo":{"max_manifest_segments":2000,"min_segment_size":1}}"#,
+            br#"{"bulk_delete":{"max_deletes_per_request":500},"slo":{"max_manifest_segments":2000,"min_segment_size":1},"swift":{"container_listing_limit":500}}"#,
         );
         assert_eq!(some.bulk_delete, Some(500));
         assert_eq!(some.max_manifest_segments, 2000);
         assert_eq!(some.min_segment_size, 1);
+        assert_eq!(some.listing_limit, 500);
     }
 
     #[test]

@@ -57,6 +57,7 @@
 //! | `container` | required | container, created if missing |
 //! | `prefix` | `""` | name prefix of everything stored (distribution's; `rootdirectory` is an alias) |
 //! | `chunksize` | `20MiB` | segment size of large objects (≥ 1 MiB) |
+//! | `listpagesize` | the cluster's `container_listing_limit` | names per listing request (listings page with `marker`) |
 //! | `insecureskipverify` | `false` | accept any TLS certificate |
 //! | `secretkey` | | TempURL key; enables redirects |
 //! | `tempurlcontainerkey` | `false` | `secretkey` is the container's key |
@@ -145,6 +146,11 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("prefix", Str, "name prefix of everything stored").default(""),
     ParamSpec::new("rootdirectory", Str, "alias of prefix"),
     ParamSpec::new("chunksize", Size, "segment size of large objects (>= 1MiB)").default("20MiB"),
+    ParamSpec::new(
+        "listpagesize",
+        Integer,
+        "names per listing request (default: the cluster's container_listing_limit)",
+    ),
     ParamSpec::new("insecureskipverify", Bool, "accept any TLS certificate").default("false"),
     ParamSpec::new("secretkey", Secret, "TempURL key; enables redirects"),
     ParamSpec::new(
@@ -322,6 +328,15 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
         .danger_accept_invalid_certs(params.bool("insecureskipverify").unwrap_or(false))
         .build()
         .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
+    let page = match params.integer("listpagesize") {
+        None => 0,
+        Some(n) if n >= 1 => usize::try_from(n.min(store::PAGE as i64)).unwrap_or(store::PAGE),
+        Some(n) => {
+            return Err(Error::config(format!(
+                "listpagesize {n} must be at least 1"
+            )));
+        }
+    };
     let requests = RequestCounter::default();
     let auth = Auth::new(creds, http.clone(), requests.clone());
     let client = Arc::new(Client::new(http, auth, requests, container.to_owned()));
@@ -336,7 +351,7 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
         format!("{trimmed}/{SEGMENTS}")
     };
     let backend = SwiftBackend {
-        store: Arc::new(SwiftStore::new(Arc::clone(&client))),
+        store: Arc::new(SwiftStore::new(Arc::clone(&client), page)),
         client,
         part_size: usize::try_from(chunk)
             .map_err(|_| Error::config("chunksize does not fit in memory"))?,

@@ -29,8 +29,8 @@ use crate::client::{Client, escape};
 /// `ObjectMeta::version` of a static large object's manifest, in listings
 /// and heads: the driver deletes such objects with their segments.
 pub const SLO: &str = "swift-slo";
-/// Names per listing page (Swift's maximum).
-const PAGE: usize = 10_000;
+/// Names per listing page at most (Swift's default `container_listing_limit`).
+pub const PAGE: usize = 10_000;
 /// Deletes per bulk request, at most (the cluster may allow fewer).
 const BULK: usize = 1000;
 
@@ -38,12 +38,24 @@ const BULK: usize = 1000;
 #[derive(Clone, Debug)]
 pub struct SwiftStore {
     client: Arc<Client>,
+    /// Names asked for per listing request; 0: the cluster's limit.
+    page: usize,
 }
 
 impl SwiftStore {
-    /// The store on `client`'s container.
-    pub fn new(client: Arc<Client>) -> Self {
-        SwiftStore { client }
+    /// The store on `client`'s container, listing `page` names per request
+    /// (0: the cluster's `container_listing_limit`, at most [`PAGE`]).
+    pub fn new(client: Arc<Client>, page: usize) -> Self {
+        SwiftStore { client, page }
+    }
+
+    /// Names per listing request: a page shorter than this is the last.
+    async fn page_size(&self) -> object_store::Result<usize> {
+        if self.page > 0 {
+            return Ok(self.page);
+        }
+        let info = self.client.info().await.map_err(|e| from_core(e, "info"))?;
+        Ok(info.listing_limit.clamp(1, PAGE))
     }
 }
 
@@ -175,8 +187,9 @@ impl SwiftStore {
         prefix: Option<&Path>,
         marker: Option<&str>,
         delimiter: bool,
+        limit: usize,
     ) -> object_store::Result<Vec<Entry>> {
-        let mut query = format!("format=json&limit={PAGE}");
+        let mut query = format!("format=json&limit={limit}");
         if let Some(p) = prefix.filter(|p| !p.as_ref().is_empty()) {
             query.push_str(&format!("&prefix={}%2F", query_escape(p.as_ref())));
         }
@@ -218,10 +231,11 @@ impl SwiftStore {
                 let Some(marker) = state else {
                     return Ok::<_, object_store::Error>(None);
                 };
+                let limit = store.page_size().await?;
                 let entries = store
-                    .page(prefix.as_ref(), marker.as_deref(), false)
+                    .page(prefix.as_ref(), marker.as_deref(), false, limit)
                     .await?;
-                let next = if entries.len() < PAGE {
+                let next = if entries.len() < limit {
                     None
                 } else {
                     entries.last().and_then(|e| e.name.clone()).map(Some)
@@ -484,9 +498,10 @@ impl ObjectStore for SwiftStore {
             extensions: Default::default(),
         };
         let mut marker: Option<String> = None;
+        let limit = self.page_size().await?;
         loop {
-            let entries = self.page(prefix, marker.as_deref(), true).await?;
-            let full = entries.len() == PAGE;
+            let entries = self.page(prefix, marker.as_deref(), true, limit).await?;
+            let full = entries.len() >= limit;
             marker = entries
                 .last()
                 .and_then(|e| e.name.clone().or_else(|| e.subdir.clone()));

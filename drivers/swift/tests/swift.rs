@@ -58,8 +58,24 @@ async fn open(raw: &RawParams) -> SwiftDriver {
 }
 
 impl Swift {
-    /// A fresh TempAuth token and the container's URL (a token per call:
-    /// another test may make Swift forget tokens at any time).
+    /// Sends what `make` builds with a fresh token (one per call, and again
+    /// after a 401: another test makes Swift forget tokens).
+    async fn send(&self, make: impl Fn(&str) -> reqwest::RequestBuilder) -> reqwest::Response {
+        for _ in 0..3 {
+            let (token, container) = self.login().await;
+            let resp = make(&container)
+                .header("X-Auth-Token", token)
+                .send()
+                .await
+                .expect("request");
+            if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+                return resp;
+            }
+        }
+        panic!("Swift refused three fresh tokens");
+    }
+
+    /// A fresh TempAuth token and the container's URL.
     async fn login(&self) -> (String, String) {
         let resp = self
             .http
@@ -78,14 +94,9 @@ impl Swift {
 
     /// Every name in the container under `prefix` (the test's own listing).
     async fn names(&self, prefix: &str) -> Vec<String> {
-        let (token, container) = self.login().await;
         let resp = self
-            .http
-            .get(format!("{container}?format=json&prefix={prefix}"))
-            .header("X-Auth-Token", token)
-            .send()
-            .await
-            .expect("listing");
+            .send(|c| self.http.get(format!("{c}?format=json&prefix={prefix}")))
+            .await;
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
             return Vec::new();
         }
@@ -99,13 +110,7 @@ impl Swift {
     }
 
     async fn head(&self, name: &str) -> reqwest::Response {
-        let (token, container) = self.login().await;
-        self.http
-            .head(format!("{container}/{name}"))
-            .header("X-Auth-Token", token)
-            .send()
-            .await
-            .expect("head")
+        self.send(|c| self.http.head(format!("{c}/{name}"))).await
     }
 
     fn segments(&self) -> String {
@@ -351,4 +356,59 @@ async fn objects_past_the_segment_limit_nest_manifests() {
     assert!(got == body[50 * MIB..], "a read from 50 MiB on matches");
     d.delete("/nest").await.expect("delete");
     assert_eq!(s.names(&s.segments()).await, Vec::<String>::new());
+}
+
+/// Listings page with `marker`: with 7 names per request, a directory of
+/// 20 files lists and walks whole, in 3 (list) and 3 (walk) requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_with_marker() {
+    let Some(mut s) = swift().await else { return };
+    s.raw.insert("listpagesize".into(), "7".into());
+    let d = Driver::new(open(&s.raw).await);
+    for i in 0..20 {
+        d.put_content(format!("/page/f{i:02}"), "x")
+            .await
+            .expect("put");
+    }
+    let before = d.backend_requests().expect("counted");
+    let listed = d.list("/page").await.expect("list");
+    assert_eq!(d.backend_requests().expect("counted") - before, 3);
+    let want: Vec<String> = (0..20).map(|i| format!("/page/f{i:02}")).collect();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(listed, want);
+    let before = d.backend_requests().expect("counted");
+    let walked = d.walk_all("/page").await.expect("walk");
+    assert_eq!(d.backend_requests().expect("counted") - before, 3);
+    assert_eq!(walked.len(), 20);
+    d.delete("/page").await.expect("clean up");
+    let err = regstore_core::registry::create("swift", &{
+        let mut raw = s.raw.clone();
+        raw.insert("listpagesize".into(), "0".into());
+        raw
+    })
+    .await
+    .expect_err("listpagesize 0");
+    assert!(err.to_string().contains("listpagesize"), "{err}");
+}
+
+/// A container that does not exist yet is created by the driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_container_is_created() {
+    let Some(mut s) = swift().await else { return };
+    let name = format!("regstore-auto-{}", std::process::id());
+    s.raw.insert("container".into(), name.clone().into());
+    let d = Driver::new(open(&s.raw).await);
+    d.put_content("/c/f", "in a new container")
+        .await
+        .expect("put");
+    assert_eq!(
+        d.get_content("/c/f").await.expect("get"),
+        "in a new container".as_bytes()
+    );
+    d.delete("/c").await.expect("empty it");
+    let account = |c: &str| c.trim_end_matches("/regstore").to_owned();
+    let resp = s
+        .send(|c| s.http.delete(format!("{}/{name}", account(c))))
+        .await;
+    assert_eq!(resp.status(), 204, "the container existed, empty");
 }
