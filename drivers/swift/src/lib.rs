@@ -23,7 +23,9 @@
 //!   default chunk size) groups of segments become manifests themselves
 //!   (nested SLOs), so object size has no practical limit. Objects
 //!   smaller than a chunk are single PUTs. `cancel`, and `delete` of a
-//!   directory holding unfinished writers, delete the segments.
+//!   directory holding unfinished writers, delete the segments, and so do
+//!   a commit or a rename that replaces a large object (one HEAD more per
+//!   commit of a large object and per rename).
 //! - **Delete** of a directory: plain objects through the bulk middleware
 //!   when `/info` advertises it (else one by one), large objects with
 //!   `?multipart-manifest=delete`, so their segments go too.
@@ -37,7 +39,10 @@
 //!   `settempurlkey: true`, and never touches account metadata otherwise.
 //! - **Eventual consistency**: a manifest PUT that Swift refuses because a
 //!   segment is not visible yet is retried (5 times over ~3 s); a
-//!   rename whose source is not found yet is retried 3 times over ~0.7 s.
+//!   rename whose source is not found yet is retried 3 times over ~0.7 s;
+//!   listings, walks and directory deletes include the names this driver
+//!   wrote in the last `consistencywindow` that the container listing does
+//!   not show yet ([`recent`]).
 //!
 //! # Parameters
 //!
@@ -57,6 +62,7 @@
 //! | `container` | required | container, created if missing |
 //! | `prefix` | `""` | name prefix of everything stored (distribution's; `rootdirectory` is an alias) |
 //! | `chunksize` | `20MiB` | segment size of large objects (≥ 1 MiB) |
+//! | `consistencywindow` | `15s` | how long the driver merges its own writes into listings that lag them (see [`recent`]) |
 //! | `listpagesize` | the cluster's `container_listing_limit` | names per listing request (listings page with `marker`) |
 //! | `insecureskipverify` | `false` | accept any TLS certificate |
 //! | `secretkey` | | TempURL key; enables redirects |
@@ -71,6 +77,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod recent;
 pub mod store;
 
 use std::sync::Arc;
@@ -80,7 +87,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use regstore_core::params::ParamKind::{Bool, Integer, Secret, Size, String as Str};
+use regstore_core::params::ParamKind::{self, Bool, Integer, Secret, Size, String as Str};
 use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
     RequestCounter, Result, StorageDriver,
@@ -147,6 +154,12 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("rootdirectory", Str, "alias of prefix"),
     ParamSpec::new("chunksize", Size, "segment size of large objects (>= 1MiB)").default("20MiB"),
     ParamSpec::new(
+        "consistencywindow",
+        ParamKind::Duration,
+        "how long the driver merges its own writes into listings that lag them (0s: never)",
+    )
+    .default("15s"),
+    ParamSpec::new(
         "listpagesize",
         Integer,
         "names per listing request (default: the cluster's container_listing_limit)",
@@ -190,6 +203,9 @@ pub type SwiftDriver = ObjectDriver<SwiftBackend>;
 #[derive(Debug)]
 pub struct SwiftBackend {
     store: Arc<dyn ObjectStore>,
+    /// The same store, typed: manifests and segments written outside it
+    /// are recorded in its recent writes.
+    swift: SwiftStore,
     client: Arc<Client>,
     part_size: usize,
     /// Segment names start with this (`<prefix>/~segments`).
@@ -340,6 +356,10 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
     let requests = RequestCounter::default();
     let auth = Auth::new(creds, http.clone(), requests.clone());
     let client = Arc::new(Client::new(http, auth, requests, container.to_owned()));
+    let window = params
+        .duration("consistencywindow")
+        .unwrap_or(Duration::from_secs(15));
+    let swift = SwiftStore::new(Arc::clone(&client), page, window);
     let prefix = params
         .string("rootdirectory")
         .or(params.string("prefix"))
@@ -351,7 +371,8 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
         format!("{trimmed}/{SEGMENTS}")
     };
     let backend = SwiftBackend {
-        store: Arc::new(SwiftStore::new(Arc::clone(&client), page)),
+        store: Arc::new(swift.clone()),
+        swift,
         client,
         part_size: usize::try_from(chunk)
             .map_err(|_| Error::config("chunksize does not fit in memory"))?,
@@ -431,6 +452,7 @@ impl SwiftBackend {
         if !resp.status().is_success() {
             return Err(http_error(resp, "segment upload", name).await);
         }
+        self.swift.recent().wrote(name);
         resp.headers()
             .get("etag")
             .and_then(|v| v.to_str().ok())
@@ -470,6 +492,7 @@ impl SwiftBackend {
                 .await?;
             let status = resp.status();
             if status.is_success() {
+                self.swift.recent().wrote(name);
                 return Ok(());
             }
             let text = resp.text().await.unwrap_or_default();
@@ -507,11 +530,13 @@ impl SwiftBackend {
                 .await?;
             let status = resp.status();
             if status == StatusCode::NOT_FOUND {
+                self.swift.recent().gone(name);
                 return Ok(());
             }
             if !status.is_success() {
                 return Err(http_error(resp, "large-object delete", name).await);
             }
+            self.swift.recent().gone(name);
             // The answer is a report: 200 even when some deletes failed.
             let body = resp.bytes().await.map_err(Error::backend)?;
             let report: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -558,6 +583,50 @@ impl SwiftBackend {
         }
         plain.push(Path::parse(name).map_err(Error::backend)?);
         regstore_objectstore::delete_keys(self.store.as_ref(), plain).await
+    }
+
+    /// Before the large object `name` is replaced (by a commit or a
+    /// rename onto it): its manifest is copied to a name of its own under
+    /// the segments, so that [`SwiftBackend::drop_aside`] can delete the
+    /// old segments once the replacement is in. One HEAD when `name` is no
+    /// large object; a plain PUT over a large object (`put_content`) does
+    /// not do this.
+    ///
+    /// With `source` (a rename), nothing is set aside when the source has
+    /// the same content (ETag): the two manifests may share segments.
+    async fn set_aside(&self, name: &str, source: Option<&Path>) -> Result<Option<String>> {
+        let path = Path::parse(name).map_err(Error::backend)?;
+        let meta = match self.store.head(&path).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(regstore_objectstore::map_err(e, &path)),
+        };
+        if meta.version.as_deref() != Some(SLO) {
+            return Ok(None);
+        }
+        if let Some(source) = source {
+            match self.store.head(source).await {
+                Ok(s) if s.e_tag.is_some() && s.e_tag == meta.e_tag => return Ok(None),
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(regstore_objectstore::map_err(e, source)),
+            }
+        }
+        let aside = format!("{}/{}/replaced", self.segments, upload_id()?);
+        let to = Path::parse(&aside).map_err(Error::backend)?;
+        self.store
+            .copy(&path, &to)
+            .await
+            .map_err(|e| regstore_objectstore::map_err(e, &path))?;
+        Ok(Some(aside))
+    }
+
+    /// Deletes a manifest [`SwiftBackend::set_aside`] kept, with the
+    /// segments of the object it replaced.
+    async fn drop_aside(&self, aside: Option<String>) -> Result<()> {
+        match aside {
+            Some(name) => self.delete_slo(&name).await,
+            None => Ok(()),
+        }
     }
 
     /// Deletes every segment of `upload`.
@@ -626,11 +695,12 @@ impl Backend for SwiftBackend {
     }
 
     async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        let aside = self.set_aside(to.as_ref(), Some(from)).await?;
         // A source written a moment ago may not be visible on every node yet.
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=4 {
             match self.store.copy(from, to).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.drop_aside(aside).await,
                 Err(object_store::Error::NotFound { .. }) if attempt < 4 => {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -692,7 +762,9 @@ impl Backend for SwiftBackend {
             segments = grouped;
             level += 1;
         }
-        self.put_manifest(key.as_ref(), &segments).await
+        let aside = self.set_aside(key.as_ref(), None).await?;
+        self.put_manifest(key.as_ref(), &segments).await?;
+        self.drop_aside(aside).await
     }
 
     async fn abort_upload(&self, _key: &Path, upload: &str) -> Result<()> {

@@ -25,6 +25,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::auth::parse_iso8601;
 use crate::client::{Client, escape};
+use crate::recent::Recent;
 
 /// `ObjectMeta::version` of a static large object's manifest, in listings
 /// and heads: the driver deletes such objects with their segments.
@@ -40,13 +41,71 @@ pub struct SwiftStore {
     client: Arc<Client>,
     /// Names asked for per listing request; 0: the cluster's limit.
     page: usize,
+    recent: Arc<Recent>,
 }
 
 impl SwiftStore {
     /// The store on `client`'s container, listing `page` names per request
-    /// (0: the cluster's `container_listing_limit`, at most [`PAGE`]).
-    pub fn new(client: Arc<Client>, page: usize) -> Self {
-        SwiftStore { client, page }
+    /// (0: the cluster's `container_listing_limit`, at most [`PAGE`]), and
+    /// merging its own writes of the last `window` into listings that lack
+    /// them (see [`crate::recent`]).
+    pub fn new(client: Arc<Client>, page: usize, window: std::time::Duration) -> Self {
+        SwiftStore {
+            client,
+            page,
+            recent: Arc::new(Recent::new(window)),
+        }
+    }
+
+    /// The names this store wrote recently.
+    pub fn recent(&self) -> &Recent {
+        &self.recent
+    }
+
+    /// `name`'s metadata by HEAD, `None` (and forgotten) when it is gone.
+    async fn confirm(&self, name: &str) -> object_store::Result<Option<ObjectMeta>> {
+        let opts = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.get_opts(&path_of(name)?, opts).await {
+            Ok(got) => Ok(Some(got.meta)),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.recent.gone(name);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds to `metas` (one listing page, sorted) the remembered names in
+    /// `pending` up to `upto` (all when `None`) that it lacks and that
+    /// still exist; keeps the order.
+    async fn merge_recent(
+        &self,
+        metas: &mut Vec<ObjectMeta>,
+        pending: &mut std::collections::VecDeque<String>,
+        upto: Option<&str>,
+    ) -> object_store::Result<()> {
+        let mut added = false;
+        while let Some(name) = pending.front() {
+            if upto.is_some_and(|u| name.as_str() > u) {
+                break;
+            }
+            let name = pending.pop_front().unwrap_or_default();
+            if metas.iter().any(|m| m.location.as_ref() == name) {
+                continue;
+            }
+            if let Some(meta) = self.confirm(&name).await? {
+                tracing::debug!(%name, "Swift listing lags a write of this driver; merged");
+                metas.push(meta);
+                added = true;
+            }
+        }
+        if added {
+            metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+        }
+        Ok(())
     }
 
     /// Names per listing request: a page shorter than this is the last.
@@ -224,7 +283,14 @@ impl SwiftStore {
         let store = self.clone();
         let prefix = prefix.cloned();
         let start = offset.map(|o| o.to_string());
-        stream::try_unfold(Some(start), move |state| {
+        let under = prefix
+            .as_ref()
+            .filter(|p| !p.as_ref().is_empty())
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default();
+        let pending: std::collections::VecDeque<String> =
+            self.recent.under(&under, start.as_deref()).into();
+        stream::try_unfold((Some(start), pending), move |(state, mut pending)| {
             let store = store.clone();
             let prefix = prefix.clone();
             async move {
@@ -240,12 +306,20 @@ impl SwiftStore {
                 } else {
                     entries.last().and_then(|e| e.name.clone()).map(Some)
                 };
-                let metas: Vec<ObjectMeta> = entries
+                let mut metas: Vec<ObjectMeta> = entries
                     .into_iter()
                     .map(Entry::meta)
                     .filter_map(Result::transpose)
                     .collect::<object_store::Result<_>>()?;
-                Ok(Some((stream::iter(metas.into_iter().map(Ok)), next)))
+                // Up to this page's last name, or everything on the last page.
+                let upto = next.clone().flatten();
+                store
+                    .merge_recent(&mut metas, &mut pending, upto.as_deref())
+                    .await?;
+                Ok(Some((
+                    stream::iter(metas.into_iter().map(Ok)),
+                    (next, pending),
+                )))
             }
         })
         .try_flatten()
@@ -292,6 +366,9 @@ impl SwiftStore {
                 errors.join("; ")
             )));
         }
+        for n in names {
+            self.recent.gone(n.as_ref());
+        }
         Ok(())
     }
 
@@ -303,6 +380,7 @@ impl SwiftStore {
             .await
             .map_err(|e| from_core(e, name.as_ref()))?;
         if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            self.recent.gone(name.as_ref());
             return Ok(());
         }
         Err(status_error(resp, "delete", name.as_ref()).await)
@@ -392,6 +470,7 @@ impl ObjectStore for SwiftStore {
         if !resp.status().is_success() {
             return Err(status_error(resp, "upload", location.as_ref()).await);
         }
+        self.recent.wrote(location.as_ref());
         Ok(PutResult {
             e_tag: header(resp.headers(), "etag").map(|e| e.trim_matches('"').to_owned()),
             version: None,
@@ -514,9 +593,47 @@ impl ObjectStore for SwiftStore {
                 }
             }
             if !full || marker.is_none() {
-                return Ok(out);
+                break;
             }
         }
+        // Names this driver wrote that the listing does not show yet.
+        let under = prefix
+            .filter(|p| !p.as_ref().is_empty())
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default();
+        let mut changed = false;
+        for name in self.recent.under(&under, None) {
+            let rest = &name[under.len()..];
+            match rest.split_once('/') {
+                Some((dir, _)) => {
+                    let dir = format!("{under}{dir}");
+                    if out.common_prefixes.iter().any(|p| p.as_ref() == dir) {
+                        continue;
+                    }
+                    if self.confirm(&name).await?.is_some() {
+                        out.common_prefixes.push(path_of(&dir)?);
+                        changed = true;
+                    }
+                }
+                None => {
+                    if out.objects.iter().any(|m| m.location.as_ref() == name) {
+                        continue;
+                    }
+                    if let Some(meta) = self.confirm(&name).await? {
+                        out.objects.push(meta);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            tracing::debug!(prefix = %under, "Swift listing lags writes of this driver; merged");
+            out.common_prefixes
+                .sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+            out.objects
+                .sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+        }
+        Ok(out)
     }
 
     async fn copy_opts(
@@ -545,6 +662,7 @@ impl ObjectStore for SwiftStore {
         if !resp.status().is_success() {
             return Err(status_error(resp, "copy", from.as_ref()).await);
         }
+        self.recent.wrote(to.as_ref());
         Ok(())
     }
 }

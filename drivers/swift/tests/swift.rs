@@ -412,3 +412,185 @@ async fn a_missing_container_is_created() {
         .await;
     assert_eq!(resp.status(), 204, "the container existed, empty");
 }
+
+/// A Swift of the test's own (`scripts/backends.sh start swift` with its
+/// own state directory and ports 19230–19235), stopped when dropped, so
+/// its container server can be stopped without disturbing other tests.
+struct OwnSwift {
+    state: tempfile::TempDir,
+    container_server: Option<std::process::Child>,
+}
+
+const OWN_PORT: u16 = 19230;
+
+impl OwnSwift {
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/backends.sh"
+        ))
+        .args(args)
+        .env("BACKENDS_STATE", self.state.path())
+        .env("SWIFT_PORT", OWN_PORT.to_string())
+        .env("SWIFT_KEYSTONE", "0")
+        .output()
+        .expect("run scripts/backends.sh")
+    }
+
+    /// Stops the container server: object writes then succeed but their
+    /// container updates wait on the object server (async_pending).
+    async fn stop_container_server(&mut self) {
+        if let Some(mut c) = self.container_server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        } else {
+            let pid_file = self.state.path().join("run/swift-container.pid");
+            let pid = std::fs::read_to_string(pid_file).expect("pid file");
+            let ok = std::process::Command::new("kill")
+                .arg(pid.trim())
+                .status()
+                .expect("kill");
+            assert!(ok.success());
+        }
+        wait_port(OWN_PORT + 2, false).await;
+    }
+
+    async fn start_container_server(&mut self) {
+        let conf = self.state.path().join("swift/etc/container-server.conf");
+        let child = std::process::Command::new("swift-container-server")
+            .arg(conf)
+            .arg("-v")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("swift-container-server");
+        self.container_server = Some(child);
+        wait_port(OWN_PORT + 2, true).await;
+    }
+}
+
+impl Drop for OwnSwift {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.container_server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.script(&["stop", "swift"]);
+    }
+}
+
+/// Waits (up to 30 s) until 127.0.0.1:`port` accepts connections, or
+/// refuses them.
+async fn wait_port(port: u16, open: bool) {
+    for _ in 0..300 {
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        if up == open {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "port {port} did not become {}",
+        if open { "open" } else { "closed" }
+    );
+}
+
+/// Real listing lag: with the container server down (the proxy has the
+/// container's info cached), a PUT succeeds and its listing update waits
+/// on the object server; once the container server is back the object is
+/// there (HEAD) but not listed. The driver that wrote it lists, walks and
+/// deletes it anyway; a driver with `consistencywindow: 0s` shows the lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_that_lag_a_write_still_show_it_to_the_writer() {
+    if regstore_testsuite::backend::emulator_params_or_skip("swift")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let mut own = OwnSwift {
+        state: tempfile::tempdir().expect("temp dir"),
+        container_server: None,
+    };
+    let out = own.script(&["start", "swift"]);
+    assert!(
+        out.status.success(),
+        "a Swift of the test's own: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut raw = RawParams::new();
+    for (k, v) in [
+        ("authurl", format!("http://127.0.0.1:{OWN_PORT}/auth/v1.0")),
+        ("username", "test:tester".into()),
+        ("password", "testing".into()),
+        ("container", "regstore".into()),
+        ("prefix", "lag-test".into()),
+    ] {
+        raw.insert(k.into(), v.into());
+    }
+    let d = Driver::new(open(&raw).await);
+    raw.insert("consistencywindow".into(), "0s".into());
+    let plain = Driver::new(open(&raw).await);
+    d.put_content("/lag/warm", "w").await.expect("put");
+
+    own.stop_container_server().await;
+    d.put_content("/lag/dir/late", "late")
+        .await
+        .expect("a PUT without the container server");
+    own.start_container_server().await;
+
+    assert_eq!(
+        plain.list("/lag").await.expect("list"),
+        vec!["/lag/warm"],
+        "the listing lags (the premise of this test)"
+    );
+    assert_eq!(plain.stat("/lag/dir/late").await.expect("stat").size, 4);
+    assert_eq!(
+        d.list("/lag").await.expect("list"),
+        vec!["/lag/dir", "/lag/warm"]
+    );
+    let walked: Vec<String> = d
+        .walk_all("/lag")
+        .await
+        .expect("walk")
+        .into_iter()
+        .map(|i| i.path.to_string())
+        .collect();
+    assert_eq!(walked, ["/lag/dir", "/lag/dir/late", "/lag/warm"]);
+    d.delete("/lag").await.expect("delete");
+    assert!(
+        plain.stat("/lag/dir/late").await.is_err(),
+        "the lagging object was deleted with its directory"
+    );
+}
+
+/// Replacing a large object — a new commit at its path, or a rename onto
+/// it — deletes the replaced object's segments; the new content reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_large_object_drops_its_segments() {
+    let Some(s) = swift().await else { return };
+    let d = &s.shared;
+    let write = |path: &'static str, seed: u8| async move {
+        let body = data(2 * MIB + 5, seed);
+        let mut w = d.writer(path, false).await.expect("writer");
+        w.write(body.clone()).await.expect("write");
+        w.commit().await.expect("commit");
+        body
+    };
+    write("/rep/a", 1).await;
+    let b = write("/rep/a", 2).await;
+    assert_eq!(
+        s.names(&s.segments()).await.len(),
+        3,
+        "only the new object's"
+    );
+    assert_eq!(d.get_content("/rep/a").await.expect("read"), b);
+    let c = write("/rep/c", 3).await;
+    d.rename("/rep/c", "/rep/a").await.expect("rename onto it");
+    assert_eq!(s.names(&s.segments()).await.len(), 3, "only c's");
+    assert_eq!(d.get_content("/rep/a").await.expect("read"), c);
+    d.delete("/rep").await.expect("clean up");
+    assert_eq!(s.names(&s.segments()).await, Vec::<String>::new());
+}
