@@ -79,6 +79,37 @@ pub fn rsa_key_pair(dir: &Path, pkcs1: bool) -> Result<(PathBuf, PathBuf), Strin
     Ok((private, public))
 }
 
+/// A self-signed certificate for `127.0.0.1` (2 days), written as
+/// `cert.pem` and `key.pem` (unencrypted) into `dir`; their paths.
+///
+/// # Errors
+/// openssl is missing or fails.
+pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (c, k) = (cert.to_string_lossy(), key.to_string_lossy());
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            &k,
+            "-out",
+            &c,
+        ],
+        b"",
+    )?;
+    Ok((cert, key))
+}
+
 /// Checks a CloudFront URL signed with a canned policy against
 /// `public_pem`: rebuilds the policy from the URL without its query and
 /// its `Expires`, turns the URL-safe `Signature` back into base64, and has

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use regstore_core::{Error, RequestCounter, Result};
+
+use crate::client::chain;
 use serde_json::{Value, json};
 
 /// A token is renewed this long before Keystone says it expires.
@@ -345,7 +347,7 @@ impl Auth {
                     .header("X-Auth-Key", key)
                     .send()
                     .await
-                    .map_err(|e| Error::backend(format!("Swift auth at {url}: {e}")))?;
+                    .map_err(|e| Error::backend(format!("Swift auth at {url}: {}", chain(&e))))?;
                 let status = resp.status();
                 let header = |name: &str| {
                     resp.headers()
@@ -394,17 +396,18 @@ impl Auth {
                     .body(body.to_string())
                     .send()
                     .await
-                    .map_err(|e| Error::backend(format!("Keystone at {endpoint}: {e}")))?;
+                    .map_err(|e| {
+                        Error::backend(format!("Keystone at {endpoint}: {}", chain(&e)))
+                    })?;
                 let status = resp.status();
                 let token = resp
                     .headers()
                     .get("x-subject-token")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let bytes = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::backend(format!("Keystone at {endpoint}: {e}")))?;
+                let bytes = resp.bytes().await.map_err(|e| {
+                    Error::backend(format!("Keystone at {endpoint}: {}", chain(&e)))
+                })?;
                 if !status.is_success() {
                     let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
                     return Err(Error::config(format!(

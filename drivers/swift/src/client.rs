@@ -33,6 +33,22 @@ const OBJECT: &AsciiSet = &CONTROLS
     .add(b';')
     .add(b'=');
 
+/// `e` with its causes (`a: b: c`): reqwest's own message leaves out why a
+/// request failed (a refused certificate, a reset connection).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// `name` escaped for a URL path.
 pub fn escape(name: &str) -> String {
     utf8_percent_encode(name, OBJECT).to_string()
@@ -195,9 +211,9 @@ impl Client {
                     format!("HTTP {s}")
                 }
                 Err(e) if attempt == ATTEMPTS => {
-                    return Err(Error::backend(format!("Swift {method}: {e}")));
+                    return Err(Error::backend(format!("Swift {method}: {}", chain(&e))));
                 }
-                Err(e) => e.to_string(),
+                Err(e) => chain(&e),
             };
             tracing::debug!(attempt, %method, error = %why, "Swift request retried");
             tokio::time::sleep(delay).await;

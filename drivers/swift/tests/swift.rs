@@ -414,16 +414,35 @@ async fn a_missing_container_is_created() {
 }
 
 /// A Swift of the test's own (`scripts/backends.sh start swift` with its
-/// own state directory and ports 19230–19235), stopped when dropped, so
-/// its container server can be stopped without disturbing other tests.
+/// own state directory and ports: 19230–19235 for one test, 19240–19248
+/// for another), stopped when dropped, so its servers can be stopped or
+/// reconfigured without disturbing other tests.
 struct OwnSwift {
     state: tempfile::TempDir,
+    /// The proxy's port; the servers use the next five.
+    port: u16,
     container_server: Option<std::process::Child>,
+    /// More servers the test started; killed on drop.
+    extra: Vec<std::process::Child>,
 }
 
-const OWN_PORT: u16 = 19230;
-
 impl OwnSwift {
+    fn start(port: u16) -> OwnSwift {
+        let own = OwnSwift {
+            state: tempfile::tempdir().expect("temp dir"),
+            port,
+            container_server: None,
+            extra: Vec::new(),
+        };
+        let out = own.script(&["start", "swift"]);
+        assert!(
+            out.status.success(),
+            "a Swift of the test's own: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        own
+    }
+
     fn script(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -431,7 +450,7 @@ impl OwnSwift {
         ))
         .args(args)
         .env("BACKENDS_STATE", self.state.path())
-        .env("SWIFT_PORT", OWN_PORT.to_string())
+        .env("SWIFT_PORT", self.port.to_string())
         .env("SWIFT_KEYSTONE", "0")
         .output()
         .expect("run scripts/backends.sh")
@@ -452,7 +471,7 @@ impl OwnSwift {
                 .expect("kill");
             assert!(ok.success());
         }
-        wait_port(OWN_PORT + 2, false).await;
+        wait_port(self.port + 2, false).await;
     }
 
     async fn start_container_server(&mut self) {
@@ -465,13 +484,18 @@ impl OwnSwift {
             .spawn()
             .expect("swift-container-server");
         self.container_server = Some(child);
-        wait_port(OWN_PORT + 2, true).await;
+        wait_port(self.port + 2, true).await;
     }
 }
 
 impl Drop for OwnSwift {
     fn drop(&mut self) {
-        if let Some(mut c) = self.container_server.take() {
+        for mut c in self
+            .container_server
+            .take()
+            .into_iter()
+            .chain(self.extra.drain(..))
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -510,19 +534,13 @@ async fn listings_that_lag_a_write_still_show_it_to_the_writer() {
     {
         return;
     }
-    let mut own = OwnSwift {
-        state: tempfile::tempdir().expect("temp dir"),
-        container_server: None,
-    };
-    let out = own.script(&["start", "swift"]);
-    assert!(
-        out.status.success(),
-        "a Swift of the test's own: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut own = OwnSwift::start(19230);
     let mut raw = RawParams::new();
     for (k, v) in [
-        ("authurl", format!("http://127.0.0.1:{OWN_PORT}/auth/v1.0")),
+        (
+            "authurl",
+            format!("http://127.0.0.1:{}/auth/v1.0", own.port),
+        ),
         ("username", "test:tester".into()),
         ("password", "testing".into()),
         ("container", "regstore".into()),
@@ -593,4 +611,108 @@ async fn replacing_a_large_object_drops_its_segments() {
     assert_eq!(d.get_content("/rep/a").await.expect("read"), c);
     d.delete("/rep").await.expect("clean up");
     assert_eq!(s.names(&s.segments()).await, Vec::<String>::new());
+}
+
+/// `insecureskipverify`: Swift behind a TLS terminator with a self-signed
+/// certificate (a second proxy of the test's own Swift, whose TempAuth
+/// hands out https storage URLs, so every request goes through TLS). The
+/// certificate is refused without the flag and accepted with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecureskipverify_accepts_a_self_signed_certificate() {
+    use tokio_rustls::rustls;
+    if regstore_testsuite::backend::emulator_params_or_skip("swift")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let mut own = OwnSwift::start(19240);
+    let etc = own.state.path().join("swift/etc");
+    let conf = std::fs::read_to_string(etc.join("proxy-server.conf")).expect("proxy config");
+    let https_port = own.port + 8;
+    let https_conf = conf
+        .replace(
+            &format!("bind_port = {}\n", own.port),
+            &format!("bind_port = {https_port}\n"),
+        )
+        .replace(
+            "[filter:tempauth]\n",
+            "[filter:tempauth]\nstorage_url_scheme = https\n",
+        );
+    assert!(
+        https_conf.contains("storage_url_scheme") && https_conf.contains(&https_port.to_string())
+    );
+    std::fs::write(etc.join("proxy-https.conf"), https_conf).expect("write config");
+    let proxy = std::process::Command::new("swift-proxy-server")
+        .arg(etc.join("proxy-https.conf"))
+        .arg("-v")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("swift-proxy-server");
+    own.extra.push(proxy);
+    wait_port(https_port, true).await;
+
+    // The TLS terminator.
+    let (cert, key) = regstore_testsuite::openssl::self_signed(own.state.path()).expect("cert");
+    let config = {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+            .expect("cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).expect("key");
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config")
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let tls_port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", https_port)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+
+    let mut raw = RawParams::new();
+    for (k, v) in [
+        ("authurl", format!("https://127.0.0.1:{tls_port}/auth/v1.0")),
+        ("username", "test:tester".into()),
+        ("password", "testing".into()),
+        ("container", "regstore".into()),
+        ("prefix", "tls-test".into()),
+    ] {
+        raw.insert(k.into(), v.into());
+    }
+    let err = regstore_core::registry::create("swift", &raw)
+        .await
+        .expect_err("a self-signed certificate is refused by default");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    raw.insert("insecureskipverify".into(), "true".into());
+    let d = Driver::new(open(&raw).await);
+    d.put_content("/tls/f", "over tls").await.expect("put");
+    assert_eq!(d.list("/tls").await.expect("list"), vec!["/tls/f"]);
+    assert_eq!(
+        d.get_content("/tls/f").await.expect("get"),
+        "over tls".as_bytes()
+    );
+    d.delete("/tls").await.expect("delete");
 }
