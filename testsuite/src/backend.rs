@@ -149,12 +149,24 @@ pub async fn emulator_params(driver: &str) -> Result<RawParams, String> {
 /// The emulator is unreachable and `REGSTORE_REQUIRE_BACKENDS=1` (CI), so
 /// a missing server fails the test instead of passing it.
 pub async fn emulator_params_or_skip(driver: &str) -> Option<RawParams> {
-    match emulator_params(driver).await {
-        Ok(raw) => Some(raw),
+    skip_unless_required(&format!("{driver} emulator"), emulator_params(driver).await)
+}
+
+/// What a test needs (`what`: a server, its setup), or `None` after
+/// reporting `SKIPPED: what: why` on stderr, so the test returns early.
+///
+/// # Panics
+/// `needed` is an error and `REGSTORE_REQUIRE_BACKENDS` is set (CI): a
+/// missing backend fails the test instead of passing it.
+pub fn skip_unless_required<T>(what: &str, needed: Result<T, String>) -> Option<T> {
+    match needed {
+        Ok(v) => Some(v),
         Err(why) => {
-            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
-            assert!(!required, "{driver} emulator: {why}");
-            eprintln!("SKIPPED: {driver} emulator: {why}");
+            assert!(
+                !crate::env_flag("REGSTORE_REQUIRE_BACKENDS"),
+                "{what}: {why}"
+            );
+            eprintln!("SKIPPED: {what}: {why}");
             None
         }
     }

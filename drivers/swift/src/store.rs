@@ -249,8 +249,9 @@ impl SwiftStore {
         limit: usize,
     ) -> object_store::Result<Vec<Entry>> {
         let mut query = format!("format=json&limit={limit}");
-        if let Some(p) = prefix.filter(|p| !p.as_ref().is_empty()) {
-            query.push_str(&format!("&prefix={}%2F", query_escape(p.as_ref())));
+        let dir = dir_prefix(prefix);
+        if !dir.is_empty() {
+            query.push_str(&format!("&prefix={}", query_escape(&dir)));
         }
         if let Some(m) = marker {
             query.push_str(&format!("&marker={}", query_escape(m)));
@@ -283,11 +284,7 @@ impl SwiftStore {
         let store = self.clone();
         let prefix = prefix.cloned();
         let start = offset.map(|o| o.to_string());
-        let under = prefix
-            .as_ref()
-            .filter(|p| !p.as_ref().is_empty())
-            .map(|p| format!("{p}/"))
-            .unwrap_or_default();
+        let under = dir_prefix(prefix.as_ref());
         let pending: std::collections::VecDeque<String> =
             self.recent.under(&under, start.as_deref()).into();
         stream::try_unfold((Some(start), pending), move |(state, mut pending)| {
@@ -407,6 +404,15 @@ impl SwiftStore {
         }
         Ok(names)
     }
+}
+
+/// The name prefix of everything below the directory `prefix`: `p/`, or
+/// `""` for the container's root.
+fn dir_prefix(prefix: Option<&Path>) -> String {
+    prefix
+        .filter(|p| !p.as_ref().is_empty())
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default()
 }
 
 /// `s` escaped for a query value.
@@ -597,10 +603,7 @@ impl ObjectStore for SwiftStore {
             }
         }
         // Names this driver wrote that the listing does not show yet.
-        let under = prefix
-            .filter(|p| !p.as_ref().is_empty())
-            .map(|p| format!("{p}/"))
-            .unwrap_or_default();
+        let under = dir_prefix(prefix);
         let mut changed = false;
         for name in self.recent.under(&under, None) {
             let rest = &name[under.len()..];

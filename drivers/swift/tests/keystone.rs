@@ -36,15 +36,7 @@ async fn keystone() -> Option<HashMap<String, String>> {
         )),
         Err(e) => Err(e),
     };
-    match ready {
-        Ok(()) => Some(env),
-        Err(why) => {
-            let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
-            assert!(!required, "keystone: {why}");
-            eprintln!("SKIPPED: keystone: {why}");
-            None
-        }
-    }
+    regstore_testsuite::backend::skip_unless_required("keystone", ready.map(|()| env))
 }
 
 fn params(env: &HashMap<String, String>, pairs: &[(&str, &str)]) -> RawParams {

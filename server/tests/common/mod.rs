@@ -246,15 +246,10 @@ pub fn require_program(name: &str, install_hint: &str) -> Option<std::path::Path
             .map(|p| p.join(name))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        let required = std::env::var("REGSTORE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "{name} is not installed and REGSTORE_REQUIRE_BACKENDS=1: {install_hint}"
-        );
-        eprintln!("SKIPPED: {name} is not installed ({install_hint})");
-    }
-    found
+    regstore_testsuite::backend::skip_unless_required(
+        name,
+        found.ok_or_else(|| format!("not installed ({install_hint})")),
+    )
 }
 
 /// A free loopback port (bound and released; good enough for tests).
