@@ -1,34 +1,34 @@
-//! The cloud drivers' put+get of 1 MiB against the same requests sent
-//! without the driver, in the same run, on the emulators
-//! `scripts/backends.sh start` runs (moto, Azurite, fake-gcs-server).
-//! Target: the driver's overhead is within 5 %.
+//! On the emulators `scripts/backends.sh start` runs (moto, Azurite,
+//! fake-gcs-server, Swift): the benchmark set `regstore bench` runs (the
+//! same code, see `common`) for each cloud driver, and each driver's
+//! put+get of 1 MiB against the same requests sent without the driver, in
+//! the same run (target: the driver's overhead is within 5 %).
 //!
-//! `cargo bench -p regstore-benches --bench cloud`. A backend whose emulator
-//! is not reachable is left out with a message.
+//! `cargo bench -p regstore-benches --bench cloud`; `-- _vs_direct` runs
+//! only the overhead comparisons, `-- s3/` only s3's set. A backend whose
+//! emulator is not reachable is left out with a message.
 //!
-//! The baseline for s3 and azure is `object_store`'s `put` then `get` on the
-//! driver's own client and key. For gcs it is the driver backend's JSON-API
+//! The baseline for s3, azure and swift is `object_store`'s `put` then
+//! `get` on the driver's own client and key (for swift, the driver's own
+//! `ObjectStore` over the Swift API). For gcs it is the driver backend's JSON-API
 //! media upload (fake-gcs-server rejects `object_store`'s XML-API writes)
 //! then `object_store`'s `get`: the same requests the driver sends, without
 //! the driver around them.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{bench_set, must, runtime};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use regstore_benches as w;
+use regstore_benches::set::Shape;
 use regstore_core::{Driver, RawParams, StoragePath, registry};
 use regstore_objectstore::object_store::path::Path;
 use regstore_objectstore::object_store::{ObjectStoreExt, PutPayload};
 use regstore_objectstore::{Backend, ObjectDriver};
 use tokio::runtime::Runtime;
-
-fn must<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("benchmark failed: {e}"),
-    }
-}
 
 fn params(driver: &str, raw: &RawParams) -> regstore_core::Params {
     let Some(factory) = registry::drivers().into_iter().find(|f| f.name == driver) else {
@@ -81,11 +81,7 @@ fn compare<B: Backend>(
 
 fn bench_overhead(c: &mut Criterion) {
     regstore_drivers_link();
-    let rt = must(
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-    );
+    let rt = runtime();
     for name in regstore_testsuite::backend::EMULATED {
         let raw = match rt.block_on(regstore_testsuite::backend::emulator_params(name)) {
             Ok(raw) => raw,
@@ -111,6 +107,13 @@ fn bench_overhead(c: &mut Criterion) {
                 must(regstore_driver_gcs::gcs_driver(&p)),
                 true,
             ),
+            "swift" => compare(
+                c,
+                &rt,
+                name,
+                must(rt.block_on(regstore_driver_swift::swift_driver(&p))),
+                false,
+            ),
             other => eprintln!("cloud bench: no baseline for {other}"),
         }
     }
@@ -122,7 +125,30 @@ fn regstore_drivers_link() {
     std::hint::black_box(regstore_driver_s3::s3_driver);
     std::hint::black_box(regstore_driver_azure::azure_driver);
     std::hint::black_box(regstore_driver_gcs::gcs_driver);
+    std::hint::black_box(regstore_driver_swift::swift_driver);
 }
 
-criterion_group!(benches, bench_overhead);
+/// The whole set ([`Shape::default`]) on each reachable emulator.
+fn bench_cloud_set(c: &mut Criterion) {
+    regstore_drivers_link();
+    let rt = runtime();
+    let benches = Shape::default().benches();
+    for name in regstore_testsuite::backend::EMULATED {
+        let raw = match rt.block_on(regstore_testsuite::backend::emulator_params(name)) {
+            Ok(raw) => raw,
+            Err(why) => {
+                eprintln!("cloud bench: {name} left out: {why}");
+                continue;
+            }
+        };
+        let driver = must(rt.block_on(registry::create(name, &raw)));
+        bench_set(c, &rt, name, &driver, &benches);
+        match rt.block_on(driver.delete("/criterion")) {
+            Err(e) if !e.is_not_found() => panic!("cannot clean up {name}: {e}"),
+            _ => {}
+        }
+    }
+}
+
+criterion_group!(benches, bench_overhead, bench_cloud_set);
 criterion_main!(benches);

@@ -7,10 +7,11 @@
 //! `root` the caller passes, which the caller deletes afterwards.
 
 pub mod registry;
+pub mod report;
 pub mod set;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use regstore_core::{Driver, Result, WalkControl};
 use regstore_testsuite::Rng;
 
@@ -56,18 +57,26 @@ pub async fn put_get(driver: &Driver, path: &str, data: &Bytes) -> Result<()> {
 /// # Errors
 /// Driver errors, or a length mismatch as `Backend`.
 pub async fn stream_put_get(driver: &Driver, path: &str, data: &Bytes) -> Result<()> {
-    let mut w = driver.writer(path, false).await?;
-    for start in (0..data.len()).step_by(PIECE) {
-        w.write(data.slice(start..(start + PIECE).min(data.len())))
-            .await?;
-    }
-    w.commit().await?;
+    stream_write(driver, path, data).await?;
     let mut stream = driver.reader(path, 0).await?;
     let mut read = 0u64;
     while let Some(chunk) = stream.next().await {
         read += chunk?.len() as u64;
     }
     check_len(read, data.len() as u64)
+}
+
+/// A writer fed `data` in 1 MiB pieces and committed (no read back).
+///
+/// # Errors
+/// Driver errors.
+pub async fn stream_write(driver: &Driver, path: &str, data: &Bytes) -> Result<()> {
+    let mut w = driver.writer(path, false).await?;
+    for start in (0..data.len()).step_by(PIECE) {
+        w.write(data.slice(start..(start + PIECE).min(data.len())))
+            .await?;
+    }
+    w.commit().await
 }
 
 fn check_len(got: u64, want: u64) -> Result<()> {
@@ -80,17 +89,26 @@ fn check_len(got: u64, want: u64) -> Result<()> {
     }
 }
 
+/// Files the populate functions write at once: setup is not what is
+/// measured, so it goes as fast as the backend allows.
+const POPULATE_CONCURRENCY: usize = 16;
+
+/// Writes a one-byte file at each of `paths`, [`POPULATE_CONCURRENCY`] at
+/// a time.
+async fn put_all(driver: &Driver, paths: impl Iterator<Item = String>) -> Result<()> {
+    futures_util::stream::iter(paths)
+        .map(|p| async move { driver.put_content(p, Bytes::from_static(b"x")).await })
+        .buffer_unordered(POPULATE_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
 /// Creates `n` small files in the directory `dir`.
 ///
 /// # Errors
 /// Driver errors.
 pub async fn populate(driver: &Driver, dir: &str, n: usize) -> Result<()> {
-    for i in 0..n {
-        driver
-            .put_content(format!("{dir}/f{i:06}"), Bytes::from_static(b"x"))
-            .await?;
-    }
-    Ok(())
+    put_all(driver, (0..n).map(|i| format!("{dir}/f{i:06}"))).await
 }
 
 /// Lists `dir`, checking it holds `n` children.
@@ -108,15 +126,17 @@ pub async fn list(driver: &Driver, dir: &str, n: usize) -> Result<()> {
 /// # Errors
 /// Driver errors.
 pub async fn populate_tree(driver: &Driver, dir: &str, n: usize) -> Result<()> {
-    for i in 0..n {
-        driver
-            .put_content(
-                format!("{dir}/d{:04}/f{:03}", i / 100, i % 100),
-                Bytes::from_static(b"x"),
-            )
-            .await?;
-    }
-    Ok(())
+    put_all(
+        driver,
+        (0..n).map(|i| format!("{dir}/d{:04}/f{:03}", i / 100, i % 100)),
+    )
+    .await
+}
+
+/// How many entries [`walk`] visits in a tree made by [`populate_tree`]
+/// with `n` files: the files and their directories.
+pub fn tree_entries(n: usize) -> u64 {
+    (n + n.div_ceil(100)) as u64
 }
 
 /// Walks `dir`, returning how many entries were visited.

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use regstore_core::params::parse_pairs;
 use regstore_core::{Driver, ParamSpec};
 use regstore_testsuite::{Options, Outcome};
 
+pub use crate::bench::BenchArgs;
 use crate::config::{Config, StorageSpec};
 
 /// regstore: container-image registry storage on pluggable drivers.
@@ -19,6 +20,35 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments like [`Parser::parse`] (printing help
+    /// or the error and exiting when asked to), and also keeps the order of
+    /// `regstore bench`'s backend options, which says which `--param`
+    /// belongs to which `--driver`.
+    pub fn parse_args() -> Cli {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_args`] over `args` (the first is the program name).
+    ///
+    /// # Errors
+    /// clap's error for arguments that do not parse (or `--help`).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Bench(b), Some(m)) =
+            (&mut cli.command, matches.subcommand_matches("bench"))
+        {
+            b.order = crate::bench::backend_options_in_order(m);
+        }
+        Ok(cli)
+    }
 }
 
 /// The subcommands.
@@ -37,12 +67,15 @@ pub enum Command {
     /// Point it at an empty bucket, container or directory: every case
     /// cleans up after itself and checks that the store is empty again.
     Conformance(ConformanceArgs),
-    /// Time the driver benchmark set against a backend: per operation p50,
-    /// p99, throughput and backend requests per call, as a Markdown table.
+    /// Time the driver benchmark set against one or more backends: per
+    /// benchmark and backend throughput, p50, p99 and backend requests per
+    /// call, as a Markdown table (and JSON, and an SVG chart).
     ///
-    /// Everything lives under a fresh prefix `/regstore-bench-<time>-<pid>`,
-    /// deleted at the end (also after an error or Ctrl-C).
-    Bench(BenchArgs),
+    /// Compare backends by repeating --driver (each followed by its
+    /// --param options) or --config. Everything lives under a fresh
+    /// `regstore-bench-<time>-<pid>` directory, deleted at the end (also
+    /// after an error or Ctrl-C).
+    Bench(Box<BenchArgs>),
 }
 
 /// Which backend to use: a config file or a driver and its parameters.
@@ -104,37 +137,6 @@ pub struct ConformanceArgs {
     pub cases: Vec<String>,
 }
 
-/// Arguments of `regstore bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// The backend to measure.
-    #[command(flatten)]
-    pub backend: BackendArgs,
-    /// Timed calls per benchmark.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    pub iterations: u32,
-    /// Files in the listed directory and in the deleted folder.
-    #[arg(long, default_value_t = 50)]
-    pub list: usize,
-    /// Files in the walked tree (100 per directory).
-    #[arg(long, default_value_t = 1000)]
-    pub walk: usize,
-    /// Size of the streamed write, e.g. 64MiB.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size_arg)]
-    pub stream_size: u64,
-    /// Size of the put-then-get, e.g. 1MiB.
-    #[arg(long, default_value = "1MiB", value_parser = parse_size_arg)]
-    pub put_get_size: u64,
-    /// Add this delay to every backend request (the `latency` middleware),
-    /// e.g. 20ms, so a loopback emulator shows what request counts cost.
-    #[arg(long, value_name = "DURATION")]
-    pub latency: Option<String>,
-}
-
-fn parse_size_arg(s: &str) -> Result<u64, String> {
-    regstore_core::params::parse_size(s)
-}
-
 /// Runs the command line; returns the process exit code.
 ///
 /// # Errors
@@ -160,7 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Bench(args) => {
             init_logging("warn");
-            bench(args).await
+            crate::bench::bench(*args).await
         }
     }
 }
@@ -321,64 +323,5 @@ async fn run_isolated(
             "did not finish within {} minutes",
             LIMIT.as_secs() / 60
         )),
-    }
-}
-
-async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
-    let spec = args.backend.spec()?;
-    let mut driver = spec.build().await?;
-    if let Some(delay) = &args.latency {
-        let mut raw = regstore_core::RawParams::new();
-        raw.insert("delay".into(), delay.as_str().into());
-        driver = regstore_core::wrap(driver, "latency", &raw)
-            .await
-            .context("--latency")?;
-    }
-    let to_usize = |v: u64, what: &str| {
-        usize::try_from(v).with_context(|| format!("{what} {v} does not fit in memory"))
-    };
-    let plan = regstore_benches::set::Plan {
-        iterations: args.iterations as usize,
-        list_entries: args.list,
-        walk_entries: args.walk,
-        stream_bytes: to_usize(args.stream_size, "--stream-size")?,
-        put_get_bytes: to_usize(args.put_get_size, "--put-get-size")?,
-    };
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let root = format!("/regstore-bench-{stamp}-{}", std::process::id());
-    match driver.stat(&root).await {
-        Err(e) if e.is_not_found() => {}
-        Ok(_) => bail!("{root} exists already on the {} backend", driver.name()),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot reach the {} backend", driver.name()));
-        }
-    }
-    let label = driver.name();
-    let run = regstore_benches::set::run(&driver, &root, &plan, |name| {
-        eprintln!("bench {label}: {name}");
-    });
-    let outcome = tokio::select! {
-        r = run => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
-    };
-    // Clean up whatever happened; a root never created is fine.
-    if let Err(e) = driver.delete(&root).await
-        && !e.is_not_found()
-    {
-        eprintln!("bench: could not delete {root}: {e}");
-    }
-    match outcome {
-        Some(Ok(figures)) => {
-            print!("{}", regstore_benches::set::markdown(label, &figures));
-            Ok(0)
-        }
-        Some(Err(e)) => Err(e).context("benchmark failed"),
-        None => {
-            eprintln!("bench: interrupted; {root} deleted");
-            Ok(130)
-        }
     }
 }

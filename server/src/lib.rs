@@ -6,7 +6,9 @@
 //! - [`serve`]: `regstore serve`: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
 //! - [`cli`]: the command line.
+//! - [`bench`]: `regstore bench`, the driver benchmark set across backends.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http;

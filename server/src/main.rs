@@ -1,10 +1,9 @@
 //! The `regstore` binary.
 
-use clap::Parser;
 use regstore_server::cli::{Cli, run};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
