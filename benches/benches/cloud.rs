@@ -80,16 +80,8 @@ fn compare<B: Backend>(
 }
 
 fn bench_overhead(c: &mut Criterion) {
-    regstore_drivers_link();
     let rt = runtime();
-    for name in regstore_testsuite::backend::EMULATED {
-        let raw = match rt.block_on(regstore_testsuite::backend::emulator_params(name)) {
-            Ok(raw) => raw,
-            Err(why) => {
-                eprintln!("cloud bench: {name} left out: {why}");
-                continue;
-            }
-        };
+    for (name, raw) in reachable(&rt) {
         let p = params(name, &raw);
         match name {
             "s3" => compare(c, &rt, name, must(regstore_driver_s3::s3_driver(&p)), false),
@@ -119,6 +111,24 @@ fn bench_overhead(c: &mut Criterion) {
     }
 }
 
+/// The emulated drivers whose emulators answer, each with parameters for
+/// a fresh root; the others are left out with a message.
+fn reachable(rt: &Runtime) -> Vec<(&'static str, RawParams)> {
+    regstore_drivers_link();
+    regstore_testsuite::backend::EMULATED
+        .into_iter()
+        .filter_map(
+            |name| match rt.block_on(regstore_testsuite::backend::emulator_params(name)) {
+                Ok(raw) => Some((name, raw)),
+                Err(why) => {
+                    eprintln!("cloud bench: {name} left out: {why}");
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
 /// The drivers register themselves when their crates are linked; naming
 /// each constructor makes sure they are.
 fn regstore_drivers_link() {
@@ -130,17 +140,9 @@ fn regstore_drivers_link() {
 
 /// The whole set ([`Shape::default`]) on each reachable emulator.
 fn bench_cloud_set(c: &mut Criterion) {
-    regstore_drivers_link();
     let rt = runtime();
     let benches = Shape::default().benches();
-    for name in regstore_testsuite::backend::EMULATED {
-        let raw = match rt.block_on(regstore_testsuite::backend::emulator_params(name)) {
-            Ok(raw) => raw,
-            Err(why) => {
-                eprintln!("cloud bench: {name} left out: {why}");
-                continue;
-            }
-        };
+    for (name, raw) in reachable(&rt) {
         let driver = must(rt.block_on(registry::create(name, &raw)));
         bench_set(c, &rt, name, &driver, &benches);
         match rt.block_on(driver.delete("/criterion")) {

@@ -243,6 +243,15 @@ fn number(v: f64) -> String {
     format!("{v:.digits$}{suffix}")
 }
 
+/// Requests per call: whole numbers as such (`2`), else [`number`].
+fn requests(r: f64) -> String {
+    if (r - r.round()).abs() < 0.005 {
+        format!("{r:.0}")
+    } else {
+        number(r)
+    }
+}
+
 /// `10^exp` as an axis label: `0.01`, `1`, `100`, `10k`, `1M`, `10G`.
 fn power_of_ten(exp: i32) -> String {
     match exp {
@@ -457,7 +466,7 @@ impl<'a> Chart<'a> {
                     let end = if v > 0.0 { scale(v) } else { bar_x };
                     let mut text = format!("{} · p50 {}", throughput(f), duration(f.quantile(0.5)));
                     if let Some(r) = f.requests_per_op() {
-                        let _ = write!(text, " · {} req", number(r));
+                        let _ = write!(text, " · {} req", requests(r));
                     }
                     let _ = writeln!(
                         s,
@@ -604,6 +613,8 @@ mod tests {
         assert_eq!(number(4.56789), "4.57");
         assert_eq!(duration(Duration::from_micros(12)), "12.0 µs");
         assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
+        assert_eq!(requests(2.0), "2");
+        assert_eq!(requests(57.33), "57.3");
         let ticks: Vec<String> = (-2..=10).map(power_of_ten).collect();
         assert_eq!(
             ticks,

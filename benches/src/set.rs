@@ -399,6 +399,14 @@ pub enum Step<'a> {
         /// Calls it gets.
         of: usize,
     },
+    /// The benchmark finished, but deleting its directory failed (its
+    /// figures stand; what is left stays under `root`).
+    CleanupFailed {
+        /// The benchmark.
+        bench: &'a Bench,
+        /// Why the delete failed.
+        error: &'a Error,
+    },
 }
 
 /// Runs `benches` against `driver` under `root` (which should not exist
@@ -434,7 +442,11 @@ pub async fn run(
                 }
                 progress(Step::Called { bench, done, of });
             }
-            prepared.finish().await?;
+            if let Err(e) = prepared.finish().await {
+                // The figures stand; the caller's delete of `root` tries
+                // again.
+                progress(Step::CleanupFailed { bench, error: &e });
+            }
             Ok(samples)
         }
         .await;

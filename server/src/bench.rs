@@ -515,6 +515,14 @@ impl Bar {
                 self.done += 1;
                 format!("{label} {}: {done}/{of}", bench.name())
             }
+            Step::CleanupFailed { bench, error } => {
+                self.clear();
+                eprintln!(
+                    "bench: {label} {}: could not delete its data ({error}); trying again at the end",
+                    bench.name()
+                );
+                return;
+            }
         };
         if !self.enabled {
             return;

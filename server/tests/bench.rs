@@ -3,26 +3,15 @@
 //! JSON and SVG checked), the refusal of a non-empty prefix, cleanup after
 //! Ctrl-C, and the progress bar on a terminal only.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{regstore, text};
 use regstore_core::{Driver, RawParams};
 use regstore_testsuite::backend::{EMULATED, emulator_params_or_skip, skip_unless_required};
-
-fn regstore(args: &[String]) -> Output {
-    match Command::new(env!("CARGO_BIN_EXE_regstore"))
-        .args(args)
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run regstore: {e}"),
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
@@ -484,6 +473,35 @@ async fn s3_bench_interrupted_deletes_its_directory() {
         return;
     };
     interrupted_run_cleans_up("s3", params).await;
+}
+
+/// `scripts/bench-emulators.sh`, which made the README's plot, runs
+/// `regstore bench` on all six backends and passes its arguments on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_bench_script_covers_all_six_backends() {
+    for name in EMULATED {
+        if emulator_params_or_skip(name).await.is_none() {
+            return;
+        }
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench-emulators.sh");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(script)
+            .args(["--only", "stat", "--iterations", "2"])
+            .env("REGSTORE", env!("CARGO_BIN_EXE_regstore"))
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run scripts/bench-emulators.sh");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let backends: Vec<String> = rows(&stdout).into_iter().map(|r| r[1].clone()).collect();
+    assert_eq!(
+        backends,
+        ["inmemory", "filesystem", "s3", "azure", "gcs", "swift"],
+        "{stdout}"
+    );
 }
 
 /// On a terminal (a pseudo-terminal from `script`), stderr shows the bar:

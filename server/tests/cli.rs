@@ -1,20 +1,8 @@
 //! The `regstore` binary as a user types it.
 
-use std::process::{Command, Output};
+mod common;
 
-fn regstore(args: &[&str]) -> Output {
-    match Command::new(env!("CARGO_BIN_EXE_regstore"))
-        .args(args)
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run regstore: {e}"),
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{regstore, text};
 
 #[test]
 fn drivers_lists_every_driver_with_its_parameters() {

@@ -14,6 +14,25 @@ use regstore_server::serve;
 use reqwest::{Client, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
+/// Runs the `regstore` binary with `args` to the end, capturing its output.
+///
+/// # Panics
+/// The binary cannot be started.
+pub fn regstore<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    match std::process::Command::new(env!("CARGO_BIN_EXE_regstore"))
+        .args(args)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run regstore: {e}"),
+    }
+}
+
+/// Output bytes as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// A reqwest client builder usable in this process: reqwest is built with
 /// rustls but no bundled provider (the cloud drivers' choice, unified by
 /// cargo), so ring is installed first.
