@@ -20,7 +20,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bench_set, must, runtime};
+use common::{bench_set, clear, must, runtime};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use regstore_benches as w;
 use regstore_benches::set::Shape;
@@ -76,7 +76,7 @@ fn compare<B: Backend>(
             .iter(|| async { must(w::put_get(&driver, path, &data).await) })
     });
     g.finish();
-    must(rt.block_on(driver.delete("/bench")));
+    clear(rt, &driver, "/bench");
 }
 
 fn bench_overhead(c: &mut Criterion) {
@@ -145,10 +145,7 @@ fn bench_cloud_set(c: &mut Criterion) {
     for (name, raw) in reachable(&rt) {
         let driver = must(rt.block_on(registry::create(name, &raw)));
         bench_set(c, &rt, name, &driver, &benches);
-        match rt.block_on(driver.delete("/criterion")) {
-            Err(e) if !e.is_not_found() => panic!("cannot clean up {name}: {e}"),
-            _ => {}
-        }
+        clear(&rt, &driver, "/criterion");
     }
 }
 

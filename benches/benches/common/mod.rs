@@ -2,6 +2,8 @@
 //! criterion benchmark timed by [`regstore_benches::set::Prepared::call`],
 //! the code `regstore bench` times too.
 
+#![allow(dead_code)] // each bench target uses a different part
+
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
@@ -24,6 +26,15 @@ pub fn must<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("benchmark failed: {e}"),
+    }
+}
+
+/// Deletes `dir` on `driver`; nothing there (a filter skipped the
+/// benchmarks that fill it) is fine.
+pub fn clear(rt: &Runtime, driver: &Driver, dir: &str) {
+    match rt.block_on(driver.delete(dir)) {
+        Err(e) if !e.is_not_found() => panic!("cannot delete {dir} on {}: {e}", driver.name()),
+        _ => {}
     }
 }
 
