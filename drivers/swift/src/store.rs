@@ -4,6 +4,7 @@
 //! manifests), paginated JSON listings with `marker`, and deletes through
 //! the bulk middleware when the cluster has it.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -87,22 +88,27 @@ impl SwiftStore {
         pending: &mut std::collections::VecDeque<String>,
         upto: Option<&str>,
     ) -> object_store::Result<()> {
-        let mut added = false;
-        while let Some(name) = pending.front() {
-            if upto.is_some_and(|u| name.as_str() > u) {
+        let due = |name: &String| upto.is_none_or(|u| name.as_str() <= u);
+        if !pending.front().is_some_and(due) {
+            return Ok(());
+        }
+        let listed: HashSet<&str> = metas.iter().map(|m| m.location.as_ref()).collect();
+        let mut found = Vec::new();
+        while pending.front().is_some_and(due) {
+            let Some(name) = pending.pop_front() else {
                 break;
-            }
-            let name = pending.pop_front().unwrap_or_default();
-            if metas.iter().any(|m| m.location.as_ref() == name) {
+            };
+            if listed.contains(name.as_str()) {
                 continue;
             }
             if let Some(meta) = self.confirm(&name).await? {
                 tracing::debug!(%name, "Swift listing lags a write of this driver; merged");
-                metas.push(meta);
-                added = true;
+                found.push(meta);
             }
         }
-        if added {
+        drop(listed);
+        if !found.is_empty() {
+            metas.extend(found);
             metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
         }
         Ok(())
@@ -605,26 +611,40 @@ impl ObjectStore for SwiftStore {
         // Names this driver wrote that the listing does not show yet.
         let under = dir_prefix(prefix);
         let mut changed = false;
-        for name in self.recent.under(&under, None) {
-            let rest = &name[under.len()..];
-            match rest.split_once('/') {
-                Some((dir, _)) => {
-                    let dir = format!("{under}{dir}");
-                    if out.common_prefixes.iter().any(|p| p.as_ref() == dir) {
-                        continue;
+        let recent = self.recent.under(&under, None);
+        if !recent.is_empty() {
+            let mut dirs: HashSet<String> = out
+                .common_prefixes
+                .iter()
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            let files: HashSet<String> = out
+                .objects
+                .iter()
+                .map(|m| m.location.as_ref().to_owned())
+                .collect();
+            for name in recent {
+                let rest = &name[under.len()..];
+                match rest.split_once('/') {
+                    Some((dir, _)) => {
+                        let dir = format!("{under}{dir}");
+                        if dirs.contains(&dir) {
+                            continue;
+                        }
+                        if self.confirm(&name).await?.is_some() {
+                            out.common_prefixes.push(path_of(&dir)?);
+                            dirs.insert(dir);
+                            changed = true;
+                        }
                     }
-                    if self.confirm(&name).await?.is_some() {
-                        out.common_prefixes.push(path_of(&dir)?);
-                        changed = true;
-                    }
-                }
-                None => {
-                    if out.objects.iter().any(|m| m.location.as_ref() == name) {
-                        continue;
-                    }
-                    if let Some(meta) = self.confirm(&name).await? {
-                        out.objects.push(meta);
-                        changed = true;
+                    None => {
+                        if files.contains(&name) {
+                            continue;
+                        }
+                        if let Some(meta) = self.confirm(&name).await? {
+                            out.objects.push(meta);
+                            changed = true;
+                        }
                     }
                 }
             }
