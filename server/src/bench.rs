@@ -282,13 +282,6 @@ impl BenchArgs {
     }
 }
 
-/// A backend built and checked, ready to run.
-struct Ready {
-    target: Target,
-    driver: Driver,
-    root: String,
-}
-
 /// Runs `regstore bench`; returns the exit code: 0, 1 when a benchmark
 /// failed, 130 when interrupted.
 ///
@@ -320,11 +313,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     for target in targets {
         let driver = build(&target, args.latency.as_deref()).await?;
         check_prefix(&target.label, &driver, &prefix, args.allow_non_empty).await?;
-        ready.push(Ready {
-            target,
-            driver,
-            root: root.clone(),
-        });
+        ready.push((target, driver));
     }
     for path in [&args.json, &args.plot].into_iter().flatten() {
         // Fail now rather than after an hour of benchmarks.
@@ -343,11 +332,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     };
     let signal = crate::serve::shutdown_signal();
     tokio::pin!(signal);
-    for r in &ready {
+    for (target, driver) in &ready {
         let mut outcomes = Vec::new();
-        let label = r.target.label.as_str();
+        let label = target.label.as_str();
         let run =
-            regstore_benches::set::run(&r.driver, &r.root, &benches, plan, &mut outcomes, |step| {
+            regstore_benches::set::run(driver, &root, &benches, plan, &mut outcomes, |step| {
                 bar.step(label, step)
             });
         let interrupted = tokio::select! {
@@ -356,24 +345,21 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         };
         bar.clear();
         if interrupted {
-            eprintln!(
-                "bench: interrupted; deleting {} on {label} (Ctrl-C again to leave it)",
-                r.root
-            );
+            eprintln!("bench: interrupted; deleting {root} on {label} (Ctrl-C again to leave it)");
         }
         let cleaned = tokio::select! {
-            r = remove(&r.driver, &r.root) => Some(r),
+            r = remove(driver, &root) => Some(r),
             () = crate::serve::shutdown_signal(), if interrupted => None,
         };
         match cleaned {
             Some(Ok(())) => {}
-            Some(Err(e)) => eprintln!("bench: could not delete {} on {label}: {e}", r.root),
-            None => eprintln!("bench: left {} on {label}", r.root),
+            Some(Err(e)) => eprintln!("bench: could not delete {root} on {label}: {e}"),
+            None => eprintln!("bench: left {root} on {label}"),
         }
         report.backends.push(BackendRun {
             label: label.to_owned(),
-            driver: r.target.spec.driver.clone(),
-            middleware: middleware_names(&r.target.spec, args.latency.is_some()),
+            driver: target.spec.driver.clone(),
+            middleware: middleware_names(&target.spec, args.latency.is_some()),
             outcomes,
         });
         if interrupted {
