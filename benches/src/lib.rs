@@ -27,7 +27,7 @@ pub const SIZES: &[(&str, usize)] = &[
 /// (the largest unit that divides it), else plain bytes (`1500B`).
 pub fn size_label(bytes: usize) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes > 0 && bytes % (1 << shift) == 0 {
+        if bytes > 0 && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -199,7 +199,7 @@ impl Prepared<'_> {
                 }
             }
             Bench::Rename(_) => {
-                let (from, to) = if call % 2 == 0 {
+                let (from, to) = if call.is_multiple_of(2) {
                     ("a", "b")
                 } else {
                     ("b", "a")

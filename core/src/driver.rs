@@ -202,6 +202,12 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// is [`Error::PathNotFound`]; a committed non-empty object cannot be
     /// appended to ([`Error::Unsupported`]). The committed object at `path`
     /// stays as it was until `commit`.
+    ///
+    /// Drivers that can tell (filesystem: a lock on the staging file, also
+    /// between processes) allow one open writer per path: opening another
+    /// while one is open is [`Error::Busy`], and a committed object is never
+    /// held open by a writer. Others (the object stores) leave callers to
+    /// serialize writers of one path, as the registry does per upload.
     async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>>;
 
     /// Metadata of the file or directory at `path`; `/` always exists.

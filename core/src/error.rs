@@ -77,6 +77,16 @@ pub enum Error {
         /// What was asked for, in words a user understands.
         what: String,
     },
+    /// Another writer of `path` is open — in this process or in another
+    /// that shares the backend — so no second one can be opened until it is
+    /// closed, committed or cancelled (or its process ends). Retryable.
+    #[error("{driver}: {path} is being written by another writer")]
+    Busy {
+        /// Driver that answered.
+        driver: DriverName,
+        /// The path whose writer is open.
+        path: String,
+    },
     /// The driver (or middleware) cannot be built from the parameters given.
     #[error("{driver}: {message}")]
     Config {
@@ -131,6 +141,14 @@ impl Error {
         }
     }
 
+    /// `Busy` for `path`, whose writer is open elsewhere.
+    pub fn busy(path: impl fmt::Display) -> Self {
+        Error::Busy {
+            driver: DriverName::default(),
+            path: path.to_string(),
+        }
+    }
+
     /// `Config` error with a message that says what to change.
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config {
@@ -154,6 +172,7 @@ impl Error {
             | Error::InvalidPath { driver, .. }
             | Error::InvalidOffset { driver, .. }
             | Error::Unsupported { driver, .. }
+            | Error::Busy { driver, .. }
             | Error::Config { driver, .. }
             | Error::Backend { driver, .. } => driver.0,
         }
@@ -167,6 +186,7 @@ impl Error {
             | Error::InvalidPath { driver, .. }
             | Error::InvalidOffset { driver, .. }
             | Error::Unsupported { driver, .. }
+            | Error::Busy { driver, .. }
             | Error::Config { driver, .. }
             | Error::Backend { driver, .. } => driver,
         };
@@ -174,6 +194,11 @@ impl Error {
             slot.0 = name;
         }
         self
+    }
+
+    /// True for [`Error::Busy`].
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Busy { .. })
     }
 
     /// True for [`Error::PathNotFound`].
@@ -188,6 +213,7 @@ impl Error {
             Error::InvalidPath { .. } => "invalid_path",
             Error::InvalidOffset { .. } => "invalid_offset",
             Error::Unsupported { .. } => "unsupported",
+            Error::Busy { .. } => "busy",
             Error::Config { .. } => "config",
             Error::Backend { .. } => "backend",
         }

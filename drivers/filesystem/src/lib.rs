@@ -41,6 +41,20 @@
 //!   process or in a new one over the same root — resumes it; `commit`
 //!   renames it to `<root>/a/b`; `cancel` and `delete` remove it.
 //!   Directories of `~staging` left empty are removed again.
+//!
+//! # One writer at a time
+//!
+//! A writer holds an exclusive `flock` on its staging file from `writer`
+//! until `close`, `commit` or `cancel` returns (or its process ends: the
+//! kernel drops the lock with the file). A second `writer` for the same
+//! path, in this process or another over the same root, fails with
+//! [`Error::Busy`] instead of writing into the same file. `commit` keeps the
+//! lock until the file has been renamed into place, so no writer can ever
+//! hold a committed object open: once published, its bytes are final. (The
+//! registry relies on this: a request still sending an upload's bytes cannot
+//! change a blob that another request has verified and published.) Over
+//! NFS, Linux maps `flock` to NFS byte-range locks, which need the lock
+//! manager the server offers.
 //! - `put_content` temporary files: `<root>/~staging/~put.<pid>.<time>.<n>`,
 //!   created exclusively (so processes sharing the root never share one)
 //!   and renamed away at once. Leftovers of a crash older than an hour are
@@ -400,20 +414,17 @@ impl StorageDriver for FilesystemDriver {
         Ok(Box::pin(futures_util::stream::unfold(state, next_chunk)))
     }
 
-    /// Opens the staging file of `path`; see the crate documentation.
+    /// Opens the staging file of `path` and takes its writer lock; see the
+    /// crate documentation (*One writer at a time*).
     async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
         let path = path.clone();
         let layout = Arc::clone(&self.layout);
         self.run(move |l| {
             let staged = l.staged_writer(&path)?;
             if append {
-                match OpenOptions::new().append(true).open(&staged) {
-                    Ok(file) => {
-                        let size = file.metadata().at("stat", &staged)?.len();
-                        return Ok(FsWriter::boxed(layout, path, staged, file, size));
-                    }
-                    Err(e) if is_missing(&e) => {}
-                    Err(e) => return Err(e).at("open", &staged).map_err(Error::from),
+                if let Some(file) = open_locked(&staged, &path, OpenOptions::new().append(true))? {
+                    let size = file.metadata().at("stat", &staged)?.len();
+                    return Ok(FsWriter::boxed(layout, path, staged, file, size));
                 }
                 let full = l.committed(&path);
                 match fs::metadata(&full) {
@@ -430,8 +441,28 @@ impl StorageDriver for FilesystemDriver {
                 }
             }
             let dir = parent_of(&staged)?;
-            let file = in_dir(&l.root, dir, || File::create(&staged)).at("create", &staged)?;
-            Ok(FsWriter::boxed(layout, path, staged, file, 0))
+            let mut retry = Retry::new();
+            loop {
+                // Created without truncating: the file may belong to a writer
+                // that is still open, whose bytes only its lock may discard.
+                in_dir(&l.root, dir, || {
+                    OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&staged)
+                        .map(drop)
+                })
+                .at("create", &staged)?;
+                if let Some(file) = open_locked(&staged, &path, OpenOptions::new().write(true))? {
+                    file.set_len(0).at("truncate", &staged)?;
+                    return Ok(FsWriter::boxed(layout, path, staged, file, 0));
+                }
+                // Removed between creating and locking it: create it again.
+                if !retry.again() {
+                    return Err(Error::busy(&path));
+                }
+            }
         })
         .await
     }
@@ -795,11 +826,19 @@ impl FileWriter for FsWriter {
             file,
             ..
         } = *self;
-        drop(file);
         blocking(move || {
             let full = layout.committed(&path);
+            // The lock is held until the file is in place, so no other
+            // writer can open it before it has left the staging path; and a
+            // staging path that is no longer this writer's file (`delete`
+            // removed it and another writer created it anew) is not moved.
+            if !is_same_file(&file, &staged)? {
+                return Err(Error::not_found(&path));
+            }
             // An unfinished writer that `delete` removed meanwhile is not found.
-            move_into_place(&layout.root, &staged, &full, &layout.staging, &path)
+            let moved = move_into_place(&layout.root, &staged, &full, &layout.staging, &path);
+            drop(file);
+            moved
         })
         .await
     }
@@ -811,9 +850,11 @@ impl FileWriter for FsWriter {
             file,
             ..
         } = *self;
-        drop(file);
         blocking(move || {
-            remove_missing_ok(fs::remove_file(&staged), &staged)?;
+            if is_same_file(&file, &staged)? {
+                remove_missing_ok(fs::remove_file(&staged), &staged)?;
+            }
+            drop(file);
             if let Some(dir) = staged.parent() {
                 prune_empty_dirs(&layout.staging, dir);
             }
@@ -894,6 +935,42 @@ fn parent_of(path: &Path) -> FsResult<&Path> {
     path.parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))
         .at("find directory of", path)
+}
+
+/// Opens the staging file `staged` with `options` and takes its exclusive
+/// writer lock (`flock`), which other processes sharing the root respect
+/// too and which the kernel releases when the file is closed or its process
+/// ends. `Ok(None)` if no file is there (or it was moved away or removed
+/// between opening and locking: a commit or cancel of the writer that held
+/// it); [`Error::Busy`] if another writer holds the lock.
+fn open_locked(staged: &Path, path: &StoragePath, options: &OpenOptions) -> Result<Option<File>> {
+    let file = match options.open(staged) {
+        Ok(f) => f,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(e).at("open", staged).map_err(Error::from),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(Error::busy(path)),
+        Err(fs::TryLockError::Error(e)) => return Err(e).at("lock", staged).map_err(Error::from),
+    }
+    // Locked; but the file may have left the staging path before that.
+    if is_same_file(&file, staged)? {
+        Ok(Some(file))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether `path` still names the open `file` (same device and inode).
+fn is_same_file(file: &File, path: &Path) -> FsResult<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata().at("stat", path)?;
+    match fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if is_missing(&e) => Ok(false),
+        Err(e) => Err(e).at("stat", path),
+    }
 }
 
 /// Opens `full` for reading if it is a regular file; its length with it.

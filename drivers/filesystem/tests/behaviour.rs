@@ -144,3 +144,55 @@ async fn maxthreads_below_the_minimum_is_refused() {
 fn regstore_drivers_linked() {
     std::hint::black_box(FilesystemDriver::new::<std::path::PathBuf>);
 }
+
+/// One open writer per path, also between two drivers over one root (two
+/// processes): a second writer is `Busy` — fresh or resumed — and is not
+/// allowed to truncate the first one's bytes; after `close` it resumes.
+#[tokio::test]
+async fn a_second_writer_of_an_open_path_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (driver(dir.path()), driver(dir.path()));
+    let mut w = a.writer("/up/data", false).await.unwrap();
+    w.write(Bytes::from_static(b"first ")).await.unwrap();
+    for append in [true, false] {
+        let e = b.writer("/up/data", append).await.unwrap_err();
+        assert!(e.is_busy(), "append={append}: {e}");
+        assert_eq!(e.kind(), "busy");
+    }
+    w.close().await.unwrap();
+    let mut w = b.writer("/up/data", true).await.unwrap();
+    assert_eq!(w.size(), 6, "the busy attempts truncated nothing");
+    w.write(Bytes::from_static(b"second")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(
+        &a.get_content("/up/data").await.unwrap()[..],
+        b"first second"
+    );
+}
+
+/// A writer that stays open cannot reach a committed object: once the
+/// committing writer has published, a writer opened on the path starts a
+/// new staging file, and committing an unrelated writer whose staging file
+/// `delete` removed fails instead of publishing another writer's file.
+#[tokio::test]
+async fn a_committed_object_has_no_open_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = driver(dir.path());
+    let mut w = d.writer("/blob", false).await.unwrap();
+    w.write(Bytes::from_static(b"verified")).await.unwrap();
+    w.commit().await.unwrap();
+    // Appending to a committed non-empty object is refused.
+    let e = d.writer("/blob", true).await.unwrap_err();
+    assert_eq!(e.kind(), "unsupported", "{e}");
+    // A stale writer (its file deleted) does not publish a newer one's file.
+    let mut stale = d.writer("/up/data", false).await.unwrap();
+    stale.write(Bytes::from_static(b"stale")).await.unwrap();
+    d.delete("/up").await.ok();
+    let mut fresh = d.writer("/up/data", false).await.unwrap();
+    fresh.write(Bytes::from_static(b"fresh")).await.unwrap();
+    let e = stale.commit().await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    fresh.commit().await.unwrap();
+    assert_eq!(&d.get_content("/up/data").await.unwrap()[..], b"fresh");
+    assert_eq!(&d.get_content("/blob").await.unwrap()[..], b"verified");
+}

@@ -121,7 +121,7 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
     regstore_objectstore::install_crypto();
     let bucket = params.require_string("bucket")?;
     let chunk = params.size("chunksize").unwrap_or(16 << 20);
-    if chunk == 0 || chunk % CHUNK_QUANTUM != 0 {
+    if chunk == 0 || !chunk.is_multiple_of(CHUNK_QUANTUM) {
         return Err(Error::config(format!(
             "chunksize {chunk} must be a positive multiple of 256 KiB (262144)"
         )));

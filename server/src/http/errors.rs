@@ -104,6 +104,8 @@ impl From<RegistryError> for ApiError {
                 message,
             )
             .header(header::RANGE, range_header(*size)),
+            E::UploadBusy(_) => ApiError::new(StatusCode::CONFLICT, "BLOB_UPLOAD_INVALID", message)
+                .header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             E::SizeInvalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", message),
             E::Unsupported(_) => {
                 ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
@@ -113,12 +115,26 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
             }
             E::Storage(inner) => {
+                // The detail (paths on the server, backend answers) goes to
+                // the log; the client learns which kind of failure it was.
                 tracing::warn!(error = %inner, "storage error");
+                let driver = inner.driver();
                 if matches!(inner, regstore_core::Error::Backend { .. }) {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
-                        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        format!("the storage backend ({driver}) failed; retry later"),
+                    )
+                    .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
                 } else {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "UNKNOWN",
+                        format!(
+                            "the storage driver ({driver}) refused an operation ({})",
+                            inner.kind()
+                        ),
+                    )
                 }
             }
         }

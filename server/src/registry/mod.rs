@@ -16,7 +16,9 @@ use regstore_core::{Driver, RedirectRequest, WalkControl};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use manifests::{MAX_MANIFEST_SIZE, ManifestKind, PutManifest, Referrer, StoredManifest};
 pub use names::{NameError, Reference, RepoName, Tag};
-pub use uploads::{PurgeReport, UploadStatus, new_upload_id, parse_upload_id};
+pub use uploads::{
+    PurgeReport, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, new_upload_id, parse_upload_id,
+};
 
 /// What a registry operation can fail with. Each variant maps to one OCI
 /// error code; [`RegistryError::Storage`] is the backend failing.
@@ -57,6 +59,10 @@ pub enum RegistryError {
     /// The repository does not exist.
     #[error("repository {0} is not known to this registry")]
     NameUnknown(RepoName),
+    /// Another request on the same upload is running (in this instance or,
+    /// where the driver can tell, in another); retry when it has finished.
+    #[error("another request on upload {0} is in progress; retry when it has finished")]
+    UploadBusy(String),
     /// A chunk that does not start where the upload ends.
     #[error("the chunk starts at byte {given}, but the upload holds {size} bytes")]
     RangeInvalid {
@@ -110,6 +116,7 @@ impl Default for Settings {
 pub struct Registry {
     driver: Driver,
     settings: Settings,
+    upload_locks: std::sync::Arc<UploadLocks>,
 }
 
 /// A blob found in a repository.
@@ -124,7 +131,11 @@ pub struct BlobInfo {
 impl Registry {
     /// A registry storing through `driver`.
     pub fn new(driver: Driver, settings: Settings) -> Registry {
-        Registry { driver, settings }
+        Registry {
+            driver,
+            settings,
+            upload_locks: Default::default(),
+        }
     }
 
     /// The driver.
@@ -135,6 +146,11 @@ impl Registry {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The locks of the uploads that requests are working on right now.
+    pub fn upload_locks(&self) -> &UploadLocks {
+        &self.upload_locks
     }
 
     /// Fails with `Unsupported` unless deletes are enabled.

@@ -9,10 +9,45 @@
 //! bytes). Completion commits the writer, moves the data to the blob's place
 //! and links the blob into the repository — a blob becomes visible only
 //! whole and verified.
+//!
+//! # Integrity
+//!
+//! What is published under a digest is exactly the bytes that were hashed to
+//! it, and nothing changes it afterwards:
+//! - **One request at a time per upload.** Every request on an upload
+//!   (PATCH, PUT, GET status, DELETE) holds the upload's lock in this
+//!   instance ([`UploadLocks`]) while it runs; the lock is dropped with the
+//!   request, also when its connection dies. A second request waits up to
+//!   [`UPLOAD_LOCK_WAIT`] and is then refused with
+//!   [`RegistryError::UploadBusy`] (409, retryable), never interleaved.
+//!   Across instances, drivers that can enforce one open writer per path do
+//!   (filesystem: an `flock` on the staging file), and the opening request
+//!   is refused the same way.
+//! - **The hash state follows the data.** A request closes (flushes and
+//!   persists) its writer first and only then stores the hash state for the
+//!   new size; the state records the byte count it covers, and a request
+//!   that resumes checks it against the writer's size: a mismatch, or a
+//!   size with no state, answers `BLOB_UPLOAD_INVALID` and nothing is
+//!   committed.
+//! - **Publishing.** The digest is checked before the writer commits; the
+//!   committing writer is the only open writer of the upload (above), and
+//!   the filesystem driver keeps its lock until the file has been renamed
+//!   into place, so no file descriptor that can write to a published blob
+//!   exists. On object stores the blob is a server-side copy, a new object
+//!   no writer has open.
+//! - **Pushing a digest again replaces the stored copy** with the bytes just
+//!   verified instead of trusting what is there (a rename over it: atomic,
+//!   no bytes through the registry), so a damaged copy heals on the next
+//!   push rather than serving every repository bad bytes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use regstore_core::Writer;
+use tokio::sync::OwnedMutexGuard;
 
 use super::digest::{Algorithm, Digest, Hasher};
 use super::names::RepoName;
@@ -49,6 +84,98 @@ pub fn parse_upload_id(s: &str) -> Result<String> {
 /// The algorithm chunked uploads hash with (and whose state they save).
 const RESUMABLE_ALGORITHM: Algorithm = Algorithm::Sha256;
 
+/// How long a request waits for another request on the same upload to
+/// finish before it is refused with [`RegistryError::UploadBusy`]. Long
+/// enough for a request whose client went away to save its state; short
+/// enough that a client stalling a request cannot queue others behind it.
+pub const UPLOAD_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The per-upload locks of one registry instance (shared by its clones).
+#[derive(Debug, Default)]
+pub struct UploadLocks {
+    held: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds an upload's lock; dropping it (the request ended, or its future was
+/// dropped with its connection) releases it.
+#[derive(Debug)]
+pub struct UploadGuard {
+    locks: Arc<UploadLocks>,
+    key: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl UploadLocks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // Every critical section leaves the map consistent.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the lock of `key`, waiting until `deadline` at most.
+    async fn acquire(self: &Arc<Self>, key: String, deadline: Instant) -> Option<UploadGuard> {
+        let lock = Arc::clone(self.map().entry(key.clone()).or_default());
+        let waited = tokio::time::timeout_at(deadline.into(), Arc::clone(&lock).lock_owned()).await;
+        drop(lock);
+        let guard = match waited {
+            Ok(g) => Some(g),
+            Err(_) => {
+                self.forget_if_unused(&key);
+                return None;
+            }
+        };
+        Some(UploadGuard {
+            locks: Arc::clone(self),
+            key,
+            guard,
+        })
+    }
+
+    /// Removes `key`'s entry when nobody holds or awaits it.
+    fn forget_if_unused(&self, key: &str) {
+        let mut map = self.map();
+        if map.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            map.remove(key);
+        }
+    }
+
+    /// Uploads locked (or awaited) right now.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// True when no upload is locked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.locks.forget_if_unused(&self.key);
+    }
+}
+
+/// The stored hash state of an upload: a header naming the byte count it
+/// covers, then the hasher's state.
+const STATE_MAGIC: &[u8; 8] = b"RSHASH1\n";
+
+fn encode_state(covered: u64, h: &Hasher) -> Bytes {
+    let mut out = Vec::with_capacity(16 + 128);
+    out.extend_from_slice(STATE_MAGIC);
+    out.extend_from_slice(&covered.to_be_bytes());
+    out.extend_from_slice(&h.save());
+    out.into()
+}
+
+/// The byte count and hasher in a stored state; `None` if unreadable.
+fn decode_state(algorithm: Algorithm, state: &[u8]) -> Option<(u64, Hasher)> {
+    let rest = state.strip_prefix(STATE_MAGIC)?;
+    let (count, raw) = rest.split_at_checked(8)?;
+    let covered = u64::from_be_bytes(count.try_into().ok()?);
+    Some((covered, Hasher::restore(algorithm, raw)?))
+}
+
 impl Registry {
     /// Begins an upload in `name`.
     ///
@@ -65,9 +192,46 @@ impl Registry {
         Ok(uuid)
     }
 
+    /// Takes the upload's lock (see the module docs): waits up to
+    /// [`UPLOAD_LOCK_WAIT`] for a request already running on it.
+    ///
+    /// # Errors
+    /// `UploadBusy`.
+    async fn lock_upload(&self, name: &RepoName, uuid: &str) -> Result<(UploadGuard, Instant)> {
+        let deadline = Instant::now() + UPLOAD_LOCK_WAIT;
+        match self
+            .upload_locks
+            .acquire(format!("{name}/{uuid}"), deadline)
+            .await
+        {
+            Some(g) => Ok((g, deadline)),
+            None => Err(RegistryError::UploadBusy(uuid.to_owned())),
+        }
+    }
+
     /// The upload's writer: resumed, or new if the upload has received
-    /// nothing yet.
-    async fn resume_writer(&self, name: &RepoName, uuid: &str) -> Result<Writer> {
+    /// nothing yet. A writer held open elsewhere (another instance's
+    /// request) is waited for until `deadline`, then `UploadBusy`.
+    async fn resume_writer(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        deadline: Instant,
+    ) -> Result<Writer> {
+        loop {
+            match self.open_writer(name, uuid).await {
+                Err(RegistryError::Storage(e)) if e.is_busy() => {
+                    if Instant::now() >= deadline {
+                        return Err(RegistryError::UploadBusy(uuid.to_owned()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_writer(&self, name: &RepoName, uuid: &str) -> Result<Writer> {
         let data = layout::upload_data(name, uuid);
         match self.driver.writer(&data, true).await {
             Ok(w) => return Ok(w),
@@ -90,7 +254,8 @@ impl Registry {
     /// # Errors
     /// `BlobUploadUnknown`, `Storage`.
     pub async fn upload_status(&self, name: &RepoName, uuid: &str) -> Result<UploadStatus> {
-        let writer = self.resume_writer(name, uuid).await?;
+        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
+        let writer = self.resume_writer(name, uuid, deadline).await?;
         let size = writer.size();
         writer.close().await?;
         Ok(UploadStatus {
@@ -99,6 +264,8 @@ impl Registry {
         })
     }
 
+    /// The hasher for an upload holding `size` bytes: fresh for none, else
+    /// restored from the state saved for exactly that size.
     async fn load_hasher(
         &self,
         name: &RepoName,
@@ -119,27 +286,46 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        Hasher::restore(RESUMABLE_ALGORITHM, &state).ok_or_else(|| {
-            RegistryError::BlobUploadInvalid(format!(
-                "upload {uuid}: the saved hash state at {path} is unreadable; start the upload again"
-            ))
-        })
+        match decode_state(RESUMABLE_ALGORITHM, &state) {
+            Some((covered, h)) if covered == size => Ok(h),
+            Some((covered, _)) => Err(RegistryError::BlobUploadInvalid(format!(
+                "upload {uuid} holds {size} bytes but its hash state covers {covered}; start the upload again"
+            ))),
+            None => Err(RegistryError::BlobUploadInvalid(format!(
+                "upload {uuid}: the saved hash state for {size} bytes is unreadable; start the upload again"
+            ))),
+        }
     }
 
-    /// Saves the hash state for the writer's size, then closes the writer,
-    /// so the upload can be continued by this or another instance. In this
-    /// order, whoever sees the new size also finds its hash state.
-    async fn suspend(&self, name: &RepoName, uuid: &str, w: Writer, h: &Hasher) -> Result<u64> {
+    /// Closes the writer — its bytes flushed and persisted — and then saves
+    /// the hash state covering them, so the upload can be continued by this
+    /// or another instance. In this order a saved state never covers bytes
+    /// the storage does not hold; a crash in between leaves a size with no
+    /// state, which the next request reports as `BLOB_UPLOAD_INVALID`.
+    ///
+    /// `covered` is the byte count the hasher has seen; a writer of another
+    /// size is closed without a state (`BlobUploadInvalid`).
+    async fn suspend(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        w: Writer,
+        h: &Hasher,
+        covered: u64,
+    ) -> Result<u64> {
         let size = w.size();
+        w.close().await?;
+        if size != covered {
+            return Err(hashed_other_bytes(uuid, size, covered));
+        }
         if size > 0 && h.algorithm() == RESUMABLE_ALGORITHM {
             self.driver
                 .put_content(
                     layout::upload_hash_state(name, uuid, RESUMABLE_ALGORITHM, size),
-                    h.save(),
+                    encode_state(size, h),
                 )
                 .await?;
         }
-        w.close().await?;
         Ok(size)
     }
 
@@ -164,7 +350,8 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let mut w = self.resume_writer(name, uuid).await?;
+        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
+        let mut w = self.resume_writer(name, uuid, deadline).await?;
         let size = w.size();
         if let Some(given) = start
             && given != size
@@ -182,17 +369,17 @@ impl Registry {
                 return Err(e);
             }
         };
-        let fed = feed(&mut w, &mut h, body).await;
-        match fed {
+        let mut fed = 0;
+        match feed(&mut w, &mut h, body, &mut fed).await {
             Ok(()) => {
-                let size = self.suspend(name, uuid, w, &h).await?;
+                let size = self.suspend(name, uuid, w, &h, size + fed).await?;
                 Ok(UploadStatus {
                     uuid: uuid.to_owned(),
                     size,
                 })
             }
             Err(FeedError::Body(message)) => {
-                let size = self.suspend(name, uuid, w, &h).await?;
+                let size = self.suspend(name, uuid, w, &h, size + fed).await?;
                 Err(RegistryError::BlobUploadInvalid(format!(
                     "the request body broke off ({message}); {size} bytes are kept, resume from there"
                 )))
@@ -227,19 +414,24 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let mut w = self.resume_writer(name, uuid).await?;
-        let size = w.size();
-        let mut h = match self.load_hasher(name, uuid, size, digest.algorithm()).await {
+        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
+        let mut w = self.resume_writer(name, uuid, deadline).await?;
+        let resumed_at = w.size();
+        let mut h = match self
+            .load_hasher(name, uuid, resumed_at, digest.algorithm())
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 w.close().await?;
                 return Err(e);
             }
         };
-        match feed(&mut w, &mut h, body).await {
+        let mut fed = 0;
+        match feed(&mut w, &mut h, body, &mut fed).await {
             Ok(()) => {}
             Err(FeedError::Body(message)) => {
-                let size = self.suspend(name, uuid, w, &h).await?;
+                let size = self.suspend(name, uuid, w, &h, resumed_at + fed).await?;
                 return Err(RegistryError::BlobUploadInvalid(format!(
                     "the request body broke off ({message}); {size} bytes are kept, resume from there"
                 )));
@@ -250,6 +442,12 @@ impl Registry {
             }
         }
         let size = w.size();
+        if size != resumed_at + fed {
+            // The writer holds bytes the hash did not see (or the other way
+            // round): nothing can be published from it.
+            let _ = w.close().await;
+            return Err(hashed_other_bytes(uuid, size, resumed_at + fed));
+        }
         let verified = h.algorithm() == digest.algorithm();
         if verified {
             let actual = h.finish();
@@ -276,9 +474,9 @@ impl Registry {
                 });
             }
         }
-        if self.blob_size(digest).await?.is_none() {
-            self.driver.rename(&data, layout::blob_data(digest)).await?;
-        }
+        // Replaces a stored copy too: what was just verified is what every
+        // repository linking the digest is served from now on.
+        self.driver.rename(&data, layout::blob_data(digest)).await?;
         self.delete_if_exists(&layout::upload_dir(name, uuid))
             .await?;
         self.link_blob(name, digest).await?;
@@ -326,7 +524,8 @@ impl Registry {
     /// # Errors
     /// `BlobUploadUnknown`, `Storage`.
     pub async fn cancel_upload(&self, name: &RepoName, uuid: &str) -> Result<()> {
-        let w = self.resume_writer(name, uuid).await?;
+        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
+        let w = self.resume_writer(name, uuid, deadline).await?;
         w.cancel().await?;
         self.delete_if_exists(&layout::upload_dir(name, uuid)).await
     }
@@ -339,7 +538,13 @@ enum FeedError {
 
 /// Streams `body` into the writer, hashing each byte once after it is
 /// written, so the hasher always covers exactly what the writer holds.
-async fn feed<S, E>(w: &mut Writer, h: &mut Hasher, mut body: S) -> Result<(), FeedError>
+/// `fed` counts the bytes written and hashed, also when it fails.
+async fn feed<S, E>(
+    w: &mut Writer,
+    h: &mut Hasher,
+    mut body: S,
+    fed: &mut u64,
+) -> Result<(), FeedError>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
@@ -351,8 +556,16 @@ where
         }
         w.write(chunk.clone()).await.map_err(FeedError::Storage)?;
         h.update(&chunk);
+        *fed += chunk.len() as u64;
     }
     Ok(())
+}
+
+/// The writer and the hasher disagree on the upload's length.
+fn hashed_other_bytes(uuid: &str, size: u64, hashed: u64) -> RegistryError {
+    RegistryError::BlobUploadInvalid(format!(
+        "upload {uuid} holds {size} bytes but {hashed} were hashed; start the upload again"
+    ))
 }
 
 /// What an upload purge found.

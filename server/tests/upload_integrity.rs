@@ -1,0 +1,566 @@
+//! Upload integrity under attack: no request sequence makes a blob's bytes
+//! differ from its digest. Each attack of issue 15 is driven over raw
+//! sockets (a stalled PATCH, overlapping PATCHes with a cut connection),
+//! on the filesystem driver and on s3 (moto); every blob the registry
+//! answered 201 for is read back and hashed by the test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use regstore_core::RawParams;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Where each attack runs: filesystem in a temporary directory, and s3 on
+/// moto under a fresh root directory (skipped outside CI without moto).
+async fn registries() -> Vec<(String, TestRegistry)> {
+    let mut out = vec![(
+        "filesystem".to_owned(),
+        start("filesystem", DELETE_ON, "").await,
+    )];
+    if let Some(params) = s3_params().await {
+        let yaml = serde_json::json!({
+            "version": "0.1",
+            // Blobs are served through the registry, so the test reads what
+            // the registry serves (not S3's presigned URL).
+            "storage": { "s3": params, "delete": { "enabled": true }, "redirect": { "disable": true } },
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        out.push(("s3".to_owned(), start_yaml(&yaml.to_string(), dir).await));
+    }
+    out
+}
+
+async fn s3_params() -> Option<RawParams> {
+    let mut params = regstore_testsuite::backend::emulator_params_or_skip("s3").await?;
+    params.insert("chunksize".into(), "5MiB".into());
+    Some(params)
+}
+
+/// A request written by hand; the body may be sent in pieces.
+struct RawRequest {
+    sock: TcpStream,
+}
+
+impl RawRequest {
+    /// Sends the request line and headers of `method path` with a body of
+    /// `len` bytes to come.
+    async fn open(reg: &TestRegistry, method: &str, path: &str, extra: &str, len: usize) -> Self {
+        let addr = reg.base.trim_start_matches("http://").to_owned();
+        let mut sock = TcpStream::connect(&addr).await.expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {len}\r\n{extra}Connection: close\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.expect("send head");
+        RawRequest { sock }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).await.expect("send body");
+        self.sock.flush().await.expect("flush");
+    }
+
+    /// The status and body of the answer (within 10 s).
+    async fn answer(mut self) -> (u16, String) {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), self.sock.read_to_end(&mut buf));
+        read.await
+            .expect("an answer within 10 s")
+            .expect("read answer");
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        (status, text)
+    }
+
+    /// Hangs up mid-body, as a client that dies does.
+    fn cut(self) {
+        drop(self.sock);
+    }
+}
+
+fn path_of(reg: &TestRegistry, location: &str) -> String {
+    location.trim_start_matches(&reg.base).to_owned()
+}
+
+async fn begin(reg: &TestRegistry, repo: &str) -> String {
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    reg.url(&header(&r, "location"))
+}
+
+fn with_digest(loc: &str, d: &str) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={d}")
+}
+
+async fn patch(reg: &TestRegistry, loc: &str, start: usize, data: &[u8]) -> reqwest::Response {
+    reg.client
+        .patch(loc)
+        .header(
+            "content-range",
+            format!("{start}-{}", start + data.len().max(1) - 1),
+        )
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GETs the blob and checks that its bytes hash to `d`; returns them.
+async fn assert_blob_hashes(reg: &TestRegistry, what: &str, repo: &str, d: &str) -> Vec<u8> {
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/{repo}/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{what}: GET {d}");
+    let body = r.bytes().await.unwrap().to_vec();
+    assert_eq!(
+        sha256(&body),
+        d,
+        "{what}: the bytes served hash to the digest"
+    );
+    body
+}
+
+async fn blob_status(reg: &TestRegistry, repo: &str, d: &str) -> StatusCode {
+    reg.client
+        .head(reg.url(&format!("/v2/{repo}/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Attack 1: a PATCH stalls mid-body while the final PUT is sent; then the
+/// stalled body completes. The PUT must not publish while the PATCH holds
+/// the upload, and nothing the PATCH sends later reaches a published blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_patch_cannot_change_a_published_blob() {
+    for (driver, reg) in registries().await {
+        let first: Vec<u8> = (0..100u32).map(|i| i as u8).collect();
+        let late: Vec<u8> = vec![0xEE; 60];
+        let last: Vec<u8> = vec![0x11; 40];
+        let loc = begin(&reg, "victim").await;
+        assert_eq!(
+            patch(&reg, &loc, 0, &first).await.status(),
+            StatusCode::ACCEPTED
+        );
+
+        // The stalled PATCH: 60 bytes promised, 20 sent.
+        let mut stalled = RawRequest::open(
+            &reg,
+            "PATCH",
+            &path_of(&reg, &loc),
+            "Content-Range: 100-159\r\n",
+            late.len(),
+        )
+        .await;
+        stalled.send(&late[..20]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // The attacker's final PUT: digest of first + last.
+        let mut claimed = first.clone();
+        claimed.extend_from_slice(&last);
+        let claimed_digest = sha256(&claimed);
+        let r = reg
+            .client
+            .put(with_digest(&loc, &claimed_digest))
+            .body(last.clone())
+            .send()
+            .await
+            .unwrap();
+        let put_status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(
+            put_status,
+            StatusCode::CONFLICT,
+            "{driver}: a PUT while a PATCH is in flight is refused: {body}"
+        );
+        assert!(body.contains("BLOB_UPLOAD_INVALID"), "{driver}: {body}");
+
+        // The stalled body completes; the PATCH is answered normally.
+        stalled.send(&late[20..]).await;
+        let (status, text) = stalled.answer().await;
+        assert_eq!(status, 202, "{driver}: the stalled PATCH completes: {text}");
+        assert_eq!(
+            blob_status(&reg, "victim", &claimed_digest).await,
+            StatusCode::NOT_FOUND,
+            "{driver}: nothing was published under the attacker's digest"
+        );
+
+        // The upload goes on from 160 bytes and publishes exactly them.
+        let mut all = first.clone();
+        all.extend_from_slice(&late);
+        let d = sha256(&all);
+        let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let got = assert_blob_hashes(&reg, &driver, "victim", &d).await;
+        assert_eq!(got, all, "{driver}");
+    }
+}
+
+/// Attack 2: a bad copy of a blob sits in storage (as a past bug could have
+/// left it); pushing the right content under that digest replaces it
+/// instead of linking the bad bytes into the new repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_stored_copy_is_replaced_when_the_digest_is_pushed_again() {
+    let good: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+    let d = sha256(&good);
+    let hex = d.trim_start_matches("sha256:");
+    let blob_path = format!("/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
+    for poisoned_len in [good.len() + 60, good.len()] {
+        let mut poison = good.clone();
+        poison.resize(poisoned_len, 0xEE);
+        poison[0] ^= 0xFF;
+
+        // filesystem: plant the bad copy in the root directory.
+        let reg = start("filesystem", DELETE_ON, "").await;
+        let file = reg.dir.path().join("root").join(&blob_path[1..]);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, &poison).unwrap();
+        reg.push_blob("fresh/repo", &good).await;
+        assert_blob_hashes(&reg, "filesystem", "fresh/repo", &d).await;
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            good,
+            "the copy on disk is healed"
+        );
+
+        // s3: plant it through a driver on the same bucket and root.
+        if let Some(params) = s3_params().await {
+            regstore_drivers::link();
+            let driver = regstore_core::create("s3", &params).await.expect("s3");
+            driver
+                .put_content(blob_path.as_str(), poison.clone())
+                .await
+                .expect("plant");
+            let yaml = serde_json::json!({
+                "version": "0.1",
+                // Blobs are served through the registry, so the test reads what
+            // the registry serves (not S3's presigned URL).
+            "storage": { "s3": params, "delete": { "enabled": true }, "redirect": { "disable": true } },
+            });
+            let reg = start_yaml(&yaml.to_string(), tempfile::tempdir().unwrap()).await;
+            reg.push_blob("fresh/repo", &good).await;
+            assert_blob_hashes(&reg, "s3", "fresh/repo", &d).await;
+            let stored = driver.get_content(blob_path.as_str()).await.unwrap();
+            assert_eq!(
+                stored.as_ref(),
+                good.as_slice(),
+                "s3: the stored copy is healed"
+            );
+            driver.delete("/docker").await.expect("clean up");
+        }
+    }
+}
+
+/// Attack 3: two PATCHes on one upload overlap in time and one is cut by a
+/// connection reset. The second is refused while the first runs; what the
+/// cut one delivered is kept, and the upload then publishes bytes that hash
+/// to the digest it is answered 201 for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_patches_with_a_cut_connection_never_publish_wrong_bytes() {
+    for (driver, reg) in registries().await {
+        let first: Vec<u8> = (0..100u32).map(|i| (i * 3) as u8).collect();
+        let a: Vec<u8> = vec![0xAA; 5000];
+        let b: Vec<u8> = vec![0xBB; 5000];
+        let loc = begin(&reg, "overlap").await;
+        assert_eq!(
+            patch(&reg, &loc, 0, &first).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let path = path_of(&reg, &loc);
+        let range = "Content-Range: 100-5099\r\n";
+        let mut pa = RawRequest::open(&reg, "PATCH", &path, range, a.len()).await;
+        pa.send(&a[..3000]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut pb = RawRequest::open(&reg, "PATCH", &path, range, b.len()).await;
+        pb.send(&b).await;
+        let (status, text) = pb.answer().await;
+        assert!(
+            status == 409 || status == 416,
+            "{driver}: an overlapping PATCH is refused, got {status}: {text}"
+        );
+        pa.cut();
+
+        // What arrived of A is kept; the client resumes from there.
+        let mut kept = 0usize;
+        for _ in 0..100 {
+            let r = reg.client.get(&loc).send().await.unwrap();
+            if r.status() == StatusCode::NO_CONTENT {
+                kept = header(&r, "range")
+                    .trim_start_matches("0-")
+                    .parse::<usize>()
+                    .unwrap()
+                    + 1;
+                if kept > 100 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            (100..=5100).contains(&kept),
+            "{driver}: the upload holds {kept} bytes"
+        );
+        let mut all = first.clone();
+        all.extend_from_slice(&a[..kept - 100]);
+        all.extend_from_slice(&[0x22; 77]);
+        let r = patch(&reg, &loc, kept, &all[kept..]).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}");
+        let d = sha256(&all);
+        let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let got = assert_blob_hashes(&reg, &driver, "overlap", &d).await;
+        assert_eq!(got, all, "{driver}");
+    }
+}
+
+/// A hash state that does not cover the bytes the upload holds is refused
+/// with BLOB_UPLOAD_INVALID, and nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_state_for_other_bytes_is_refused() {
+    let reg = start("filesystem", DELETE_ON, "").await;
+    let data: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let loc = begin(&reg, "state").await;
+    assert_eq!(
+        patch(&reg, &loc, 0, &data[..200]).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let uuid = loc
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let states = reg.dir.path().join(format!(
+        "root/docker/registry/v2/repositories/state/_uploads/{uuid}/hashstates/regstore-sha256"
+    ));
+    let saved = std::fs::read(states.join("200")).expect("the state for 200 bytes");
+    // The state of 200 bytes claimed for 250, and a state with its header cut.
+    for (name, content) in [("250", saved.clone()), ("200", saved[8..].to_vec())] {
+        std::fs::write(states.join(name), &content).unwrap();
+        let at = name.parse::<usize>().unwrap();
+        if at == 250 {
+            // Make the upload hold 250 bytes without a state of its own.
+            let staged = reg.dir.path().join(format!(
+                "root/~staging/docker/registry/v2/repositories/state/_uploads/{uuid}/data~writer"
+            ));
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&staged)
+                .unwrap();
+            std::io::Write::write_all(&mut f, &data[200..250]).unwrap();
+        }
+        let d = sha256(&data[..at]);
+        let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
+        let body = expect_error(r, StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID").await;
+        assert!(body.contains("hash state"), "{body}");
+        assert_eq!(
+            blob_status(&reg, "state", &d).await,
+            StatusCode::NOT_FOUND,
+            "nothing published"
+        );
+        if at == 250 {
+            // Back to a consistent upload of 200 bytes for the next round.
+            let staged = reg.dir.path().join(format!(
+                "root/~staging/docker/registry/v2/repositories/state/_uploads/{uuid}/data~writer"
+            ));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&staged)
+                .unwrap()
+                .set_len(200)
+                .unwrap();
+        }
+    }
+}
+
+/// The byte every client agrees belongs at `offset` of an upload, so that
+/// a client knows the digest of what a correct upload holds.
+fn pattern(offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Eight clients hammer uploads in one repository with random PATCH, PUT,
+/// GET and DELETE requests, some cut off mid-body, some with wrong bytes,
+/// for a bounded time; when an upload ends, a client starts the next one.
+/// Every blob the registry answered 201 for is read back and must hash to
+/// its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_clients_hammering_one_upload_publish_only_true_digests() {
+    for (driver, reg) in registries().await {
+        let reg = std::sync::Arc::new(reg);
+        let current = std::sync::Arc::new(tokio::sync::Mutex::new(begin(&reg, "hammer").await));
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let mut tasks = Vec::new();
+        for client in 0..8u64 {
+            let reg = std::sync::Arc::clone(&reg);
+            let current = std::sync::Arc::clone(&current);
+            tasks.push(tokio::spawn(async move {
+                hammer(&reg, &current, client + 1, deadline).await
+            }));
+        }
+        let mut published = Vec::new();
+        let mut requests = 0;
+        let mut refused_busy = 0;
+        for t in tasks {
+            let h = t.await.expect("client task");
+            published.extend(h.published);
+            requests += h.sent;
+            refused_busy += h.busy;
+        }
+        assert!(
+            requests >= 8,
+            "{driver}: the clients sent {requests} requests"
+        );
+        assert!(
+            !published.is_empty(),
+            "{driver}: some uploads completed in {requests} requests"
+        );
+        for (d, expected) in &published {
+            let got = assert_blob_hashes(&reg, &driver, "hammer", d).await;
+            assert_eq!(&got, expected, "{driver}");
+        }
+        eprintln!(
+            "{driver}: {requests} requests, {refused_busy} refused as busy, {} blobs published",
+            published.len()
+        );
+    }
+}
+
+#[derive(Default)]
+struct Hammered {
+    /// Digest and the bytes a correct upload had, for each 201.
+    published: Vec<(String, Vec<u8>)>,
+    sent: usize,
+    busy: usize,
+}
+
+/// One hammering client (at most 150 rounds).
+async fn hammer(
+    reg: &TestRegistry,
+    current: &tokio::sync::Mutex<String>,
+    seed: u64,
+    deadline: Instant,
+) -> Hammered {
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut out = Hammered::default();
+    for _ in 0..150 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let loc = current.lock().await.clone();
+        out.sent += 1;
+        // Where the upload stands, as this client believes.
+        let r = reg.client.get(&loc).send().await.unwrap();
+        let size = match r.status() {
+            // `0-0` is both empty and one byte; bodies are rarely one byte.
+            StatusCode::NO_CONTENT => match header(&r, "range").as_str() {
+                "0-0" => 0,
+                range => range
+                    .trim_start_matches("0-")
+                    .parse::<usize>()
+                    .map(|l| l + 1)
+                    .unwrap_or(0),
+            },
+            StatusCode::CONFLICT => {
+                out.busy += 1;
+                continue;
+            }
+            _ => {
+                // Finished or cancelled: the first to notice starts the next.
+                let mut cur = current.lock().await;
+                if *cur == loc {
+                    *cur = begin(reg, "hammer").await;
+                }
+                continue;
+            }
+        };
+        let len = 1 + (next() % 3000) as usize;
+        let body = if next() % 25 == 0 {
+            vec![0xEE; len]
+        } else {
+            pattern(size, len)
+        };
+        let path = path_of(reg, &loc);
+        let status = match next() % 40 {
+            0..=23 => patch(reg, &loc, size, &body).await.status(),
+            24..=31 => {
+                // A PATCH cut off part-way.
+                let range = format!("Content-Range: {size}-{}\r\n", size + len - 1);
+                let mut raw = RawRequest::open(reg, "PATCH", &path, &range, len).await;
+                raw.send(&body[..len / 2]).await;
+                tokio::time::sleep(Duration::from_millis(next() % 50)).await;
+                raw.cut();
+                StatusCode::OK
+            }
+            32..=38 => {
+                // The final PUT claims the digest of a correct upload.
+                let expected = pattern(0, size + len);
+                let d = sha256(&expected);
+                let r = reg
+                    .client
+                    .put(with_digest(&loc, &d))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == StatusCode::CREATED {
+                    out.published.push((d, expected));
+                }
+                r.status()
+            }
+            _ => reg.client.delete(&loc).send().await.unwrap().status(),
+        };
+        if status == StatusCode::CONFLICT {
+            out.busy += 1;
+        }
+    }
+    out
+}
+
+/// A storage failure answers 503 with the error code and the driver's name,
+/// never the server's paths (those go to the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_errors_do_not_reveal_server_paths() {
+    let reg = start("filesystem", DELETE_ON, "").await;
+    let root = reg.dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    // The staging area is a file: every write fails to create its file.
+    let _ = std::fs::remove_dir_all(root.join("~staging"));
+    std::fs::write(root.join("~staging"), b"not a directory").unwrap();
+    let r = reg
+        .client
+        .post(reg.url("/v2/paths/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE").await;
+    let dir = reg.dir.path().display().to_string();
+    assert!(!body.contains(&dir), "no server path in {body}");
+    assert!(body.contains("filesystem"), "the driver is named: {body}");
+}
