@@ -132,6 +132,8 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     /// `http.draintimeout`: how long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// `validation`: the foreign-layer URL rules for manifests.
+    pub manifest_urls: crate::registry::ManifestUrls,
     /// `log.level` (or the old top-level `loglevel`).
     pub log_level: Option<String>,
     /// Warnings about keys that are not used, to log once logging is set up.
@@ -182,6 +184,28 @@ struct RawConfig {
     compatibility: Option<Value>,
     catalog: Option<Value>,
     policy: Option<Value>,
+}
+
+/// `validation` (distribution's keys; `enabled` is the old spelling).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawValidation {
+    disabled: Option<bool>,
+    enabled: Option<bool>,
+    manifests: RawValidationManifests,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawValidationManifests {
+    urls: RawUrlRules,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawUrlRules {
+    allow: Vec<String>,
+    deny: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -422,7 +446,6 @@ impl Config {
             ("redis", raw.redis.is_some()),
             ("health", raw.health.is_some()),
             ("reporting", raw.reporting.is_some()),
-            ("validation", raw.validation.is_some()),
             ("compatibility", raw.compatibility.is_some()),
             ("policy", raw.policy.is_some()),
             ("log.hooks", raw.log.hooks.is_some()),
@@ -454,6 +477,23 @@ impl Config {
             &raw.catalog,
         );
 
+        let manifest_urls = match raw.validation {
+            None => crate::registry::ManifestUrls::default(),
+            Some(v) => {
+                let v: RawValidation =
+                    serde_json::from_value(v).map_err(|e| invalid(format!("validation: {e}")))?;
+                let disabled = v.disabled.unwrap_or(false) || v.enabled == Some(false);
+                if disabled {
+                    crate::registry::ManifestUrls::any()
+                } else {
+                    crate::registry::ManifestUrls::new(
+                        &v.manifests.urls.allow,
+                        &v.manifests.urls.deny,
+                    )
+                    .map_err(invalid)?
+                }
+            }
+        };
         let mut headers = Vec::new();
         for (name, values) in raw.http.headers.unwrap_or_default() {
             let values = match values {
@@ -499,6 +539,7 @@ impl Config {
             relative_urls: raw.http.relativeurls.unwrap_or(false),
             headers,
             drain_timeout,
+            manifest_urls,
             log_level: raw.log.level.or(raw.loglevel),
             warnings,
         })

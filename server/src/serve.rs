@@ -56,6 +56,7 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             delete_enabled: config.delete_enabled,
             redirect: !config.redirect_disabled,
             read_only: config.read_only,
+            manifest_urls: config.manifest_urls.clone(),
         },
     );
     let mut headers = Vec::new();

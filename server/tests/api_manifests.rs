@@ -630,3 +630,170 @@ async fn a_broken_link_in_storage_is_a_named_500_not_a_crash() {
     let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the server goes on");
 }
+
+/// Ten referrers with 300 KiB of annotations each: no response carries
+/// more than about 1 MiB of descriptors; the pages, followed by their
+/// `Link` headers, give every referrer once, in digest order, also with an
+/// artifactType filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_are_paginated_by_size() {
+    let reg = start("filesystem", "", "").await;
+    let (subject_body, subject) = reg.push_image("big", "v1", "base").await;
+    let empty = reg.push_blob("big", b"{}").await;
+    let subject_field = format!(
+        "\"subject\":{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{subject}\",\"size\":{}}}",
+        subject_body.len()
+    );
+    let filler = "x".repeat(300 * 1024);
+    let mut all = Vec::new();
+    for i in 0..10 {
+        let at = if i % 2 == 0 {
+            "application/vnd.even"
+        } else {
+            "application/vnd.odd"
+        };
+        let m = oci_manifest(
+            &empty,
+            2,
+            &[],
+            Some(&format!(
+                "\"artifactType\":\"{at}\",{subject_field},\"annotations\":{{\"i\":\"{i}\",\"pad\":\"{filler}\"}}"
+            )),
+        );
+        let d = sha256(&m);
+        let r = reg.put_manifest("big", &d, OCI_MANIFEST, &m).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        all.push((d, at));
+    }
+    all.sort();
+    for filter in [None, Some("application/vnd.odd")] {
+        let want: Vec<&str> = all
+            .iter()
+            .filter(|(_, at)| filter.is_none_or(|f| f == *at))
+            .map(|(d, _)| d.as_str())
+            .collect();
+        let mut url = match filter {
+            None => format!("/v2/big/referrers/{subject}"),
+            Some(f) => format!("/v2/big/referrers/{subject}?artifactType={f}"),
+        };
+        let mut got = Vec::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            assert!(pages <= 20, "pagination ends");
+            let r = reg.client.get(reg.url(&url)).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let link = header(&r, "link");
+            let body = r.bytes().await.unwrap();
+            assert!(
+                body.len() <= (1 << 20) + 320 * 1024,
+                "a page of {} bytes",
+                body.len()
+            );
+            let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            for m in index["manifests"].as_array().unwrap() {
+                got.push(m["digest"].as_str().unwrap().to_owned());
+            }
+            if link.is_empty() {
+                break;
+            }
+            let next = link
+                .strip_prefix('<')
+                .and_then(|l| l.split_once('>'))
+                .map(|(u, rest)| {
+                    assert_eq!(rest, "; rel=\"next\"");
+                    u.to_owned()
+                })
+                .expect("a Link header");
+            url = next;
+        }
+        assert!(pages >= 2, "{filter:?}: more than one page ({pages})");
+        assert_eq!(got, want, "{filter:?}: every referrer once, in order");
+    }
+    // A malformed `last` is a named client error.
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/big/referrers/{subject}?last=nope")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+}
+
+/// A layer with an empty `urls` list is an ordinary layer: its blob must be
+/// in the repository. A layer with URLs (a foreign layer) is refused unless
+/// `validation.manifests.urls` allows them; allowed, its blob is not
+/// required, and `deny` still wins; `validation.disabled` accepts any
+/// http(s) URL; a bad pattern stops startup naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_urls_follow_validation_manifests_urls() {
+    let absent = sha256(b"foreign layer bytes");
+    let layer = |urls: &str| {
+        format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip","digest":"{absent}","size":19{urls}}}"#
+        )
+    };
+    let manifest = |cfg: &str, urls: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{}]}}"#,
+            layer(urls)
+        )
+        .into_bytes()
+    };
+    let ok_url = r#","urls":["https://mirror.example.com/layer.tgz"]"#;
+    let denied_url = r#","urls":["https://mirror.example.com/private/layer.tgz"]"#;
+    let other_url = r#","urls":["https://elsewhere.example.org/layer.tgz"]"#;
+
+    // Default: no foreign layers; an empty list needs the blob.
+    let reg = start("inmemory", "", "").await;
+    let cfg = reg.push_blob("f", b"{}").await;
+    let r = reg
+        .put_manifest("f", "t", OCI_MANIFEST, &manifest(&cfg, r#","urls":[]"#))
+        .await;
+    let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+    assert!(msg.contains(&absent), "{msg}");
+    let r = reg
+        .put_manifest("f", "t", OCI_MANIFEST, &manifest(&cfg, ok_url))
+        .await;
+    let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    assert!(msg.contains("validation.manifests.urls.allow"), "{msg}");
+
+    // Allowed by pattern, with a deny rule.
+    let rules = "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https://mirror\\.example\\.com/\n      deny:\n        - /private/\n";
+    let reg = start("inmemory", "", rules).await;
+    let cfg = reg.push_blob("f", b"{}").await;
+    let r = reg
+        .put_manifest("f", "t", OCI_MANIFEST, &manifest(&cfg, ok_url))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "an allowed foreign layer");
+    for (urls, rule) in [
+        (denied_url, "deny"),
+        (other_url, "allow"),
+        (r#","urls":["ftp://mirror.example.com/x"]"#, "http"),
+    ] {
+        let r = reg
+            .put_manifest("f", "t2", OCI_MANIFEST, &manifest(&cfg, urls))
+            .await;
+        let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+        assert!(msg.contains(rule), "{urls}: {msg}");
+        assert!(msg.contains("layers[0].urls"), "{msg}");
+    }
+
+    // Validation disabled: any http(s) URL.
+    let reg = start("inmemory", "", "validation:\n  disabled: true\n").await;
+    let cfg = reg.push_blob("f", b"{}").await;
+    let r = reg
+        .put_manifest("f", "t", OCI_MANIFEST, &manifest(&cfg, other_url))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // A broken pattern is a config error naming it.
+    let e = regstore_server::config::Config::from_yaml(
+        "version: 0.1\nstorage:\n  inmemory:\nvalidation:\n  manifests:\n    urls:\n      allow: ['(unclosed']\n",
+        "test",
+        [],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("(unclosed") && e.contains("allow"), "{e}");
+}

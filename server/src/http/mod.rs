@@ -728,9 +728,10 @@ async fn referrers(
     req: &Req,
 ) -> Result<Response, ApiError> {
     let artifact_type = req.param("artifactType");
-    let list = state
+    let last = req.param("last").map(digest_param).transpose()?;
+    let (list, next) = state
         .registry
-        .referrers(name, subject, artifact_type)
+        .referrers(name, subject, artifact_type, last.as_ref())
         .await?;
     let index = json!({
         "schemaVersion": 2,
@@ -747,6 +748,19 @@ async fn referrers(
             HeaderName::from_static("oci-filters-applied"),
             HeaderValue::from_static("artifactType"),
         );
+    }
+    if let Some(next) = next {
+        // Further pages, as the spec allows: the same query after `next`.
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(at) = artifact_type {
+            q.append_pair("artifactType", at);
+        }
+        q.append_pair("last", &next.to_string());
+        let link = format!(
+            "</v2/{name}/referrers/{subject}?{}>; rel=\"next\"",
+            q.finish()
+        );
+        resp.headers_mut().insert(header::LINK, hv(&link));
     }
     Ok(resp)
 }

@@ -113,6 +113,10 @@ struct Parsed {
     subject: Option<Digest>,
     artifact_type: Option<String>,
     annotations: Option<Map<String, Value>>,
+    /// Layers fetched from elsewhere (non-empty `urls`): where (e.g.
+    /// `layers[2]`) and the URLs, checked against
+    /// [`ManifestUrls`](super::ManifestUrls) instead of the repository.
+    foreign: Vec<(String, Vec<String>)>,
 }
 
 fn invalid(message: impl Into<String>) -> RegistryError {
@@ -205,6 +209,7 @@ fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
         subject: None,
         artifact_type: None,
         annotations: None,
+        foreign: Vec::new(),
     };
     if kind.is_index() {
         let list = obj
@@ -230,10 +235,26 @@ fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
             .and_then(Value::as_array)
             .ok_or_else(|| invalid("layers must be a list of descriptors"))?;
         for (i, l) in layers.iter().enumerate() {
-            let d = descriptor(l, &format!("layers[{i}]"))?;
-            // Foreign (non-distributable) layers live elsewhere, at `urls`.
-            if !l.get("urls").is_some_and(|u| u.is_array()) {
+            let at = format!("layers[{i}]");
+            let d = descriptor(l, &at)?;
+            // Foreign (non-distributable) layers live elsewhere, at `urls`;
+            // an empty list is no such promise, so the blob must be here.
+            let urls = match l.get("urls") {
+                None => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|u| {
+                        u.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| invalid(format!("{at}.urls must be a list of strings")))
+                    })
+                    .collect::<Result<_>>()?,
+                Some(_) => return Err(invalid(format!("{at}.urls must be a list of strings"))),
+            };
+            if urls.is_empty() {
                 parsed.blobs.push(d);
+            } else {
+                parsed.foreign.push((at, urls));
             }
         }
     }
@@ -303,6 +324,9 @@ impl Registry {
             )));
         }
         let parsed = parse(&body, content_type)?;
+        for (at, urls) in &parsed.foreign {
+            self.settings.manifest_urls.check(at, urls)?;
+        }
         let digest = match reference {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), &body);
@@ -444,8 +468,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Manifests of `name` whose `subject` is `subject`, sorted by digest,
-    /// optionally only those of `artifact_type`.
+    /// One page of the manifests of `name` whose `subject` is `subject`,
+    /// sorted by digest, optionally only those of `artifact_type`, starting
+    /// after the digest `last`. A page holds descriptors of at most
+    /// [`REFERRERS_PAGE_BYTES`] of JSON (and at least one); manifests are
+    /// read only until the page is full. The second value is the digest to
+    /// continue after, when more may follow.
     ///
     /// An unknown subject or repository gives an empty list, as the spec asks.
     ///
@@ -456,14 +484,16 @@ impl Registry {
         name: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>> {
+        last: Option<&Digest>,
+    ) -> Result<(Vec<Referrer>, Option<Digest>)> {
         let dir = layout::referrers_dir(name, subject);
         let algs = match self.driver.list(&dir).await {
             Ok(a) => a,
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) if e.is_not_found() => return Ok((Vec::new(), None)),
             Err(e) => return Err(e.into()),
         };
-        let mut out = Vec::new();
+        // The candidates, from the index's directory names alone.
+        let mut candidates = Vec::new();
         for alg_dir in algs {
             let entries = match self.driver.list(alg_dir.as_str()).await {
                 Ok(e) => e,
@@ -471,37 +501,66 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             };
             for entry in entries {
-                let Some(link) = self.read_link(&format!("{entry}/link")).await? else {
+                let Some(alg) = alg_dir.file_name() else {
                     continue;
                 };
-                // Deleted behind the index's back (e.g. by distribution's GC).
-                let Ok(m) = self.get_manifest(name, &Reference::Digest(link)).await else {
+                let Some(hex) = entry.file_name() else {
                     continue;
                 };
-                let Ok(parsed) = parse(&m.body, None) else {
-                    continue;
-                };
-                if parsed.subject.as_ref() != Some(subject) {
-                    continue;
-                }
-                if let Some(want) = artifact_type
-                    && parsed.artifact_type.as_deref() != Some(want)
+                if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>()
+                    && last.is_none_or(|l| d > *l)
                 {
-                    continue;
+                    candidates.push((d, entry));
                 }
-                out.push(Referrer {
-                    media_type: m.media_type,
-                    size: m.body.len() as u64,
-                    digest: m.digest,
-                    artifact_type: parsed.artifact_type,
-                    annotations: parsed.annotations,
-                });
             }
         }
-        out.sort_by(|a, b| a.digest.cmp(&b.digest));
-        Ok(out)
+        candidates.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (_, entry) in &candidates {
+            let Some(link) = self.read_link(&format!("{entry}/link")).await? else {
+                continue;
+            };
+            // Deleted behind the index's back (e.g. by distribution's GC).
+            let Ok(m) = self.get_manifest(name, &Reference::Digest(link)).await else {
+                continue;
+            };
+            let Ok(parsed) = parse(&m.body, None) else {
+                continue;
+            };
+            if parsed.subject.as_ref() != Some(subject) {
+                continue;
+            }
+            if let Some(want) = artifact_type
+                && parsed.artifact_type.as_deref() != Some(want)
+            {
+                continue;
+            }
+            let r = Referrer {
+                media_type: m.media_type,
+                size: m.body.len() as u64,
+                digest: m.digest,
+                artifact_type: parsed.artifact_type,
+                annotations: parsed.annotations,
+            };
+            let len = r.to_descriptor().to_string().len() + 1;
+            if !out.is_empty() && bytes + len > REFERRERS_PAGE_BYTES {
+                // This one starts the next page.
+                let next = out.last().map(|r: &Referrer| r.digest.clone());
+                return Ok((out, next));
+            }
+            bytes += len;
+            out.push(r);
+        }
+        Ok((out, None))
     }
 }
+
+/// Most bytes of descriptor JSON in one referrers response (one descriptor
+/// more than this is sent alone): the rest follows on pages linked by
+/// `Link: <…>; rel="next"`, so a subject with many large referrers never
+/// builds a response of unbounded size.
+pub const REFERRERS_PAGE_BYTES: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,9 @@ mod uploads;
 use regstore_core::{Driver, RedirectRequest, WalkControl};
 
 pub use digest::{Algorithm, Digest, Hasher};
-pub use manifests::{MAX_MANIFEST_SIZE, ManifestKind, PutManifest, Referrer, StoredManifest};
+pub use manifests::{
+    MAX_MANIFEST_SIZE, ManifestKind, PutManifest, REFERRERS_PAGE_BYTES, Referrer, StoredManifest,
+};
 pub use names::{NameError, Reference, RepoName, Tag};
 pub use uploads::{
     PurgeReport, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, new_upload_id, parse_upload_id,
@@ -99,6 +101,9 @@ pub struct Settings {
     pub redirect: bool,
     /// `storage.maintenance.readonly.enabled`: every write is refused.
     pub read_only: bool,
+    /// `validation.manifests.urls`: which foreign-layer URLs manifests may
+    /// carry.
+    pub manifest_urls: ManifestUrls,
 }
 
 impl Default for Settings {
@@ -107,7 +112,102 @@ impl Default for Settings {
             delete_enabled: true,
             redirect: true,
             read_only: false,
+            manifest_urls: ManifestUrls::default(),
         }
+    }
+}
+
+/// `validation.manifests.urls`, as distribution reads it: a layer with
+/// `urls` (a foreign layer, fetched by clients from elsewhere, so its blob
+/// is not required in the repository) is accepted only if every URL is
+/// `http`/`https` without a fragment, matches `allow` and does not match
+/// `deny`. With no `allow` list, manifests with `urls` are refused;
+/// `validation.disabled: true` accepts any http(s) URL ([`ManifestUrls::any`]).
+#[derive(Clone, Debug, Default)]
+pub struct ManifestUrls {
+    allow: Option<regex::Regex>,
+    deny: Option<regex::Regex>,
+    any: bool,
+}
+
+impl ManifestUrls {
+    /// Rules from the `allow` and `deny` regular expressions (each list
+    /// joined by `|`, unanchored as in distribution: anchor with `^`).
+    ///
+    /// # Errors
+    /// A pattern that is not a valid regular expression, named.
+    pub fn new(allow: &[String], deny: &[String]) -> Result<ManifestUrls, String> {
+        let join = |key: &str, list: &[String]| -> Result<Option<regex::Regex>, String> {
+            for p in list {
+                regex::Regex::new(p).map_err(|e| {
+                    format!(
+                        "validation.manifests.urls.{key}: {p:?} is not a regular expression: {e}"
+                    )
+                })?;
+            }
+            if list.is_empty() {
+                return Ok(None);
+            }
+            let joined = list
+                .iter()
+                .map(|p| format!("(?:{p})"))
+                .collect::<Vec<_>>()
+                .join("|");
+            regex::Regex::new(&joined)
+                .map(Some)
+                .map_err(|e| format!("validation.manifests.urls.{key}: {e}"))
+        };
+        Ok(ManifestUrls {
+            allow: join("allow", allow)?,
+            deny: join("deny", deny)?,
+            any: false,
+        })
+    }
+
+    /// Any `http`/`https` URL (`validation.disabled: true`).
+    pub fn any() -> ManifestUrls {
+        ManifestUrls {
+            any: true,
+            ..ManifestUrls::default()
+        }
+    }
+
+    /// Checks the URLs of the layer at `at` (e.g. `layers[2]`).
+    ///
+    /// # Errors
+    /// `ManifestInvalid`, naming the layer, the URL and the rule.
+    pub fn check(&self, at: &str, urls: &[String]) -> Result<()> {
+        for u in urls {
+            let refuse = |why: &str| {
+                Err(RegistryError::ManifestInvalid(format!(
+                    "{at}.urls: {u:?} {why}"
+                )))
+            };
+            match url::Url::parse(u) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https")
+                        && parsed.fragment().is_none() => {}
+                _ => return refuse("is not an http or https URL without a fragment"),
+            }
+            if self.any {
+                continue;
+            }
+            match &self.allow {
+                None => {
+                    return refuse(
+                        "is not accepted: this registry takes no foreign layers (allow them with validation.manifests.urls.allow)",
+                    );
+                }
+                Some(allow) if !allow.is_match(u) => {
+                    return refuse("does not match validation.manifests.urls.allow");
+                }
+                Some(_) => {}
+            }
+            if self.deny.as_ref().is_some_and(|d| d.is_match(u)) {
+                return refuse("matches validation.manifests.urls.deny");
+            }
+        }
+        Ok(())
     }
 }
 
