@@ -132,6 +132,8 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     /// `http.draintimeout`: how long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// `http.headertimeout`, `http.bodytimeout`, `http.maxconnections`.
+    pub limits: HttpLimits,
     /// `validation`: the foreign-layer URL rules for manifests.
     pub manifest_urls: crate::registry::ManifestUrls,
     /// `log.level` (or the old top-level `loglevel`).
@@ -158,6 +160,35 @@ impl Default for UploadPurging {
             age: Duration::from_secs(168 * 3600),
             interval: Duration::from_secs(24 * 3600),
             dry_run: false,
+        }
+    }
+}
+
+/// What one client may hold of the server (regstore's keys under `http`;
+/// distribution has none: it relies on Go's defaults, which allow a client
+/// to dribble a request head forever).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `http.headertimeout` (default 30s): a request head (line and headers)
+    /// must arrive within this time, and a keep-alive connection that sends
+    /// no next request for this long is closed.
+    pub header_timeout: Duration,
+    /// `http.bodytimeout` (default 60s): a request body that sends no byte
+    /// for this long is cut off (an upload keeps what arrived, as after a
+    /// cut connection).
+    pub body_timeout: Duration,
+    /// `http.maxconnections` (default 4096): connections served at once;
+    /// more wait in the listen backlog until one closes. Keep the process's
+    /// file limit (`ulimit -n`) above it: uploads open files too.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 4096,
         }
     }
 }
@@ -228,6 +259,9 @@ struct RawHttp {
     secret: Option<String>,
     relativeurls: Option<bool>,
     draintimeout: Option<Value>,
+    headertimeout: Option<Value>,
+    bodytimeout: Option<Value>,
+    maxconnections: Option<usize>,
     tls: Option<RawTls>,
     headers: Option<BTreeMap<String, Value>>,
     debug: Option<Value>,
@@ -515,17 +549,44 @@ impl Config {
                 headers.push((name.clone(), v));
             }
         }
-        let drain_timeout = match raw.http.draintimeout {
-            None | Some(Value::Null) => DEFAULT_DRAIN_TIMEOUT,
+        let duration = |key: &str, v: Option<Value>, default: Duration| {
+            match v {
+            None | Some(Value::Null) => Ok(default),
             Some(Value::String(s)) => regstore_core::params::parse_duration(&s)
-                .map_err(|m| invalid(format!("http.draintimeout: {m}")))?,
-            Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(0)),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "http.draintimeout must be a duration such as 30s, not {other}"
-                )));
-            }
+                .map_err(|m| invalid(format!("http.{key}: {m}"))),
+            Some(Value::Number(n)) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
+                invalid(format!(
+                    "http.{key} must be a whole number of seconds or a duration such as 30s, not {n}"
+                ))
+            }),
+            Some(other) => Err(invalid(format!(
+                "http.{key} must be a duration such as 30s, not {other}"
+            ))),
+        }
         };
+        let drain_timeout = duration("draintimeout", raw.http.draintimeout, DEFAULT_DRAIN_TIMEOUT)?;
+        let defaults = HttpLimits::default();
+        let limits = HttpLimits {
+            header_timeout: duration(
+                "headertimeout",
+                raw.http.headertimeout,
+                defaults.header_timeout,
+            )?,
+            body_timeout: duration("bodytimeout", raw.http.bodytimeout, defaults.body_timeout)?,
+            max_connections: match raw.http.maxconnections {
+                None => defaults.max_connections,
+                Some(0) => return Err(invalid("http.maxconnections must be at least 1".into())),
+                Some(n) => n,
+            },
+        };
+        for (key, d) in [
+            ("headertimeout", limits.header_timeout),
+            ("bodytimeout", limits.body_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(format!("http.{key} must be longer than 0s")));
+            }
+        }
         Ok(Config {
             origin: origin.to_owned(),
             storage,
@@ -539,6 +600,7 @@ impl Config {
             relative_urls: raw.http.relativeurls.unwrap_or(false),
             headers,
             drain_timeout,
+            limits,
             manifest_urls,
             log_level: raw.log.level.or(raw.loglevel),
             warnings,

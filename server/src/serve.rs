@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::http::{HeaderName, HeaderValue};
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
@@ -74,6 +74,7 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             config.host.clone()
         },
         headers: Arc::new(headers),
+        limits: config.limits,
     })
 }
 
@@ -81,10 +82,16 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
 /// requests in flight for up to `drain`. Works for plain TCP and for
 /// [`TlsListener`].
 ///
+/// Each connection is served by hyper with `state.limits`: the request head
+/// must arrive within `header_timeout` (also the longest a keep-alive
+/// connection may wait for its next request), and at most
+/// `max_connections` are served at once — further clients wait in the
+/// listen backlog, not in the process.
+///
 /// # Errors
 /// The listener fails.
 pub async fn run<L>(
-    listener: L,
+    mut listener: L,
     state: AppState,
     drain: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -93,31 +100,72 @@ where
     L: Listener<Addr = SocketAddr>,
     L::Io: NoDelay,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let signalled = async move {
-        shutdown.await;
-        let _ = tx.send(());
-    };
-    // Small requests (manifest GETs, blob HEADs) must not wait for Nagle.
-    let listener = listener.tap_io(|io| io.set_nodelay());
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signalled);
-    let deadline = async move {
-        if rx.await.is_ok() {
-            tracing::info!(?drain, "shutting down: waiting for requests in flight");
-            tokio::time::sleep(drain).await;
-            tracing::warn!("drain timeout reached; exiting with requests still running");
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        r = server => r.context("the HTTP server failed"),
-        () = deadline => Ok(()),
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::sync::{Semaphore, watch};
+
+    let limits = state.limits;
+    let app = router(state);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Each connection holds a receiver: all are gone when `closed` resolves.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => p.context("connection limit")?,
+            () = &mut shutdown => break,
+        };
+        let (mut io, peer) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        // Small requests (manifest GETs, blob HEADs) must not wait for Nagle.
+        io.set_nodelay();
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    let mut app = app.clone();
+                    tower_service::Service::call(&mut app, req.map(axum::body::Body::new))
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+            drop(permit);
+        });
     }
+    drop(listener);
+    tracing::info!(?drain, "shutting down: waiting for requests in flight");
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    tokio::select! {
+        () = stop_tx.closed() => {}
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!("drain timeout reached; exiting with requests still running");
+        }
+    }
+    Ok(())
 }
 
 /// A connection whose TCP socket can be told not to delay small writes.

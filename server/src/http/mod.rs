@@ -45,6 +45,8 @@ pub struct AppState {
     pub base_url: Option<String>,
     /// `http.headers`: added to every response.
     pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    /// Timeouts and the connection limit.
+    pub limits: crate::config::HttpLimits,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
@@ -54,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", axum::routing::get(|| async { StatusCode::OK }))
         .route("/debug/health", axum::routing::get(health))
         .fallback(api)
+        .layer(axum::middleware::map_request_with_state(
+            state.limits.body_timeout,
+            body_timeout,
+        ))
         .layer(axum::middleware::from_fn(access_log))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
@@ -64,6 +70,40 @@ pub fn router(state: AppState) -> Router {
 
 /// One `info` line per request: method, path, status, time to the response
 /// head (bodies stream on afterwards).
+/// A request body that sends nothing for `idle` ends with an error, which
+/// the handlers treat as a cut connection (an upload keeps what arrived).
+async fn body_timeout(State(idle): State<std::time::Duration>, request: Request) -> Request {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::DELETE
+    ) {
+        return request;
+    }
+    request.map(|body| {
+        let frames = body.into_data_stream();
+        Body::from_stream(futures_util::stream::unfold(
+            Some(frames),
+            move |s| async move {
+                let mut s = s?;
+                match tokio::time::timeout(idle, s.next()).await {
+                    Ok(Some(item)) => Some((item, Some(s))),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(axum::Error::new(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "no request body byte for {} (http.bodytimeout)",
+                                humantime::format_duration(idle)
+                            ),
+                        ))),
+                        None,
+                    )),
+                }
+            },
+        ))
+    })
+}
+
 async fn access_log(request: Request, next: axum::middleware::Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
