@@ -564,3 +564,59 @@ async fn storage_errors_do_not_reveal_server_paths() {
     assert!(!body.contains(&dir), "no server path in {body}");
     assert!(body.contains("filesystem"), "the driver is named: {body}");
 }
+
+/// Two registry instances over one filesystem root: while a PATCH on one
+/// instance is stalled mid-body, a PUT of the same upload on the other is
+/// refused (the staging file's lock holds between processes), and the
+/// upload then completes on the second instance with exactly its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_root_waits_for_the_first() {
+    let a = start("filesystem", DELETE_ON, "").await;
+    let root = a.dir.path().join("root");
+    let yaml = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n{DELETE_ON}",
+        root.display()
+    );
+    let b = start_yaml(&yaml, tempfile::tempdir().unwrap()).await;
+    let first: Vec<u8> = (0..100u32).map(|i| (i * 5) as u8).collect();
+    let late = vec![0x5A; 60];
+    let loc_a = begin(&a, "shared").await;
+    assert_eq!(
+        patch(&a, &loc_a, 0, &first).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let path = path_of(&a, &loc_a);
+    let loc_b = b.url(&path);
+    let mut stalled = RawRequest::open(&a, "PATCH", &path, "Content-Range: 100-159\r\n", 60).await;
+    stalled.send(&late[..20]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let claimed = sha256(&first);
+    let r = b
+        .client
+        .put(with_digest(&loc_b, &claimed))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    stalled.send(&late[20..]).await;
+    let (status, text) = stalled.answer().await;
+    assert_eq!(status, 202, "{text}");
+    let mut all = first.clone();
+    all.extend_from_slice(&late);
+    let d = sha256(&all);
+    let r = b.client.put(with_digest(&loc_b, &d)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        assert_blob_hashes(&a, "filesystem", "shared", &d).await,
+        all
+    );
+    assert_eq!(
+        blob_status(&b, "shared", &claimed).await,
+        StatusCode::NOT_FOUND
+    );
+}

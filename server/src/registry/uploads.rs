@@ -265,26 +265,35 @@ impl Registry {
     }
 
     /// The hasher for an upload holding `size` bytes: fresh for none, else
-    /// restored from the state saved for exactly that size.
+    /// restored from the state saved for exactly that size (a missing one
+    /// is waited for until `deadline`).
     async fn load_hasher(
         &self,
         name: &RepoName,
         uuid: &str,
         size: u64,
         fresh: Algorithm,
+        deadline: Instant,
     ) -> Result<Hasher> {
         if size == 0 {
             return Ok(Hasher::new(fresh));
         }
         let path = layout::upload_hash_state(name, uuid, RESUMABLE_ALGORITHM, size);
-        let state = match self.driver.get_content(&path).await {
-            Ok(state) => state,
-            Err(e) if e.is_not_found() => {
-                return Err(RegistryError::BlobUploadInvalid(format!(
-                    "upload {uuid} holds {size} bytes but no hash state for them; start the upload again"
-                )));
+        let state = loop {
+            match self.driver.get_content(&path).await {
+                Ok(state) => break state,
+                // Another process may have closed the writer and not yet
+                // saved the state that covers it: wait for it a little.
+                Err(e) if e.is_not_found() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) if e.is_not_found() => {
+                    return Err(RegistryError::BlobUploadInvalid(format!(
+                        "upload {uuid} holds {size} bytes but no hash state for them; start the upload again"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         };
         match decode_state(RESUMABLE_ALGORITHM, &state) {
             Some((covered, h)) if covered == size => Ok(h),
@@ -360,7 +369,7 @@ impl Registry {
             return Err(RegistryError::RangeInvalid { given, size });
         }
         let mut h = match self
-            .load_hasher(name, uuid, size, RESUMABLE_ALGORITHM)
+            .load_hasher(name, uuid, size, RESUMABLE_ALGORITHM, deadline)
             .await
         {
             Ok(h) => h,
@@ -418,7 +427,7 @@ impl Registry {
         let mut w = self.resume_writer(name, uuid, deadline).await?;
         let resumed_at = w.size();
         let mut h = match self
-            .load_hasher(name, uuid, resumed_at, digest.algorithm())
+            .load_hasher(name, uuid, resumed_at, digest.algorithm(), deadline)
             .await
         {
             Ok(h) => h,
