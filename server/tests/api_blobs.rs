@@ -179,27 +179,6 @@ async fn a_wrong_digest_is_refused_and_stores_nothing() {
     }
 }
 
-/// POSTs an upload session; returns its Location.
-async fn begin(reg: &TestRegistry, repo: &str) -> String {
-    let r = reg
-        .client
-        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    assert_eq!(header(&r, "range"), "0-0");
-    let uuid = header(&r, "docker-upload-uuid");
-    let loc = header(&r, "location");
-    assert!(loc.ends_with(&uuid) && !uuid.is_empty(), "{loc} {uuid}");
-    reg.url(&loc)
-}
-
-fn with_digest(loc: &str, d: &str) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={d}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_then_monolithic_put_and_empty_blob() {
     for driver in DRIVERS {

@@ -97,14 +97,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_is_cut_off_and_the_upload_keeps_what_arrived() {
     let reg = registry("  bodytimeout: 1s\n").await;
-    let r = reg
-        .client
-        .post(reg.url("/v2/slow/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let loc = reg.url(&header(&r, "location"));
+    let loc = begin(&reg, "slow").await;
     let path = loc.trim_start_matches(&reg.base).to_owned();
     let mut sock = connect(&reg).await;
     sock.write_all(
@@ -143,13 +136,7 @@ async fn a_stalled_body_is_cut_off_and_the_upload_keeps_what_arrived() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let d = sha256(&data);
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = reg
-        .client
-        .put(format!("{loc}{sep}digest={d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 

@@ -90,22 +90,6 @@ fn path_of(reg: &TestRegistry, location: &str) -> String {
     location.trim_start_matches(&reg.base).to_owned()
 }
 
-async fn begin(reg: &TestRegistry, repo: &str) -> String {
-    let r = reg
-        .client
-        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    reg.url(&header(&r, "location"))
-}
-
-fn with_digest(loc: &str, d: &str) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={d}")
-}
-
 async fn patch(reg: &TestRegistry, loc: &str, start: usize, data: &[u8]) -> reqwest::Response {
     reg.client
         .patch(loc)

@@ -406,3 +406,25 @@ pub async fn upload_continued_by_another_process(start: impl Fn() -> Server, siz
     assert_eq!(got.len(), total);
     assert_eq!(sha256(&got), d, "the blob hashes to its digest");
 }
+
+/// POSTs an upload session; returns its Location.
+pub async fn begin(reg: &TestRegistry, repo: &str) -> String {
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range"), "0-0");
+    let uuid = header(&r, "docker-upload-uuid");
+    let loc = header(&r, "location");
+    assert!(loc.ends_with(&uuid) && !uuid.is_empty(), "{loc} {uuid}");
+    reg.url(&loc)
+}
+
+/// The upload URL `loc` with `digest=d` added to its query.
+pub fn with_digest(loc: &str, d: &str) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={d}")
+}
