@@ -114,7 +114,7 @@ fn bench_overhead(c: &mut Criterion) {
 /// The emulated drivers whose emulators answer, each with parameters for
 /// a fresh root; the others are left out with a message.
 fn reachable(rt: &Runtime) -> Vec<(&'static str, RawParams)> {
-    regstore_drivers_link();
+    register_cloud_drivers();
     regstore_testsuite::backend::EMULATED
         .into_iter()
         .filter_map(
@@ -129,13 +129,12 @@ fn reachable(rt: &Runtime) -> Vec<(&'static str, RawParams)> {
         .collect()
 }
 
-/// The drivers register themselves when their crates are linked; naming
-/// each constructor makes sure they are.
-fn regstore_drivers_link() {
-    std::hint::black_box(regstore_driver_s3::s3_driver);
-    std::hint::black_box(regstore_driver_azure::azure_driver);
-    std::hint::black_box(regstore_driver_gcs::gcs_driver);
-    std::hint::black_box(regstore_driver_swift::swift_driver);
+/// Registers the cloud drivers, so they can be built by name.
+fn register_cloud_drivers() {
+    regstore_driver_s3::register();
+    regstore_driver_azure::register();
+    regstore_driver_gcs::register();
+    regstore_driver_swift::register();
 }
 
 /// The whole set ([`Shape::default`]) on each reachable emulator.

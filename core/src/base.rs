@@ -165,6 +165,29 @@ impl Driver {
         .await
     }
 
+    /// Stores `content` at `path` if nothing is there; see
+    /// [`StorageDriver::put_content_if_absent`]. `Ok(false)`: something was.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `Unsupported` (the driver cannot create atomically),
+    /// `Backend`.
+    pub async fn put_content_if_absent(
+        &self,
+        path: impl AsRef<str>,
+        content: impl Into<Bytes>,
+    ) -> Result<bool> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        self.run(
+            Op::PutContentIfAbsent,
+            path,
+            self.shared
+                .backend
+                .put_content_if_absent(&p, content.into()),
+        )
+        .await
+    }
+
     /// Streams the object at `path` from `offset`.
     ///
     /// # Errors
@@ -415,6 +438,9 @@ impl StorageDriver for Driver {
     }
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
         Driver::put_content(self, path, content).await
+    }
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        Driver::put_content_if_absent(self, path, content).await
     }
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
         Driver::reader(self, path, offset).await

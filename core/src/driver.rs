@@ -66,11 +66,23 @@ impl FileInfo {
 pub struct Capabilities {
     /// `redirect_url` returns URLs that clients can fetch with GET and HEAD.
     pub redirect: bool,
+    /// `put_content_if_absent` is atomic across processes (the backend
+    /// checks the condition); drivers without it answer `Unsupported`.
+    pub create_if_absent: bool,
 }
 
 impl Capabilities {
     /// No optional capability.
-    pub const NONE: Capabilities = Capabilities { redirect: false };
+    pub const NONE: Capabilities = Capabilities {
+        redirect: false,
+        create_if_absent: false,
+    };
+
+    /// These capabilities with `create_if_absent` set.
+    pub const fn with_create_if_absent(mut self, on: bool) -> Self {
+        self.create_if_absent = on;
+        self
+    }
 
     /// These capabilities with `redirect` set.
     pub const fn with_redirect(mut self, on: bool) -> Self {
@@ -190,6 +202,26 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// Stores `content` at `path`, replacing what was there, atomically.
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()>;
+
+    /// Stores `content` at `path` only if no object is there, atomically
+    /// with respect to every other caller of the backend, in this process or
+    /// any other: of concurrent calls for one path exactly one stores and
+    /// returns `true`; the others return `false` and change nothing. An
+    /// object at `path` (even one stored a moment ago) gives `false`.
+    ///
+    /// This is what instances sharing a backend build leases on (the
+    /// registry's per-upload lease). A driver that implements it claims
+    /// [`Capabilities::create_if_absent`]; the default is
+    /// [`Error::Unsupported`], which makes such callers fall back to
+    /// per-process locking. In-tree: S3 `If-None-Match: *`, Azure the same,
+    /// GCS `ifGenerationMatch=0`, filesystem a hard link, inmemory; not
+    /// Swift, whose `If-None-Match: *` is checked by each object server
+    /// before the upload and lets two concurrent uploads both succeed.
+    async fn put_content_if_absent(&self, _path: &StoragePath, _content: Bytes) -> Result<bool> {
+        Err(Error::unsupported(
+            "create-if-absent (put_content_if_absent)",
+        ))
+    }
 
     /// Streams the object from `offset`: `offset == size` gives an empty
     /// stream, `offset > size` is [`Error::InvalidOffset`].

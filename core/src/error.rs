@@ -201,6 +201,11 @@ impl Error {
         matches!(self, Error::Busy { .. })
     }
 
+    /// True for [`Error::Unsupported`].
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported { .. })
+    }
+
     /// True for [`Error::PathNotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::PathNotFound { .. })

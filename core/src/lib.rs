@@ -6,7 +6,9 @@
 //! - [`Middleware`]: what a storage middleware implements (pass-through
 //!   by default).
 //! - [`StoragePath`]: validated paths, with the walk order as `Ord`.
-//! - [`registry`]: drivers and middleware built by name from [`RawParams`].
+//! - [`registry`]: drivers and middleware registered, then built by name
+//!   from [`RawParams`]; [`StorageSpec`]: a driver with its middleware, as
+//!   configs and command lines name them.
 //! - [`Error`]: the one error type; every value names its driver.
 
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@ mod middleware;
 pub mod params;
 mod path;
 pub mod registry;
+mod spec;
 mod walk;
 
 pub use base::{Driver, Writer};
@@ -31,10 +34,12 @@ pub use metrics::{Metrics, Op, OpStats, RequestCounter};
 pub use middleware::Middleware;
 pub use params::{ParamKind, ParamSpec, Params, RawParams};
 pub use path::{StoragePath, check_segment};
-pub use registry::{BuildFuture, DriverFactory, MiddlewareFactory, create, wrap};
+pub use registry::{
+    BuildFuture, DriverFactory, MiddlewareFactory, create, register_driver, register_middleware,
+    wrap,
+};
+pub use spec::StorageSpec;
 pub use walk::{Listed, ReadDirFuture, walk_by_listing, walk_listing};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
-/// Re-exported so driver crates register without naming `inventory` themselves.
-pub use inventory;

@@ -15,6 +15,8 @@ pub enum Op {
     GetContent,
     /// `put_content`
     PutContent,
+    /// `put_content_if_absent`
+    PutContentIfAbsent,
     /// `reader`
     Reader,
     /// `writer`
@@ -43,9 +45,10 @@ pub enum Op {
 
 impl Op {
     /// All operations, in declaration order.
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 15] = [
         Op::GetContent,
         Op::PutContent,
+        Op::PutContentIfAbsent,
         Op::Reader,
         Op::Writer,
         Op::Write,
@@ -65,6 +68,7 @@ impl Op {
         match self {
             Op::GetContent => "get_content",
             Op::PutContent => "put_content",
+            Op::PutContentIfAbsent => "put_content_if_absent",
             Op::Reader => "reader",
             Op::Writer => "writer",
             Op::Write => "write",
@@ -91,7 +95,7 @@ struct Counter {
 /// Counters for every [`Op`], updated without locks.
 #[derive(Default)]
 pub struct Metrics {
-    counters: [Counter; 14],
+    counters: [Counter; 15],
 }
 
 /// Totals for one operation at the time of a snapshot.

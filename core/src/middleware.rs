@@ -43,6 +43,14 @@ pub trait Middleware: Send + Sync + fmt::Debug + 'static {
         self.inner().backend().put_content(path, content).await
     }
 
+    /// See [`StorageDriver::put_content_if_absent`].
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        self.inner()
+            .backend()
+            .put_content_if_absent(path, content)
+            .await
+    }
+
     /// See [`StorageDriver::reader`].
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
         self.inner().backend().reader(path, offset).await
@@ -124,6 +132,10 @@ impl<M: Middleware> StorageDriver for M {
 
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
         Middleware::put_content(self, path, content).await
+    }
+
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        Middleware::put_content_if_absent(self, path, content).await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {

@@ -1,24 +1,32 @@
 //! The factory registry: drivers and middleware by name.
 //!
-//! A driver crate registers itself at compile time:
+//! Registration is explicit. A driver crate declares its factory once, as
+//! a static, and offers a `register` function:
 //!
 //! ```ignore
-//! inventory::submit! {
-//!     regstore_core::DriverFactory {
-//!         name: "inmemory",
-//!         description: "Everything in process memory; lost on exit.",
-//!         params: &[],
-//!         build: build_inmemory,
-//!     }
+//! pub static FACTORY: regstore_core::DriverFactory = regstore_core::DriverFactory {
+//!     name: "inmemory",
+//!     description: "Everything in process memory; lost on exit.",
+//!     params: &[],
+//!     build: build_inmemory,
+//! };
+//!
+//! /// Makes `inmemory` known to [`regstore_core::create`].
+//! pub fn register() {
+//!     regstore_core::register_driver(&FACTORY);
 //! }
 //! ```
 //!
-//! and exists in a binary once the crate is linked (`regstore-drivers` links
-//! every driver in). Middleware registers a [`MiddlewareFactory`] the same
-//! way; [`create`] and [`wrap`] build and wrap by name.
+//! A binary calls the `register` of every driver it wants
+//! (`regstore_drivers::register_all()` for the built-in ones) before
+//! [`create`] and [`wrap`] build and wrap by name. Calling a function of the
+//! crate is what links it in, so a registered driver is always there — no
+//! linker tricks, no driver that silently goes missing. Middleware
+//! registers a [`MiddlewareFactory`] with [`register_middleware`].
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 
 use crate::base::Driver;
 use crate::driver::StorageDriver;
@@ -54,21 +62,45 @@ pub struct MiddlewareFactory {
     pub build: fn(Driver, Params) -> BuildFuture,
 }
 
-inventory::collect!(DriverFactory);
-inventory::collect!(MiddlewareFactory);
+static DRIVERS: Mutex<Vec<&'static DriverFactory>> = Mutex::new(Vec::new());
+static MIDDLEWARES: Mutex<Vec<&'static MiddlewareFactory>> = Mutex::new(Vec::new());
+
+/// Adds `factory` to `list`, replacing one of the same name (the last
+/// registration wins, so a binary may override a built-in driver).
+fn register<F>(list: &Mutex<Vec<&'static F>>, factory: &'static F, name: fn(&F) -> &'static str) {
+    // Every critical section leaves the list consistent.
+    let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|f| name(f) != name(factory));
+    list.push(factory);
+}
+
+fn sorted<F>(list: &Mutex<Vec<&'static F>>, name: fn(&F) -> &'static str) -> Vec<&'static F> {
+    let mut v = list.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    v.sort_by_key(|f| name(f));
+    v
+}
+
+/// Makes `factory` buildable by its name with [`create`]. Registering the
+/// same name again replaces the earlier factory. Idempotent, cheap, safe
+/// from any thread.
+pub fn register_driver(factory: &'static DriverFactory) {
+    register(&DRIVERS, factory, |f| f.name);
+}
+
+/// Makes `factory` usable by its name with [`wrap`]; as
+/// [`register_driver`].
+pub fn register_middleware(factory: &'static MiddlewareFactory) {
+    register(&MIDDLEWARES, factory, |f| f.name);
+}
 
 /// Every registered driver, sorted by name.
 pub fn drivers() -> Vec<&'static DriverFactory> {
-    let mut v: Vec<_> = inventory::iter::<DriverFactory>.into_iter().collect();
-    v.sort_by_key(|f| f.name);
-    v
+    sorted(&DRIVERS, |f| f.name)
 }
 
 /// Every registered middleware, sorted by name.
 pub fn middlewares() -> Vec<&'static MiddlewareFactory> {
-    let mut v: Vec<_> = inventory::iter::<MiddlewareFactory>.into_iter().collect();
-    v.sort_by_key(|f| f.name);
-    v
+    sorted(&MIDDLEWARES, |f| f.name)
 }
 
 fn unknown(kind: &str, name: &str, known: &[&'static str]) -> Error {
@@ -76,7 +108,7 @@ fn unknown(kind: &str, name: &str, known: &[&'static str]) -> Error {
         .map(|n| format!("did you mean {n:?}? "))
         .unwrap_or_default();
     let known = if known.is_empty() {
-        "none are linked into this binary".to_owned()
+        "none are registered in this binary".to_owned()
     } else {
         format!("known: {}", known.join(", "))
     };

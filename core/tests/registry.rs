@@ -76,9 +76,12 @@ fn build_echo(p: Params) -> BuildFuture {
     })
 }
 
-regstore_core::inventory::submit! {
-    DriverFactory { name: "echo", description: "test driver", params: ECHO_PARAMS, build: build_echo }
-}
+static ECHO: DriverFactory = DriverFactory {
+    name: "echo",
+    description: "test driver",
+    params: ECHO_PARAMS,
+    build: build_echo,
+};
 
 /// Middleware that appends its suffix to what the inner driver returns.
 #[derive(Debug)]
@@ -129,13 +132,17 @@ fn build_suffix(inner: Driver, p: Params) -> BuildFuture {
     })
 }
 
-regstore_core::inventory::submit! {
-    MiddlewareFactory {
-        name: "suffix",
-        description: "test middleware",
-        params: &[ParamSpec::new("suffix", ParamKind::String, "appended").required()],
-        build: build_suffix,
-    }
+static SUFFIX: MiddlewareFactory = MiddlewareFactory {
+    name: "suffix",
+    description: "test middleware",
+    params: &[ParamSpec::new("suffix", ParamKind::String, "appended").required()],
+    build: build_suffix,
+};
+
+/// Registers this file's driver and middleware (every test calls it first).
+fn register() {
+    regstore_core::register_driver(&ECHO);
+    regstore_core::register_middleware(&SUFFIX);
 }
 
 fn raw(pairs: &[&str]) -> RawParams {
@@ -144,6 +151,7 @@ fn raw(pairs: &[&str]) -> RawParams {
 
 #[tokio::test]
 async fn builds_by_name_and_wraps_in_the_configured_order() {
+    register();
     let d = create("echo", &raw(&["label=x"])).await.unwrap();
     let d = wrap(d, "suffix", &raw(&["suffix=1"])).await.unwrap();
     let d = wrap(d, "suffix", &raw(&["suffix=2"])).await.unwrap();
@@ -156,6 +164,7 @@ async fn builds_by_name_and_wraps_in_the_configured_order() {
 
 #[tokio::test]
 async fn unknown_names_list_what_is_known() {
+    register();
     let e = create("ecko", &RawParams::new())
         .await
         .unwrap_err()
@@ -177,6 +186,7 @@ async fn unknown_names_list_what_is_known() {
 
 #[tokio::test]
 async fn missing_and_unknown_parameters_are_refused_before_building() {
+    register();
     let e = create("echo", &RawParams::new())
         .await
         .unwrap_err()
@@ -197,6 +207,7 @@ async fn missing_and_unknown_parameters_are_refused_before_building() {
 
 #[tokio::test]
 async fn the_wrapper_validates_counts_and_names() {
+    register();
     let d = create("echo", &raw(&["label=x"])).await.unwrap();
     let e = d.get_content("no-slash").await.unwrap_err();
     assert!(matches!(e, Error::InvalidPath { .. }));
@@ -215,6 +226,7 @@ async fn the_wrapper_validates_counts_and_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maxthreads_bounds_concurrent_calls() {
+    register();
     let active = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let d = Driver::new(Echo {

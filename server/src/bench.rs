@@ -169,7 +169,7 @@ impl BenchArgs {
         for opt in order {
             match opt {
                 BackendOpt::Config(path) => partial.push(Partial {
-                    spec: StorageSpec::from_file(&path)?,
+                    spec: crate::config::storage_from_file(&path)?,
                     from_config: true,
                     pairs: Vec::new(),
                     label: None,

@@ -100,7 +100,7 @@ impl BackendArgs {
     /// An unreadable or unusable config, a parameter not written `name=value`.
     pub fn spec(&self) -> anyhow::Result<StorageSpec> {
         if let Some(path) = &self.config {
-            return Ok(StorageSpec::from_file(path)?);
+            return Ok(crate::config::storage_from_file(path)?);
         }
         let Some(driver) = &self.driver else {
             bail!("give --config FILE or --driver NAME");
@@ -143,7 +143,7 @@ pub struct ConformanceArgs {
 /// Anything that stops the command from running at all (bad arguments,
 /// unknown driver); failed conformance cases are an exit code, not an error.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    regstore_drivers::link();
+    regstore_drivers::register_all();
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(args.config.as_deref(), std::env::vars())?;

@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use regstore_core::{Driver, RawParams};
+use regstore_core::RawParams;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -94,16 +94,7 @@ pub enum ConfigError {
     },
 }
 
-/// The storage driver and middleware a config asks for.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StorageSpec {
-    /// Driver name (`filesystem`, `s3`, …).
-    pub driver: String,
-    /// Its parameters as written.
-    pub params: RawParams,
-    /// Middleware to apply, innermost first: name and options.
-    pub middleware: Vec<(String, RawParams)>,
-}
+pub use regstore_core::StorageSpec;
 
 /// A whole registry configuration: what `regstore serve` runs.
 #[derive(Clone, Debug)]
@@ -730,37 +721,22 @@ fn storage_spec(doc: &Value) -> Result<StorageSpec, String> {
     })
 }
 
-impl StorageSpec {
-    /// Reads the storage sections of the config file at `path`, with the
-    /// process's `REGISTRY_*` overrides applied.
-    ///
-    /// # Errors
-    /// [`ConfigError`] saying what is wrong and where.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        Ok(Config::load(Some(path), std::env::vars())?.storage)
-    }
+/// The storage sections (driver and middleware) of the config file at
+/// `path`, with the process's `REGISTRY_*` overrides applied.
+///
+/// # Errors
+/// [`ConfigError`] saying what is wrong and where.
+pub fn storage_from_file(path: &Path) -> Result<StorageSpec, ConfigError> {
+    Ok(Config::load(Some(path), std::env::vars())?.storage)
+}
 
-    /// Parses the storage sections of a config given as YAML text (no
-    /// environment overrides); `origin` names it in errors.
-    ///
-    /// # Errors
-    /// [`ConfigError`] saying what is wrong.
-    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        Ok(Config::from_yaml(text, origin, [])?.storage)
-    }
-
-    /// Builds the driver and applies the middleware in order.
-    ///
-    /// # Errors
-    /// What [`regstore_core::create`] and [`regstore_core::wrap`] return.
-    pub async fn build(&self) -> regstore_core::Result<Driver> {
-        regstore_drivers::link();
-        let mut driver = regstore_core::create(&self.driver, &self.params).await?;
-        for (name, options) in &self.middleware {
-            driver = regstore_core::wrap(driver, name, options).await?;
-        }
-        Ok(driver)
-    }
+/// The storage sections of a config given as YAML text (no environment
+/// overrides); `origin` names it in errors.
+///
+/// # Errors
+/// [`ConfigError`] saying what is wrong.
+pub fn storage_from_yaml(text: &str, origin: &str) -> Result<StorageSpec, ConfigError> {
+    Ok(Config::from_yaml(text, origin, [])?.storage)
 }
 
 fn as_params(v: &Value) -> Result<RawParams, String> {
@@ -784,7 +760,7 @@ mod tests {
 
     #[test]
     fn reads_driver_params_and_middleware() {
-        let spec = StorageSpec::from_yaml(
+        let spec = storage_from_yaml(
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /x\n    maxthreads: 30\n  delete:\n    enabled: true\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: http://cdn\n",
             "t.yml",
         )
@@ -798,18 +774,18 @@ mod tests {
 
     #[test]
     fn a_driver_without_parameters_may_be_empty() {
-        let spec = StorageSpec::from_yaml("storage:\n  inmemory:\n", "t.yml").unwrap();
+        let spec = storage_from_yaml("storage:\n  inmemory:\n", "t.yml").unwrap();
         assert_eq!(spec.driver, "inmemory");
         assert!(spec.params.is_empty());
     }
 
     #[test]
     fn unusable_configs_say_what_to_change() {
-        let e = StorageSpec::from_yaml("storage:\n  delete:\n    enabled: true\n", "t.yml")
+        let e = storage_from_yaml("storage:\n  delete:\n    enabled: true\n", "t.yml")
             .unwrap_err();
         assert!(e.to_string().contains("names no driver"), "{e}");
         let e =
-            StorageSpec::from_yaml("storage:\n  inmemory:\n  filesystem:\n", "t.yml").unwrap_err();
+            storage_from_yaml("storage:\n  inmemory:\n  filesystem:\n", "t.yml").unwrap_err();
         assert!(
             e.to_string()
                 .contains("names 2 drivers (filesystem, inmemory)")
@@ -817,12 +793,12 @@ mod tests {
                     .contains("names 2 drivers (inmemory, filesystem)"),
             "{e}"
         );
-        let e = StorageSpec::from_yaml("storage: [a, b\n", "t.yml").unwrap_err();
+        let e = storage_from_yaml("storage: [a, b\n", "t.yml").unwrap_err();
         assert!(
             e.to_string().starts_with("config t.yml is not valid YAML"),
             "{e}"
         );
-        let e = StorageSpec::from_yaml("log:\n  level: info\n", "t.yml").unwrap_err();
+        let e = storage_from_yaml("log:\n  level: info\n", "t.yml").unwrap_err();
         assert!(e.to_string().contains("no `storage` section"), "{e}");
         let e = Config::from_yaml(
             "storage:\n  inmemory:\n  delete:\n    enabled: sometimes\n",

@@ -38,12 +38,15 @@ pub async fn resolve_addr(addr: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("http.addr {addr:?} resolves to no address"))
 }
 
-/// The app state a config describes, with its driver built.
+/// The app state a config describes, with its driver built. The built-in
+/// drivers and middleware are registered here; a binary with drivers of
+/// its own registers them before.
 ///
 /// # Errors
 /// The driver cannot be built (unknown driver, bad parameters, backend
 /// unreachable at startup).
 pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
+    regstore_drivers::register_all();
     let driver = config.storage.build().await.with_context(|| {
         format!(
             "cannot build storage driver {:?} from {}",

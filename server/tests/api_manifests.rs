@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
+use std::time::Duration;
 
 async fn json(r: reqwest::Response) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
@@ -164,6 +165,34 @@ async fn broken_manifests_are_refused_and_change_nothing() {
         // Content-Type disagrees with mediaType.
         let r = reg.put_manifest("b", "t", DOCKER_MANIFEST, &good).await;
         expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+        // A wrong field deep inside is named by its JSON path.
+        let text = String::from_utf8(good.clone()).unwrap();
+        for (broken, path) in [
+            (text.replacen("\"size\":", "\"size\":-", 1), "config.size"),
+            (
+                text.replacen(
+                    "\"layers\":[",
+                    "\"layers\":[{\"mediaType\":\"x\",\"size\":1},",
+                    1,
+                ),
+                "layers[0].digest is missing",
+            ),
+            (
+                text.replacen(
+                    "\"layers\":[",
+                    "\"layers\":[{\"mediaType\":\"x\",\"size\":1,\"digest\":\"sha256:12\"},",
+                    1,
+                ),
+                "layers[0].digest",
+            ),
+        ] {
+            assert_ne!(broken, text, "the test edits the manifest");
+            let r = reg
+                .put_manifest("b", "t", OCI_MANIFEST, broken.as_bytes())
+                .await;
+            let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+            assert!(msg.contains(path), "{path}: {msg}");
+        }
         // Over 4 MiB.
         let big = oci_manifest(
             &cfg,
@@ -796,4 +825,37 @@ async fn layer_urls_follow_validation_manifests_urls() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("(unclosed") && e.contains("allow"), "{e}");
+}
+
+/// The memory manifest pushes take together is bounded: with the budget
+/// taken by pushes of the largest size, another push waits (its body is not
+/// read) until one of them ends, and then goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_pushes_share_a_bounded_memory_budget() {
+    use regstore_server::registry::{MANIFEST_BUDGET, MAX_MANIFEST_SIZE};
+    let config = regstore_server::config::Config::from_yaml(
+        "version: 0.1\nstorage:\n  inmemory:\n",
+        "t",
+        [],
+    )
+    .unwrap();
+    let state = regstore_server::serve::app_state(&config).await.unwrap();
+    let registry = state.registry;
+    let mut held = Vec::new();
+    for _ in 0..MANIFEST_BUDGET / MAX_MANIFEST_SIZE {
+        held.push(registry.reserve_manifest_bytes(MAX_MANIFEST_SIZE).await);
+    }
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(200),
+        registry.reserve_manifest_bytes(1000),
+    )
+    .await;
+    assert!(waiting.is_err(), "a push beyond the budget waits");
+    held.pop();
+    let room = tokio::time::timeout(
+        Duration::from_secs(5),
+        registry.reserve_manifest_bytes(MAX_MANIFEST_SIZE),
+    )
+    .await;
+    assert!(room.is_ok(), "room is given back when a push ends");
 }

@@ -227,7 +227,7 @@ async fn a_bad_stored_copy_is_replaced_when_the_digest_is_pushed_again() {
 
         // s3: plant it through a driver on the same bucket and root.
         if let Some(params) = s3_params().await {
-            regstore_drivers::link();
+            regstore_drivers::register_all();
             let driver = regstore_core::create("s3", &params).await.expect("s3");
             driver
                 .put_content(blob_path.as_str(), poison.clone())
@@ -549,12 +549,11 @@ async fn storage_errors_do_not_reveal_server_paths() {
     assert!(body.contains("filesystem"), "the driver is named: {body}");
 }
 
-/// Two registry instances over one filesystem root: while a PATCH on one
-/// instance is stalled mid-body, a PUT of the same upload on the other is
-/// refused (the staging file's lock holds between processes), and the
-/// upload then completes on the second instance with exactly its bytes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_instance_on_the_same_root_waits_for_the_first() {
+/// Two registry instances over one storage: a filesystem root, and one
+/// root directory in the s3 bucket; with each, a driver on the same storage
+/// for the test to read and plant objects with.
+async fn instance_pairs() -> Vec<(String, TestRegistry, TestRegistry, regstore_core::Driver)> {
+    regstore_drivers::register_all();
     let a = start("filesystem", DELETE_ON, "").await;
     let root = a.dir.path().join("root");
     let yaml = format!(
@@ -562,45 +561,136 @@ async fn a_second_instance_on_the_same_root_waits_for_the_first() {
         root.display()
     );
     let b = start_yaml(&yaml, tempfile::tempdir().unwrap()).await;
-    let first: Vec<u8> = (0..100u32).map(|i| (i * 5) as u8).collect();
-    let late = vec![0x5A; 60];
-    let loc_a = begin(&a, "shared").await;
-    assert_eq!(
-        patch(&a, &loc_a, 0, &first).await.status(),
-        StatusCode::ACCEPTED
-    );
-    let path = path_of(&a, &loc_a);
-    let loc_b = b.url(&path);
-    let mut stalled = RawRequest::open(&a, "PATCH", &path, "Content-Range: 100-159\r\n", 60).await;
-    stalled.send(&late[..20]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let claimed = sha256(&first);
-    let r = b
-        .client
-        .put(with_digest(&loc_b, &claimed))
-        .send()
+    let mut params = RawParams::new();
+    params.insert("rootdirectory".into(), root.display().to_string().into());
+    let fs = regstore_core::create("filesystem", &params)
         .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CONFLICT,
-        "{}",
-        r.text().await.unwrap()
-    );
-    stalled.send(&late[20..]).await;
-    let (status, text) = stalled.answer().await;
-    assert_eq!(status, 202, "{text}");
-    let mut all = first.clone();
-    all.extend_from_slice(&late);
-    let d = sha256(&all);
-    let r = b.client.put(with_digest(&loc_b, &d)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        assert_blob_hashes(&a, "filesystem", "shared", &d).await,
-        all
-    );
-    assert_eq!(
-        blob_status(&b, "shared", &claimed).await,
-        StatusCode::NOT_FOUND
-    );
+        .expect("filesystem");
+    let mut out = vec![("filesystem".to_owned(), a, b, fs)];
+    if let Some(params) = s3_params().await {
+        let yaml = serde_json::json!({
+            "version": "0.1",
+            "storage": { "s3": params, "delete": { "enabled": true }, "redirect": { "disable": true } },
+        })
+        .to_string();
+        let a = start_yaml(&yaml, tempfile::tempdir().unwrap()).await;
+        let b = start_yaml(&yaml, tempfile::tempdir().unwrap()).await;
+        let s3 = regstore_core::create("s3", &params).await.expect("s3");
+        out.push(("s3".to_owned(), a, b, s3));
+    }
+    out
+}
+
+/// Two registry instances over one storage (filesystem root; s3 bucket):
+/// while a PATCH on one instance is stalled mid-body, a PUT of the same
+/// upload on the other is refused (the upload's lease, and on filesystem
+/// also the staging file's lock, hold between processes), and the upload
+/// then completes on the second instance with exactly its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_storage_waits_for_the_first() {
+    for (backend, a, b, _) in instance_pairs().await {
+        let first: Vec<u8> = (0..100u32).map(|i| (i * 5) as u8).collect();
+        let late = vec![0x5A; 60];
+        let loc_a = begin(&a, "shared").await;
+        assert_eq!(
+            patch(&a, &loc_a, 0, &first).await.status(),
+            StatusCode::ACCEPTED,
+            "{backend}"
+        );
+        let path = path_of(&a, &loc_a);
+        let loc_b = b.url(&path);
+        let mut stalled =
+            RawRequest::open(&a, "PATCH", &path, "Content-Range: 100-159\r\n", 60).await;
+        stalled.send(&late[..20]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let claimed = sha256(&first);
+        let r = b
+            .client
+            .put(with_digest(&loc_b, &claimed))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CONFLICT,
+            "{backend}: {}",
+            r.text().await.unwrap()
+        );
+        stalled.send(&late[20..]).await;
+        let (status, text) = stalled.answer().await;
+        assert_eq!(status, 202, "{backend}: {text}");
+        let mut all = first.clone();
+        all.extend_from_slice(&late);
+        let d = sha256(&all);
+        // The first instance releases the lease just after it answered;
+        // the PUT waits for that.
+        let r = b.client.put(with_digest(&loc_b, &d)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{backend}");
+        assert_eq!(assert_blob_hashes(&a, &backend, "shared", &d).await, all);
+        assert_eq!(
+            blob_status(&b, "shared", &claimed).await,
+            StatusCode::NOT_FOUND,
+            "{backend}"
+        );
+    }
+}
+
+/// The lease object another instance left: while it is live, requests on
+/// the upload are refused with 409 and nothing is written; once it has
+/// expired (its holder crashed), the next request takes it over, leaves a
+/// claim named after the expired lease, and the upload goes on; after the
+/// request the lease is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_lease_of_another_instance_blocks_and_an_expired_one_is_taken_over() {
+    use regstore_server::registry::layout::upload_lease;
+    use regstore_server::registry::lease::LeaseRecord;
+    use regstore_server::registry::names::RepoName;
+    for (backend, a, _b, driver) in instance_pairs().await {
+        let loc = begin(&a, "leased").await;
+        let uuid = path_of(&a, &loc).rsplit('/').next().unwrap().to_owned();
+        let lease = upload_lease(&RepoName::parse("leased").unwrap(), &uuid);
+        let foreign = LeaseRecord::new(Duration::from_secs(60));
+        driver
+            .put_content(&lease, foreign.encode())
+            .await
+            .expect("plant a live lease");
+        let r = patch(&a, &loc, 0, b"refused").await;
+        assert_eq!(r.status(), StatusCode::CONFLICT, "{backend}: live lease");
+        assert!(r.headers().contains_key("retry-after"), "{backend}");
+        let status = a.client.get(&loc).send().await.unwrap();
+        assert_eq!(status.status(), StatusCode::CONFLICT, "{backend}: status");
+
+        let expired = LeaseRecord {
+            expires_ms: 1,
+            ..LeaseRecord::new(Duration::ZERO)
+        };
+        driver
+            .put_content(&lease, expired.encode())
+            .await
+            .expect("plant an expired lease");
+        let body: Vec<u8> = (0..300u32).map(|i| (i % 7) as u8).collect();
+        let r = patch(&a, &loc, 0, &body).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{backend}: expired lease");
+        let claim = format!("{}/lease-taken/{}", &lease[..lease.len() - 6], expired.id);
+        assert!(
+            driver.get_content(&claim).await.is_ok(),
+            "{backend}: the takeover left its claim at {claim}"
+        );
+        // Released in the background just after the answer.
+        let mut gone = false;
+        for _ in 0..50 {
+            match driver.get_content(&lease).await {
+                Err(e) if e.is_not_found() => {
+                    gone = true;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert!(gone, "{backend}: the lease is deleted after the request");
+        let d = sha256(&body);
+        let r = a.client.put(with_digest(&loc, &d)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{backend}");
+        assert_eq!(assert_blob_hashes(&a, &backend, "leased", &d).await, body);
+    }
 }

@@ -61,6 +61,9 @@ table![
     delete_only_deletes_subpaths,
     stat_call,
     put_content_multiple_times,
+    put_content_if_absent: CreateIfAbsent,
+    put_content_if_absent_race: CreateIfAbsent,
+    put_content_if_absent_unclaimed,
     concurrent_stream_reads,
     concurrent_file_streams,
 ];
@@ -708,6 +711,89 @@ async fn put_content_multiple_times(cx: &Ctx) -> CaseResult {
     cx.driver.put_content(&path, smaller.clone()).await?;
     let got = cx.driver.get_content(&path).await?;
     ensure_bytes!(got, smaller, "content after a smaller overwrite");
+    Ok(())
+}
+
+async fn put_content_if_absent(cx: &Ctx) -> CaseResult {
+    // A path below directories that do not exist yet.
+    let path = format!("{}/{}", cx.path(16), cx.filename(16));
+    let first = cx.contents(300);
+    let created = cx
+        .driver
+        .put_content_if_absent(&path, first.clone())
+        .await?;
+    ensure!(created, "put_content_if_absent on an empty path must store");
+    let again = cx
+        .driver
+        .put_content_if_absent(&path, cx.contents(200))
+        .await?;
+    ensure!(
+        !again,
+        "put_content_if_absent over an object must not store"
+    );
+    let got = cx.driver.get_content(&path).await?;
+    ensure_bytes!(got, first, "content after a refused put_content_if_absent");
+    cx.driver.delete(&path).await?;
+    let second = cx.contents(100);
+    let created = cx
+        .driver
+        .put_content_if_absent(&path, second.clone())
+        .await?;
+    ensure!(created, "put_content_if_absent after delete must store");
+    ensure_bytes!(
+        cx.driver.get_content(&path).await?,
+        second,
+        "content after delete and put_content_if_absent"
+    );
+    Ok(())
+}
+
+/// A driver that does not claim `create_if_absent` says so when asked,
+/// rather than storing without the guarantee.
+async fn put_content_if_absent_unclaimed(cx: &Ctx) -> CaseResult {
+    if cx.driver.capabilities().create_if_absent {
+        return Ok(());
+    }
+    let path = cx.path(32);
+    expect_error(
+        cx.driver
+            .put_content_if_absent(&path, cx.contents(10))
+            .await,
+        "unsupported",
+        cx.name(),
+        "put_content_if_absent without the create_if_absent capability",
+    )?;
+    expect_error(
+        cx.driver.stat(&path).await,
+        "path_not_found",
+        cx.name(),
+        "stat after a refused put_content_if_absent",
+    )
+}
+
+async fn put_content_if_absent_race(cx: &Ctx) -> CaseResult {
+    let path = cx.path(32);
+    let racers = (0..8u8).map(|i| {
+        let (driver, path) = (cx.driver.clone(), path.clone());
+        let content = Bytes::from(vec![i; 64]);
+        tokio::spawn(async move {
+            let won = driver.put_content_if_absent(&path, content.clone()).await?;
+            Ok::<_, Failure>((won, content))
+        })
+    });
+    let mut winners = Vec::new();
+    for r in futures_util::future::join_all(racers.collect::<Vec<_>>()).await {
+        let (won, content) = r.map_err(|e| Failure(format!("racer task: {e}")))??;
+        if won {
+            winners.push(content);
+        }
+    }
+    ensure_eq!(winners.len(), 1, "racers told they stored");
+    ensure_bytes!(
+        cx.driver.get_content(&path).await?,
+        winners[0],
+        "the stored object is the winner's"
+    );
     Ok(())
 }
 

@@ -295,6 +295,8 @@ pub enum Need {
     Nothing,
     /// Runs when the driver claims `redirect`.
     Redirect,
+    /// Runs when the driver claims `create_if_absent`.
+    CreateIfAbsent,
     /// Runs when the driver counts its backend requests
     /// ([`Driver::backend_requests`] is `Some`).
     CountsRequests,
@@ -306,6 +308,7 @@ impl Need {
         match self {
             Need::Nothing => true,
             Need::Redirect => driver.capabilities().redirect,
+            Need::CreateIfAbsent => driver.capabilities().create_if_absent,
             Need::CountsRequests => driver.backend_requests().is_some(),
         }
     }
@@ -315,6 +318,7 @@ impl Need {
         match self {
             Need::Nothing => "",
             Need::Redirect => "the driver does not claim redirect",
+            Need::CreateIfAbsent => "the driver does not claim create_if_absent",
             Need::CountsRequests => "the driver does not count backend requests",
         }
     }

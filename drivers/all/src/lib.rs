@@ -1,57 +1,49 @@
-//! regstore-drivers: every driver and middleware, linked in.
+//! regstore-drivers: every built-in driver and middleware, registered by
+//! one call.
 //!
-//! Drivers register themselves with `inventory`, which only sees crates
-//! that end up in the binary. Depending on this crate and calling [`link`]
-//! once guarantees that every driver enabled by a cargo feature is there.
-//! A new driver adds a feature, an optional dependency and one line below.
+//! [`register_all`] calls the `register` function of each driver and
+//! middleware crate enabled by a cargo feature (all by default). Calling a
+//! crate's function is what links it into the binary, so every driver
+//! listed here is there — a test below checks the whole list. A new
+//! in-tree driver adds a feature, an optional dependency and one line in
+//! [`register_all`].
 
-#[cfg(feature = "azure")]
-use regstore_driver_azure as _;
-#[cfg(feature = "filesystem")]
-use regstore_driver_filesystem as _;
-#[cfg(feature = "gcs")]
-use regstore_driver_gcs as _;
-#[cfg(feature = "inmemory")]
-use regstore_driver_inmemory as _;
-#[cfg(feature = "s3")]
-use regstore_driver_s3 as _;
-#[cfg(feature = "swift")]
-use regstore_driver_swift as _;
-#[cfg(feature = "middleware")]
-use regstore_middleware as _;
-#[cfg(feature = "cloudfront")]
-use regstore_middleware_cloudfront as _;
-#[cfg(feature = "redirect")]
-use regstore_middleware_redirect as _;
-
-/// Makes sure the registrations of every enabled driver are linked in.
-/// Call it once before looking drivers up by name.
-#[inline(never)]
-pub fn link() {
+/// Registers every driver and middleware enabled in this build. Idempotent;
+/// call it before building drivers by name.
+pub fn register_all() {
     #[cfg(feature = "inmemory")]
-    std::hint::black_box(regstore_driver_inmemory::InMemoryDriver::new);
+    regstore_driver_inmemory::register();
     #[cfg(feature = "filesystem")]
-    std::hint::black_box(regstore_driver_filesystem::FilesystemDriver::new::<std::path::PathBuf>);
-    #[cfg(feature = "redirect")]
-    std::hint::black_box(regstore_middleware_redirect::base_url);
-    #[cfg(feature = "middleware")]
-    regstore_middleware::link();
-    #[cfg(feature = "cloudfront")]
-    std::hint::black_box(regstore_middleware_cloudfront::base_url);
+    regstore_driver_filesystem::register();
     #[cfg(feature = "s3")]
-    std::hint::black_box(regstore_driver_s3::s3_driver);
+    regstore_driver_s3::register();
     #[cfg(feature = "azure")]
-    std::hint::black_box(regstore_driver_azure::azure_driver);
+    regstore_driver_azure::register();
     #[cfg(feature = "gcs")]
-    std::hint::black_box(regstore_driver_gcs::gcs_driver);
+    regstore_driver_gcs::register();
     #[cfg(feature = "swift")]
-    std::hint::black_box(regstore_driver_swift::credentials);
+    regstore_driver_swift::register();
+    #[cfg(feature = "redirect")]
+    regstore_middleware_redirect::register();
+    #[cfg(feature = "middleware")]
+    regstore_middleware::register();
+    #[cfg(feature = "cloudfront")]
+    regstore_middleware_cloudfront::register();
 }
 
 /// Names of the drivers enabled in this build, sorted.
 pub fn driver_names() -> Vec<&'static str> {
-    link();
+    register_all();
     regstore_core::registry::drivers()
+        .into_iter()
+        .map(|f| f.name)
+        .collect()
+}
+
+/// Names of the middleware enabled in this build, sorted.
+pub fn middleware_names() -> Vec<&'static str> {
+    register_all();
+    regstore_core::registry::middlewares()
         .into_iter()
         .map(|f| f.name)
         .collect()
@@ -59,18 +51,28 @@ pub fn driver_names() -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    /// With the default features, exactly the built-in drivers and
+    /// middleware are registered: none missing, none unexpected.
     #[test]
-    fn every_enabled_driver_is_registered() {
-        let names = super::driver_names();
-        #[cfg(feature = "inmemory")]
-        assert!(names.contains(&"inmemory"), "{names:?}");
-        #[cfg(feature = "filesystem")]
-        assert!(names.contains(&"filesystem"), "{names:?}");
-        #[cfg(feature = "s3")]
-        assert!(names.contains(&"s3"), "{names:?}");
-        #[cfg(feature = "azure")]
-        assert!(names.contains(&"azure"), "{names:?}");
-        #[cfg(feature = "gcs")]
-        assert!(names.contains(&"gcs"), "{names:?}");
+    #[cfg(all(
+        feature = "inmemory",
+        feature = "filesystem",
+        feature = "s3",
+        feature = "azure",
+        feature = "gcs",
+        feature = "swift",
+        feature = "redirect",
+        feature = "middleware",
+        feature = "cloudfront"
+    ))]
+    fn every_driver_and_middleware_is_registered() {
+        assert_eq!(
+            super::driver_names(),
+            ["azure", "filesystem", "gcs", "inmemory", "s3", "swift"]
+        );
+        assert_eq!(
+            super::middleware_names(),
+            ["cloudfront", "faults", "latency", "redirect", "rewrite"]
+        );
     }
 }

@@ -77,13 +77,18 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("skipverify", Bool, "accept any TLS certificate").default("false"),
 ];
 
-regstore_core::inventory::submit! {
-    DriverFactory {
-        name: "azure",
-        description: "Azure Blob Storage (block blobs; Azurite for tests); SAS redirects",
-        params: PARAMS,
-        build,
-    }
+/// The driver's factory, as [`register`] adds it.
+pub static FACTORY: DriverFactory = DriverFactory {
+    name: "azure",
+    description: "Azure Blob Storage (block blobs; Azurite for tests); SAS redirects",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this driver known by name to `regstore_core::create` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_driver(&FACTORY);
 }
 
 fn build(params: Params) -> BuildFuture {
@@ -238,7 +243,9 @@ impl Backend for AzureBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_redirect(self.can_sign)
+        Capabilities::NONE
+            .with_redirect(self.can_sign)
+            .with_create_if_absent(true)
     }
 
     async fn signed_url(

@@ -11,7 +11,7 @@ use regstore_testsuite::Subject;
 
 regstore_testsuite::conformance_main!(|| async {
     let raw = regstore_testsuite::backend::emulator_params("azure").await?;
-    std::hint::black_box(regstore_driver_azure::azure_driver);
+    regstore_driver_azure::register();
     let driver: Driver = registry::create("azure", &raw)
         .await
         .map_err(|e| e.to_string())?;

@@ -107,13 +107,18 @@ const PARAMS: &[ParamSpec] = &[
     .default(AWS_IP_RANGES),
 ];
 
-regstore_core::inventory::submit! {
-    MiddlewareFactory {
-        name: NAME,
-        description: "Redirects blob downloads to Amazon CloudFront with signed URLs (canned policy); optionally AWS clients go to S3 directly.",
-        params: PARAMS,
-        build,
-    }
+/// The middleware's factory, as [`register`] adds it.
+pub static FACTORY: MiddlewareFactory = MiddlewareFactory {
+    name: NAME,
+    description: "Redirects blob downloads to Amazon CloudFront with signed URLs (canned policy); optionally AWS clients go to S3 directly.",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this middleware known by name to `regstore_core::wrap` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_middleware(&FACTORY);
 }
 
 fn build(inner: Driver, params: Params) -> BuildFuture {

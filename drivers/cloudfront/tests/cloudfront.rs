@@ -103,6 +103,7 @@ fn ranges_match_ipv4_and_ipv6_with_and_without_regions() {
 async fn s3() -> Option<Driver> {
     let raw = regstore_testsuite::backend::emulator_params_or_skip("s3").await?;
     std::hint::black_box(regstore_driver_s3::s3_driver);
+    regstore_driver_s3::register();
     Some(registry::create("s3", &raw).await.expect("s3 driver"))
 }
 
@@ -111,7 +112,6 @@ async fn cloudfront(
     key: &Path,
     extra: &[(&str, &str)],
 ) -> regstore_core::Result<Driver> {
-    std::hint::black_box(regstore_middleware_cloudfront::base_url);
     let mut raw = RawParams::new();
     raw.insert("baseurl".into(), "d111.cloudfront.net/cdn".into());
     raw.insert(
@@ -122,6 +122,7 @@ async fn cloudfront(
     for (k, v) in extra {
         raw.insert((*k).into(), (*v).into());
     }
+    regstore_middleware_cloudfront::register();
     registry::wrap(inner, NAME, &raw).await
 }
 
@@ -274,6 +275,7 @@ async fn startup_errors_name_what_to_fix() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (private, _) = rsa_key_pair(dir.path(), true).expect("key");
     regstore_driver_inmemory::InMemoryDriver::new();
+    regstore_driver_inmemory::register();
     let inmemory = registry::create("inmemory", &RawParams::new())
         .await
         .expect("inmemory");

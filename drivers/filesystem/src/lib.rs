@@ -92,8 +92,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use regstore_core::{
-    BuildFuture, ByteStream, DriverFactory, Error, FileInfo, FileWriter, Listed, ParamKind,
-    ParamSpec, Params, Result, StorageDriver, StoragePath, WalkVisitor, async_trait, check_segment,
+    BuildFuture, ByteStream, Capabilities, DriverFactory, Error, FileInfo, FileWriter, Listed,
+    ParamKind, ParamSpec, Params, Result, StorageDriver, StoragePath, WalkVisitor, async_trait,
+    check_segment,
 };
 
 /// Registry name of the driver.
@@ -167,13 +168,18 @@ const PARAMS: &[ParamSpec] = &[
     .default("100"),
 ];
 
-regstore_core::inventory::submit! {
-    DriverFactory {
-        name: NAME,
-        description: "Files under a local directory, in docker/distribution's layout.",
-        params: PARAMS,
-        build,
-    }
+/// The driver's factory, as [`register`] adds it.
+pub static FACTORY: DriverFactory = DriverFactory {
+    name: NAME,
+    description: "Files under a local directory, in docker/distribution's layout.",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this driver known by name to `regstore_core::create` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_driver(&FACTORY);
 }
 
 fn build(params: Params) -> BuildFuture {
@@ -342,6 +348,10 @@ impl StorageDriver for FilesystemDriver {
         NAME
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_create_if_absent(true)
+    }
+
     fn concurrency_limit(&self) -> Option<usize> {
         Some(self.max_threads)
     }
@@ -378,6 +388,26 @@ impl StorageDriver for FilesystemDriver {
             if published.is_err() {
                 let _ = fs::remove_file(&tmp);
             }
+            Ok(published?)
+        })
+        .await
+    }
+
+    /// Like `put_content`, but publishes the flushed temporary file with a
+    /// hard link instead of a rename: `link` fails when the name exists,
+    /// atomically, also between processes.
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        let path = path.clone();
+        self.run(move |l| {
+            let full = l.committed(&path);
+            let (tmp, mut file) = l.create_temp()?;
+            let published = (|| {
+                file.write_all(&content).at("write", &tmp)?;
+                file.sync_all().at("sync", &tmp)?;
+                drop(file);
+                link_into(&l.root, &tmp, &full)
+            })();
+            let _ = fs::remove_file(&tmp);
             Ok(published?)
         })
         .await
@@ -1032,6 +1062,23 @@ fn rename_into(root: &Path, src: &Path, dst: &Path) -> FsResult<()> {
                 make_dirs(root, dir).at("create directory", dir)?;
             }
             Err(e) => return Err(e).at("rename", dst),
+        }
+    }
+}
+
+/// Hard-links `src` as `dst` (creating directories) unless `dst` exists:
+/// `false` then. The new entry is flushed into its directory.
+fn link_into(root: &Path, src: &Path, dst: &Path) -> FsResult<bool> {
+    let dir = parent_of(dst)?;
+    let mut retry = Retry::new();
+    loop {
+        match fs::hard_link(src, dst) {
+            Ok(()) => return sync_dir(dir).at("sync directory", dir).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
+                make_dirs(root, dir).at("create directory", dir)?;
+            }
+            Err(e) => return Err(e).at("link", dst),
         }
     }
 }

@@ -127,6 +127,7 @@ async fn maxthreads_below_the_minimum_is_refused() {
         "rootdirectory".into(),
         dir.path().display().to_string().into(),
     );
+    regstore_driver_filesystem::register();
     let e = regstore_core::create("filesystem", &params)
         .await
         .unwrap_err();
@@ -136,6 +137,7 @@ async fn maxthreads_below_the_minimum_is_refused() {
     );
     let mut ok: RawParams = params.clone();
     ok.insert("maxthreads".into(), "25".into());
+    regstore_driver_filesystem::register();
     let d = regstore_core::create("filesystem", &ok).await.unwrap();
     assert_eq!(d.name(), "filesystem");
 }

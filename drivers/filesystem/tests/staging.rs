@@ -329,6 +329,7 @@ async fn max_threads_is_the_concurrency_limit() -> TestResult {
         "rootdirectory".into(),
         dir.path().display().to_string().into(),
     );
+    regstore_driver_filesystem::register();
     let err = regstore_core::create("filesystem", &params)
         .await
         .err()

@@ -79,13 +79,18 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("noauth", Bool, "send no bearer token (emulators)").default("false"),
 ];
 
-regstore_core::inventory::submit! {
-    DriverFactory {
-        name: "gcs",
-        description: "Google Cloud Storage (fake-gcs-server for tests); V4 signed-URL redirects",
-        params: PARAMS,
-        build,
-    }
+/// The driver's factory, as [`register`] adds it.
+pub static FACTORY: DriverFactory = DriverFactory {
+    name: "gcs",
+    description: "Google Cloud Storage (fake-gcs-server for tests); V4 signed-URL redirects",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this driver known by name to `regstore_core::create` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_driver(&FACTORY);
 }
 
 fn build(params: Params) -> BuildFuture {
@@ -279,6 +284,34 @@ impl GcsBackend {
     }
 }
 
+/// A `multipart/related` body of object metadata naming `name` and then
+/// `data`, and its content type; the boundary is one that `data` does not
+/// contain.
+fn multipart_related(name: &str, data: &[u8]) -> (String, Bytes) {
+    let mut boundary = format!("regstore-{:x}", data.len());
+    while data
+        .windows(boundary.len())
+        .any(|w| w == boundary.as_bytes())
+    {
+        boundary.push('x');
+    }
+    let meta = serde_json::json!({ "name": name }).to_string();
+    let mut body = Vec::with_capacity(data.len() + meta.len() + 4 * boundary.len() + 128);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n\
+             --{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/related; boundary={boundary}"),
+        body.into(),
+    )
+}
+
 #[async_trait]
 impl Backend for GcsBackend {
     fn name(&self) -> &'static str {
@@ -302,7 +335,9 @@ impl Backend for GcsBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_redirect(self.can_sign)
+        Capabilities::NONE
+            .with_redirect(self.can_sign)
+            .with_create_if_absent(true)
     }
 
     async fn put(&self, key: &Path, data: PutPayload) -> Result<()> {
@@ -316,6 +351,31 @@ impl Backend for GcsBackend {
             })
             .await?;
         Self::expect_ok(resp, "upload", key).await.map(drop)
+    }
+
+    /// A multipart upload (metadata + bytes in one request) with
+    /// `ifGenerationMatch=0`: it succeeds only where no live object is, and
+    /// 412 means one is there. (fake-gcs-server checks the precondition on
+    /// multipart uploads only; GCS on every kind.)
+    async fn put_if_absent(&self, key: &Path, data: PutPayload) -> Result<bool> {
+        let data = Bytes::from(data);
+        let (content_type, body) = multipart_related(key.as_ref(), &data);
+        let url = format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType=multipart&ifGenerationMatch=0",
+            self.endpoint,
+            enc(&self.bucket),
+        );
+        let resp = self
+            .send(|c| {
+                c.post(&url)
+                    .header("Content-Type", content_type.as_str())
+                    .body(body.clone())
+            })
+            .await?;
+        if resp.status() == reqwest::StatusCode::PRECONDITION_FAILED {
+            return Ok(false);
+        }
+        Self::expect_ok(resp, "upload", key).await.map(|_| true)
     }
 
     async fn copy(&self, from: &Path, to: &Path) -> Result<()> {

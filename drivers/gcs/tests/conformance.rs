@@ -12,7 +12,7 @@ regstore_testsuite::conformance_main!(|| async {
     let mut raw = regstore_testsuite::backend::emulator_params("gcs").await?;
     // The smallest chunk, so the writer cases cross many chunks.
     raw.insert("chunksize".into(), "256KiB".into());
-    std::hint::black_box(regstore_driver_gcs::gcs_driver);
+    regstore_driver_gcs::register();
     let driver: Driver = registry::create("gcs", &raw)
         .await
         .map_err(|e| e.to_string())?;

@@ -18,21 +18,26 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use regstore_core::{
-    BuildFuture, ByteStream, DriverFactory, Error, FileInfo, FileWriter, Params, Result,
-    StorageDriver, StoragePath, async_trait,
+    BuildFuture, ByteStream, Capabilities, DriverFactory, Error, FileInfo, FileWriter, Params,
+    Result, StorageDriver, StoragePath, async_trait,
 };
 
 const NAME: &str = "inmemory";
 /// Writes are gathered into chunks of this size before they are frozen.
 const CHUNK: usize = 1 << 20;
 
-regstore_core::inventory::submit! {
-    DriverFactory {
-        name: NAME,
-        description: "Keeps everything in process memory (lost on exit); the reference driver for tests.",
-        params: &[],
-        build,
-    }
+/// The driver's factory, as [`register`] adds it.
+pub static FACTORY: DriverFactory = DriverFactory {
+    name: NAME,
+    description: "Keeps everything in process memory (lost on exit); the reference driver for tests.",
+    params: &[],
+    build,
+};
+
+/// Makes this driver known by name to `regstore_core::create` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_driver(&FACTORY);
 }
 
 fn build(_params: Params) -> BuildFuture {
@@ -148,6 +153,10 @@ impl StorageDriver for InMemoryDriver {
         NAME
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_create_if_absent(true)
+    }
+
     async fn get_content(&self, path: &StoragePath) -> Result<Bytes> {
         Ok(self.file(path)?.content.to_bytes())
     }
@@ -159,6 +168,19 @@ impl StorageDriver for InMemoryDriver {
         };
         self.lock().files.insert(path.clone(), file);
         Ok(())
+    }
+
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        let mut state = self.lock();
+        if state.files.contains_key(path) {
+            return Ok(false);
+        }
+        let file = File {
+            content: Content::from_chunks(vec![content]),
+            mod_time: SystemTime::now(),
+        };
+        state.files.insert(path.clone(), file);
+        Ok(true)
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {

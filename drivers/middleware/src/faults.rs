@@ -87,13 +87,18 @@ const PARAMS: &[ParamSpec] = &[
     .default("100ms"),
 ];
 
-regstore_core::inventory::submit! {
-    MiddlewareFactory {
-        name: NAME,
-        description: "Injects backend errors, timeouts, latency, short reads and writer failures (tests, outage rehearsals).",
-        params: PARAMS,
-        build,
-    }
+/// The middleware's factory, as [`register`] adds it.
+pub static FACTORY: MiddlewareFactory = MiddlewareFactory {
+    name: NAME,
+    description: "Injects backend errors, timeouts, latency, short reads and writer failures (tests, outage rehearsals).",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this middleware known by name to `regstore_core::wrap` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_middleware(&FACTORY);
 }
 
 fn build(inner: Driver, params: Params) -> BuildFuture {
@@ -351,6 +356,14 @@ impl Middleware for Faults {
         self.inner.backend().put_content(path, content).await
     }
 
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        self.check(Op::PutContentIfAbsent, path).await?;
+        self.inner
+            .backend()
+            .put_content_if_absent(path, content)
+            .await
+    }
+
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
         let special = self.decider.before(Op::Reader, path).await?;
         let stream = self.inner.backend().reader(path, offset).await?;
@@ -460,11 +473,13 @@ mod tests {
 
     async fn faulty(options: &[(&str, &str)]) -> Result<Driver> {
         regstore_driver_inmemory::InMemoryDriver::new();
+        regstore_driver_inmemory::register();
         let inner = regstore_core::create("inmemory", &Default::default()).await?;
         let raw: RawParams = options
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).into()))
             .collect();
+        super::register();
         regstore_core::wrap(inner, NAME, &raw).await
     }
 

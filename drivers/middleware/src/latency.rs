@@ -37,13 +37,18 @@ const PARAMS: &[ParamSpec] = &[ParamSpec::new(
 )
 .required()];
 
-regstore_core::inventory::submit! {
-    MiddlewareFactory {
-        name: NAME,
-        description: "Adds a fixed delay to every backend request (per operation for local drivers).",
-        params: PARAMS,
-        build,
-    }
+/// The middleware's factory, as [`register`] adds it.
+pub static FACTORY: MiddlewareFactory = MiddlewareFactory {
+    name: NAME,
+    description: "Adds a fixed delay to every backend request (per operation for local drivers).",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this middleware known by name to `regstore_core::wrap` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_middleware(&FACTORY);
 }
 
 fn build(inner: Driver, params: Params) -> BuildFuture {
@@ -98,6 +103,14 @@ impl Middleware for Latency {
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
         self.wait().await;
         self.inner.backend().put_content(path, content).await
+    }
+
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        self.wait().await;
+        self.inner
+            .backend()
+            .put_content_if_absent(path, content)
+            .await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
@@ -195,9 +208,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_operation_of_a_local_driver_waits_the_delay() -> Result<()> {
         regstore_driver_inmemory::InMemoryDriver::new();
+        regstore_driver_inmemory::register();
         let inner = regstore_core::create("inmemory", &Default::default()).await?;
         let mut raw = regstore_core::RawParams::new();
         raw.insert("delay".into(), "250ms".into());
+        super::register();
         let d = regstore_core::wrap(inner, NAME, &raw).await?;
         let started = tokio::time::Instant::now();
         d.put_content("/a", "x").await?;
@@ -215,6 +230,7 @@ mod tests {
     async fn a_missing_or_bad_delay_is_a_config_error() {
         regstore_driver_inmemory::InMemoryDriver::new();
         for raw in [None, Some("soon")] {
+            regstore_driver_inmemory::register();
             let inner = regstore_core::create("inmemory", &Default::default())
                 .await
                 .expect("inmemory");
@@ -222,6 +238,7 @@ mod tests {
             if let Some(v) = raw {
                 params.insert("delay".into(), v.into());
             }
+            super::register();
             let e = regstore_core::wrap(inner, NAME, &params)
                 .await
                 .expect_err("refused");

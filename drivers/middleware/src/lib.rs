@@ -14,10 +14,10 @@ pub mod faults;
 pub mod latency;
 pub mod rewrite;
 
-/// Names each middleware's entry point so its registration is linked in.
-#[inline(never)]
-pub fn link() {
-    std::hint::black_box(rewrite::NAME);
-    std::hint::black_box(latency::NAME);
-    std::hint::black_box(faults::NAME);
+/// Registers `rewrite`, `latency` and `faults` (see
+/// `regstore_core::register_middleware`). Idempotent.
+pub fn register() {
+    rewrite::register();
+    latency::register();
+    faults::register();
 }

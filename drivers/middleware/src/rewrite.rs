@@ -37,13 +37,18 @@ const PARAMS: &[ParamSpec] = &[
     ),
 ];
 
-regstore_core::inventory::submit! {
-    MiddlewareFactory {
-        name: NAME,
-        description: "Rewrites the scheme, host and path prefix of the inner driver's redirect URLs.",
-        params: PARAMS,
-        build,
-    }
+/// The middleware's factory, as [`register`] adds it.
+pub static FACTORY: MiddlewareFactory = MiddlewareFactory {
+    name: NAME,
+    description: "Rewrites the scheme, host and path prefix of the inner driver's redirect URLs.",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this middleware known by name to `regstore_core::wrap` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_middleware(&FACTORY);
 }
 
 fn build(inner: Driver, params: Params) -> BuildFuture {
@@ -241,9 +246,11 @@ mod tests {
     #[tokio::test]
     async fn no_inner_url_means_no_redirect() -> Result<()> {
         regstore_driver_inmemory::InMemoryDriver::new();
+        regstore_driver_inmemory::register();
         let inner = regstore_core::create("inmemory", &Default::default()).await?;
         let mut raw = regstore_core::RawParams::new();
         raw.insert("host".into(), "cdn".into());
+        super::register();
         let d = regstore_core::wrap(inner, NAME, &raw).await?;
         d.put_content("/a", "x").await?;
         let url = d

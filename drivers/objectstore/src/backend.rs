@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult,
+};
 use regstore_core::{Capabilities, Error, RedirectMethod, RequestCounter, Result};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +23,22 @@ pub struct Part {
     pub id: String,
     /// Bytes in the part.
     pub size: u64,
+}
+
+/// The outcome of a `PutMode::Create` put: `true` stored, `false` when the
+/// store refused it because `key` exists (object_store's `AlreadyExists`;
+/// some stores answer a failed precondition instead).
+///
+/// # Errors
+/// Any other failure, mapped with [`map_err`].
+pub fn created(r: object_store::Result<PutResult>, key: &Path) -> Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(false),
+        Err(e) => Err(map_err(e, key)),
+    }
 }
 
 /// A cloud backend under [`crate::ObjectDriver`].
@@ -65,6 +83,17 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
             .await
             .map(drop)
             .map_err(|e| map_err(e, key))
+    }
+
+    /// Stores `data` at `key` only if no object is there, atomically in the
+    /// backend (`PutMode::Create`: a conditional request the store checks).
+    /// `Ok(false)`: an object was there and nothing changed.
+    async fn put_if_absent(&self, key: &Path, data: PutPayload) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        created(self.store().put_opts(key, data, opts).await, key)
     }
 
     /// Server-side copy of `from` to `to` (replacing `to`). A missing `from`

@@ -53,7 +53,7 @@ use regstore_core::{
     StorageDriver, StoragePath, WalkControl, WalkVisitor,
 };
 
-pub use backend::{Backend, Part};
+pub use backend::{Backend, Part, created};
 pub use counting::CountingConnector;
 pub use object_store;
 
@@ -374,6 +374,18 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
         let key = self.inner.key(path);
         self.inner.backend.put(&key, content.into()).await
+    }
+
+    /// Only where the backend claims `create_if_absent` (its conditional
+    /// put is atomic); `Unsupported` elsewhere.
+    async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
+        if !self.capabilities().create_if_absent {
+            return Err(Error::unsupported(
+                "create-if-absent: the backend's conditional put is not atomic",
+            ));
+        }
+        let key = self.inner.key(path);
+        self.inner.backend.put_if_absent(&key, content.into()).await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {

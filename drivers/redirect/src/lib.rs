@@ -32,13 +32,18 @@ const PARAMS: &[ParamSpec] = &[ParamSpec::new(
 )
 .required()];
 
-regstore_core::inventory::submit! {
-    MiddlewareFactory {
-        name: NAME,
-        description: "Redirects blob downloads to baseurl/<path> (a CDN or mirror of the storage).",
-        params: PARAMS,
-        build,
-    }
+/// The middleware's factory, as [`register`] adds it.
+pub static FACTORY: MiddlewareFactory = MiddlewareFactory {
+    name: NAME,
+    description: "Redirects blob downloads to baseurl/<path> (a CDN or mirror of the storage).",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this middleware known by name to `regstore_core::wrap` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_middleware(&FACTORY);
 }
 
 fn build(inner: Driver, params: Params) -> BuildFuture {
@@ -169,9 +174,11 @@ mod tests {
     #[tokio::test]
     async fn redirects_to_baseurl_and_passes_everything_else_through() -> Result<()> {
         regstore_driver_inmemory::InMemoryDriver::new();
+        regstore_driver_inmemory::register();
         let inner = regstore_core::create("inmemory", &Default::default()).await?;
         let mut raw = regstore_core::RawParams::new();
         raw.insert("baseurl".into(), "http://cdn:8080/m".into());
+        super::register();
         let driver = regstore_core::wrap(inner, NAME, &raw).await?;
         assert!(driver.capabilities().redirect);
         assert_eq!(driver.name(), "inmemory");
@@ -189,7 +196,9 @@ mod tests {
         );
         let mut bad = regstore_core::RawParams::new();
         bad.insert("baseurl".into(), "cdn".into());
+        regstore_driver_inmemory::register();
         let inner = regstore_core::create("inmemory", &Default::default()).await?;
+        super::register();
         assert!(regstore_core::wrap(inner, NAME, &bad).await.is_err());
         Ok(())
     }

@@ -58,14 +58,16 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 use regstore_core::params::ParamKind::{Bool, Integer, Secret, Size, String as Str};
 use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
     RequestCounter, Result, StorageDriver,
 };
 use regstore_objectstore::{
-    Backend, CountingConnector, ObjectDriver, client_options, map_err, signed_method,
+    Backend, CountingConnector, ObjectDriver, client_options, created, map_err, signed_method,
 };
 
 /// S3's smallest part (but the last) of a multipart upload.
@@ -156,13 +158,18 @@ const PARAMS: &[ParamSpec] = &[
     ),
 ];
 
-regstore_core::inventory::submit! {
-    DriverFactory {
-        name: "s3",
-        description: "Amazon S3 and S3-compatible stores (MinIO, Ceph, moto); presigned redirects",
-        params: PARAMS,
-        build,
-    }
+/// The driver's factory, as [`register`] adds it.
+pub static FACTORY: DriverFactory = DriverFactory {
+    name: "s3",
+    description: "Amazon S3 and S3-compatible stores (MinIO, Ceph, moto); presigned redirects",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this driver known by name to `regstore_core::create` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_driver(&FACTORY);
 }
 
 fn build(params: Params) -> BuildFuture {
@@ -571,7 +578,9 @@ impl Backend for S3Backend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_redirect(true)
+        Capabilities::NONE
+            .with_redirect(true)
+            .with_create_if_absent(true)
     }
 
     async fn put(&self, key: &Path, data: PutPayload) -> Result<()> {
@@ -580,6 +589,14 @@ impl Backend for S3Backend {
             .await
             .map(drop)
             .map_err(|e| map_err(e, key))
+    }
+
+    async fn put_if_absent(&self, key: &Path, data: PutPayload) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..self.put_options()
+        };
+        created(self.client.put_opts(key, data, opts).await, key)
     }
 
     /// One `CopyObject` up to `multipartcopythresholdsize`, else a

@@ -16,6 +16,7 @@ async fn driver() -> Option<Driver> {
         raw.insert(k.into(), v.into());
     }
     std::hint::black_box(regstore_driver_s3::s3_driver);
+    regstore_driver_s3::register();
     Some(registry::create("s3", &raw).await.expect("s3 driver"))
 }
 

@@ -180,13 +180,18 @@ const PARAMS: &[ParamSpec] = &[
     .default("false"),
 ];
 
-regstore_core::inventory::submit! {
-    DriverFactory {
-        name: NAME,
-        description: "OpenStack Swift (TempAuth or Keystone v3); large objects as SLOs; TempURL redirects",
-        params: PARAMS,
-        build,
-    }
+/// The driver's factory, as [`register`] adds it.
+pub static FACTORY: DriverFactory = DriverFactory {
+    name: NAME,
+    description: "OpenStack Swift (TempAuth or Keystone v3); large objects as SLOs; TempURL redirects",
+    params: PARAMS,
+    build,
+};
+
+/// Makes this driver known by name to `regstore_core::create` (and so
+/// to configs and `--driver`). Idempotent.
+pub fn register() {
+    regstore_core::register_driver(&FACTORY);
 }
 
 fn build(params: Params) -> BuildFuture {

@@ -14,7 +14,7 @@ use regstore_testsuite::Subject;
 regstore_testsuite::conformance_main!(|| async {
     let mut raw = regstore_testsuite::backend::emulator_params("swift").await?;
     raw.insert("chunksize".into(), "1MiB".into());
-    std::hint::black_box(regstore_driver_swift::credentials);
+    regstore_driver_swift::register();
     let driver: Driver = registry::create("swift", &raw)
         .await
         .map_err(|e| e.to_string())?;

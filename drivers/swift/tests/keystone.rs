@@ -59,7 +59,7 @@ fn params(env: &HashMap<String, String>, pairs: &[(&str, &str)]) -> RawParams {
 /// A driver from `raw` stores, lists, reads and deletes in the project's
 /// account (`KEY_<project id>`, not tempauth's `AUTH_test`).
 async fn round_trip(env: &HashMap<String, String>, raw: &RawParams) {
-    std::hint::black_box(regstore_driver_swift::credentials);
+    regstore_driver_swift::register();
     let d: Driver = registry::create("swift", raw)
         .await
         .expect("driver logs in");
@@ -177,7 +177,7 @@ async fn application_credentials_by_id_and_by_name() {
 async fn refusals_and_missing_endpoints_are_clear_errors() {
     let Some(env) = keystone().await else { return };
     let e = |k: &str| env[k].as_str();
-    std::hint::black_box(regstore_driver_swift::credentials);
+    regstore_driver_swift::register();
     let wrong = params(
         &env,
         &[
@@ -187,6 +187,7 @@ async fn refusals_and_missing_endpoints_are_clear_errors() {
             ("tenant", e("REGSTORE_KEYSTONE_PROJECT")),
         ],
     );
+    regstore_driver_swift::register();
     let err = registry::create("swift", &wrong)
         .await
         .expect_err("wrong password");
@@ -202,6 +203,7 @@ async fn refusals_and_missing_endpoints_are_clear_errors() {
             ("region", "Mars-1"),
         ],
     );
+    regstore_driver_swift::register();
     let err = registry::create("swift", &elsewhere)
         .await
         .expect_err("no such region");

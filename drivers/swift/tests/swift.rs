@@ -49,11 +49,9 @@ async fn swift() -> Option<Swift> {
 }
 
 async fn open(raw: &RawParams) -> SwiftDriver {
-    let factory = regstore_core::registry::drivers()
-        .into_iter()
-        .find(|f| f.name == "swift")
-        .expect("swift registered");
-    let params = regstore_core::params::resolve("swift", factory.params, raw).expect("params");
+    let params =
+        regstore_core::params::resolve("swift", regstore_driver_swift::FACTORY.params, raw)
+            .expect("params");
     swift_driver(&params).await.expect("swift driver")
 }
 
@@ -381,6 +379,7 @@ async fn listings_page_with_marker() {
     assert_eq!(d.backend_requests().expect("counted") - before, 3);
     assert_eq!(walked.len(), 20);
     d.delete("/page").await.expect("clean up");
+    regstore_driver_swift::register();
     let err = regstore_core::registry::create("swift", &{
         let mut raw = s.raw.clone();
         raw.insert("listpagesize".into(), "0".into());
@@ -702,6 +701,7 @@ async fn insecureskipverify_accepts_a_self_signed_certificate() {
     ] {
         raw.insert(k.into(), v.into());
     }
+    regstore_driver_swift::register();
     let err = regstore_core::registry::create("swift", &raw)
         .await
         .expect_err("a self-signed certificate is refused by default");

@@ -561,6 +561,13 @@ async fn put_manifest(
         ))
     };
     let content_type = req.header(&header::CONTENT_TYPE).map(str::to_owned);
+    // Room for the body in the memory all manifest pushes share; a body
+    // of unknown length may be as large as the limit.
+    let declared = req
+        .header(&header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_MANIFEST_SIZE);
+    let _room = state.registry.reserve_manifest_bytes(declared).await;
     let body = read_bounded(body, MAX_MANIFEST_SIZE)
         .await
         .map_err(|e| match e {

@@ -131,6 +131,12 @@ pub fn upload_data(name: &RepoName, uuid: &str) -> String {
     format!("{REPOSITORIES}/{name}/_uploads/{uuid}/data")
 }
 
+/// The upload's lease: which request of which instance may use it now
+/// (see [`super::lease`]).
+pub fn upload_lease(name: &RepoName, uuid: &str) -> String {
+    format!("{REPOSITORIES}/{name}/_uploads/{uuid}/lease")
+}
+
 /// When the upload began (RFC 3339), as distribution writes it.
 pub fn upload_started_at(name: &RepoName, uuid: &str) -> String {
     format!("{REPOSITORIES}/{name}/_uploads/{uuid}/startedat")

@@ -2,6 +2,8 @@
 //! links, deletes, and the referrers index.
 
 use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use super::digest::{Algorithm, Digest};
@@ -123,34 +125,86 @@ fn invalid(message: impl Into<String>) -> RegistryError {
     RegistryError::ManifestInvalid(message.into())
 }
 
-/// Parses a descriptor at `at` (e.g. `layers[2]`) and returns its digest.
-fn descriptor(v: &Value, at: &str) -> Result<Digest> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| invalid(format!("{at} must be a descriptor object")))?;
-    match obj.get("mediaType") {
-        Some(Value::String(_)) => {}
-        Some(_) => return Err(invalid(format!("{at}.mediaType must be a string"))),
-        None => return Err(invalid(format!("{at}.mediaType is missing"))),
-    }
-    let digest = obj
-        .get("digest")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{at}.digest is missing or not a string")))?
-        .parse::<Digest>()
-        .map_err(|e| invalid(format!("{at}.digest: {e}")))?;
-    if !obj.get("size").is_some_and(Value::is_u64) {
-        return Err(invalid(format!(
-            "{at}.size is missing or not a non-negative integer"
-        )));
-    }
-    Ok(digest)
+/// A manifest or index as pushed, reduced to the fields the registry looks
+/// at. The parser skips every other field without keeping it (no JSON tree
+/// is built); what is stored and hashed are the pushed bytes, unknown
+/// fields included.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    schema_version: Option<u64>,
+    media_type: Option<String>,
+    artifact_type: Option<String>,
+    config: Option<Descriptor>,
+    layers: Option<Vec<Descriptor>>,
+    manifests: Option<Vec<Descriptor>>,
+    subject: Option<Descriptor>,
+    annotations: Option<Map<String, Value>>,
 }
 
-fn kind_of(obj: &Map<String, Value>) -> Option<ManifestKind> {
-    if obj.contains_key("manifests") {
+/// An OCI content descriptor: the fields every one must have, and `urls`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: String,
+    #[serde(deserialize_with = "digest_field")]
+    digest: Digest,
+    /// Required, and a non-negative integer; not used further.
+    #[serde(rename = "size")]
+    _size: u64,
+    urls: Option<Vec<String>>,
+}
+
+fn digest_field<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Digest, D::Error> {
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// Only what a stored manifest's media type is decided by; everything else
+/// is skipped unread.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MediaTypeOnly {
+    media_type: Option<String>,
+    config: Option<IgnoredAny>,
+    manifests: Option<IgnoredAny>,
+}
+
+/// Deserializes `T` from JSON bytes; an error names the JSON path that is
+/// wrong (`layers[2].digest: …`, `config.mediaType is missing`).
+fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> std::result::Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return format!("the manifest is not valid JSON: {inner}");
+        }
+        // serde_json appends " at line L column C": the path says where.
+        let message = inner.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m);
+        let at_root = path == "." || path.is_empty();
+        match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            Some(field) if at_root => format!("{field} is missing"),
+            Some(field) => format!("{path}.{field} is missing"),
+            None if at_root => format!("the manifest must be a JSON object ({message})"),
+            None => format!("{path}: {message}"),
+        }
+    })?;
+    de.end()
+        .map_err(|e| format!("the manifest is not valid JSON: {e}"))?;
+    Ok(value)
+}
+
+fn kind_of(has_config: bool, has_manifests: bool) -> Option<ManifestKind> {
+    if has_manifests {
         Some(ManifestKind::OciIndex)
-    } else if obj.contains_key("config") {
+    } else if has_config {
         Some(ManifestKind::OciManifest)
     } else {
         None
@@ -163,12 +217,8 @@ fn bare_media_type(content_type: &str) -> &str {
 }
 
 fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| invalid("the manifest must be a JSON object"))?;
-    match obj.get("schemaVersion").and_then(Value::as_u64) {
+    let doc: Document = from_json(body).map_err(invalid)?;
+    match doc.schema_version {
         Some(2) => {}
         Some(1) => {
             return Err(invalid(
@@ -177,11 +227,7 @@ fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
         }
         _ => return Err(invalid("schemaVersion must be 2")),
     }
-    let body_type = match obj.get("mediaType") {
-        None => None,
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(_) => return Err(invalid("mediaType must be a string")),
-    };
+    let body_type = doc.media_type.as_deref();
     let header_type = content_type
         .map(bare_media_type)
         .filter(|t| ManifestKind::from_media_type(t).is_some());
@@ -198,7 +244,7 @@ fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
                 "unsupported manifest media type {t:?} (OCI image manifest or index, Docker schema 2 manifest or list are)"
             ))
         })?,
-        None => kind_of(obj).ok_or_else(|| {
+        None => kind_of(doc.config.is_some(), doc.manifests.is_some()).ok_or_else(|| {
             invalid("no mediaType, and neither `config` nor `manifests`: not a manifest")
         })?,
     };
@@ -206,85 +252,48 @@ fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
         kind,
         blobs: Vec::new(),
         manifests: Vec::new(),
-        subject: None,
+        subject: doc.subject.map(|s| s.digest),
         artifact_type: None,
-        annotations: None,
+        annotations: doc.annotations,
         foreign: Vec::new(),
     };
     if kind.is_index() {
-        let list = obj
-            .get("manifests")
-            .and_then(Value::as_array)
+        let list = doc
+            .manifests
             .ok_or_else(|| invalid("manifests must be a list of descriptors"))?;
-        for (i, m) in list.iter().enumerate() {
-            parsed
-                .manifests
-                .push(descriptor(m, &format!("manifests[{i}]"))?);
-        }
+        parsed.manifests = list.into_iter().map(|m| m.digest).collect();
+        parsed.artifact_type = doc.artifact_type;
     } else {
-        let config = obj
-            .get("config")
-            .ok_or_else(|| invalid("config is missing"))?;
-        parsed.blobs.push(descriptor(config, "config")?);
-        parsed.artifact_type = config
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let layers = obj
-            .get("layers")
-            .and_then(Value::as_array)
+        let config = doc.config.ok_or_else(|| invalid("config is missing"))?;
+        parsed.blobs.push(config.digest);
+        // artifactType, else the config's media type (image manifests).
+        parsed.artifact_type = doc.artifact_type.or(Some(config.media_type));
+        let layers = doc
+            .layers
             .ok_or_else(|| invalid("layers must be a list of descriptors"))?;
-        for (i, l) in layers.iter().enumerate() {
-            let at = format!("layers[{i}]");
-            let d = descriptor(l, &at)?;
+        for (i, layer) in layers.into_iter().enumerate() {
             // Foreign (non-distributable) layers live elsewhere, at `urls`;
             // an empty list is no such promise, so the blob must be here.
-            let urls = match l.get("urls") {
-                None => Vec::new(),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|u| {
-                        u.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| invalid(format!("{at}.urls must be a list of strings")))
-                    })
-                    .collect::<Result<_>>()?,
-                Some(_) => return Err(invalid(format!("{at}.urls must be a list of strings"))),
-            };
-            if urls.is_empty() {
-                parsed.blobs.push(d);
-            } else {
-                parsed.foreign.push((at, urls));
+            match layer.urls {
+                Some(urls) if !urls.is_empty() => {
+                    parsed.foreign.push((format!("layers[{i}]"), urls));
+                }
+                _ => parsed.blobs.push(layer.digest),
             }
         }
-    }
-    if let Some(s) = obj.get("subject") {
-        parsed.subject = Some(descriptor(s, "subject")?);
-    }
-    match obj.get("artifactType") {
-        None => {}
-        Some(Value::String(s)) => parsed.artifact_type = Some(s.clone()),
-        Some(_) => return Err(invalid("artifactType must be a string")),
-    }
-    if kind.is_index() && !obj.contains_key("artifactType") {
-        parsed.artifact_type = None;
-    }
-    match obj.get("annotations") {
-        None => {}
-        Some(Value::Object(a)) => parsed.annotations = Some(a.clone()),
-        Some(_) => return Err(invalid("annotations must be a map of strings")),
     }
     Ok(parsed)
 }
 
-/// The media type of stored manifest bytes.
+/// The media type of stored manifest bytes: its `mediaType`, else inferred
+/// from its shape (read without building the document).
 fn media_type_of(body: &[u8]) -> String {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(doc) = from_json::<MediaTypeOnly>(body) else {
         return ManifestKind::OciManifest.media_type().to_owned();
     };
-    match obj.get("mediaType").and_then(Value::as_str) {
-        Some(t) => t.to_owned(),
-        None => kind_of(&obj)
+    match doc.media_type {
+        Some(t) => t,
+        None => kind_of(doc.config.is_some(), doc.manifests.is_some())
             .unwrap_or(ManifestKind::OciManifest)
             .media_type()
             .to_owned(),

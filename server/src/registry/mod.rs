@@ -7,6 +7,7 @@
 
 pub mod digest;
 pub mod layout;
+pub mod lease;
 mod manifests;
 pub mod names;
 mod uploads;
@@ -211,12 +212,18 @@ impl ManifestUrls {
     }
 }
 
+/// Bytes of manifest bodies that may be in memory at once (read and being
+/// parsed), across all requests: 16 manifests of the largest size. Further
+/// pushes wait for room instead of growing memory.
+pub const MANIFEST_BUDGET: usize = 16 * MAX_MANIFEST_SIZE;
+
 /// The registry on one driver. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Registry {
     driver: Driver,
     settings: Settings,
     upload_locks: std::sync::Arc<UploadLocks>,
+    manifest_budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// A blob found in a repository.
@@ -235,6 +242,9 @@ impl Registry {
             driver,
             settings,
             upload_locks: Default::default(),
+            manifest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                MANIFEST_BUDGET / 1024,
+            )),
         }
     }
 
@@ -251,6 +261,20 @@ impl Registry {
     /// The locks of the uploads that requests are working on right now.
     pub fn upload_locks(&self) -> &UploadLocks {
         &self.upload_locks
+    }
+
+    /// Reserves room for a manifest of up to `len` bytes (at most
+    /// [`MAX_MANIFEST_SIZE`]) in [`MANIFEST_BUDGET`], waiting while other
+    /// requests hold it; hold the permit while the body is read and
+    /// parsed. This bounds the memory all manifest pushes together take.
+    pub async fn reserve_manifest_bytes(&self, len: usize) -> tokio::sync::OwnedSemaphorePermit {
+        let kib = len.clamp(1, MAX_MANIFEST_SIZE).div_ceil(1024);
+        let permits = u32::try_from(kib).unwrap_or(u32::MAX);
+        std::sync::Arc::clone(&self.manifest_budget)
+            .acquire_many_owned(permits)
+            .await
+            // The semaphore is never closed.
+            .unwrap_or_else(|_| unreachable!("the manifest budget is never closed"))
     }
 
     /// Fails with `Unsupported` unless deletes are enabled.

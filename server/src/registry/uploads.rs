@@ -20,9 +20,12 @@
 //!   request, also when its connection dies. A second request waits up to
 //!   [`UPLOAD_LOCK_WAIT`] and is then refused with
 //!   [`RegistryError::UploadBusy`] (409, retryable), never interleaved.
-//!   Across instances, drivers that can enforce one open writer per path do
-//!   (filesystem: an `flock` on the staging file), and the opening request
-//!   is refused the same way.
+//!   Across instances that share the storage, the request also holds the
+//!   upload's lease object ([`super::lease`]: created with the backend's
+//!   create-if-absent, renewed while the request runs, expiring if its
+//!   holder crashed); a request that cannot get it by the same deadline is
+//!   refused the same way. Beneath that, drivers that can enforce one open
+//!   writer per path do (filesystem: an `flock` on the staging file).
 //! - **The hash state follows the data.** A request closes (flushes and
 //!   persists) its writer first and only then stores the hash state for the
 //!   new size; the state records the byte count it covers, and a request
@@ -50,6 +53,7 @@ use regstore_core::Writer;
 use tokio::sync::OwnedMutexGuard;
 
 use super::digest::{Algorithm, Digest, Hasher};
+use super::lease::{self, Lease, LeaseError};
 use super::names::RepoName;
 use super::{BlobInfo, Registry, RegistryError, Result, layout};
 
@@ -96,13 +100,16 @@ pub struct UploadLocks {
     held: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Holds an upload's lock; dropping it (the request ended, or its future was
-/// dropped with its connection) releases it.
+/// Holds an upload's lock, and its lease when the driver gives one;
+/// dropping it (the request ended, or its future was dropped with its
+/// connection) releases both: the lease first, then the lock, so the next
+/// request of this instance finds the lease free.
 #[derive(Debug)]
 pub struct UploadGuard {
     locks: Arc<UploadLocks>,
     key: String,
     guard: Option<OwnedMutexGuard<()>>,
+    lease: Option<Lease>,
 }
 
 impl UploadLocks {
@@ -127,6 +134,7 @@ impl UploadLocks {
             locks: Arc::clone(self),
             key,
             guard,
+            lease: None,
         })
     }
 
@@ -149,10 +157,36 @@ impl UploadLocks {
     }
 }
 
+impl UploadGuard {
+    /// Releases the lease (deleting it; awaited, so that it is free when
+    /// the request's answer is sent) and then the lock. Dropping the guard
+    /// does the same in the background.
+    async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+    }
+}
+
 impl Drop for UploadGuard {
     fn drop(&mut self) {
-        drop(self.guard.take());
-        self.locks.forget_if_unused(&self.key);
+        let guard = self.guard.take();
+        let locks = Arc::clone(&self.locks);
+        let key = std::mem::take(&mut self.key);
+        let release = move |guard| {
+            drop(guard);
+            locks.forget_if_unused(&key);
+        };
+        match (self.lease.take(), tokio::runtime::Handle::try_current()) {
+            (Some(lease), Ok(rt)) => {
+                rt.spawn(async move {
+                    lease.release().await;
+                    release(guard);
+                });
+            }
+            // No runtime left to delete it with: the lease expires.
+            _ => release(guard),
+        }
     }
 }
 
@@ -199,14 +233,20 @@ impl Registry {
     /// `UploadBusy`.
     async fn lock_upload(&self, name: &RepoName, uuid: &str) -> Result<(UploadGuard, Instant)> {
         let deadline = Instant::now() + UPLOAD_LOCK_WAIT;
-        match self
+        let Some(mut guard) = self
             .upload_locks
             .acquire(format!("{name}/{uuid}"), deadline)
             .await
-        {
-            Some(g) => Ok((g, deadline)),
-            None => Err(RegistryError::UploadBusy(uuid.to_owned())),
-        }
+        else {
+            return Err(RegistryError::UploadBusy(uuid.to_owned()));
+        };
+        let path = layout::upload_lease(name, uuid);
+        guard.lease = match lease::acquire(&self.driver, &path, deadline).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Held) => return Err(RegistryError::UploadBusy(uuid.to_owned())),
+            Err(LeaseError::Storage(e)) => return Err(e.into()),
+        };
+        Ok((guard, deadline))
     }
 
     /// The upload's writer: resumed, or new if the upload has received
@@ -254,14 +294,19 @@ impl Registry {
     /// # Errors
     /// `BlobUploadUnknown`, `Storage`.
     pub async fn upload_status(&self, name: &RepoName, uuid: &str) -> Result<UploadStatus> {
-        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
-        let writer = self.resume_writer(name, uuid, deadline).await?;
-        let size = writer.size();
-        writer.close().await?;
-        Ok(UploadStatus {
-            uuid: uuid.to_owned(),
-            size,
-        })
+        let (lock, deadline) = self.lock_upload(name, uuid).await?;
+        let result = async {
+            let writer = self.resume_writer(name, uuid, deadline).await?;
+            let size = writer.size();
+            writer.close().await?;
+            Ok(UploadStatus {
+                uuid: uuid.to_owned(),
+                size,
+            })
+        }
+        .await;
+        lock.release().await;
+        result
     }
 
     /// The hasher for an upload holding `size` bytes: fresh for none, else
@@ -359,48 +404,53 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
-        let mut w = self.resume_writer(name, uuid, deadline).await?;
-        let size = w.size();
-        if let Some(given) = start
-            && given != size
-        {
-            w.close().await?;
-            return Err(RegistryError::RangeInvalid { given, size });
-        }
-        let mut h = match self
-            .load_hasher(name, uuid, size, RESUMABLE_ALGORITHM, deadline)
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
+        let (lock, deadline) = self.lock_upload(name, uuid).await?;
+        let result = async {
+            let mut w = self.resume_writer(name, uuid, deadline).await?;
+            let size = w.size();
+            if let Some(given) = start
+                && given != size
+            {
                 w.close().await?;
-                return Err(e);
+                return Err(RegistryError::RangeInvalid { given, size });
             }
-        };
-        let mut fed = 0;
-        match feed(&mut w, &mut h, body, &mut fed).await {
-            Ok(()) => {
-                let size = self.suspend(name, uuid, w, &h, size + fed).await?;
-                Ok(UploadStatus {
-                    uuid: uuid.to_owned(),
-                    size,
-                })
-            }
-            Err(FeedError::Body(message)) => {
-                let size = self.suspend(name, uuid, w, &h, size + fed).await?;
-                Err(RegistryError::BlobUploadInvalid(format!(
-                    "the request body broke off ({message}); {size} bytes are kept, resume from there"
-                )))
-            }
-            Err(FeedError::Storage(e)) => {
-                // The writer's state is unknown after a failed write: close it
-                // if it still can be; the saved hash states tell the next
-                // request whether the upload can go on.
-                let _ = w.close().await;
-                Err(e.into())
+            let mut h = match self
+                .load_hasher(name, uuid, size, RESUMABLE_ALGORITHM, deadline)
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    w.close().await?;
+                    return Err(e);
+                }
+            };
+            let mut fed = 0;
+            match feed(&mut w, &mut h, body, &mut fed).await {
+                Ok(()) => {
+                    let size = self.suspend(name, uuid, w, &h, size + fed).await?;
+                    Ok(UploadStatus {
+                        uuid: uuid.to_owned(),
+                        size,
+                    })
+                }
+                Err(FeedError::Body(message)) => {
+                    let size = self.suspend(name, uuid, w, &h, size + fed).await?;
+                    Err(RegistryError::BlobUploadInvalid(format!(
+                        "the request body broke off ({message}); {size} bytes are kept, resume from there"
+                    )))
+                }
+                Err(FeedError::Storage(e)) => {
+                    // The writer's state is unknown after a failed write: close it
+                    // if it still can be; the saved hash states tell the next
+                    // request whether the upload can go on.
+                    let _ = w.close().await;
+                    Err(e.into())
+                }
             }
         }
+        .await;
+        lock.release().await;
+        result
     }
 
     /// Appends the final body (possibly empty), verifies the whole upload
@@ -423,76 +473,81 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
-        let mut w = self.resume_writer(name, uuid, deadline).await?;
-        let resumed_at = w.size();
-        let mut h = match self
-            .load_hasher(name, uuid, resumed_at, digest.algorithm(), deadline)
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                w.close().await?;
-                return Err(e);
+        let (lock, deadline) = self.lock_upload(name, uuid).await?;
+        let result = async {
+            let mut w = self.resume_writer(name, uuid, deadline).await?;
+            let resumed_at = w.size();
+            let mut h = match self
+                .load_hasher(name, uuid, resumed_at, digest.algorithm(), deadline)
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    w.close().await?;
+                    return Err(e);
+                }
+            };
+            let mut fed = 0;
+            match feed(&mut w, &mut h, body, &mut fed).await {
+                Ok(()) => {}
+                Err(FeedError::Body(message)) => {
+                    let size = self.suspend(name, uuid, w, &h, resumed_at + fed).await?;
+                    return Err(RegistryError::BlobUploadInvalid(format!(
+                        "the request body broke off ({message}); {size} bytes are kept, resume from there"
+                    )));
+                }
+                Err(FeedError::Storage(e)) => {
+                    let _ = w.close().await;
+                    return Err(e.into());
+                }
             }
-        };
-        let mut fed = 0;
-        match feed(&mut w, &mut h, body, &mut fed).await {
-            Ok(()) => {}
-            Err(FeedError::Body(message)) => {
-                let size = self.suspend(name, uuid, w, &h, resumed_at + fed).await?;
-                return Err(RegistryError::BlobUploadInvalid(format!(
-                    "the request body broke off ({message}); {size} bytes are kept, resume from there"
-                )));
-            }
-            Err(FeedError::Storage(e)) => {
+            let size = w.size();
+            if size != resumed_at + fed {
+                // The writer holds bytes the hash did not see (or the other way
+                // round): nothing can be published from it.
                 let _ = w.close().await;
-                return Err(e.into());
+                return Err(hashed_other_bytes(uuid, size, resumed_at + fed));
             }
-        }
-        let size = w.size();
-        if size != resumed_at + fed {
-            // The writer holds bytes the hash did not see (or the other way
-            // round): nothing can be published from it.
-            let _ = w.close().await;
-            return Err(hashed_other_bytes(uuid, size, resumed_at + fed));
-        }
-        let verified = h.algorithm() == digest.algorithm();
-        if verified {
-            let actual = h.finish();
-            if actual != *digest {
-                w.cancel().await?;
-                self.delete_if_exists(&layout::upload_dir(name, uuid))
-                    .await?;
-                return Err(RegistryError::DigestMismatch {
-                    expected: digest.clone(),
-                    actual,
-                });
+            let verified = h.algorithm() == digest.algorithm();
+            if verified {
+                let actual = h.finish();
+                if actual != *digest {
+                    w.cancel().await?;
+                    self.delete_if_exists(&layout::upload_dir(name, uuid))
+                        .await?;
+                    return Err(RegistryError::DigestMismatch {
+                        expected: digest.clone(),
+                        actual,
+                    });
+                }
             }
-        }
-        w.commit().await?;
-        let data = layout::upload_data(name, uuid);
-        if !verified {
-            let actual = self.hash_stored(&data, digest.algorithm()).await?;
-            if actual != *digest {
-                self.delete_if_exists(&layout::upload_dir(name, uuid))
-                    .await?;
-                return Err(RegistryError::DigestMismatch {
-                    expected: digest.clone(),
-                    actual,
-                });
+            w.commit().await?;
+            let data = layout::upload_data(name, uuid);
+            if !verified {
+                let actual = self.hash_stored(&data, digest.algorithm()).await?;
+                if actual != *digest {
+                    self.delete_if_exists(&layout::upload_dir(name, uuid))
+                        .await?;
+                    return Err(RegistryError::DigestMismatch {
+                        expected: digest.clone(),
+                        actual,
+                    });
+                }
             }
+            // Replaces a stored copy too: what was just verified is what every
+            // repository linking the digest is served from now on.
+            self.driver.rename(&data, layout::blob_data(digest)).await?;
+            self.delete_if_exists(&layout::upload_dir(name, uuid))
+                .await?;
+            self.link_blob(name, digest).await?;
+            Ok(BlobInfo {
+                digest: digest.clone(),
+                size,
+            })
         }
-        // Replaces a stored copy too: what was just verified is what every
-        // repository linking the digest is served from now on.
-        self.driver.rename(&data, layout::blob_data(digest)).await?;
-        self.delete_if_exists(&layout::upload_dir(name, uuid))
-            .await?;
-        self.link_blob(name, digest).await?;
-        Ok(BlobInfo {
-            digest: digest.clone(),
-            size,
-        })
+        .await;
+        lock.release().await;
+        result
     }
 
     async fn hash_stored(&self, path: &str, algorithm: Algorithm) -> Result<Digest> {
@@ -533,10 +588,15 @@ impl Registry {
     /// # Errors
     /// `BlobUploadUnknown`, `Storage`.
     pub async fn cancel_upload(&self, name: &RepoName, uuid: &str) -> Result<()> {
-        let (_lock, deadline) = self.lock_upload(name, uuid).await?;
-        let w = self.resume_writer(name, uuid, deadline).await?;
-        w.cancel().await?;
-        self.delete_if_exists(&layout::upload_dir(name, uuid)).await
+        let (lock, deadline) = self.lock_upload(name, uuid).await?;
+        let result = async {
+            let w = self.resume_writer(name, uuid, deadline).await?;
+            w.cancel().await?;
+            self.delete_if_exists(&layout::upload_dir(name, uuid)).await
+        }
+        .await;
+        lock.release().await;
+        result
     }
 }
 
