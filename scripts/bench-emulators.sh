@@ -18,7 +18,7 @@ target=${CARGO_TARGET_DIR:-target}
 regstore=${REGSTORE:-$target/release/regstore}
 if [ ! -x "$regstore" ]; then
   echo "building $regstore" >&2
-  cargo build --release -p regstore-server
+  cargo build --release -p regstore-cli
 fi
 scripts/backends.sh start s3 azure gcs swift >&2
 

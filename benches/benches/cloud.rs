@@ -115,10 +115,10 @@ fn bench_overhead(c: &mut Criterion) {
 /// a fresh root; the others are left out with a message.
 fn reachable(rt: &Runtime) -> Vec<(&'static str, RawParams)> {
     register_cloud_drivers();
-    regstore_testsuite::backend::EMULATED
+    regstore_testenv::backend::EMULATED
         .into_iter()
         .filter_map(
-            |name| match rt.block_on(regstore_testsuite::backend::emulator_params(name)) {
+            |name| match rt.block_on(regstore_testenv::backend::emulator_params(name)) {
                 Ok(raw) => Some((name, raw)),
                 Err(why) => {
                     eprintln!("cloud bench: {name} left out: {why}");

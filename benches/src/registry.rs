@@ -186,7 +186,7 @@ impl Target {
     pub fn new(base: impl Into<String>) -> Self {
         Target {
             base: base.into(),
-            client: regstore_testsuite::backend::http_client()
+            client: regstore_testenv::backend::http_client()
                 .pool_max_idle_per_host(64)
                 .timeout(Duration::from_secs(600))
                 .build()

@@ -781,11 +781,9 @@ mod tests {
 
     #[test]
     fn unusable_configs_say_what_to_change() {
-        let e = storage_from_yaml("storage:\n  delete:\n    enabled: true\n", "t.yml")
-            .unwrap_err();
+        let e = storage_from_yaml("storage:\n  delete:\n    enabled: true\n", "t.yml").unwrap_err();
         assert!(e.to_string().contains("names no driver"), "{e}");
-        let e =
-            storage_from_yaml("storage:\n  inmemory:\n  filesystem:\n", "t.yml").unwrap_err();
+        let e = storage_from_yaml("storage:\n  inmemory:\n  filesystem:\n", "t.yml").unwrap_err();
         assert!(
             e.to_string()
                 .contains("names 2 drivers (filesystem, inmemory)")

@@ -35,7 +35,7 @@ async fn registries() -> Vec<(String, TestRegistry)> {
 }
 
 async fn s3_params() -> Option<RawParams> {
-    let mut params = regstore_testsuite::backend::emulator_params_or_skip("s3").await?;
+    let mut params = regstore_testenv::backend::emulator_params_or_skip("s3").await?;
     params.insert("chunksize".into(), "5MiB".into());
     Some(params)
 }

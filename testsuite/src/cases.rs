@@ -523,7 +523,10 @@ async fn redirect_url(cx: &Ctx) -> CaseResult {
     let path = cx.path(32);
     let contents = cx.contents(32);
     cx.driver.put_content(&path, contents.clone()).await?;
-    let client = crate::backend::http_client()
+    // reqwest here has rustls without a bundled provider (see the cloud
+    // drivers): install ring first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
         .build()
         .map_err(|e| Failure(format!("HTTP client: {e}")))?;
 

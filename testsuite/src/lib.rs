@@ -36,11 +36,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 use regstore_core::{Driver, Error};
 
-pub mod backend;
 mod cases;
 pub mod data;
 mod model;
-pub mod openssl;
 mod walk_cases;
 
 pub use data::Rng;

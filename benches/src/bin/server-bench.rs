@@ -3,7 +3,7 @@
 //! plus nginx serving the same blob as a file, all on 127.0.0.1 in one run.
 //!
 //! ```sh
-//! cargo build --release -p regstore-server -p regstore-benches
+//! cargo build --release -p regstore-cli -p regstore-benches
 //! target/release/server-bench            # 512 MiB blob, 2,000 small pushes, …
 //! target/release/server-bench --quick    # small sizes, a smoke run
 //! ```
@@ -121,7 +121,7 @@ fn free_port() -> u16 {
 }
 
 async fn wait_ready(url: &str, name: &str) -> Result<(), String> {
-    let client = regstore_testsuite::backend::http_client()
+    let client = regstore_testenv::backend::http_client()
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
     let start = Instant::now();

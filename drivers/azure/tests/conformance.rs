@@ -10,7 +10,7 @@ use regstore_core::{Driver, registry};
 use regstore_testsuite::Subject;
 
 regstore_testsuite::conformance_main!(|| async {
-    let raw = regstore_testsuite::backend::emulator_params("azure").await?;
+    let raw = regstore_testenv::backend::emulator_params("azure").await?;
     regstore_driver_azure::register();
     let driver: Driver = registry::create("azure", &raw)
         .await

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use regstore_core::{Driver, RawParams, RedirectMethod, RedirectRequest, registry};
 use regstore_middleware_cloudfront::{NAME, Ranges, UrlSigner, base_url, url_safe_base64};
-use regstore_testsuite::openssl::{rsa_key_pair, verify_cloudfront_url};
+use regstore_testenv::openssl::{rsa_key_pair, verify_cloudfront_url};
 use url::Url;
 
 const RANGES: &str = r#"{
@@ -101,7 +101,7 @@ fn ranges_match_ipv4_and_ipv6_with_and_without_regions() {
 
 /// The s3 driver on moto, or `None` (skipped) without it outside CI.
 async fn s3() -> Option<Driver> {
-    let raw = regstore_testsuite::backend::emulator_params_or_skip("s3").await?;
+    let raw = regstore_testenv::backend::emulator_params_or_skip("s3").await?;
     std::hint::black_box(regstore_driver_s3::s3_driver);
     regstore_driver_s3::register();
     Some(registry::create("s3", &raw).await.expect("s3 driver"))
@@ -138,7 +138,7 @@ async fn clients_inside_aws_get_s3_everyone_else_cloudfront() {
     let Some(inner) = s3().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let (private, public) = rsa_key_pair(dir.path(), true).expect("key");
-    let ranges = regstore_testsuite::backend::serve_json("ip-ranges.json", RANGES).await;
+    let ranges = regstore_testenv::backend::serve_json("ip-ranges.json", RANGES).await;
     let d = cloudfront(
         inner,
         &private,
@@ -213,7 +213,7 @@ async fn awsregion_limits_the_ranges_and_an_unreachable_document_is_not_fatal() 
     let Some(inner) = s3().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let (private, _) = rsa_key_pair(dir.path(), false).expect("key");
-    let ranges = regstore_testsuite::backend::serve_json("ip-ranges.json", RANGES).await;
+    let ranges = regstore_testenv::backend::serve_json("ip-ranges.json", RANGES).await;
     let d = cloudfront(
         inner,
         &private,

@@ -3,13 +3,13 @@
 //!
 //! `REGSTORE_GCS_ENDPOINT` (default `http://127.0.0.1:19020`) points at the
 //! server. Signed URLs need a service-account private key: the test makes a
-//! throwaway RSA key with `openssl` (see `regstore_testsuite::backend`).
+//! throwaway RSA key with `openssl` (see `regstore_testenv::backend`).
 
 use regstore_core::{Driver, registry};
 use regstore_testsuite::Subject;
 
 regstore_testsuite::conformance_main!(|| async {
-    let mut raw = regstore_testsuite::backend::emulator_params("gcs").await?;
+    let mut raw = regstore_testenv::backend::emulator_params("gcs").await?;
     // The smallest chunk, so the writer cases cross many chunks.
     raw.insert("chunksize".into(), "256KiB".into());
     regstore_driver_gcs::register();

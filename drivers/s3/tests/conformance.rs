@@ -10,7 +10,7 @@ use regstore_core::{Driver, registry};
 use regstore_testsuite::Subject;
 
 regstore_testsuite::conformance_main!(|| async {
-    let raw = regstore_testsuite::backend::emulator_params("s3").await?;
+    let raw = regstore_testenv::backend::emulator_params("s3").await?;
     std::hint::black_box(regstore_driver_s3::s3_driver);
     regstore_driver_s3::register();
     let driver: Driver = registry::create("s3", &raw)

@@ -7,7 +7,7 @@ use regstore_core::{Driver, registry};
 use sha2::{Digest, Sha256};
 
 async fn driver() -> Option<Driver> {
-    let mut raw = regstore_testsuite::backend::emulator_params_or_skip("s3").await?;
+    let mut raw = regstore_testenv::backend::emulator_params_or_skip("s3").await?;
     for (k, v) in [
         ("multipartcopythresholdsize", "5MiB"),
         ("multipartcopychunksize", "5MiB"),

@@ -12,7 +12,7 @@ use regstore_core::{Driver, registry};
 use regstore_testsuite::Subject;
 
 regstore_testsuite::conformance_main!(|| async {
-    let mut raw = regstore_testsuite::backend::emulator_params("swift").await?;
+    let mut raw = regstore_testenv::backend::emulator_params("swift").await?;
     raw.insert("chunksize".into(), "1MiB".into());
     regstore_driver_swift::register();
     let driver: Driver = registry::create("swift", &raw)

@@ -29,14 +29,14 @@ async fn keystone() -> Option<HashMap<String, String>> {
         .get("REGSTORE_KEYSTONE_AUTHURL")
         .cloned()
         .unwrap_or_default();
-    let ready = match regstore_testsuite::backend::reachable(&url).await {
+    let ready = match regstore_testenv::backend::reachable(&url).await {
         Ok(()) if env.contains_key("REGSTORE_KEYSTONE_PROJECT_ID") => Ok(()),
         Ok(()) => Err(format!(
             "Keystone at {url} is not provisioned (no ids in `env keystone`)"
         )),
         Err(e) => Err(e),
     };
-    regstore_testsuite::backend::skip_unless_required("keystone", ready.map(|()| env))
+    regstore_testenv::backend::skip_unless_required("keystone", ready.map(|()| env))
 }
 
 fn params(env: &HashMap<String, String>, pairs: &[(&str, &str)]) -> RawParams {
@@ -48,7 +48,7 @@ fn params(env: &HashMap<String, String>, pairs: &[(&str, &str)]) -> RawParams {
     raw.insert("container".into(), "regstore".into());
     raw.insert(
         "prefix".into(),
-        regstore_testsuite::backend::unique_root("keystone").into(),
+        regstore_testenv::backend::unique_root("keystone").into(),
     );
     for (k, v) in pairs {
         raw.insert((*k).into(), (*v).into());
@@ -84,7 +84,7 @@ async fn round_trip(env: &HashMap<String, String>, raw: &RawParams) {
             .starts_with(&format!("/v1/KEY_{}/", env["REGSTORE_KEYSTONE_PROJECT_ID"])),
         "{url}"
     );
-    let fetched = regstore_testsuite::backend::http_client()
+    let fetched = regstore_testenv::backend::http_client()
         .build()
         .expect("client")
         .get(url)

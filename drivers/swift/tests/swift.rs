@@ -25,7 +25,7 @@ struct Swift {
 }
 
 async fn swift() -> Option<Swift> {
-    let mut raw = regstore_testsuite::backend::emulator_params_or_skip("swift").await?;
+    let mut raw = regstore_testenv::backend::emulator_params_or_skip("swift").await?;
     raw.insert("chunksize".into(), "1MiB".into());
     let root = raw
         .get("rootdirectory")
@@ -33,7 +33,7 @@ async fn swift() -> Option<Swift> {
         .expect("root")
         .to_owned();
     let driver = open(&raw).await;
-    let http = regstore_testsuite::backend::http_client()
+    let http = regstore_testenv::backend::http_client()
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
@@ -527,7 +527,7 @@ async fn wait_port(port: u16, open: bool) {
 /// deletes it anyway; a driver with `consistencywindow: 0s` shows the lag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_that_lag_a_write_still_show_it_to_the_writer() {
-    if regstore_testsuite::backend::emulator_params_or_skip("swift")
+    if regstore_testenv::backend::emulator_params_or_skip("swift")
         .await
         .is_none()
     {
@@ -619,7 +619,7 @@ async fn replacing_a_large_object_drops_its_segments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecureskipverify_accepts_a_self_signed_certificate() {
     use tokio_rustls::rustls;
-    if regstore_testsuite::backend::emulator_params_or_skip("swift")
+    if regstore_testenv::backend::emulator_params_or_skip("swift")
         .await
         .is_none()
     {
@@ -653,7 +653,7 @@ async fn insecureskipverify_accepts_a_self_signed_certificate() {
     wait_port(https_port, true).await;
 
     // The TLS terminator.
-    let (cert, key) = regstore_testsuite::openssl::self_signed(own.state.path()).expect("cert");
+    let (cert, key) = regstore_testenv::openssl::self_signed(own.state.path()).expect("cert");
     let config = {
         use rustls_pki_types::pem::PemObject;
         let certs = rustls_pki_types::CertificateDer::pem_file_iter(&cert)

@@ -192,7 +192,7 @@ async fn an_upload_begun_on_one_process_finishes_on_another() {
 
 /// A self-signed certificate for 127.0.0.1 made with the openssl command.
 fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    regstore_testsuite::openssl::self_signed(dir).expect("openssl is installed")
+    regstore_testenv::openssl::self_signed(dir).expect("openssl is installed")
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{regstore, text};
 use regstore_core::{Driver, RawParams};
-use regstore_testsuite::backend::{EMULATED, emulator_params_or_skip, skip_unless_required};
+use regstore_testenv::backend::{EMULATED, emulator_params_or_skip, skip_unless_required};
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()

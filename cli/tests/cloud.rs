@@ -21,7 +21,7 @@ use common::{Server, serve, sha256};
 /// when the emulator is unreachable outside CI. The driver's chunk size is
 /// set to its minimum so small uploads already span several parts.
 async fn config(driver: &str, dir: &Path) -> Option<PathBuf> {
-    let mut params = regstore_testsuite::backend::emulator_params_or_skip(driver).await?;
+    let mut params = regstore_testenv::backend::emulator_params_or_skip(driver).await?;
     let chunk = match driver {
         "s3" => "5MiB",
         "gcs" => "256KiB",
@@ -165,7 +165,7 @@ async fn gcs_chunked_upload_continued_by_another_process() {
 /// two puts cost three delays, and the request count is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_middleware_delays_each_s3_request() {
-    let Some(params) = regstore_testsuite::backend::emulator_params_or_skip("s3").await else {
+    let Some(params) = regstore_testenv::backend::emulator_params_or_skip("s3").await else {
         return;
     };
     regstore_drivers::register_all();
@@ -201,7 +201,7 @@ async fn latency_middleware_delays_each_s3_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_cloudfront_middleware_signs_blob_redirects() {
     let work = tempfile::tempdir().expect("temp dir");
-    let Some(params) = regstore_testsuite::backend::emulator_params_or_skip("s3").await else {
+    let Some(params) = regstore_testenv::backend::emulator_params_or_skip("s3").await else {
         return;
     };
     let root = params
@@ -210,8 +210,8 @@ async fn s3_cloudfront_middleware_signs_blob_redirects() {
         .expect("root directory")
         .to_owned();
     let (private, public) =
-        regstore_testsuite::openssl::rsa_key_pair(work.path(), false).expect("openssl key pair");
-    let ranges = regstore_testsuite::backend::serve_json(
+        regstore_testenv::openssl::rsa_key_pair(work.path(), false).expect("openssl key pair");
+    let ranges = regstore_testenv::backend::serve_json(
         "ip-ranges.json",
         r#"{"prefixes":[{"ip_prefix":"3.5.140.0/22","region":"eu-west-1","service":"AMAZON"}],
             "ipv6_prefixes":[{"ipv6_prefix":"2600:1f14::/35","region":"eu-west-1","service":"AMAZON"}]}"#,
@@ -264,7 +264,7 @@ async fn s3_cloudfront_middleware_signs_blob_redirects() {
         assert_eq!(location.host_str(), Some("d111111abcdef8.cloudfront.net"));
         assert_eq!(location.path(), format!("/reg/{key}"), "{method}");
         let expires =
-            regstore_testsuite::openssl::verify_cloudfront_url(&location, &public, "APKAREGSTORE")
+            regstore_testenv::openssl::verify_cloudfront_url(&location, &public, "APKAREGSTORE")
                 .expect("the signature verifies with the public key");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -14,7 +14,7 @@ use regstore_benches::set::{Bench, Outcome, Plan, Shape, Step};
 use regstore_core::params::parse_pairs;
 use regstore_core::{Driver, RawParams};
 
-use crate::config::StorageSpec;
+use regstore_core::StorageSpec;
 
 /// Arguments of `regstore bench`.
 #[derive(Debug, Args)]
@@ -35,7 +35,7 @@ pub struct BenchArgs {
     #[arg(long = "label", value_name = "TEXT")]
     pub labels: Vec<String>,
     /// The backend options in the order given; filled by
-    /// [`crate::cli::Cli::try_parse_args`] from clap's indices.
+    /// [`crate::Cli::try_parse_args`] from clap's indices.
     #[arg(skip)]
     pub order: Vec<BackendOpt>,
     /// Timed calls per benchmark.
@@ -169,17 +169,13 @@ impl BenchArgs {
         for opt in order {
             match opt {
                 BackendOpt::Config(path) => partial.push(Partial {
-                    spec: crate::config::storage_from_file(&path)?,
+                    spec: regstore_server::config::storage_from_file(&path)?,
                     from_config: true,
                     pairs: Vec::new(),
                     label: None,
                 }),
                 BackendOpt::Driver(name) => partial.push(Partial {
-                    spec: StorageSpec {
-                        driver: name,
-                        params: RawParams::new(),
-                        middleware: Vec::new(),
-                    },
+                    spec: StorageSpec::new(name, RawParams::new()),
                     from_config: false,
                     pairs: Vec::new(),
                     label: None,
@@ -330,7 +326,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         interrupted: false,
         backends: Vec::new(),
     };
-    let signal = crate::serve::shutdown_signal();
+    let signal = regstore_server::serve::shutdown_signal();
     tokio::pin!(signal);
     for (target, driver) in &ready {
         let mut outcomes = Vec::new();
@@ -349,7 +345,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         }
         let cleaned = tokio::select! {
             r = remove(driver, &root) => Some(r),
-            () = crate::serve::shutdown_signal(), if interrupted => None,
+            () = regstore_server::serve::shutdown_signal(), if interrupted => None,
         };
         match cleaned {
             Some(Ok(())) => {}
@@ -541,7 +537,7 @@ impl Bar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::{Cli, Command};
 
     fn args(line: &str) -> BenchArgs {
         let argv = std::iter::once("regstore").chain(line.split_whitespace());

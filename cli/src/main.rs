@@ -1,0 +1,5 @@
+//! The `regstore` binary: [`regstore_cli::main`].
+
+fn main() {
+    regstore_cli::main()
+}
