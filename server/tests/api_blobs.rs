@@ -257,6 +257,29 @@ async fn chunked_upload_with_status_and_out_of_order_chunk() {
             assert_eq!(header(&r, "range"), "0-2499999");
             expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
         }
+        // So is a final PUT whose chunk does not start where the upload
+        // stands (as a PATCH is: 416), and the upload stays usable.
+        let last = data.len() - 2_500_000;
+        for start in [0usize, 2_400_000, 2_500_001] {
+            let r = reg
+                .client
+                .put(with_digest(&loc, &d))
+                .header("content-range", format!("{start}-{}", start + last - 1))
+                .header("content-length", last)
+                .body(data[2_500_000..].to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                header(&r, "range"),
+                "0-2499999",
+                "{driver}: PUT from {start}"
+            );
+            expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+            let r = reg.client.get(&loc).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT, "{driver}");
+            assert_eq!(header(&r, "range"), "0-2499999", "{driver}");
+        }
         // Final PUT with the last chunk.
         let r = reg
             .client

@@ -204,8 +204,8 @@ async fn broken_manifests_are_refused_and_change_nothing() {
             )),
         );
         let r = reg.put_manifest("b", "t", OCI_MANIFEST, &big).await;
-        let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-        assert!(msg.contains("limit"), "{msg}");
+        let msg = expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID").await;
+        assert!(msg.contains("limit is 4194304 bytes"), "{msg}");
         // By digest, with bytes that hash to something else.
         let r = reg
             .put_manifest("b", &sha256(b"other"), OCI_MANIFEST, &good)
@@ -507,7 +507,10 @@ async fn tags_list_paginates_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalog_lists_repositories_with_manifests_in_pages() {
+/// The catalog lists a repository once it holds layers or manifests, as
+/// distribution 2.x does (a blob pushed, no manifest yet is enough), each
+/// once, and pages with `last` run across both kinds.
+async fn catalog_lists_repositories_with_layers_or_manifests_in_pages() {
     for driver in DRIVERS {
         let reg = start(driver, "", "").await;
         let r = reg
@@ -521,7 +524,10 @@ async fn catalog_lists_repositories_with_manifests_in_pages() {
         for n in names {
             reg.push_image(n, "latest", n).await;
         }
-        reg.push_blob("only-blobs", b"x").await;
+        let blob_only = ["only-blobs", "b/c/blobs", "b/c0"];
+        for n in blob_only {
+            reg.push_blob(n, b"x").await;
+        }
         let r = reg
             .client
             .get(reg.url("/v2/_catalog"))
@@ -534,7 +540,11 @@ async fn catalog_lists_repositories_with_manifests_in_pages() {
         );
         let all: Vec<String> =
             serde_json::from_value(json(r).await["repositories"].clone()).unwrap();
-        let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut expected: Vec<String> = names
+            .iter()
+            .chain(&blob_only)
+            .map(|s| s.to_string())
+            .collect();
         expected.sort_by(|a, b| a.split('/').cmp(b.split('/')));
         assert_eq!(all, expected, "{driver}");
 
@@ -858,4 +868,30 @@ async fn manifest_pushes_share_a_bounded_memory_budget() {
     )
     .await;
     assert!(room.is_ok(), "room is given back when a push ends");
+}
+
+/// A tag that does not exist in a repository that holds blobs but no
+/// manifest yet is an unknown manifest (the repository exists), as in
+/// distribution and the OCI spec; in a repository with nothing at all it is
+/// an unknown name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tag_in_a_repository_with_only_blobs_is_manifest_unknown() {
+    for driver in DRIVERS {
+        let reg = start(driver, "", "").await;
+        reg.push_blob("blobs/only", b"some layer").await;
+        let r = reg
+            .client
+            .get(reg.url("/v2/blobs/only/manifests/latest"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let r = reg
+            .client
+            .get(reg.url("/v2/nothing/here/manifests/latest"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+    }
 }

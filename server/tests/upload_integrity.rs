@@ -393,13 +393,21 @@ async fn eight_clients_hammering_one_upload_publish_only_true_digests() {
     for (driver, reg) in registries().await {
         let reg = std::sync::Arc::new(reg);
         let current = std::sync::Arc::new(tokio::sync::Mutex::new(begin(&reg, "hammer").await));
-        let deadline = Instant::now() + Duration::from_secs(6);
+        // 6 s, or longer (20 s at most) until 3 uploads have completed:
+        // on a slow backend the clients get fewer requests through.
+        let now = Instant::now();
+        let limits = Limits {
+            soft: now + Duration::from_secs(6),
+            hard: now + Duration::from_secs(20),
+            published: std::sync::Arc::default(),
+        };
         let mut tasks = Vec::new();
         for client in 0..8u64 {
             let reg = std::sync::Arc::clone(&reg);
             let current = std::sync::Arc::clone(&current);
+            let limits = limits.clone();
             tasks.push(tokio::spawn(async move {
-                hammer(&reg, &current, client + 1, deadline).await
+                hammer(&reg, &current, client + 1, &limits).await
             }));
         }
         let mut published = Vec::new();
@@ -438,12 +446,29 @@ struct Hammered {
     busy: usize,
 }
 
+/// When the hammering clients stop: after `soft` once 3 uploads have
+/// completed in all, at `hard` in any case.
+#[derive(Clone)]
+struct Limits {
+    soft: Instant,
+    hard: Instant,
+    published: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Limits {
+    fn over(&self) -> bool {
+        let now = Instant::now();
+        now >= self.hard
+            || (now >= self.soft && self.published.load(std::sync::atomic::Ordering::Relaxed) >= 3)
+    }
+}
+
 /// One hammering client (at most 150 rounds).
 async fn hammer(
     reg: &TestRegistry,
     current: &tokio::sync::Mutex<String>,
     seed: u64,
-    deadline: Instant,
+    limits: &Limits,
 ) -> Hammered {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
@@ -454,7 +479,7 @@ async fn hammer(
     };
     let mut out = Hammered::default();
     for _ in 0..150 {
-        if Instant::now() >= deadline {
+        if limits.over() {
             break;
         }
         let loc = current.lock().await.clone();
@@ -515,6 +540,9 @@ async fn hammer(
                     .unwrap();
                 if r.status() == StatusCode::CREATED {
                     out.published.push((d, expected));
+                    limits
+                        .published
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 r.status()
             }

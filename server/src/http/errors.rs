@@ -84,6 +84,9 @@ impl From<RegistryError> for ApiError {
             E::ManifestInvalid(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message)
             }
+            E::ManifestTooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID", message)
+            }
             E::ManifestBlobUnknown(d) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", message)
                     .detail(json!({ "digest": d.to_string() }))

@@ -336,19 +336,7 @@ async fn handle(
                     ))
                 }
                 Method::PATCH => patch_upload(state, &name, &uuid, &req, body).await,
-                Method::PUT => {
-                    let Some(d) = req.param("digest") else {
-                        return Err(RegistryError::DigestInvalid(
-                            "the final PUT of an upload needs ?digest=<digest>".into(),
-                        )
-                        .into());
-                    };
-                    let d = digest_param(d)?;
-                    let info = reg
-                        .complete_upload(&name, &uuid, &d, body.into_data_stream())
-                        .await?;
-                    Ok(blob_created(state, &name, &info.digest))
-                }
+                Method::PUT => put_upload(state, &name, &uuid, &req, body).await,
                 Method::DELETE => {
                     reg.cancel_upload(&name, &uuid).await?;
                     Ok(empty(StatusCode::NO_CONTENT))
@@ -555,11 +543,6 @@ async fn put_manifest(
     req: &Req,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let too_large = |n: String| {
-        RegistryError::ManifestInvalid(format!(
-            "the manifest is {n} bytes; the limit is {MAX_MANIFEST_SIZE}"
-        ))
-    };
     let content_type = req.header(&header::CONTENT_TYPE).map(str::to_owned);
     // Room for the body in the memory all manifest pushes share; a body
     // of unknown length may be as large as the limit.
@@ -571,7 +554,7 @@ async fn put_manifest(
     let body = read_bounded(body, MAX_MANIFEST_SIZE)
         .await
         .map_err(|e| match e {
-            Bounded::TooLarge(n) => too_large(n),
+            Bounded::TooLarge(n) => RegistryError::ManifestTooLarge(n),
             Bounded::Broken(m) => {
                 RegistryError::ManifestInvalid(format!("the request body broke off: {m}"))
             }
@@ -660,6 +643,44 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
+/// Where a chunk says it starts: the start of `Content-Range` (checked
+/// against `Content-Length`), or `None` without the header.
+fn chunk_start(req: &Req) -> Result<Option<u64>, ApiError> {
+    let Some(v) = req.header(&header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let Some((start, end)) = parse_content_range(v) else {
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            format!("Content-Range {v:?} is not <start>-<end>"),
+        ));
+    };
+    let length = req
+        .header(&header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    if end < start || length.is_some_and(|l| l != end - start + 1) {
+        return Err(RegistryError::SizeInvalid(format!(
+            "Content-Range {v} does not match Content-Length {}",
+            length.map_or("(none)".into(), |l| l.to_string())
+        ))
+        .into());
+    }
+    Ok(Some(start))
+}
+
+/// The API error for `e`; a chunk that does not start where the upload
+/// stands (416) also says where the upload is, so the client can go on.
+fn upload_error(state: &AppState, name: &RepoName, uuid: &str, e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::RangeInvalid { .. } => ApiError::from(e).header(
+            header::LOCATION,
+            location(state, &format!("/v2/{name}/blobs/uploads/{uuid}")),
+        ),
+        e => e.into(),
+    }
+}
+
 async fn patch_upload(
     state: &AppState,
     name: &RepoName,
@@ -667,40 +688,12 @@ async fn patch_upload(
     req: &Req,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let start = match req.header(&header::CONTENT_RANGE) {
-        None => None,
-        Some(v) => {
-            let Some((start, end)) = parse_content_range(v) else {
-                return Err(ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "BLOB_UPLOAD_INVALID",
-                    format!("Content-Range {v:?} is not <start>-<end>"),
-                ));
-            };
-            let length = req
-                .header(&header::CONTENT_LENGTH)
-                .and_then(|v| v.parse::<u64>().ok());
-            if end < start || length.is_some_and(|l| l != end - start + 1) {
-                return Err(RegistryError::SizeInvalid(format!(
-                    "Content-Range {v} does not match Content-Length {}",
-                    length.map_or("(none)".into(), |l| l.to_string())
-                ))
-                .into());
-            }
-            Some(start)
-        }
-    };
+    let start = chunk_start(req)?;
     let status = state
         .registry
         .append_upload(name, uuid, start, body.into_data_stream())
         .await
-        .map_err(|e| match e {
-            RegistryError::RangeInvalid { .. } => ApiError::from(e).header(
-                header::LOCATION,
-                location(state, &format!("/v2/{name}/blobs/uploads/{uuid}")),
-            ),
-            e => e.into(),
-        })?;
+        .map_err(|e| upload_error(state, name, uuid, e))?;
     Ok(upload_response(
         state,
         StatusCode::ACCEPTED,
@@ -708,6 +701,29 @@ async fn patch_upload(
         uuid,
         status.size,
     ))
+}
+
+async fn put_upload(
+    state: &AppState,
+    name: &RepoName,
+    uuid: &str,
+    req: &Req,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(d) = req.param("digest") else {
+        return Err(RegistryError::DigestInvalid(
+            "the final PUT of an upload needs ?digest=<digest>".into(),
+        )
+        .into());
+    };
+    let d = digest_param(d)?;
+    let start = chunk_start(req)?;
+    let info = state
+        .registry
+        .complete_upload(name, uuid, &d, start, body.into_data_stream())
+        .await
+        .map_err(|e| upload_error(state, name, uuid, e))?;
+    Ok(blob_created(state, name, &info.digest))
 }
 
 fn page_link(path: &str, n: usize, last: &str) -> HeaderValue {

@@ -73,9 +73,15 @@ pub fn revision_link(name: &RepoName, d: &Digest) -> String {
     )
 }
 
-/// The directory of a repository's `_manifests` (its presence makes a repository).
+/// The directory of a repository's `_manifests` (it, or `_layers`, makes
+/// a repository).
 pub fn manifests_dir(name: &RepoName) -> String {
     format!("{REPOSITORIES}/{name}/_manifests")
+}
+
+/// The directory of a repository's `_layers` links.
+pub fn layers_dir(name: &RepoName) -> String {
+    format!("{REPOSITORIES}/{name}/_layers")
 }
 
 /// The directory holding one directory per tag.

@@ -317,7 +317,8 @@ impl Registry {
     /// index must be a manifest of `name`; `subject` need not exist.
     ///
     /// # Errors
-    /// `ManifestInvalid` (not JSON, wrong shape, too large, type mismatch),
+    /// `ManifestInvalid` (not JSON, wrong shape, type mismatch),
+    /// `ManifestTooLarge`,
     /// `DigestMismatch`, `ManifestBlobUnknown`, `Storage`.
     pub async fn put_manifest(
         &self,
@@ -327,10 +328,7 @@ impl Registry {
         body: Bytes,
     ) -> Result<PutManifest> {
         if body.len() > MAX_MANIFEST_SIZE {
-            return Err(invalid(format!(
-                "the manifest is {} bytes; the limit is {MAX_MANIFEST_SIZE}",
-                body.len()
-            )));
+            return Err(RegistryError::ManifestTooLarge(body.len().to_string()));
         }
         let parsed = parse(&body, content_type)?;
         for (at, urls) in &parsed.foreign {

@@ -53,6 +53,10 @@ pub enum RegistryError {
     /// The manifest is not valid; the message says why.
     #[error("{0}")]
     ManifestInvalid(String),
+    /// The manifest is larger than [`MAX_MANIFEST_SIZE`] (413); the message
+    /// gives its size (or a lower bound) and the limit.
+    #[error("the manifest is {0} bytes; the limit is {MAX_MANIFEST_SIZE} bytes (4 MiB)")]
+    ManifestTooLarge(String),
     /// The manifest references a blob or manifest the repository lacks.
     #[error("the manifest references {0}, which is not in this repository")]
     ManifestBlobUnknown(Digest),
@@ -440,15 +444,22 @@ impl Registry {
                 if !fi.is_dir {
                     return Ok(WalkControl::Continue);
                 }
-                if file == "_manifests" {
+                // A repository exists once it holds layers or manifests
+                // (distribution 2.x lists it at `_layers`). Both sort
+                // next to each other among its children (`_` comes after
+                // every other character a name's path may start with), so
+                // one repository is met at most twice in a row.
+                if file == "_layers" || file == "_manifests" {
                     let repo = fi
                         .path
                         .parent()
                         .map(|p| p.as_str().trim_start_matches(prefix.as_str()).to_owned())
                         .unwrap_or_default();
-                    if Some(repo.as_str()) == last.map(RepoName::as_str) {
-                        // The walk resumes after `last` itself and so
-                        // meets its `_manifests` again.
+                    if Some(repo.as_str()) == last.map(RepoName::as_str)
+                        || names.last() == Some(&repo)
+                    {
+                        // Met already (its `_layers`), or `last` itself,
+                        // which the walk resumes after and so meets again.
                         return Ok(WalkControl::SkipDir);
                     }
                     if names.len() == n {
@@ -496,13 +507,18 @@ impl Registry {
         }
     }
 
-    /// Whether the repository has a `_manifests` directory.
+    /// Whether the repository exists: it holds manifests or layers (as
+    /// the catalog lists it).
     async fn repository_exists(&self, name: &RepoName) -> Result<bool> {
-        match self.driver.stat(layout::manifests_dir(name)).await {
-            Ok(fi) => Ok(fi.is_dir),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e.into()),
+        for dir in [layout::manifests_dir(name), layout::layers_dir(name)] {
+            match self.driver.stat(dir).await {
+                Ok(fi) if fi.is_dir => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(false)
     }
 
     /// Health check: the driver answers `stat("/")`; not-found (an empty

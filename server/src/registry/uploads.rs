@@ -458,15 +458,19 @@ impl Registry {
     ///
     /// On a digest mismatch the upload is cancelled, as distribution does.
     /// Chunked uploads hash with SHA-256; one whose digest is SHA-512 is
-    /// verified by reading the committed data once more.
+    /// verified by reading the committed data once more. `start` (from
+    /// `Content-Range`), when given, must equal the bytes already received,
+    /// as for [`Registry::append_upload`]; otherwise nothing changes.
     ///
     /// # Errors
-    /// `BlobUploadUnknown`, `DigestMismatch`, `BlobUploadInvalid`, `Storage`.
+    /// `BlobUploadUnknown`, `RangeInvalid`, `DigestMismatch`,
+    /// `BlobUploadInvalid`, `Storage`.
     pub async fn complete_upload<S, E>(
         &self,
         name: &RepoName,
         uuid: &str,
         digest: &Digest,
+        start: Option<u64>,
         body: S,
     ) -> Result<BlobInfo>
     where
@@ -477,6 +481,15 @@ impl Registry {
         let result = async {
             let mut w = self.resume_writer(name, uuid, deadline).await?;
             let resumed_at = w.size();
+            if let Some(given) = start
+                && given != resumed_at
+            {
+                w.close().await?;
+                return Err(RegistryError::RangeInvalid {
+                    given,
+                    size: resumed_at,
+                });
+            }
             let mut h = match self
                 .load_hasher(name, uuid, resumed_at, digest.algorithm(), deadline)
                 .await
@@ -575,7 +588,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         let uuid = self.start_upload(name).await?;
-        let result = self.complete_upload(name, &uuid, digest, body).await;
+        let result = self.complete_upload(name, &uuid, digest, None, body).await;
         if result.is_err() {
             // A one-shot upload has no session the client knows to resume.
             let _ = self.cancel_upload(name, &uuid).await;
