@@ -44,5 +44,7 @@ fi
 # Every test binary, the conformance suites (one test per case and driver)
 # and the CLI tests that run the regstore binary as a user would.
 cargo nextest run --workspace --no-fail-fast "$@"
+# The out-of-tree driver example is its own workspace (see its Cargo.toml).
+cargo nextest run --manifest-path examples/out-of-tree-driver/Cargo.toml --no-fail-fast --no-tests=pass "$@"
 # nextest does not run doc tests.
 cargo test --workspace --doc --quiet
