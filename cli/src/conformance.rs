@@ -21,6 +21,10 @@ pub struct ConformanceArgs {
     /// 32 writers → 8) for slow or metered backends.
     #[arg(long)]
     pub short: bool,
+    /// Seed of the cases' random data (a failing case prints the one it
+    /// ran with, so its data can be replayed).
+    #[arg(long, env = "REGSTORE_TEST_SEED")]
+    pub seed: Option<u64>,
     /// Run only the cases whose names contain this text; repeat for several.
     #[arg(long = "case", value_name = "TEXT")]
     pub cases: Vec<String>,
@@ -45,7 +49,10 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> anyhow::Result<i32> {
                 .join(", ")
         );
     }
-    let opts = Options { short: args.short };
+    let opts = Options {
+        short: args.short,
+        seed: args.seed,
+    };
     let cases: Vec<_> = regstore_testsuite::all_cases()
         .filter(|c| args.cases.is_empty() || args.cases.iter().any(|t| c.name.contains(t.as_str())))
         .collect();

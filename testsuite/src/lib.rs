@@ -24,6 +24,8 @@
 //!   CI never sets it for local drivers.
 //! - `REGSTORE_REQUIRE_BACKENDS=1` (CI) makes a factory that cannot reach its
 //!   backend fail every case instead of ignoring them.
+//! - `REGSTORE_TEST_SEED=<n>` seeds the cases' random data; a failing case
+//!   prints the seed it ran with, so the same data can be replayed.
 
 #![warn(missing_docs)]
 
@@ -48,13 +50,25 @@ pub use data::Rng;
 pub struct Options {
     /// Shrink the largest sizes (see the crate docs).
     pub short: bool,
+    /// Seed of the cases' random data (paths, contents, offsets); `None`:
+    /// a fresh one per case. A failure names the seed it ran with.
+    pub seed: Option<u64>,
 }
 
 impl Options {
-    /// Options from `REGSTORE_TEST_SHORT`.
+    /// Options from `REGSTORE_TEST_SHORT` and `REGSTORE_TEST_SEED` (a
+    /// number; anything else is ignored with a warning).
     pub fn from_env() -> Self {
+        let seed = std::env::var("REGSTORE_TEST_SEED").ok().and_then(|s| {
+            let parsed = s.trim().parse::<u64>().ok();
+            if parsed.is_none() {
+                eprintln!("REGSTORE_TEST_SEED={s:?} is not a number; ignored");
+            }
+            parsed
+        });
         Options {
             short: env_flag("REGSTORE_TEST_SHORT"),
+            seed,
         }
     }
 }
@@ -208,16 +222,20 @@ pub struct Ctx {
     pub driver: Driver,
     /// Sizes.
     pub opts: Options,
+    /// The seed `rng` started from.
+    seed: u64,
     rng: Mutex<Rng>,
     created: Mutex<BTreeSet<String>>,
 }
 
 impl Ctx {
     fn new(driver: Driver, opts: Options) -> Self {
+        let seed = opts.seed.unwrap_or_else(|| Rng::from_entropy().next_u64());
         Ctx {
             driver,
             opts,
-            rng: Mutex::new(Rng::from_entropy()),
+            seed,
+            rng: Mutex::new(Rng::new(seed)),
             created: Mutex::new(BTreeSet::new()),
         }
     }
@@ -372,10 +390,17 @@ pub async fn run_case(case: &Case, driver: Driver, opts: Options) -> Outcome {
     let cx = Ctx::new(driver, opts);
     let result = (case.run)(&cx).await;
     let cleaned = cx.clean_up().await;
+    let seed = cx.seed;
+    let replay = |f: Failure| {
+        Outcome::Failed(format!(
+            "{} [case data seed {seed}: REGSTORE_TEST_SEED={seed} replays it]",
+            f.0
+        ))
+    };
     match (result, cleaned) {
         (Ok(()), Ok(())) => Outcome::Passed,
-        (Err(f), _) => Outcome::Failed(f.0),
-        (Ok(()), Err(f)) => Outcome::Failed(f.0),
+        (Err(f), _) => replay(f),
+        (Ok(()), Err(f)) => replay(f),
     }
 }
 

@@ -142,7 +142,11 @@ async fn outcome(name: &str, driver: Driver) -> Outcome {
     let Some(c) = case(name) else {
         panic!("no case named {name}");
     };
-    run_case(c, driver, Options { short: true }).await
+    let opts = Options {
+        short: true,
+        seed: None,
+    };
+    run_case(c, driver, opts).await
 }
 
 async fn caught(bug: Bug, case_name: &str) {
@@ -193,4 +197,44 @@ async fn model_test_catches_a_driver_that_differs_from_the_reference() {
         matches!(r, Outcome::Failed(_)),
         "model test missed a wrong stat size: {r:?}"
     );
+}
+
+/// A failure names the seed of its data, and running the case again with
+/// that seed gives the same data: the same paths in the same message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_names_its_seed_and_the_seed_replays_it() {
+    let Some(c) = case("delete_only_deletes_subpaths") else {
+        panic!("no such case");
+    };
+    let opts = Options {
+        short: true,
+        seed: Some(7),
+    };
+    let mut messages = Vec::new();
+    for _ in 0..2 {
+        let buggy = Driver::new(Buggy {
+            inner: Driver::new(InMemoryDriver::new()),
+            bug: Bug::PrefixDelete,
+        });
+        match run_case(c, buggy, opts).await {
+            Outcome::Failed(why) => messages.push(why),
+            other => panic!("the planted bug was not caught: {other:?}"),
+        }
+    }
+    assert!(
+        messages[0].contains("REGSTORE_TEST_SEED=7"),
+        "{}",
+        messages[0]
+    );
+    assert_eq!(messages[0], messages[1], "the same seed, the same data");
+    // Unseeded runs pick their own seed and say which.
+    let buggy = Driver::new(Buggy {
+        inner: Driver::new(InMemoryDriver::new()),
+        bug: Bug::PrefixDelete,
+    });
+    let unseeded = Options { seed: None, ..opts };
+    match run_case(c, buggy, unseeded).await {
+        Outcome::Failed(why) => assert!(why.contains("REGSTORE_TEST_SEED="), "{why}"),
+        other => panic!("the planted bug was not caught: {other:?}"),
+    }
 }
