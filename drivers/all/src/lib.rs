@@ -23,10 +23,8 @@ pub fn register_all() {
     regstore_driver_gcs::register();
     #[cfg(feature = "swift")]
     regstore_driver_swift::register();
-    #[cfg(feature = "redirect")]
-    regstore_middleware_redirect::register();
     #[cfg(feature = "middleware")]
-    regstore_middleware::register();
+    regstore_middleware_builtin::register();
     #[cfg(feature = "cloudfront")]
     regstore_middleware_cloudfront::register();
 }
@@ -61,7 +59,6 @@ mod tests {
         feature = "azure",
         feature = "gcs",
         feature = "swift",
-        feature = "redirect",
         feature = "middleware",
         feature = "cloudfront"
     ))]

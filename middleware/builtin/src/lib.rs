@@ -1,6 +1,9 @@
-//! regstore-middleware: storage middleware beyond `redirect`, configured
-//! under `middleware: storage:` as in distribution and applied in order.
+//! regstore-middleware-builtin: the built-in storage middleware, configured
+//! under `middleware: storage:` as in distribution and applied in order
+//! (`cloudfront`, which needs RSA signing, is its own crate).
 //!
+//! - [`redirect`]: blob downloads go to `baseurl/<path>` (a CDN or mirror
+//!   of the storage).
 //! - [`rewrite`]: changes the scheme, host or path prefix of the redirect
 //!   URLs the inner driver gives (e.g. presigned URLs through a proxy).
 //! - [`latency`]: adds a fixed delay to every backend request, so
@@ -12,11 +15,13 @@
 
 pub mod faults;
 pub mod latency;
+pub mod redirect;
 pub mod rewrite;
 
-/// Registers `rewrite`, `latency` and `faults` (see
+/// Registers `redirect`, `rewrite`, `latency` and `faults` (see
 /// `regstore_core::register_middleware`). Idempotent.
 pub fn register() {
+    redirect::register();
     rewrite::register();
     latency::register();
     faults::register();
