@@ -211,23 +211,15 @@ fn http_tls_serves_https_with_the_configured_certificate() {
     .unwrap();
     let server = serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
     assert!(server.base.starts_with("https://"), "{}", server.base);
-    let out = Command::new("curl")
-        .args(["-sS", "-i", "--cacert"])
-        .arg(&cert)
-        .arg(format!("{}/v2/", server.base))
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.starts_with("http/1.1 200"), "{text}");
-    assert!(
-        text.contains("docker-distribution-api-version: registry/2.0"),
-        "{text}"
-    );
+    // HTTP/2 by ALPN, as containerd and Docker use it; HTTP/1.1 still.
+    for (flag, status) in [("--http2", "http/2 200"), ("--http1.1", "http/1.1 200")] {
+        let text = curl_head(&[flag, "--cacert", cert.to_str().unwrap()], &server.base);
+        assert!(text.starts_with(status), "{flag}: {text}");
+        assert!(
+            text.contains("docker-distribution-api-version: registry/2.0"),
+            "{text}"
+        );
+    }
     // Plain HTTP to the TLS port gets no registry answer.
     let out = Command::new("curl")
         .args(["-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -256,4 +248,76 @@ fn http_tls_serves_https_with_the_configured_certificate() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not fit the certificate"), "{err}");
+}
+
+/// `curl -i <base>/v2/` with `args`; the answer's head, lower-cased.
+fn curl_head(args: &[&str], base: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "-m", "10"])
+        .args(args)
+        .arg(format!("{base}/v2/"))
+        .output()
+        .expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
+/// `http.http2.disabled: true` offers HTTP/1.1 only over TLS; plain HTTP
+/// speaks HTTP/2 (prior knowledge) only with `http.h2c.enabled: true`.
+#[test]
+fn http2_follows_http_http2_and_h2c() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n  http2:\n    disabled: true\n  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let server = serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    let text = curl_head(
+        &["--http2", "--cacert", cert.to_str().unwrap()],
+        &server.base,
+    );
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    drop(server);
+
+    let plain = |h2c: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n  h2c:\n    enabled: {h2c}\n"
+            ),
+        )
+        .unwrap();
+        serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[])
+    };
+    let server = plain("true");
+    let text = curl_head(&["--http2-prior-knowledge"], &server.base);
+    assert!(text.starts_with("http/2 200"), "{text}");
+    let text = curl_head(&["--http1.1"], &server.base);
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    drop(server);
+    let server = plain("false");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "5",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(format!("{}/v2/", server.base))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "h2c must be refused unless enabled");
 }

@@ -125,6 +125,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// `http.headertimeout`, `http.bodytimeout`, `http.maxconnections`.
     pub limits: HttpLimits,
+    /// `http.h2c.enabled`: plain-text connections may speak HTTP/2 (prior
+    /// knowledge), besides HTTP/1.1. Off by default, as in distribution.
+    pub h2c: bool,
     /// `validation`: the foreign-layer URL rules for manifests.
     pub manifest_urls: crate::registry::ManifestUrls,
     /// `log.level` (or the old top-level `loglevel`).
@@ -280,6 +283,9 @@ pub struct TlsSettings {
     pub key: std::path::PathBuf,
     /// `minimumtls`: `tls1.2` (default) or `tls1.3`.
     pub tls13_only: bool,
+    /// HTTP/2 offered by ALPN (`h2`, then `http/1.1`), as distribution
+    /// does; `http.http2.disabled: true` offers HTTP/1.1 only.
+    pub http2: bool,
 }
 
 impl Config {
@@ -401,6 +407,12 @@ impl Config {
             }
         }
 
+        let http2_disabled = section_flag(raw.http.http2.as_ref(), "http.http2", "disabled")
+            .map_err(invalid)?
+            .unwrap_or(false);
+        let h2c = section_flag(raw.http.h2c.as_ref(), "http.h2c", "enabled")
+            .map_err(invalid)?
+            .unwrap_or(false);
         let tls = match raw.http.tls {
             None => None,
             Some(t) => {
@@ -434,6 +446,7 @@ impl Config {
                         certificate: c.into(),
                         key: k.into(),
                         tls13_only,
+                        http2: !http2_disabled,
                     }),
                     (None, None) => None,
                     _ => {
@@ -475,8 +488,6 @@ impl Config {
             ("policy", raw.policy.is_some()),
             ("log.hooks", raw.log.hooks.is_some()),
             ("http.debug", raw.http.debug.is_some()),
-            ("http.http2", raw.http.http2.is_some()),
-            ("http.h2c", raw.http.h2c.is_some()),
         ] {
             if present {
                 warnings.push(format!("`{key}` is not used by regstore and is ignored"));
@@ -592,10 +603,22 @@ impl Config {
             headers,
             drain_timeout,
             limits,
+            h2c,
             manifest_urls,
             log_level: raw.log.level.or(raw.loglevel),
             warnings,
         })
+    }
+}
+
+/// The boolean `key` of a section such as `http.http2` (`true`/`false`, or
+/// their strings as environment overrides give them); `None` when absent.
+fn section_flag(section: Option<&Value>, name: &str, key: &str) -> Result<Option<bool>, String> {
+    match section.and_then(|s| s.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+        Some(other) => Err(format!("{name}.{key} must be true or false, not {other}")),
     }
 }
 

@@ -89,7 +89,11 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
 /// must arrive within `header_timeout` (also the longest a keep-alive
 /// connection may wait for its next request), and at most
 /// `max_connections` are served at once — further clients wait in the
-/// listen backlog, not in the process.
+/// listen backlog, not in the process. With `http2` a connection may also
+/// speak HTTP/2 (h2 after ALPN on TLS, h2c with prior knowledge on plain
+/// TCP): at most [`HTTP2_STREAMS`] requests at once per connection, and a
+/// connection whose client stops answering pings for `header_timeout` is
+/// closed.
 ///
 /// # Errors
 /// The listener fails.
@@ -97,13 +101,14 @@ pub async fn run<L>(
     mut listener: L,
     state: AppState,
     drain: std::time::Duration,
+    http2: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
     L::Io: NoDelay,
 {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tokio::sync::{Semaphore, watch};
 
     let limits = state.limits;
@@ -134,10 +139,20 @@ where
                     tower_service::Service::call(&mut app, req.map(axum::body::Body::new))
                 },
             );
-            let mut builder = hyper::server::conn::http1::Builder::new();
+            // HTTP/1.1, and HTTP/2 where allowed: the first bytes tell
+            // (h2's preface, after ALPN chose h2 or with h2c).
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
+                .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(limits.header_timeout))
+                .keep_alive_timeout(limits.header_timeout)
+                .max_concurrent_streams(HTTP2_STREAMS);
+            let builder = if http2 { builder } else { builder.http1_only() };
             let conn = builder.serve_connection(TokioIo::new(io), service);
             let mut conn = std::pin::pin!(conn);
             loop {
@@ -170,6 +185,9 @@ where
     }
     Ok(())
 }
+
+/// Requests one HTTP/2 connection may have in flight.
+pub const HTTP2_STREAMS: u32 = 256;
 
 /// A connection whose TCP socket can be told not to delay small writes.
 pub trait NoDelay {
@@ -236,7 +254,11 @@ pub fn tls_config(tls: &TlsSettings) -> anyhow::Result<Arc<rustls::ServerConfig>
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .context("http.tls: the key does not fit the certificate")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if tls.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
@@ -380,13 +402,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let driver = state.registry.driver().name();
     match &config.tls {
         None => {
-            tracing::info!(driver, "listening on http://{local}/v2/");
-            run(listener, state, config.drain_timeout, shutdown_signal()).await
+            tracing::info!(driver, h2c = config.h2c, "listening on http://{local}/v2/");
+            run(
+                listener,
+                state,
+                config.drain_timeout,
+                config.h2c,
+                shutdown_signal(),
+            )
+            .await
         }
         Some(tls) => {
             let listener = TlsListener::new(listener, tls_config(tls)?)?;
-            tracing::info!(driver, "listening on https://{local}/v2/");
-            run(listener, state, config.drain_timeout, shutdown_signal()).await
+            tracing::info!(
+                driver,
+                http2 = tls.http2,
+                "listening on https://{local}/v2/"
+            );
+            run(
+                listener,
+                state,
+                config.drain_timeout,
+                tls.http2,
+                shutdown_signal(),
+            )
+            .await
         }
     }
 }

@@ -95,6 +95,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         listener,
         state,
         Duration::from_secs(5),
+        false,
         async move {
             let _ = rx.await;
         },
