@@ -70,6 +70,17 @@ use regstore_objectstore::{
     Backend, CountingConnector, ObjectDriver, client_options, created, map_err, signed_method,
 };
 
+/// What an `UploadPartCopy` answers: `<CopyPartResult><ETag>` on success,
+/// `<Error><Code>…<Message>` on failure (entities such as `&quot;` are
+/// decoded by the parser).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PartCopyAnswer {
+    e_tag: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
 /// S3's smallest part (but the last) of a multipart upload.
 pub const MIN_CHUNK: u64 = 5 << 20;
 /// S3's largest part.
@@ -519,28 +530,30 @@ impl S3Backend {
         let body = resp.text().await.map_err(|e| {
             Error::backend(format!("UploadPartCopy {number} of {from} to {to}: {e}"))
         })?;
-        // S3 may answer 200 with an <Error> body once the copy has started.
-        if !status.is_success() || body.contains("<Error>") {
-            if status == reqwest::StatusCode::NOT_FOUND || body.contains("<Code>NoSuchKey</Code>") {
+        // `<CopyPartResult>` with the part's ETag, or `<Error>` — which S3
+        // may also send with 200 once the copy has started.
+        let answer: PartCopyAnswer = quick_xml::de::from_str(&body).unwrap_or_default();
+        if !status.is_success() || answer.code.is_some() {
+            if status == reqwest::StatusCode::NOT_FOUND
+                || answer.code.as_deref() == Some("NoSuchKey")
+            {
                 return Err(Error::not_found(format!("/{from}")));
             }
-            let body: String = body.chars().take(300).collect();
+            let said = match (&answer.code, &answer.message) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.clone(),
+                _ => body.chars().take(300).collect(),
+            };
             return Err(Error::backend(format!(
-                "UploadPartCopy {number} of {from} to {to}: HTTP {status}: {body}"
+                "UploadPartCopy {number} of {from} to {to}: HTTP {status}: {said}"
             )));
         }
-        let etag = body
-            .split("<ETag>")
-            .nth(1)
-            .and_then(|rest| rest.split("</ETag>").next())
-            .ok_or_else(|| {
-                Error::backend(format!(
-                    "UploadPartCopy {number} of {from}: no ETag in the answer"
-                ))
-            })?;
-        Ok(PartId {
-            content_id: etag.replace("&quot;", "\"").replace("&#34;", "\""),
-        })
+        let etag = answer.e_tag.ok_or_else(|| {
+            Error::backend(format!(
+                "UploadPartCopy {number} of {from}: no ETag in the answer"
+            ))
+        })?;
+        Ok(PartId { content_id: etag })
     }
 
     fn put_options(&self) -> PutOptions {
@@ -655,5 +668,24 @@ mod tests {
         assert_eq!(u.as_str(), "https://b.s3.example.com/");
         let err = endpoint_url("ftp://x", true, "b", true).unwrap_err();
         assert!(err.to_string().contains("http or https"), "{err}");
+    }
+
+    #[test]
+    fn part_copy_answers_are_read_as_xml() {
+        let ok: PartCopyAnswer = quick_xml::de::from_str(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>2026-12-03T00:00:00.000Z</LastModified><ETag>&quot;9b2cf535f27731c974343645a3985328&quot;</ETag></CopyPartResult>",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.e_tag.as_deref(),
+            Some("\"9b2cf535f27731c974343645a3985328\"")
+        );
+        assert_eq!(ok.code, None);
+        let err: PartCopyAnswer = quick_xml::de::from_str(
+            "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><RequestId>1</RequestId></Error>",
+        )
+        .unwrap();
+        assert_eq!(err.code.as_deref(), Some("NoSuchKey"));
+        assert_eq!(err.e_tag, None);
     }
 }

@@ -255,37 +255,17 @@ pub fn v3_session(
     )))
 }
 
-/// `2026-12-02T04:12:09.913440Z` (Keystone, and Swift listings without the
-/// `Z`) as a time; `None` when it is not of that form.
+/// An ISO 8601 time as Keystone (`2026-12-02T04:12:09.913440Z`, or with a
+/// `+hh:mm` offset) and Swift listings (no zone: UTC) write it; `None` when
+/// it is not of that form.
 pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
-    let s = s.trim_end_matches('Z');
-    let s = s.split('+').next()?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-    let nanos = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(9).collect();
-        digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
+    let utc = match chrono::DateTime::parse_from_rfc3339(s) {
+        Ok(t) => t.with_timezone(&chrono::Utc),
+        Err(_) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc(),
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Days since the epoch (proleptic Gregorian; Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    let secs = u64::try_from(secs).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+    Some(SystemTime::from(utc))
 }
 
 /// Logs in with [`Credentials`] and keeps the session until it is about to
@@ -449,6 +429,9 @@ mod tests {
         let secs = t.duration_since(SystemTime::UNIX_EPOCH).expect("after");
         assert_eq!(secs.as_secs(), 1_796_184_729);
         assert_eq!(secs.subsec_micros(), 913_440);
+        // An offset is applied, not dropped.
+        let t = parse_iso8601("1970-01-02T02:00:01+02:00").expect("parses");
+        assert_eq!(t, SystemTime::UNIX_EPOCH + Duration::from_secs(86_401));
         assert_eq!(parse_iso8601("2026-13-02T00:00:00Z"), None);
         assert_eq!(parse_iso8601("yesterday"), None);
     }
