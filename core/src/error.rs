@@ -37,6 +37,48 @@ impl fmt::Debug for DriverName {
     }
 }
 
+/// The kind of an [`Error`], without its details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::PathNotFound`].
+    PathNotFound,
+    /// [`Error::InvalidPath`].
+    InvalidPath,
+    /// [`Error::InvalidOffset`].
+    InvalidOffset,
+    /// [`Error::Unsupported`].
+    Unsupported,
+    /// [`Error::Busy`].
+    Busy,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Backend`].
+    Backend,
+}
+
+impl ErrorKind {
+    /// A short stable snake-case name (`path_not_found`), for metrics and
+    /// test reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::PathNotFound => "path_not_found",
+            ErrorKind::InvalidPath => "invalid_path",
+            ErrorKind::InvalidOffset => "invalid_offset",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Config => "config",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What can go wrong in a storage operation or while building a driver.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -211,16 +253,17 @@ impl Error {
         matches!(self, Error::PathNotFound { .. })
     }
 
-    /// A short stable name of the kind, for metrics and test reports.
-    pub fn kind(&self) -> &'static str {
+    /// Which kind of error this is (what callers branch on; its
+    /// [`ErrorKind::as_str`] names it in metrics and reports).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::PathNotFound { .. } => "path_not_found",
-            Error::InvalidPath { .. } => "invalid_path",
-            Error::InvalidOffset { .. } => "invalid_offset",
-            Error::Unsupported { .. } => "unsupported",
-            Error::Busy { .. } => "busy",
-            Error::Config { .. } => "config",
-            Error::Backend { .. } => "backend",
+            Error::PathNotFound { .. } => ErrorKind::PathNotFound,
+            Error::InvalidPath { .. } => ErrorKind::InvalidPath,
+            Error::InvalidOffset { .. } => ErrorKind::InvalidOffset,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Backend { .. } => ErrorKind::Backend,
         }
     }
 }

@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::{CaseResult, Ctx, Failure, Need, Rng, ensure, ensure_bytes, ensure_eq, expect_error};
-use regstore_core::{ByteStream, RedirectMethod, RedirectRequest, Writer};
+use regstore_core::{ByteStream, ErrorKind, RedirectMethod, RedirectRequest, Writer};
 
 macro_rules! table {
     ($($name:ident $(: $need:ident)?),* $(,)?) => {
@@ -166,14 +166,14 @@ async fn invalid_paths(cx: &Ctx) -> CaseResult {
         }
         expect_error(
             put,
-            "invalid_path",
+            ErrorKind::InvalidPath,
             cx.name(),
             &format!("put_content({path:?})"),
         )?;
         let get = cx.driver.get_content(path).await;
         expect_error(
             get,
-            "invalid_path",
+            ErrorKind::InvalidPath,
             cx.name(),
             &format!("get_content({path:?})"),
         )?;
@@ -212,7 +212,7 @@ async fn read_nonexistent(cx: &Ctx) -> CaseResult {
     let got = cx.driver.get_content(&path).await;
     expect_error(
         got,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "get_content of a missing path",
     )
@@ -352,14 +352,14 @@ async fn read_nonexistent_stream(cx: &Ctx) -> CaseResult {
     let r = cx.driver.reader(&path, 0).await;
     expect_error(
         r.map(|_| ()),
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "reader at 0 of a missing path",
     )?;
     let r = cx.driver.reader(&path, 64).await;
     expect_error(
         r.map(|_| ()),
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "reader at 64 of a missing path",
     )
@@ -401,7 +401,7 @@ async fn list(cx: &Ctx) -> CaseResult {
     let missing = format!("{root}/nonexistent");
     expect_error(
         cx.driver.list(&missing).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "list of a missing directory",
     )?;
@@ -462,7 +462,7 @@ async fn move_file(cx: &Ctx) -> CaseResult {
     ensure_bytes!(got, contents, "content at the destination");
     expect_error(
         cx.driver.get_content(&src).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "source after the move",
     )
@@ -478,7 +478,7 @@ async fn move_overwrite(cx: &Ctx) -> CaseResult {
     ensure_bytes!(got, src_contents, "destination after an overwriting move");
     expect_error(
         cx.driver.get_content(&src).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "source after the move",
     )
@@ -490,7 +490,7 @@ async fn move_nonexistent(cx: &Ctx) -> CaseResult {
     cx.driver.put_content(&dst, contents.clone()).await?;
     expect_error(
         cx.driver.rename(&src, &dst).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "move of a missing source",
     )?;
@@ -513,7 +513,7 @@ async fn delete(cx: &Ctx) -> CaseResult {
     cx.driver.delete(&path).await?;
     expect_error(
         cx.driver.get_content(&path).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "get_content after delete",
     )
@@ -573,7 +573,7 @@ async fn delete_nonexistent(cx: &Ctx) -> CaseResult {
     let path = cx.path(32);
     expect_error(
         cx.driver.delete(&path).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "delete of a missing path",
     )
@@ -591,7 +591,7 @@ async fn delete_folder(cx: &Ctx) -> CaseResult {
     cx.driver.delete(&files[0]).await?;
     expect_error(
         cx.driver.get_content(&files[0]).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "deleted file",
     )?;
@@ -602,7 +602,7 @@ async fn delete_folder(cx: &Ctx) -> CaseResult {
     for f in &files {
         expect_error(
             cx.driver.get_content(f).await,
-            "path_not_found",
+            ErrorKind::PathNotFound,
             cx.name(),
             "file in a deleted folder",
         )?;
@@ -625,7 +625,7 @@ async fn delete_only_deletes_subpaths(cx: &Ctx) -> CaseResult {
     cx.driver.delete(&a).await?;
     expect_error(
         cx.driver.get_content(&a).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "deleted file",
     )?;
@@ -637,7 +637,7 @@ async fn delete_only_deletes_subpaths(cx: &Ctx) -> CaseResult {
     cx.driver.delete(format!("{dir}{dir}")).await?;
     expect_error(
         cx.driver.get_content(&nested).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "file in a deleted folder",
     )?;
@@ -655,13 +655,13 @@ async fn stat_call(cx: &Ctx) -> CaseResult {
 
     expect_error(
         cx.driver.stat(&dir).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "stat of a missing directory",
     )?;
     expect_error(
         cx.driver.stat(&file).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "stat of a missing file",
     )?;
@@ -762,13 +762,13 @@ async fn put_content_if_absent_unclaimed(cx: &Ctx) -> CaseResult {
         cx.driver
             .put_content_if_absent(&path, cx.contents(10))
             .await,
-        "unsupported",
+        ErrorKind::Unsupported,
         cx.name(),
         "put_content_if_absent without the create_if_absent capability",
     )?;
     expect_error(
         cx.driver.stat(&path).await,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "stat after a refused put_content_if_absent",
     )

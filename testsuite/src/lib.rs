@@ -36,7 +36,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use regstore_core::{Driver, Error};
+use regstore_core::{Driver, Error, ErrorKind};
 
 mod cases;
 pub mod data;
@@ -196,7 +196,7 @@ pub fn compare_bytes(got: &[u8], want: &[u8]) -> Result<(), String> {
 /// message names the driver.
 pub fn expect_error<T: fmt::Debug>(
     result: regstore_core::Result<T>,
-    kind: &str,
+    kind: ErrorKind,
     driver: &str,
     what: &str,
 ) -> CaseResult {
@@ -290,7 +290,7 @@ impl Ctx {
             }
             match self.driver.delete(&p).await {
                 Ok(()) => {}
-                Err(e) if e.is_not_found() || e.kind() == "invalid_path" => {}
+                Err(e) if e.is_not_found() || e.kind() == ErrorKind::InvalidPath => {}
                 Err(e) => return Err(Failure(format!("cleaning up {p}: {e}"))),
             }
         }

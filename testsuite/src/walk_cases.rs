@@ -3,7 +3,7 @@
 //! every driver must give the contract's order.
 
 use bytes::Bytes;
-use regstore_core::{Error, WalkControl};
+use regstore_core::{Error, ErrorKind, WalkControl};
 
 use crate::cases::table;
 use crate::{CaseResult, Ctx, Failure, Need, ensure, ensure_eq};
@@ -247,7 +247,7 @@ async fn walk_nonexistent(cx: &Ctx) -> CaseResult {
         .await;
     crate::expect_error(
         r,
-        "path_not_found",
+        ErrorKind::PathNotFound,
         cx.name(),
         "walk of a missing directory",
     )

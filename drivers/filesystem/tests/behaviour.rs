@@ -159,7 +159,7 @@ async fn a_second_writer_of_an_open_path_is_busy() {
     for append in [true, false] {
         let e = b.writer("/up/data", append).await.unwrap_err();
         assert!(e.is_busy(), "append={append}: {e}");
-        assert_eq!(e.kind(), "busy");
+        assert_eq!(e.kind(), regstore_core::ErrorKind::Busy);
     }
     w.close().await.unwrap();
     let mut w = b.writer("/up/data", true).await.unwrap();
@@ -185,7 +185,7 @@ async fn a_committed_object_has_no_open_writer() {
     w.commit().await.unwrap();
     // Appending to a committed non-empty object is refused.
     let e = d.writer("/blob", true).await.unwrap_err();
-    assert_eq!(e.kind(), "unsupported", "{e}");
+    assert_eq!(e.kind(), regstore_core::ErrorKind::Unsupported, "{e}");
     // A stale writer (its file deleted) does not publish a newer one's file.
     let mut stale = d.writer("/up/data", false).await.unwrap();
     stale.write(Bytes::from_static(b"stale")).await.unwrap();

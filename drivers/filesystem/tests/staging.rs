@@ -334,7 +334,7 @@ async fn max_threads_is_the_concurrency_limit() -> TestResult {
         .await
         .err()
         .ok_or("maxthreads=3 was accepted")?;
-    assert_eq!(err.kind(), "config");
+    assert_eq!(err.kind(), regstore_core::ErrorKind::Config);
     assert!(err.to_string().contains("at least 25"), "{err}");
     Ok(())
 }

@@ -166,7 +166,7 @@ mod tests {
             "",
         ] {
             let e = base_url(bad).expect_err(bad);
-            assert_eq!(e.kind(), "config", "{bad}: {e}");
+            assert_eq!(e.kind(), regstore_core::ErrorKind::Config, "{bad}: {e}");
             assert!(e.to_string().contains("baseurl"), "{e}");
         }
     }

@@ -238,7 +238,7 @@ mod tests {
             (None, Some(""), "host"),
         ] {
             let e = Rules::new(scheme, host, None).expect_err(what);
-            assert_eq!(e.kind(), "config");
+            assert_eq!(e.kind(), regstore_core::ErrorKind::Config);
             assert!(e.to_string().contains(what), "{e}");
         }
     }

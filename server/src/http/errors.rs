@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::registry::RegistryError;
+use crate::registry::{NameKind, RegistryError};
 
 /// One OCI error, ready to be sent.
 #[derive(Debug)]
@@ -93,9 +93,9 @@ impl From<RegistryError> for ApiError {
             }
             E::NameInvalid(n) => {
                 let code = match n.what {
-                    "repository name" => "NAME_INVALID",
-                    "tag" => "TAG_INVALID",
-                    _ => "DIGEST_INVALID",
+                    NameKind::Repository => "NAME_INVALID",
+                    NameKind::Tag => "TAG_INVALID",
+                    NameKind::Reference => "DIGEST_INVALID",
                 };
                 ApiError::new(StatusCode::BAD_REQUEST, code, message)
             }

@@ -18,7 +18,7 @@ pub use digest::{Algorithm, Digest, Hasher};
 pub use manifests::{
     MAX_MANIFEST_SIZE, ManifestKind, PutManifest, REFERRERS_PAGE_BYTES, Referrer, StoredManifest,
 };
-pub use names::{NameError, Reference, RepoName, Tag};
+pub use names::{NameError, NameKind, Reference, RepoName, Tag};
 pub use uploads::{
     PurgeReport, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, new_upload_id, parse_upload_id,
 };

@@ -28,12 +28,34 @@ pub enum Reference {
     Digest(Digest),
 }
 
+/// What kind of name was refused (it chooses the API error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A repository name (`NAME_INVALID`).
+    Repository,
+    /// A tag (`TAG_INVALID`).
+    Tag,
+    /// A reference that is neither a valid tag nor a digest
+    /// (`DIGEST_INVALID`).
+    Reference,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameKind::Repository => "repository name",
+            NameKind::Tag => "tag",
+            NameKind::Reference => "reference",
+        })
+    }
+}
+
 /// Why a name or reference was refused; the message names the rule broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} {given:?} is invalid: {rule}")]
 pub struct NameError {
-    /// "repository name", "tag" or "reference".
-    pub what: &'static str,
+    /// What was refused.
+    pub what: NameKind,
     /// The string as given (truncated to 300 characters).
     pub given: String,
     /// The rule it breaks.
@@ -49,7 +71,7 @@ impl RepoName {
     /// [`NameError`] naming the component and the rule.
     pub fn parse(s: &str) -> Result<RepoName, NameError> {
         let err = |rule: String| NameError {
-            what: "repository name",
+            what: NameKind::Repository,
             given: s.chars().take(300).collect(),
             rule,
         };
@@ -128,7 +150,7 @@ impl Tag {
     /// [`NameError`] naming the rule.
     pub fn parse(s: &str) -> Result<Tag, NameError> {
         let err = |rule: &str| NameError {
-            what: "tag",
+            what: NameKind::Tag,
             given: s.chars().take(300).collect(),
             rule: rule.to_owned(),
         };
@@ -170,7 +192,7 @@ impl Reference {
             s.parse::<Digest>()
                 .map(Reference::Digest)
                 .map_err(|e| NameError {
-                    what: "reference",
+                    what: NameKind::Reference,
                     given: e.given,
                     rule: e.reason.to_owned(),
                 })
