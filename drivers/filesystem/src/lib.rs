@@ -378,17 +378,7 @@ impl StorageDriver for FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            let (tmp, mut file) = l.create_temp()?;
-            let published = (|| {
-                file.write_all(&content).at("write", &tmp)?;
-                file.sync_all().at("sync", &tmp)?;
-                drop(file);
-                rename_into(&l.root, &tmp, &full)
-            })();
-            if published.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            Ok(published?)
+            Ok(l.publish_temp(&content, |tmp| rename_into(&l.root, tmp, &full))?)
         })
         .await
     }
@@ -400,15 +390,7 @@ impl StorageDriver for FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            let (tmp, mut file) = l.create_temp()?;
-            let published = (|| {
-                file.write_all(&content).at("write", &tmp)?;
-                file.sync_all().at("sync", &tmp)?;
-                drop(file);
-                link_into(&l.root, &tmp, &full)
-            })();
-            let _ = fs::remove_file(&tmp);
-            Ok(published?)
+            Ok(l.publish_temp(&content, |tmp| link_into(&l.root, tmp, &full))?)
         })
         .await
     }
@@ -639,6 +621,26 @@ impl Layout {
     }
 
     /// Creates a fresh, exclusively owned temporary file for `put_content`.
+    /// Writes `content` to a new temporary file in the staging area, flushes
+    /// it, and hands its path to `publish` (a rename or a link into place).
+    /// The temporary name is gone afterwards, whatever happened.
+    fn publish_temp<T>(
+        &self,
+        content: &[u8],
+        publish: impl FnOnce(&Path) -> FsResult<T>,
+    ) -> FsResult<T> {
+        let (tmp, mut file) = self.create_temp()?;
+        let published = (|| {
+            file.write_all(content).at("write", &tmp)?;
+            file.sync_all().at("sync", &tmp)?;
+            drop(file);
+            publish(&tmp)
+        })();
+        // Renamed away already, or still there after a link or a failure.
+        let _ = fs::remove_file(&tmp);
+        published
+    }
+
     fn create_temp(&self) -> FsResult<(PathBuf, File)> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()

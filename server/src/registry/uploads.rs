@@ -190,6 +190,15 @@ impl Drop for UploadGuard {
     }
 }
 
+/// `RangeInvalid` unless a chunk said to start at `start` (its
+/// `Content-Range`, if it had one) starts where the upload stands.
+fn starts_at(start: Option<u64>, size: u64) -> Result<()> {
+    match start {
+        Some(given) if given != size => Err(RegistryError::RangeInvalid { given, size }),
+        _ => Ok(()),
+    }
+}
+
 /// The stored hash state of an upload: a header naming the byte count it
 /// covers, then the hasher's state.
 const STATE_MAGIC: &[u8; 8] = b"RSHASH1\n";
@@ -408,11 +417,9 @@ impl Registry {
         let result = async {
             let mut w = self.resume_writer(name, uuid, deadline).await?;
             let size = w.size();
-            if let Some(given) = start
-                && given != size
-            {
+            if let Err(e) = starts_at(start, size) {
                 w.close().await?;
-                return Err(RegistryError::RangeInvalid { given, size });
+                return Err(e);
             }
             let mut h = match self
                 .load_hasher(name, uuid, size, RESUMABLE_ALGORITHM, deadline)
@@ -481,14 +488,9 @@ impl Registry {
         let result = async {
             let mut w = self.resume_writer(name, uuid, deadline).await?;
             let resumed_at = w.size();
-            if let Some(given) = start
-                && given != resumed_at
-            {
+            if let Err(e) = starts_at(start, resumed_at) {
                 w.close().await?;
-                return Err(RegistryError::RangeInvalid {
-                    given,
-                    size: resumed_at,
-                });
+                return Err(e);
             }
             let mut h = match self
                 .load_hasher(name, uuid, resumed_at, digest.algorithm(), deadline)
