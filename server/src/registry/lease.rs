@@ -6,9 +6,9 @@
 //! filesystem root) order theirs with a lease object in the upload's
 //! directory, `_uploads/<uuid>/lease`, created with
 //! [`put_content_if_absent`](regstore_core::Driver::put_content_if_absent) —
-//! the backend's own create-if-absent (S3 and Swift `If-None-Match: *`,
-//! Azure the same, GCS `ifGenerationMatch=0`, filesystem a hard link), so
-//! of two instances that ask at once exactly one gets it.
+//! the backend's own create-if-absent (S3 `If-None-Match: *`, Azure the
+//! same, GCS `ifGenerationMatch=0`, filesystem a hard link), so of two
+//! instances that ask at once exactly one gets it.
 //!
 //! - A lease names its holder (a random id, the process) and an expiry
 //!   [`LEASE_TTL`] ahead. The holder renews it every [`LEASE_RENEW`] while
@@ -109,16 +109,23 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `pid@host` of this process, read once (every upload request makes a
+/// lease record).
 fn owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(64)
-        .collect();
-    format!("{}@{}", std::process::id(), host)
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default();
+            let host: String = host
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            format!("{}@{}", std::process::id(), host)
+        })
+        .clone()
 }
 
 /// Why no lease was had.
@@ -251,10 +258,9 @@ impl Lease {
     pub(crate) async fn release(&self) {
         self.renewer.abort();
         if !Self::surely_mine(&self.expires_ms) {
-            match self.driver.get_content(&self.path).await {
-                Ok(bytes) if LeaseRecord::decode(&bytes).is_some_and(|l| l.id == self.id) => {}
-                Ok(_) => return,
-                Err(e) if e.is_not_found() => return,
+            match held_by(&self.driver, &self.path, &self.id).await {
+                Ok(true) => {}
+                Ok(false) => return,
                 Err(e) => {
                     tracing::warn!(lease = self.path, error = %e, "upload lease not released; it expires");
                     return;
@@ -272,6 +278,19 @@ impl Lease {
     }
 }
 
+/// Whether the lease object at `path` is the lease `id` (`false` when it
+/// is gone or another's).
+///
+/// # Errors
+/// The storage failed to read it.
+async fn held_by(driver: &Driver, path: &str, id: &str) -> regstore_core::Result<bool> {
+    match driver.get_content(path).await {
+        Ok(bytes) => Ok(LeaseRecord::decode(&bytes).is_some_and(|l| l.id == id)),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renewer.abort();
@@ -284,10 +303,7 @@ async fn renew(driver: Driver, path: String, mut record: LeaseRecord, expires_ms
     loop {
         tokio::time::sleep(LEASE_RENEW).await;
         if !Lease::surely_mine(&expires_ms) {
-            let still = match driver.get_content(&path).await {
-                Ok(bytes) => LeaseRecord::decode(&bytes).is_some_and(|l| l.id == record.id),
-                Err(_) => false,
-            };
+            let still = held_by(&driver, &path, &record.id).await.unwrap_or(false);
             if !still {
                 tracing::warn!(lease = path, "upload lease lost before its request ended");
                 return;

@@ -258,6 +258,28 @@ impl Registry {
         Ok((guard, deadline))
     }
 
+    /// Runs `work` (given the lock's deadline) holding the upload's lock and
+    /// lease, and releases both before returning, so the next request
+    /// finds them free when this one's answer is sent.
+    ///
+    /// # Errors
+    /// `UploadBusy` (see [`Registry::lock_upload`]), `Storage`, and what
+    /// `work` returns.
+    async fn with_upload<T, F>(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        work: impl FnOnce(Instant) -> F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let (lock, deadline) = self.lock_upload(name, uuid).await?;
+        let result = work(deadline).await;
+        lock.release().await;
+        result
+    }
+
     /// The upload's writer: resumed, or new if the upload has received
     /// nothing yet. A writer held open elsewhere (another instance's
     /// request) is waited for until `deadline`, then `UploadBusy`.
@@ -303,8 +325,7 @@ impl Registry {
     /// # Errors
     /// `BlobUploadUnknown`, `Storage`.
     pub async fn upload_status(&self, name: &RepoName, uuid: &str) -> Result<UploadStatus> {
-        let (lock, deadline) = self.lock_upload(name, uuid).await?;
-        let result = async {
+        self.with_upload(name, uuid, |deadline| async move {
             let writer = self.resume_writer(name, uuid, deadline).await?;
             let size = writer.size();
             writer.close().await?;
@@ -312,10 +333,8 @@ impl Registry {
                 uuid: uuid.to_owned(),
                 size,
             })
-        }
-        .await;
-        lock.release().await;
-        result
+        })
+        .await
     }
 
     /// The hasher for an upload holding `size` bytes: fresh for none, else
@@ -413,8 +432,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let (lock, deadline) = self.lock_upload(name, uuid).await?;
-        let result = async {
+        self.with_upload(name, uuid, |deadline| async move {
             let mut w = self.resume_writer(name, uuid, deadline).await?;
             let size = w.size();
             if let Err(e) = starts_at(start, size) {
@@ -454,10 +472,8 @@ impl Registry {
                     Err(e.into())
                 }
             }
-        }
-        .await;
-        lock.release().await;
-        result
+        })
+        .await
     }
 
     /// Appends the final body (possibly empty), verifies the whole upload
@@ -484,8 +500,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let (lock, deadline) = self.lock_upload(name, uuid).await?;
-        let result = async {
+        self.with_upload(name, uuid, |deadline| async move {
             let mut w = self.resume_writer(name, uuid, deadline).await?;
             let resumed_at = w.size();
             if let Err(e) = starts_at(start, resumed_at) {
@@ -559,10 +574,8 @@ impl Registry {
                 digest: digest.clone(),
                 size,
             })
-        }
-        .await;
-        lock.release().await;
-        result
+        })
+        .await
     }
 
     async fn hash_stored(&self, path: &str, algorithm: Algorithm) -> Result<Digest> {
@@ -603,15 +616,12 @@ impl Registry {
     /// # Errors
     /// `BlobUploadUnknown`, `Storage`.
     pub async fn cancel_upload(&self, name: &RepoName, uuid: &str) -> Result<()> {
-        let (lock, deadline) = self.lock_upload(name, uuid).await?;
-        let result = async {
+        self.with_upload(name, uuid, |deadline| async move {
             let w = self.resume_writer(name, uuid, deadline).await?;
             w.cancel().await?;
             self.delete_if_exists(&layout::upload_dir(name, uuid)).await
-        }
-        .await;
-        lock.release().await;
-        result
+        })
+        .await
     }
 }
 
