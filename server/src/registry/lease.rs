@@ -183,6 +183,16 @@ pub(crate) async fn acquire(
                 Some(held) if held.id == mine.id => {
                     return Ok(Some(Lease::start(driver, path, mine)));
                 }
+                // This process's own lease that a finished request could
+                // not delete (a storage failure): no request of ours holds
+                // it now (we hold the upload's in-process lock), and no
+                // other instance can have it, so take it back at once
+                // instead of waiting for it to expire.
+                Some(held) if left_behind(&held.id) => {
+                    driver.put_content(path, mine.encode()).await?;
+                    forget_left_behind(&held.id);
+                    return Ok(Some(Lease::start(driver, path, mine)));
+                }
                 Some(held) if !held.expired() => {}
                 // Expired, or not a lease at all: take it over, once.
                 held => {
@@ -272,10 +282,28 @@ impl Lease {
             // The upload was completed or cancelled with it.
             Err(e) if e.is_not_found() => {}
             Err(e) => {
-                tracing::warn!(lease = self.path, error = %e, "upload lease not released; it expires");
+                tracing::warn!(lease = self.path, error = %e, "upload lease not released; the next request of this instance takes it back, others wait for it to expire");
+                left_behind_ids().insert(self.id.clone());
             }
         }
     }
+}
+
+/// Ids of this process's leases that could not be deleted when their
+/// request ended.
+fn left_behind_ids() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
+    static IDS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    // Every critical section leaves the set consistent.
+    IDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn left_behind(id: &str) -> bool {
+    left_behind_ids().contains(id)
+}
+
+fn forget_left_behind(id: &str) {
+    left_behind_ids().remove(id);
 }
 
 /// Whether the lease object at `path` is the lease `id` (`false` when it
