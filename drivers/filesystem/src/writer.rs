@@ -1,0 +1,239 @@
+//! Writers: a staging file per unfinished writer, held under an exclusive
+//! `flock` from `writer` until `close`, `commit` or `cancel` (see the crate
+//! documentation, *One writer at a time*); `commit` renames it into place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use regstore_core::{Error, FileWriter, Result, StoragePath, async_trait};
+
+use crate::blocking;
+use crate::dirs::{Retry, in_dir, move_into_place, prune_empty_dirs};
+use crate::fsio::{At, FsResult, is_missing, parent_of, remove_missing_ok, sync_dir};
+use crate::layout::Layout;
+
+/// Writers gather small writes into a buffer of this size.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A writer appending to its staging file.
+#[derive(Debug)]
+struct FsWriter {
+    layout: Arc<Layout>,
+    path: StoragePath,
+    staged: PathBuf,
+    file: Arc<File>,
+    /// Small writes gathered until [`WRITE_BUFFER`] bytes.
+    buf: Vec<u8>,
+    size: u64,
+}
+
+impl FsWriter {
+    fn boxed(
+        layout: Arc<Layout>,
+        path: StoragePath,
+        staged: PathBuf,
+        file: File,
+        size: u64,
+    ) -> Box<dyn FileWriter> {
+        Box::new(FsWriter {
+            layout,
+            path,
+            staged,
+            file: Arc::new(file),
+            buf: Vec::new(),
+            size,
+        })
+    }
+
+    /// Writes the buffer out (keeping its allocation).
+    async fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
+        self.buf = blocking(move || {
+            (&*file).write_all(&buf).at("write", &staged)?;
+            buf.clear();
+            Ok(buf)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Flushes and syncs everything written to disk.
+    async fn persist(&mut self) -> Result<()> {
+        self.flush().await?;
+        let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
+        blocking(move || Ok(file.sync_all().at("sync", &staged)?)).await
+    }
+}
+
+#[async_trait]
+impl FileWriter for FsWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.size += data.len() as u64;
+        if self.buf.is_empty() && data.len() >= WRITE_BUFFER {
+            // Large writes go out as they came, without a copy.
+            let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
+            return blocking(move || Ok((&*file).write_all(&data).at("write", &staged)?)).await;
+        }
+        self.buf.extend_from_slice(&data);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        self.persist().await?;
+        let staged = self.staged.clone();
+        blocking(move || {
+            // Make the staging file's name durable too.
+            let dir = parent_of(&staged)?;
+            Ok(sync_dir(dir).at("sync directory", dir)?)
+        })
+        .await
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.persist().await?;
+        let FsWriter {
+            layout,
+            path,
+            staged,
+            file,
+            ..
+        } = *self;
+        blocking(move || {
+            let full = layout.committed(&path);
+            // The lock is held until the file is in place, so no other
+            // writer can open it before it has left the staging path; and a
+            // staging path that is no longer this writer's file (`delete`
+            // removed it and another writer created it anew) is not moved.
+            if !is_same_file(&file, &staged)? {
+                return Err(Error::not_found(&path));
+            }
+            // An unfinished writer that `delete` removed meanwhile is not found.
+            let moved = move_into_place(&layout.root, &staged, &full, &layout.staging, &path);
+            drop(file);
+            moved
+        })
+        .await
+    }
+
+    async fn cancel(self: Box<Self>) -> Result<()> {
+        let FsWriter {
+            layout,
+            staged,
+            file,
+            ..
+        } = *self;
+        blocking(move || {
+            if is_same_file(&file, &staged)? {
+                remove_missing_ok(fs::remove_file(&staged), &staged)?;
+            }
+            drop(file);
+            if let Some(dir) = staged.parent() {
+                prune_empty_dirs(&layout.staging, dir);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Opens the staging file `staged` with `options` and takes its exclusive
+/// writer lock (`flock`), which other processes sharing the root respect
+/// too and which the kernel releases when the file is closed or its process
+/// ends. `Ok(None)` if no file is there (or it was moved away or removed
+/// between opening and locking: a commit or cancel of the writer that held
+/// it); [`Error::Busy`] if another writer holds the lock.
+fn open_locked(staged: &Path, path: &StoragePath, options: &OpenOptions) -> Result<Option<File>> {
+    let file = match options.open(staged) {
+        Ok(f) => f,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(e).at("open", staged).map_err(Error::from),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(Error::busy(path)),
+        Err(fs::TryLockError::Error(e)) => return Err(e).at("lock", staged).map_err(Error::from),
+    }
+    // Locked; but the file may have left the staging path before that.
+    if is_same_file(&file, staged)? {
+        Ok(Some(file))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether `path` still names the open `file` (same device and inode).
+fn is_same_file(file: &File, path: &Path) -> FsResult<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata().at("stat", path)?;
+    match fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if is_missing(&e) => Ok(false),
+        Err(e) => Err(e).at("stat", path),
+    }
+}
+
+/// Opens (or, with `append`, resumes) the staging file of `path` and takes
+/// its writer lock. Blocks: runs on a blocking thread.
+pub(crate) fn open(
+    layout: Arc<Layout>,
+    path: StoragePath,
+    append: bool,
+) -> Result<Box<dyn FileWriter>> {
+    let staged = layout.staged_writer(&path)?;
+    if append {
+        if let Some(file) = open_locked(&staged, &path, OpenOptions::new().append(true))? {
+            let size = file.metadata().at("stat", &staged)?.len();
+            return Ok(FsWriter::boxed(layout, path, staged, file, size));
+        }
+        let full = layout.committed(&path);
+        match fs::metadata(&full) {
+            Ok(m) if m.is_file() && m.len() == 0 => {}
+            Ok(m) if m.is_file() => {
+                return Err(Error::unsupported(format!(
+                    "appending to {path}, a committed object of {} bytes",
+                    m.len()
+                )));
+            }
+            Ok(_) => return Err(Error::not_found(&path)),
+            Err(e) if is_missing(&e) => return Err(Error::not_found(&path)),
+            Err(e) => return Err(e).at("stat", &full).map_err(Error::from),
+        }
+    }
+    let dir = parent_of(&staged)?;
+    let mut retry = Retry::new();
+    loop {
+        // Created without truncating: the file may belong to a writer
+        // that is still open, whose bytes only its lock may discard.
+        in_dir(&layout.root, dir, || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&staged)
+                .map(drop)
+        })
+        .at("create", &staged)?;
+        if let Some(file) = open_locked(&staged, &path, OpenOptions::new().write(true))? {
+            file.set_len(0).at("truncate", &staged)?;
+            return Ok(FsWriter::boxed(layout, path, staged, file, 0));
+        }
+        // Removed between creating and locking it: create it again.
+        if !retry.again() {
+            return Err(Error::busy(&path));
+        }
+    }
+}
