@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,9 +24,13 @@ use object_store::{
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
-use crate::auth::parse_iso8601;
 use crate::client::{Client, escape};
 use crate::recent::Recent;
+
+mod delete;
+mod listing;
+
+use listing::{dir_prefix, path_of};
 
 /// `ObjectMeta::version` of a static large object's manifest, in listings
 /// and heads: the driver deletes such objects with their segments.
@@ -61,66 +65,6 @@ impl SwiftStore {
     /// The names this store wrote recently.
     pub fn recent(&self) -> &Recent {
         &self.recent
-    }
-
-    /// `name`'s metadata by HEAD, `None` (and forgotten) when it is gone.
-    async fn confirm(&self, name: &str) -> object_store::Result<Option<ObjectMeta>> {
-        let opts = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        match self.get_opts(&path_of(name)?, opts).await {
-            Ok(got) => Ok(Some(got.meta)),
-            Err(object_store::Error::NotFound { .. }) => {
-                self.recent.gone(name);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Adds to `metas` (one listing page, sorted) the remembered names in
-    /// `pending` up to `upto` (all when `None`) that it lacks and that
-    /// still exist; keeps the order.
-    async fn merge_recent(
-        &self,
-        metas: &mut Vec<ObjectMeta>,
-        pending: &mut std::collections::VecDeque<String>,
-        upto: Option<&str>,
-    ) -> object_store::Result<()> {
-        let due = |name: &String| upto.is_none_or(|u| name.as_str() <= u);
-        if !pending.front().is_some_and(due) {
-            return Ok(());
-        }
-        let listed: HashSet<&str> = metas.iter().map(|m| m.location.as_ref()).collect();
-        let mut found = Vec::new();
-        while pending.front().is_some_and(due) {
-            let Some(name) = pending.pop_front() else {
-                break;
-            };
-            if listed.contains(name.as_str()) {
-                continue;
-            }
-            if let Some(meta) = self.confirm(&name).await? {
-                tracing::debug!(%name, "Swift listing lags a write of this driver; merged");
-                found.push(meta);
-            }
-        }
-        drop(listed);
-        if !found.is_empty() {
-            metas.extend(found);
-            metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
-        }
-        Ok(())
-    }
-
-    /// Names per listing request: a page shorter than this is the last.
-    async fn page_size(&self) -> object_store::Result<usize> {
-        if self.page > 0 {
-            return Ok(self.page);
-        }
-        let info = self.client.info().await.map_err(|e| from_core(e, "info"))?;
-        Ok(info.listing_limit.clamp(1, PAGE))
     }
 }
 
@@ -202,228 +146,6 @@ fn meta_from_headers(location: &Path, h: &HeaderMap, size: u64) -> ObjectMeta {
         e_tag: header(h, "etag").map(|e| e.trim_matches('"').to_owned()),
         version: slo.then(|| SLO.to_owned()),
     }
-}
-
-/// One entry of a JSON container listing.
-#[derive(serde::Deserialize)]
-struct Entry {
-    name: Option<String>,
-    subdir: Option<String>,
-    #[serde(default)]
-    bytes: u64,
-    hash: Option<String>,
-    last_modified: Option<String>,
-    slo_etag: Option<String>,
-}
-
-fn path_of(name: &str) -> object_store::Result<Path> {
-    Path::parse(name).map_err(|e| generic(format!("listed name {name:?}: {e}")))
-}
-
-impl Entry {
-    fn meta(self) -> object_store::Result<Option<ObjectMeta>> {
-        let Some(name) = self.name else {
-            return Ok(None);
-        };
-        let modified = self
-            .last_modified
-            .as_deref()
-            .and_then(parse_iso8601)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        Ok(Some(ObjectMeta {
-            location: path_of(&name)?,
-            last_modified: DateTime::<Utc>::from(modified),
-            size: self.bytes,
-            e_tag: self
-                .slo_etag
-                .as_deref()
-                .map(|e| e.trim_matches('"').to_owned())
-                .or(self.hash),
-            version: self.slo_etag.is_some().then(|| SLO.to_owned()),
-        }))
-    }
-}
-
-impl SwiftStore {
-    /// One page of the listing under `prefix` (a directory: `prefix/`),
-    /// after `marker`, grouped by `/` when `delimiter`.
-    async fn page(
-        &self,
-        prefix: Option<&Path>,
-        marker: Option<&str>,
-        delimiter: bool,
-        limit: usize,
-    ) -> object_store::Result<Vec<Entry>> {
-        let mut query = format!("format=json&limit={limit}");
-        let dir = dir_prefix(prefix);
-        if !dir.is_empty() {
-            query.push_str(&format!("&prefix={}", query_escape(&dir)));
-        }
-        if let Some(m) = marker {
-            query.push_str(&format!("&marker={}", query_escape(m)));
-        }
-        if delimiter {
-            query.push_str("&delimiter=%2F");
-        }
-        let what = prefix.map(|p| p.to_string()).unwrap_or_default();
-        let resp = self
-            .client
-            .send(Method::GET, None, &query, |r| r)
-            .await
-            .map_err(|e| from_core(e, &what))?;
-        if resp.status() == StatusCode::NO_CONTENT {
-            return Ok(Vec::new());
-        }
-        if !resp.status().is_success() {
-            return Err(status_error(resp, "listing", &what).await);
-        }
-        let body = resp.bytes().await.map_err(generic)?;
-        serde_json::from_slice(&body).map_err(|e| generic(format!("Swift listing of {what}: {e}")))
-    }
-
-    /// Every object under `prefix` after `offset`, page by page.
-    fn listing(
-        &self,
-        prefix: Option<&Path>,
-        offset: Option<&Path>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let store = self.clone();
-        let prefix = prefix.cloned();
-        let start = offset.map(|o| o.to_string());
-        let under = dir_prefix(prefix.as_ref());
-        let pending: std::collections::VecDeque<String> =
-            self.recent.under(&under, start.as_deref()).into();
-        stream::try_unfold((Some(start), pending), move |(state, mut pending)| {
-            let store = store.clone();
-            let prefix = prefix.clone();
-            async move {
-                let Some(marker) = state else {
-                    return Ok::<_, object_store::Error>(None);
-                };
-                let limit = store.page_size().await?;
-                let entries = store
-                    .page(prefix.as_ref(), marker.as_deref(), false, limit)
-                    .await?;
-                let next = if entries.len() < limit {
-                    None
-                } else {
-                    entries.last().and_then(|e| e.name.clone()).map(Some)
-                };
-                let mut metas: Vec<ObjectMeta> = entries
-                    .into_iter()
-                    .map(Entry::meta)
-                    .filter_map(Result::transpose)
-                    .collect::<object_store::Result<_>>()?;
-                // Up to this page's last name, or everything on the last page.
-                let upto = next.clone().flatten();
-                store
-                    .merge_recent(&mut metas, &mut pending, upto.as_deref())
-                    .await?;
-                Ok(Some((
-                    stream::iter(metas.into_iter().map(Ok)),
-                    (next, pending),
-                )))
-            }
-        })
-        .try_flatten()
-        .boxed()
-    }
-
-    /// Deletes `names` with one bulk-delete request; already gone is fine.
-    async fn bulk_delete(&self, names: &[Path]) -> object_store::Result<()> {
-        let container = self.client.container().to_owned();
-        let body: String = names
-            .iter()
-            .map(|n| format!("/{}/{}\n", escape(&container), escape(n.as_ref())))
-            .collect();
-        let resp = self
-            .client
-            .send_to(
-                |s| format!("{}?bulk-delete", s.storage_url),
-                Method::POST,
-                |r| {
-                    r.header("Content-Type", "text/plain")
-                        .header("Accept", "application/json")
-                        .body(body.clone())
-                },
-            )
-            .await
-            .map_err(|e| from_core(e, "bulk delete"))?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp, "bulk delete", &container).await);
-        }
-        let bytes = resp.bytes().await.map_err(generic)?;
-        let report: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| generic(format!("Swift bulk delete: not a JSON report: {e}")))?;
-        let errors: Vec<String> = report["Errors"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| !e[1].as_str().is_some_and(|s| s.starts_with("404")))
-            .map(|e| format!("{} {}", e[0], e[1]))
-            .collect();
-        let status = report["Response Status"].as_str().unwrap_or("");
-        if !errors.is_empty() || !(status.starts_with('2') || status.starts_with("404")) {
-            return Err(generic(format!(
-                "Swift bulk delete: {status}: {}",
-                errors.join("; ")
-            )));
-        }
-        for n in names {
-            self.recent.gone(n.as_ref());
-        }
-        Ok(())
-    }
-
-    /// Deletes `name` alone; already gone is fine.
-    async fn delete_one(&self, name: &Path) -> object_store::Result<()> {
-        let resp = self
-            .client
-            .send(Method::DELETE, Some(name.as_ref()), "", |r| r)
-            .await
-            .map_err(|e| from_core(e, name.as_ref()))?;
-        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
-            self.recent.gone(name.as_ref());
-            return Ok(());
-        }
-        Err(status_error(resp, "delete", name.as_ref()).await)
-    }
-
-    async fn delete_batch(&self, names: Vec<Path>) -> object_store::Result<Vec<Path>> {
-        let info = self
-            .client
-            .info()
-            .await
-            .map_err(|e| from_core(e, "info"))?
-            .clone();
-        match info.bulk_delete {
-            Some(max) if names.len() > 1 => {
-                for chunk in names.chunks(max.clamp(1, BULK)) {
-                    self.bulk_delete(chunk).await?;
-                }
-            }
-            _ => {
-                for n in &names {
-                    self.delete_one(n).await?;
-                }
-            }
-        }
-        Ok(names)
-    }
-}
-
-/// The name prefix of everything below the directory `prefix`: `p/`, or
-/// `""` for the container's root.
-fn dir_prefix(prefix: Option<&Path>) -> String {
-    prefix
-        .filter(|p| !p.as_ref().is_empty())
-        .map(|p| format!("{p}/"))
-        .unwrap_or_default()
-}
-
-/// `s` escaped for a query value.
-fn query_escape(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn range_header(range: &GetRange) -> String {
@@ -701,28 +423,5 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("content-range", "bytes 2-5/3500".parse().expect("value"));
         assert_eq!(content_range(&h), Some((2..6, 3500)));
-    }
-
-    #[test]
-    fn listing_entries_mark_large_objects() {
-        let entries: Vec<Entry> = serde_json::from_str(
-            r#"[{"bytes": 3500, "hash": "8ecb", "name": "p/a/big", "content_type": "x",
-                 "last_modified": "2026-12-02T04:12:09.913440", "slo_etag": "\"1552\""},
-                {"bytes": 6, "hash": "d15d", "name": "p/a/small", "last_modified": "2026-12-02T04:12:09.961280"},
-                {"subdir": "p/a/dir/"}]"#,
-        )
-        .expect("listing");
-        let metas: Vec<_> = entries
-            .into_iter()
-            .map(|e| e.meta().expect("valid"))
-            .collect();
-        let big = metas[0].as_ref().expect("object");
-        assert_eq!(big.version.as_deref(), Some(SLO));
-        assert_eq!(big.e_tag.as_deref(), Some("1552"));
-        assert_eq!(big.size, 3500);
-        let small = metas[1].as_ref().expect("object");
-        assert_eq!(small.version, None);
-        assert_eq!(small.e_tag.as_deref(), Some("d15d"));
-        assert!(metas[2].is_none(), "a subdir is no object");
     }
 }
