@@ -181,14 +181,66 @@ impl Params {
         }
     }
 
-    /// A string parameter that must be present.
+    /// A string parameter that must be present: given, or filled in from
+    /// its declared default (the `require_*` accessors are how a driver
+    /// reads a parameter with a default, so that the default is written
+    /// only once, in its [`ParamSpec`]).
     ///
     /// # Errors
     /// `Config` naming the parameter when it is missing.
     pub fn require_string(&self, name: &str) -> Result<&str> {
-        self.string(name)
-            .ok_or_else(|| Error::config(format!("parameter {name:?} is required")))
+        self.string(name).ok_or_else(|| missing(name))
     }
+
+    /// A bool parameter that must be present (see [`Params::require_string`]).
+    ///
+    /// # Errors
+    /// `Config` naming the parameter when it is missing.
+    pub fn require_bool(&self, name: &str) -> Result<bool> {
+        self.bool(name).ok_or_else(|| missing(name))
+    }
+
+    /// An integer parameter that must be present (see
+    /// [`Params::require_string`]).
+    ///
+    /// # Errors
+    /// `Config` naming the parameter when it is missing.
+    pub fn require_integer(&self, name: &str) -> Result<i64> {
+        self.integer(name).ok_or_else(|| missing(name))
+    }
+
+    /// A size parameter that must be present, in bytes (see
+    /// [`Params::require_string`]).
+    ///
+    /// # Errors
+    /// `Config` naming the parameter when it is missing.
+    pub fn require_size(&self, name: &str) -> Result<u64> {
+        self.size(name).ok_or_else(|| missing(name))
+    }
+
+    /// A duration parameter that must be present (see
+    /// [`Params::require_string`]).
+    ///
+    /// # Errors
+    /// `Config` naming the parameter when it is missing.
+    pub fn require_duration(&self, name: &str) -> Result<Duration> {
+        self.duration(name).ok_or_else(|| missing(name))
+    }
+}
+
+fn missing(name: &str) -> Error {
+    Error::config(format!("parameter {name:?} is required"))
+}
+
+/// The declared defaults of `specs`, typed, as [`resolve`] fills them in
+/// when nothing is given: for code that builds a driver without parameters
+/// and must not write a default a second time.
+///
+/// # Errors
+/// `Config` (named `owner`) for a default that does not parse, or a
+/// required parameter (which has no default).
+pub fn defaults(owner: &'static str, specs: &[ParamSpec]) -> Result<Params> {
+    resolve(owner, specs, &RawParams::new())
 }
 
 /// Checks `raw` against `specs` and produces typed [`Params`].
@@ -455,6 +507,24 @@ mod tests {
         assert_eq!(p.bool("secure"), Some(true));
         assert_eq!(p.duration("duration"), Some(Duration::from_secs(1200)));
         assert_eq!(p.string("secretkey"), None);
+    }
+
+    #[test]
+    fn declared_defaults_are_read_typed_without_repeating_them() {
+        let p = resolve("s3", SPECS, &raw(&["bucket=b"])).unwrap();
+        assert_eq!(p.require_size("chunksize").unwrap(), 10 << 20);
+        assert!(p.require_bool("secure").unwrap());
+        assert_eq!(p.require_integer("maxthreads").unwrap(), 100);
+        assert_eq!(
+            p.require_duration("duration").unwrap(),
+            Duration::from_secs(1200)
+        );
+        let e = p.require_string("secretkey").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+        assert!(e.to_string().contains(r#""secretkey" is required"#), "{e}");
+        let d = defaults("s3", &SPECS[1..]).unwrap();
+        assert_eq!(d.require_integer("maxthreads").unwrap(), 100);
+        assert!(defaults("s3", SPECS).is_err(), "bucket is required");
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
     regstore_objectstore::install_crypto();
     let account = params.require_string("accountname")?;
     let container = params.require_string("container")?;
-    let chunk = params.size("chunksize").unwrap_or(10 << 20);
+    let chunk = params.require_size("chunksize")?;
     if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk) {
         return Err(Error::config(format!(
             "chunksize {chunk} is outside 1 MiB to 4000 MiB"
@@ -137,7 +137,7 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
             url
         }
         None => {
-            let realm = params.string("realm").unwrap_or("core.windows.net");
+            let realm = params.require_string("realm")?;
             let raw = format!("https://{account}.blob.{realm}");
             url::Url::parse(&raw).map_err(|e| {
                 Error::config(format!(
@@ -160,7 +160,7 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
         // AZURE_* variables, then managed identity.
         MicrosoftAzureBuilder::from_env()
     };
-    let skipverify = params.bool("skipverify").unwrap_or(false);
+    let skipverify = params.require_bool("skipverify")?;
     let requests = RequestCounter::default();
     b = b
         .with_http_connector(CountingConnector::new(requests.clone()))
@@ -217,7 +217,7 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
             .map_err(|_| Error::config("chunksize does not fit in memory"))?,
         can_sign,
     };
-    ObjectDriver::new(backend, params.string("rootdirectory").unwrap_or(""))
+    ObjectDriver::new(backend, params.require_string("rootdirectory")?)
 }
 
 #[async_trait]

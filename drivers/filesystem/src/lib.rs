@@ -109,8 +109,6 @@ use crate::reader::open_regular;
 pub const NAME: &str = "filesystem";
 /// Root directory when `rootdirectory` is not given (distribution's default).
 pub const DEFAULT_ROOT_DIRECTORY: &str = "/var/lib/registry";
-/// `maxthreads` when not given (distribution's default).
-pub const DEFAULT_MAX_THREADS: usize = 100;
 /// The smallest `maxthreads` accepted (distribution's minimum).
 pub const MIN_MAX_THREADS: usize = 25;
 
@@ -145,18 +143,13 @@ pub fn register() {
 
 fn build(params: Params) -> BuildFuture {
     Box::pin(async move {
-        let root = params
-            .string("rootdirectory")
-            .unwrap_or(DEFAULT_ROOT_DIRECTORY);
+        let root = params.require_string("rootdirectory")?;
         if root.is_empty() {
             return Err(Error::config(
                 "parameter \"rootdirectory\" must not be empty",
             ));
         }
-        let threads = params
-            .integer("maxthreads")
-            .unwrap_or(DEFAULT_MAX_THREADS as i64);
-        let threads = checked_max_threads(threads)?;
+        let threads = checked_max_threads(params.require_integer("maxthreads")?)?;
         let root = PathBuf::from(root);
         // Creating the root touches the disk: keep it off the async workers.
         let driver = blocking(move || FilesystemDriver::new(root)).await?;
@@ -202,9 +195,11 @@ impl FilesystemDriver {
         fs::create_dir_all(&layout.root).at("create root directory", &layout.root)?;
         fs::create_dir_all(&layout.staging).at("create staging directory", &layout.staging)?;
         layout.remove_orphaned_puts();
+        let max_threads =
+            regstore_core::params::defaults(NAME, PARAMS)?.require_integer("maxthreads")?;
         Ok(FilesystemDriver {
             layout: Arc::new(layout),
-            max_threads: DEFAULT_MAX_THREADS,
+            max_threads: checked_max_threads(max_threads)?,
         })
     }
 

@@ -65,7 +65,6 @@ use regstore_objectstore::{
 
 /// Resumable uploads take chunks in multiples of this.
 pub const CHUNK_QUANTUM: u64 = 256 << 10;
-const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 /// Attempts of a JSON API request that failed retryably (5xx, 429, network).
 const ATTEMPTS: u32 = 4;
 
@@ -75,7 +74,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("credentials", Secret, "service-account JSON, inline"),
     ParamSpec::new("rootdirectory", Str, "key prefix of everything stored").default(""),
     ParamSpec::new("chunksize", Size, "upload chunk, a multiple of 256 KiB").default("16MiB"),
-    ParamSpec::new("endpoint", Str, "base URL of the GCS API").default(DEFAULT_ENDPOINT),
+    ParamSpec::new("endpoint", Str, "base URL of the GCS API")
+        .default("https://storage.googleapis.com"),
     ParamSpec::new("noauth", Bool, "send no bearer token (emulators)").default("false"),
 ];
 
@@ -125,13 +125,13 @@ pub struct GcsBackend {
 pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
     regstore_objectstore::install_crypto();
     let bucket = params.require_string("bucket")?;
-    let chunk = params.size("chunksize").unwrap_or(16 << 20);
+    let chunk = params.require_size("chunksize")?;
     if chunk == 0 || !chunk.is_multiple_of(CHUNK_QUANTUM) {
         return Err(Error::config(format!(
             "chunksize {chunk} must be a positive multiple of 256 KiB (262144)"
         )));
     }
-    let endpoint = params.string("endpoint").unwrap_or(DEFAULT_ENDPOINT);
+    let endpoint = params.require_string("endpoint")?;
     let url = url::Url::parse(endpoint)
         .map_err(|e| Error::config(format!("endpoint {endpoint:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -156,7 +156,7 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
         can_sign = has_private_key(json);
         b = b.with_service_account_key(json);
     }
-    if params.bool("noauth").unwrap_or(false) {
+    if params.require_bool("noauth")? {
         b = b.with_credentials(Arc::new(StaticCredentialProvider::new(GcpCredential {
             bearer: String::new(),
         })));
@@ -181,7 +181,7 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
             .map_err(|_| Error::config("chunksize does not fit in memory"))?,
         can_sign,
     };
-    ObjectDriver::new(backend, params.string("rootdirectory").unwrap_or(""))
+    ObjectDriver::new(backend, params.require_string("rootdirectory")?)
 }
 
 fn has_private_key(json: &str) -> bool {

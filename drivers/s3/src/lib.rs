@@ -227,8 +227,9 @@ struct PartCopy {
 pub fn s3_driver(params: &Params) -> Result<S3Driver> {
     regstore_objectstore::install_crypto();
     let bucket = params.require_string("bucket")?;
-    let flag = |name| params.bool(name).unwrap_or(false);
-    if !params.bool("v4auth").unwrap_or(true) {
+    let force_path_style = params.require_bool("forcepathstyle")?;
+    let skip_verify = params.require_bool("skipverify")?;
+    if !params.require_bool("v4auth")? {
         return Err(Error::config(
             "v4auth: false (Signature V2) is not supported; remove it or set it to true",
         ));
@@ -246,27 +247,27 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         ("usedualstack", "dual-stack"),
         ("accelerate", "transfer-acceleration"),
     ] {
-        if flag(name) {
+        if params.require_bool(name)? {
             return Err(Error::config(format!(
                 "{name}: true is not supported; set regionendpoint to the {what} endpoint instead"
             )));
         }
     }
-    let chunk = params.size("chunksize").unwrap_or(10 << 20);
+    let chunk = params.require_size("chunksize")?;
     if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk) {
         return Err(Error::config(format!(
             "chunksize {chunk} is outside S3's part sizes (5 MiB to 5 GiB)"
         )));
     }
-    let secure = params.bool("secure").unwrap_or(true);
-    let region = params.string("region").unwrap_or("us-east-1");
+    let secure = params.require_bool("secure")?;
+    let region = params.require_string("region")?;
     let endpoint = params
         .string("regionendpoint")
-        .map(|e| endpoint_url(e, secure, bucket, flag("forcepathstyle")))
+        .map(|e| endpoint_url(e, secure, bucket, force_path_style))
         .transpose()?;
     let redirect_endpoint = params
         .string("redirectendpoint")
-        .map(|e| endpoint_url(e, secure, bucket, flag("forcepathstyle")))
+        .map(|e| endpoint_url(e, secure, bucket, force_path_style))
         .transpose()?;
 
     let requests = RequestCounter::default();
@@ -278,7 +279,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
             AmazonS3Builder::from_env()
         };
         let mut options = client_options()
-            .with_allow_invalid_certificates(flag("skipverify"))
+            .with_allow_invalid_certificates(skip_verify)
             .with_allow_http(!secure);
         if let Some(agent) = params.string("useragent") {
             let value = agent.parse().map_err(|_| {
@@ -292,7 +293,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
             .with_client_options(options)
             .with_http_connector(CountingConnector::new(requests.clone()));
         if let Some(ep) = endpoint {
-            let virtual_hosted = !flag("forcepathstyle");
+            let virtual_hosted = !force_path_style;
             b = b
                 .with_endpoint(ep.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(virtual_hosted)
@@ -308,7 +309,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         if let Some(token) = params.string("sessiontoken") {
             b = b.with_token(token);
         }
-        if flag("encrypt") {
+        if params.require_bool("encrypt")? {
             b = match params.string("keyid") {
                 Some(key) => b.with_sse_kms_encryption(key),
                 None => {
@@ -332,20 +333,20 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         None => Arc::clone(&client),
     };
     let base = match &endpoint {
-        Some(ep) if flag("forcepathstyle") => ep
+        Some(ep) if force_path_style => ep
             .join(&format!("{}/", sigv4::escape(bucket)))
             .map_err(|e| Error::config(format!("bucket {bucket:?} in a URL: {e}")))?,
         Some(ep) => ep.clone(),
         None => url::Url::parse(&format!("https://{bucket}.s3.{region}.amazonaws.com/"))
             .map_err(|e| Error::config(format!("bucket {bucket:?} in a URL: {e}")))?,
     };
-    let copy_chunk = params.size("multipartcopychunksize").unwrap_or(32 << 20);
+    let copy_chunk = params.require_size("multipartcopychunksize")?;
     if !(MIN_CHUNK..=MAX_CHUNK).contains(&copy_chunk) {
         return Err(Error::config(format!(
             "multipartcopychunksize {copy_chunk} is outside S3's part sizes (5 MiB to 5 GiB)"
         )));
     }
-    let concurrency = params.integer("multipartcopymaxconcurrency").unwrap_or(100);
+    let concurrency = params.require_integer("multipartcopymaxconcurrency")?;
     let concurrency = usize::try_from(concurrency)
         .ok()
         .filter(|c| *c > 0)
@@ -362,7 +363,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(300))
-            .danger_accept_invalid_certs(flag("skipverify"))
+            .danger_accept_invalid_certs(skip_verify)
             .build()
             .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
         base,
@@ -386,7 +387,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         storage_class,
         copy,
     };
-    ObjectDriver::new(backend, params.string("rootdirectory").unwrap_or(""))
+    ObjectDriver::new(backend, params.require_string("rootdirectory")?)
 }
 
 /// The endpoint URL from distribution's `regionendpoint`: a scheme is added

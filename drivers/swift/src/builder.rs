@@ -18,7 +18,6 @@ use crate::slo::SEGMENTS;
 use crate::store::{self, SwiftStore};
 use crate::{NAME, SwiftDriver};
 
-const DEFAULT_CHUNK: u64 = 20 << 20;
 const MIN_CHUNK: u64 = 1 << 20;
 
 const PARAMS: &[ParamSpec] = &[
@@ -197,7 +196,7 @@ pub fn credentials(params: &Params) -> Result<Credentials> {
                     "a project named by tenant needs tenantdomain, tenantdomainid or the user's domain",
                 ));
             }
-            let interface = s("endpointtype").unwrap_or("public");
+            let interface = params.require_string("endpointtype")?;
             if !matches!(interface, "public" | "internal" | "admin") {
                 return Err(Error::config(format!(
                     "endpointtype {interface:?} must be public, internal or admin"
@@ -235,7 +234,7 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
             "container {container:?} must be a non-empty name without '/'"
         )));
     }
-    let chunk = params.size("chunksize").unwrap_or(DEFAULT_CHUNK);
+    let chunk = params.require_size("chunksize")?;
     if chunk < MIN_CHUNK {
         return Err(Error::config(format!(
             "chunksize {chunk} is below the minimum of 1 MiB (1048576)"
@@ -244,7 +243,7 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
-        .danger_accept_invalid_certs(params.bool("insecureskipverify").unwrap_or(false))
+        .danger_accept_invalid_certs(params.require_bool("insecureskipverify")?)
         .build()
         .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
     let page = match params.integer("listpagesize") {
@@ -259,14 +258,12 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
     let requests = RequestCounter::default();
     let auth = Auth::new(creds, http.clone(), requests.clone());
     let client = Arc::new(Client::new(http, auth, requests, container.to_owned()));
-    let window = params
-        .duration("consistencywindow")
-        .unwrap_or(Duration::from_secs(15));
+    let window = params.require_duration("consistencywindow")?;
     let swift = SwiftStore::new(Arc::clone(&client), page, window);
-    let prefix = params
-        .string("rootdirectory")
-        .or(params.string("prefix"))
-        .unwrap_or("");
+    let prefix = match params.string("rootdirectory") {
+        Some(alias) => alias,
+        None => params.require_string("prefix")?,
+    };
     let trimmed = prefix.trim_matches('/');
     let segments = if trimmed.is_empty() {
         SEGMENTS.to_owned()
@@ -283,8 +280,8 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
         tempurl_key: params.string("secretkey").map(str::to_owned),
     };
     backend.ensure_container().await?;
-    if params.bool("settempurlkey").unwrap_or(false) {
-        let on_container = params.bool("tempurlcontainerkey").unwrap_or(false);
+    if params.require_bool("settempurlkey")? {
+        let on_container = params.require_bool("tempurlcontainerkey")?;
         backend.store_tempurl_key(on_container).await?;
     }
     ObjectDriver::new(backend, prefix)

@@ -160,7 +160,7 @@ impl Plan {
     /// `Config` naming the option: a probability outside 0..=1, a negative
     /// `nth`, an unknown operation or kind.
     pub fn from_params(params: &Params) -> Result<Self> {
-        let raw = params.string("probability").unwrap_or("0");
+        let raw = params.require_string("probability")?;
         let probability: f64 = raw
             .trim()
             .parse()
@@ -169,10 +169,10 @@ impl Plan {
             .ok_or_else(|| {
                 Error::config(format!("probability {raw:?} must be a number from 0 to 1"))
             })?;
-        let nth = params.integer("nth").unwrap_or(0);
+        let nth = params.require_integer("nth")?;
         let nth = u64::try_from(nth)
             .map_err(|_| Error::config(format!("nth {nth} must be 0 or more")))?;
-        let seed = params.integer("seed").unwrap_or(1) as u64;
+        let seed = params.require_integer("seed")? as u64;
         let list = |name: &str| -> Vec<String> {
             params
                 .string(name)
@@ -228,12 +228,8 @@ impl Plan {
             seed,
             operations,
             kinds,
-            timeout: params
-                .duration("timeout")
-                .unwrap_or(Duration::from_secs(30)),
-            latency: params
-                .duration("latency")
-                .unwrap_or(Duration::from_millis(100)),
+            timeout: params.require_duration("timeout")?,
+            latency: params.require_duration("latency")?,
         })
     }
 }

@@ -409,16 +409,14 @@ impl CloudFront {
         let pem = std::fs::read_to_string(file)
             .map_err(|e| Error::config(format!("privatekey {file:?} cannot be read: {e}")))?;
         let signer = UrlSigner::from_pem(&pem, params.require_string("keypairid")?, file)?;
-        let duration = params
-            .duration("duration")
-            .unwrap_or(Duration::from_secs(20 * 60));
+        let duration = params.require_duration("duration")?;
         let regions = params.string("awsregion").map(|r| {
             r.split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
         });
-        let regions = match params.string("ipfilteredby").unwrap_or("none") {
+        let regions = match params.require_string("ipfilteredby")? {
             "none" | "" => None,
             "aws" => Some(None),
             "awsregion" => match regions {
@@ -445,10 +443,7 @@ impl CloudFront {
                     .build()
                     .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
                 let filter = Arc::new(IpFilter {
-                    url: params
-                        .string("iprangesurl")
-                        .unwrap_or(AWS_IP_RANGES)
-                        .to_owned(),
+                    url: params.require_string("iprangesurl")?.to_owned(),
                     regions,
                     client,
                     ranges: Arc::default(),
@@ -466,9 +461,7 @@ impl CloudFront {
                         true
                     }
                 };
-                let every = params
-                    .duration("updatefrequency")
-                    .unwrap_or(Duration::from_secs(12 * 3600));
+                let every = params.require_duration("updatefrequency")?;
                 filter.refresh_in_background(every, failed);
                 Some(filter)
             }
