@@ -10,6 +10,8 @@
 //!   from [`RawParams`]; [`StorageSpec`]: a driver with its middleware, as
 //!   configs and command lines name them.
 //! - [`Error`]: the one error type; every value names its driver.
+//! - [`retry`]: the backoff (with jitter, honouring `Retry-After`) of the
+//!   drivers that send HTTP requests themselves.
 
 #![warn(missing_docs)]
 
@@ -21,6 +23,7 @@ mod middleware;
 pub mod params;
 mod path;
 pub mod registry;
+pub mod retry;
 mod spec;
 mod walk;
 

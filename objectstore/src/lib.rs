@@ -36,6 +36,7 @@
 
 mod backend;
 mod counting;
+pub mod http;
 mod order;
 mod writer;
 

@@ -55,18 +55,21 @@ use object_store::signer::Signer;
 use object_store::{ObjectStore, PutPayload, StaticCredentialProvider};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use regstore_core::params::ParamKind::{Bool, Secret, Size, String as Str};
+use regstore_core::retry::{Backoff, Verdict, is_retryable_status, retry};
 use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
     RequestCounter, Result, StorageDriver,
 };
+use regstore_objectstore::http::answer_verdict;
 use regstore_objectstore::{
     Backend, CountingConnector, ObjectDriver, Part, client_options, map_err, signed_method,
 };
 
 /// Resumable uploads take chunks in multiples of this.
 pub const CHUNK_QUANTUM: u64 = 256 << 10;
-/// Attempts of a JSON API request that failed retryably (5xx, 429, network).
-const ATTEMPTS: u32 = 4;
+/// Retries of a JSON API request that failed retryably (5xx, 429, network):
+/// four attempts, waits from 100 ms growing fourfold, jittered.
+const RETRY: Backoff = Backoff::new(4, Duration::from_millis(100));
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("bucket", Str, "bucket name").required(),
@@ -228,37 +231,27 @@ impl GcsBackend {
     }
 
     /// Sends the request `make` builds, retrying network errors, 429 and 5xx
-    /// with backoff (every call here is safe to repeat). Returns the final
-    /// response, successful or not.
+    /// under [`RETRY`] (every call here is safe to repeat), waiting what a
+    /// `Retry-After` asks. Returns the final response, successful or not.
     async fn send(
         &self,
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=ATTEMPTS {
+        retry(&RETRY, "GCS request", |_| async {
             let mut req = make(&self.http);
-            if let Some(token) = self.bearer().await? {
-                req = req.bearer_auth(token);
+            match self.bearer().await {
+                Ok(Some(token)) => req = req.bearer_auth(token),
+                Ok(None) => {}
+                Err(e) => return Verdict::Done(Err(e)),
             }
             self.requests.request().await;
-            let retry = match req.send().await {
-                Ok(resp) => {
-                    let s = resp.status();
-                    if !(s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS)
-                        || attempt == ATTEMPTS
-                    {
-                        return Ok(resp);
-                    }
-                    format!("HTTP {s}")
-                }
-                Err(e) if attempt == ATTEMPTS => return Err(Error::backend(e)),
-                Err(e) => e.to_string(),
-            };
-            tracing::debug!(attempt, error = %retry, "GCS request retried");
-            tokio::time::sleep(delay).await;
-            delay *= 4;
-        }
-        Err(Error::backend("GCS request: no attempt was made"))
+            answer_verdict(
+                req.send().await,
+                |s| is_retryable_status(s.as_u16()),
+                ToString::to_string,
+            )
+        })
+        .await
     }
 
     fn upload_url(&self, kind: &str, key: &Path) -> String {

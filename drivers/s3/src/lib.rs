@@ -62,10 +62,12 @@ use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 use regstore_core::params::ParamKind::{Bool, Integer, Secret, Size, String as Str};
+use regstore_core::retry::{Backoff, Verdict, is_retryable_status, retry};
 use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
     RequestCounter, Result, StorageDriver,
 };
+use regstore_objectstore::http::retry_after_of;
 use regstore_objectstore::{
     Backend, CountingConnector, ObjectDriver, client_options, created, map_err, signed_method,
 };
@@ -80,6 +82,11 @@ struct PartCopyAnswer {
     code: Option<String>,
     message: Option<String>,
 }
+
+/// Retries of an UploadPartCopy that failed retryably (network, 5xx, 429,
+/// or an `<Error>` S3 calls transient): four attempts, waits from 200 ms
+/// growing fourfold, jittered.
+const COPY_RETRY: Backoff = Backoff::new(4, Duration::from_millis(200));
 
 /// S3's smallest part (but the last) of a multipart upload.
 pub const MIN_CHUNK: u64 = 5 << 20;
@@ -461,20 +468,36 @@ impl S3Backend {
     }
 
     /// One `UploadPartCopy`: bytes `first..=last` of `from` as part `number`.
+    /// UploadPartCopy of bytes `first..=last` of `from` as part `number`
+    /// of `upload` to `to`, retried under [`COPY_RETRY`] when S3 fails or
+    /// throttles (an `<Error>` in a 200 answer included), waiting what a
+    /// `Retry-After` asks.
     async fn copy_part(
         &self,
         from: &Path,
         to: &Path,
         upload: &str,
         number: usize,
-        (first, last): (u64, u64),
+        range: (u64, u64),
     ) -> Result<PartId> {
-        let cred = self
-            .client
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(Error::backend)?;
+        retry(&COPY_RETRY, "UploadPartCopy", |_| {
+            self.copy_part_once(from, to, upload, number, range)
+        })
+        .await
+    }
+
+    async fn copy_part_once(
+        &self,
+        from: &Path,
+        to: &Path,
+        upload: &str,
+        number: usize,
+        (first, last): (u64, u64),
+    ) -> Verdict<Result<PartId>> {
+        let cred = match self.client.credentials().get_credential().await {
+            Ok(cred) => cred,
+            Err(e) => return Verdict::Done(Err(Error::backend(e))),
+        };
         let path = format!(
             "{}{}",
             self.copy.base.path(),
@@ -498,7 +521,9 @@ impl S3Backend {
         let host = match (self.copy.base.host_str(), self.copy.base.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
-            (None, _) => return Err(Error::backend("the S3 endpoint has no host")),
+            (None, _) => {
+                return Verdict::Done(Err(Error::backend("the S3 endpoint has no host")));
+            }
         };
         let request = sigv4::Request {
             method: "PUT",
@@ -524,37 +549,42 @@ impl S3Backend {
             req = req.header(*k, v);
         }
         self.requests.request().await;
-        let resp = req.send().await.map_err(|e| {
-            Error::backend(format!("UploadPartCopy {number} of {from} to {to}: {e}"))
-        })?;
+        let failed = |e: reqwest::Error| {
+            let why = e.to_string();
+            Verdict::Retry {
+                last: Err(Error::backend(format!(
+                    "UploadPartCopy {number} of {from} to {to}: {why}"
+                ))),
+                after: None,
+                why,
+            }
+        };
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return failed(e),
+        };
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| {
-            Error::backend(format!("UploadPartCopy {number} of {from} to {to}: {e}"))
-        })?;
+        let after = retry_after_of(&resp);
+        let body = match resp.text().await {
+            Ok(body) => body,
+            Err(e) => return failed(e),
+        };
         // `<CopyPartResult>` with the part's ETag, or `<Error>` — which S3
         // may also send with 200 once the copy has started.
         let answer: PartCopyAnswer = quick_xml::de::from_str(&body).unwrap_or_default();
-        if !status.is_success() || answer.code.is_some() {
-            if status == reqwest::StatusCode::NOT_FOUND
-                || answer.code.as_deref() == Some("NoSuchKey")
-            {
-                return Err(Error::not_found(format!("/{from}")));
-            }
-            let said = match (&answer.code, &answer.message) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.clone(),
-                _ => body.chars().take(300).collect(),
+        let transient = matches!(
+            answer.code.as_deref(),
+            Some("InternalError" | "SlowDown" | "ServiceUnavailable" | "RequestTimeout")
+        );
+        let outcome = part_copy_outcome(status, &body, answer, (from, to, number));
+        if is_retryable_status(status.as_u16()) || transient {
+            return Verdict::Retry {
+                why: format!("HTTP {status}"),
+                last: outcome,
+                after,
             };
-            return Err(Error::backend(format!(
-                "UploadPartCopy {number} of {from} to {to}: HTTP {status}: {said}"
-            )));
         }
-        let etag = answer.e_tag.ok_or_else(|| {
-            Error::backend(format!(
-                "UploadPartCopy {number} of {from}: no ETag in the answer"
-            ))
-        })?;
-        Ok(PartId { content_id: etag })
+        Verdict::Done(outcome)
     }
 
     fn put_options(&self) -> PutOptions {
@@ -567,6 +597,35 @@ impl S3Backend {
             ..PutOptions::default()
         }
     }
+}
+
+/// The part an UploadPartCopy answer names, or the error it reports
+/// (`PathNotFound` for a missing source).
+fn part_copy_outcome(
+    status: reqwest::StatusCode,
+    body: &str,
+    answer: PartCopyAnswer,
+    (from, to, number): (&Path, &Path, usize),
+) -> Result<PartId> {
+    if !status.is_success() || answer.code.is_some() {
+        if status == reqwest::StatusCode::NOT_FOUND || answer.code.as_deref() == Some("NoSuchKey") {
+            return Err(Error::not_found(format!("/{from}")));
+        }
+        let said = match (&answer.code, &answer.message) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.clone(),
+            _ => body.chars().take(300).collect(),
+        };
+        return Err(Error::backend(format!(
+            "UploadPartCopy {number} of {from} to {to}: HTTP {status}: {said}"
+        )));
+    }
+    let etag = answer.e_tag.ok_or_else(|| {
+        Error::backend(format!(
+            "UploadPartCopy {number} of {from}: no ETag in the answer"
+        ))
+    })?;
+    Ok(PartId { content_id: etag })
 }
 
 #[async_trait]

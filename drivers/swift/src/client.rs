@@ -4,16 +4,22 @@
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use regstore_core::retry::{Backoff, Verdict, is_retryable_status, retry};
 use regstore_core::{Error, RequestCounter, Result};
+use regstore_objectstore::http::answer_verdict;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::sync::OnceCell;
 
 use crate::auth::{Auth, Session};
 
-/// Attempts of a request that failed retryably (network, 5xx, 429, 498).
-const ATTEMPTS: u32 = 4;
-/// First backoff; each retry waits four times longer.
-const BACKOFF: Duration = Duration::from_millis(100);
+/// Retries of a request that failed retryably (network, 5xx, 429, 498):
+/// four attempts, waits from 100 ms growing fourfold, jittered.
+const RETRY: Backoff = Backoff::new(4, Duration::from_millis(100));
+
+/// A status worth another attempt: 5xx, 429, and 498 (Swift's rate limit).
+fn is_retryable(status: StatusCode) -> bool {
+    is_retryable_status(status.as_u16()) || status.as_u16() == 498
+}
 
 /// What an object name needs escaped in a URL path: controls, space and the
 /// characters with a meaning in URLs; `/` stays (Swift names contain it).
@@ -148,7 +154,8 @@ impl Client {
     /// Sends `method` to the object `name` (the container when `None`) with
     /// the query `query` (already encoded, without `?`), the rest of the
     /// request built by `extra`. Retries network errors, 5xx, 429 and 498
-    /// with backoff, and a 401 once after logging in again; every call here
+    /// with backoff (honouring `Retry-After`), and a 401 once per attempt after
+    /// logging in again; every call here
     /// is safe to repeat. Returns the final answer, successful or not.
     ///
     /// # Errors
@@ -182,44 +189,33 @@ impl Client {
         method: Method,
         extra: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
-        let mut delay = BACKOFF;
-        let mut relogged = false;
-        let mut attempt = 1;
-        loop {
-            let session = self.auth.session().await?;
-            let req = extra(
-                self.http
-                    .request(method.clone(), url(&session))
-                    .header("X-Auth-Token", &session.token),
-            );
-            self.requests.request().await;
-            let why = match req.send().await {
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !relogged => {
-                    // Expired or revoked early: log in again, once.
-                    self.auth.invalidate(&session.token).await;
-                    relogged = true;
-                    continue;
-                }
-                Ok(resp) => {
-                    let s = resp.status();
-                    let retryable = s.is_server_error()
-                        || s == StatusCode::TOO_MANY_REQUESTS
-                        || s.as_u16() == 498;
-                    if !retryable || attempt == ATTEMPTS {
-                        return Ok(resp);
+        retry(&RETRY, "Swift request", |_| async {
+            let mut relogged = false;
+            loop {
+                let session = match self.auth.session().await {
+                    Ok(s) => s,
+                    Err(e) => return Verdict::Done(Err(e)),
+                };
+                let req = extra(
+                    self.http
+                        .request(method.clone(), url(&session))
+                        .header("X-Auth-Token", &session.token),
+                );
+                self.requests.request().await;
+                return match req.send().await {
+                    Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !relogged => {
+                        // Expired or revoked early: log in again, once.
+                        self.auth.invalidate(&session.token).await;
+                        relogged = true;
+                        continue;
                     }
-                    format!("HTTP {s}")
-                }
-                Err(e) if attempt == ATTEMPTS => {
-                    return Err(Error::backend(format!("Swift {method}: {}", chain(&e))));
-                }
-                Err(e) => chain(&e),
-            };
-            tracing::debug!(attempt, %method, error = %why, "Swift request retried");
-            tokio::time::sleep(delay).await;
-            delay *= 4;
-            attempt += 1;
-        }
+                    sent => answer_verdict(sent, is_retryable, |e| {
+                        format!("Swift {method}: {}", chain(e))
+                    }),
+                };
+            }
+        })
+        .await
     }
 
     /// The cluster's capabilities, fetched once (`GET /info` at the
