@@ -26,6 +26,7 @@ use regstore_server::config::Config;
 pub mod bench;
 pub mod conformance;
 pub mod drivers;
+pub mod logging;
 
 pub use bench::BenchArgs;
 pub use conformance::ConformanceArgs;
@@ -170,7 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(args.config.as_deref(), std::env::vars())?;
-            init_logging(config.log_level.as_deref().unwrap_or("info"));
+            logging::init(&config.log);
             regstore_server::serve::serve(config).await?;
             Ok(0)
         }
@@ -190,15 +191,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Sends `tracing` output to stderr: `REGSTORE_LOG` (an env-filter such as
-/// `debug` or `regstore_core=trace`) if set, else `level`.
+/// Sends `tracing` output to stderr as text: `REGSTORE_LOG` (an env-filter
+/// such as `debug` or `regstore_core=trace`) if set, else `level`. `serve`
+/// sets up logging from its config instead ([`logging::init`]).
 pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REGSTORE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init(&regstore_server::config::LogConfig {
+        level: Some(level.to_owned()),
+        ..Default::default()
+    });
 }

@@ -321,3 +321,56 @@ fn http2_follows_http_http2_and_h2c() {
         .unwrap();
     assert!(!out.status.success(), "h2c must be refused unless enabled");
 }
+
+/// `log.formatter: json` (and `logstash`) writes one JSON object per line
+/// with `log.fields` in each; `log.accesslog.disabled: true` leaves out the
+/// per-request lines and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_formatter_json_with_fields_and_the_access_log_switch() {
+    for (formatter, access_disabled) in [("json", false), ("logstash", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  formatter: {formatter}\n  fields:\n    service: registry\n    environment: test\n  accesslog:\n    disabled: {access_disabled}\nstorage:\n  inmemory:\n"
+            ),
+        )
+        .unwrap();
+        let mut server = serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
+        let r = client()
+            .get(format!("{}/v2/", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        sigterm(&server.child);
+        assert!(wait_exit(&mut server.child, Duration::from_secs(30)).success());
+        // The reader thread has the lines once stderr closes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let lines = server.log.lock().unwrap().clone();
+            if lines.iter().any(|l| l.contains("shutting down")) || Instant::now() > deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(lines.len() >= 2, "{lines:?}");
+        let mut access = 0;
+        for line in &lines {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{formatter}: not a JSON line ({e}): {line}"));
+            assert_eq!(v["service"], "registry", "{line}");
+            assert_eq!(v["environment"], "test", "{line}");
+            assert!(v["time"].is_string() && v["level"].is_string(), "{line}");
+            assert!(v["msg"].is_string(), "{line}");
+            if v["target"] == "regstore::access" {
+                assert_eq!(v["path"], "/v2/", "{line}");
+                assert_eq!(v["status"], 200, "{line}");
+                access += 1;
+            }
+        }
+        let expected = if access_disabled { 0 } else { 1 };
+        assert_eq!(access, expected, "{formatter}: {lines:?}");
+    }
+}

@@ -47,23 +47,23 @@ pub async fn resolve_addr(addr: &str) -> anyhow::Result<SocketAddr> {
 /// unreachable at startup).
 pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
     regstore_drivers::register_all();
-    let driver = config.storage.build().await.with_context(|| {
+    let driver = config.storage.spec.build().await.with_context(|| {
         format!(
             "cannot build storage driver {:?} from {}",
-            config.storage.driver, config.origin
+            config.storage.spec.driver, config.origin
         )
     })?;
     let registry = Registry::new(
         driver,
         Settings {
-            delete_enabled: config.delete_enabled,
-            redirect: !config.redirect_disabled,
-            read_only: config.read_only,
+            delete_enabled: config.storage.delete_enabled,
+            redirect: !config.storage.redirect_disabled,
+            read_only: config.storage.read_only,
             manifest_urls: config.manifest_urls.clone(),
         },
     );
     let mut headers = Vec::new();
-    for (k, v) in &config.headers {
+    for (k, v) in &config.http.headers {
         headers.push((
             HeaderName::from_bytes(k.as_bytes()).with_context(|| format!("http.headers: {k}"))?,
             HeaderValue::from_str(v).with_context(|| format!("http.headers: {k}"))?,
@@ -71,13 +71,14 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
     }
     Ok(AppState {
         registry,
-        base_url: if config.relative_urls {
+        base_url: if config.http.relative_urls {
             None
         } else {
-            config.host.clone()
+            config.http.host.clone()
         },
         headers: Arc::new(headers),
-        limits: config.limits,
+        limits: config.http.limits,
+        access_log: config.log.access_log,
     })
 }
 
@@ -387,27 +388,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Certificate problems are config errors: report them before building
     // the driver.
-    if let Some(tls) = &config.tls {
+    if let Some(tls) = &config.http.tls {
         tls_config(tls)?;
     }
     let state = app_state(&config).await?;
-    if let Some(purging) = config.upload_purging.clone() {
+    if let Some(purging) = config.storage.upload_purging.clone() {
         tokio::spawn(purge_uploads(state.registry.clone(), purging));
     }
-    let addr = resolve_addr(&config.addr).await?;
+    let addr = resolve_addr(&config.http.addr).await?;
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (http.addr {:?})", config.addr))?;
+        .with_context(|| format!("cannot listen on {addr} (http.addr {:?})", config.http.addr))?;
     let local = listener.local_addr().context("listener address")?;
     let driver = state.registry.driver().name();
-    match &config.tls {
+    match &config.http.tls {
         None => {
-            tracing::info!(driver, h2c = config.h2c, "listening on http://{local}/v2/");
+            tracing::info!(
+                driver,
+                h2c = config.http.h2c,
+                "listening on http://{local}/v2/"
+            );
             run(
                 listener,
                 state,
-                config.drain_timeout,
-                config.h2c,
+                config.http.drain_timeout,
+                config.http.h2c,
                 shutdown_signal(),
             )
             .await
@@ -422,7 +427,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             run(
                 listener,
                 state,
-                config.drain_timeout,
+                config.http.drain_timeout,
                 tls.http2,
                 shutdown_signal(),
             )

@@ -47,20 +47,28 @@ pub struct AppState {
     pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     /// Timeouts and the connection limit.
     pub limits: crate::config::HttpLimits,
+    /// One `info` line per request (target `regstore::access`); off with
+    /// `log.accesslog.disabled: true`.
+    pub access_log: bool,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
 /// (checks the driver), and the `/v2/` API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", axum::routing::get(|| async { StatusCode::OK }))
         .route("/debug/health", axum::routing::get(health))
         .fallback(api)
         .layer(axum::middleware::map_request_with_state(
             state.limits.body_timeout,
             body_timeout,
-        ))
-        .layer(axum::middleware::from_fn(access_log))
+        ));
+    let routes = if state.access_log {
+        routes.layer(axum::middleware::from_fn(access_log))
+    } else {
+        routes
+    };
+    routes
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             add_configured_headers,

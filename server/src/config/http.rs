@@ -1,0 +1,205 @@
+//! `http`: where and how the API is served.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::value::{ConfigDuration, flag};
+
+/// Default for `http.draintimeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `http`, as `regstore serve` uses it.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `http.addr`, as written (`:5000`, `127.0.0.1:5000`).
+    pub addr: String,
+    /// `http.tls`: serve HTTPS.
+    pub tls: Option<TlsSettings>,
+    /// `http.host`: base URL for absolute `Location` headers.
+    pub host: Option<String>,
+    /// `http.relativeurls`.
+    pub relative_urls: bool,
+    /// `http.headers`: sent on every response, one pair per value.
+    pub headers: Vec<(String, String)>,
+    /// `http.draintimeout`: how long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+    /// `http.headertimeout`, `http.bodytimeout`, `http.maxconnections`.
+    pub limits: HttpLimits,
+    /// `http.h2c.enabled`: plain-text connections may speak HTTP/2 (prior
+    /// knowledge), besides HTTP/1.1. Off by default, as in distribution.
+    pub h2c: bool,
+}
+
+/// What one client may hold of the server (regstore's keys under `http`;
+/// distribution has none: it relies on Go's defaults, which allow a client
+/// to dribble a request head forever).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `http.headertimeout` (default 30s): a request head (line and headers)
+    /// must arrive within this time, and a keep-alive connection that sends
+    /// no next request for this long is closed.
+    pub header_timeout: Duration,
+    /// `http.bodytimeout` (default 60s): a request body that sends no byte
+    /// for this long is cut off (an upload keeps what arrived, as after a
+    /// cut connection).
+    pub body_timeout: Duration,
+    /// `http.maxconnections` (default 4096): connections served at once;
+    /// more wait in the listen backlog until one closes. Keep the process's
+    /// file limit (`ulimit -n`) above it: uploads open files too.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// `http.tls`: serve HTTPS with this certificate chain and key (PEM files).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `minimumtls`: `tls1.2` (default) or `tls1.3`.
+    pub tls13_only: bool,
+    /// HTTP/2 offered by ALPN (`h2`, then `http/1.1`), as distribution
+    /// does; `http.http2.disabled: true` offers HTTP/1.1 only.
+    pub http2: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Section {
+    addr: Option<String>,
+    host: Option<String>,
+    #[serde(deserialize_with = "flag")]
+    relativeurls: Option<bool>,
+    draintimeout: Option<ConfigDuration>,
+    headertimeout: Option<ConfigDuration>,
+    bodytimeout: Option<ConfigDuration>,
+    maxconnections: Option<usize>,
+    tls: Option<Tls>,
+    /// One value or a list of values per header name.
+    headers: BTreeMap<String, Value>,
+    http2: Http2,
+    h2c: H2c,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Tls {
+    certificate: Option<String>,
+    key: Option<String>,
+    minimumtls: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Http2 {
+    #[serde(deserialize_with = "flag")]
+    disabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct H2c {
+    #[serde(deserialize_with = "flag")]
+    enabled: Option<bool>,
+}
+
+impl Section {
+    /// The checked `http` settings.
+    ///
+    /// # Errors
+    /// What is wrong, naming the key.
+    pub(super) fn resolve(self) -> Result<HttpConfig, String> {
+        let http2 = !self.http2.disabled.unwrap_or(false);
+        let tls = match self.tls {
+            None => None,
+            Some(t) => {
+                let tls13_only = match t.minimumtls.as_deref() {
+                    None | Some("tls1.2") => false,
+                    Some("tls1.3") => true,
+                    Some(other) => {
+                        return Err(format!(
+                            "http.tls.minimumtls {other:?}: regstore supports tls1.2 and tls1.3"
+                        ));
+                    }
+                };
+                match (t.certificate, t.key) {
+                    (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => Some(TlsSettings {
+                        certificate: c.into(),
+                        key: k.into(),
+                        tls13_only,
+                        http2,
+                    }),
+                    (None, None) => None,
+                    _ => {
+                        return Err(
+                            "http.tls needs both `certificate` and `key` (PEM files)".into()
+                        );
+                    }
+                }
+            }
+        };
+        let mut headers = Vec::new();
+        for (name, values) in self.headers {
+            let values = match values {
+                Value::Array(a) => a,
+                one => vec![one],
+            };
+            for v in values {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || axum::http::HeaderValue::from_str(&v).is_err()
+                {
+                    return Err(format!(
+                        "http.headers: {name}: {v:?} is not a valid HTTP header"
+                    ));
+                }
+                headers.push((name.clone(), v));
+            }
+        }
+        let defaults = HttpLimits::default();
+        let limits = HttpLimits {
+            header_timeout: self.headertimeout.map_or(defaults.header_timeout, |d| d.0),
+            body_timeout: self.bodytimeout.map_or(defaults.body_timeout, |d| d.0),
+            max_connections: match self.maxconnections {
+                None => defaults.max_connections,
+                Some(0) => return Err("http.maxconnections must be at least 1".into()),
+                Some(n) => n,
+            },
+        };
+        for (key, d) in [
+            ("headertimeout", limits.header_timeout),
+            ("bodytimeout", limits.body_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("http.{key} must be longer than 0s"));
+            }
+        }
+        Ok(HttpConfig {
+            addr: self.addr.unwrap_or_else(|| ":5000".into()),
+            tls,
+            host: self.host.filter(|h| !h.is_empty()),
+            relative_urls: self.relativeurls.unwrap_or(false),
+            headers,
+            drain_timeout: self.draintimeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
+            limits,
+            h2c: self.h2c.enabled.unwrap_or(false),
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! distribution's own config files load in regstore: every example block of
+//! distribution's configuration reference (as Debian's `docker-registry`
+//! package installs it, `/usr/share/doc/docker-registry/configuration.md.gz`)
+//! and Debian's stock `/etc/docker/registry/config.yml`.
+//!
+//! Each key distribution documents must be read by a section, or named by
+//! the table of keys regstore does not act on (ignored with a warning, or
+//! refused with a message); none may be reported as unknown. The files are
+//! read where the package put them: `scripts/clients.sh install` installs it,
+//! and with `REGSTORE_REQUIRE_BACKENDS=1` a missing file fails the test.
+
+use regstore_server::config::{Config, LogFormat};
+use regstore_testenv::backend::skip_unless_required;
+use serde_json::{Map, Value, json};
+
+const DOCS: &str = "/usr/share/doc/docker-registry/configuration.md.gz";
+const DEBIAN_CONFIG: &str = "/etc/docker/registry/config.yml";
+
+/// distribution's top-level sections.
+const SECTIONS: &[&str] = &[
+    "version",
+    "log",
+    "loglevel",
+    "storage",
+    "auth",
+    "middleware",
+    "reporting",
+    "http",
+    "notifications",
+    "redis",
+    "health",
+    "proxy",
+    "compatibility",
+    "validation",
+    "policy",
+];
+
+/// What regstore refuses today (and the issue that lifts it): `auth` (17),
+/// `proxy` (19), `http.tls.clientcas` (17), `http.prefix`, letsencrypt.
+const REFUSED: &[&str] = &[
+    "`auth`",
+    "`proxy`",
+    "`http.tls.clientcas`",
+    "`http.tls.letsencrypt`",
+    "`http.prefix`",
+];
+
+fn docs() -> Result<String, String> {
+    let out = std::process::Command::new("zcat")
+        .arg(DOCS)
+        .output()
+        .map_err(|e| format!("zcat {DOCS}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{DOCS}: {} (install Debian's docker-registry: scripts/clients.sh install)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("{DOCS}: {e}"))
+}
+
+/// The fenced blocks of a markdown text that parse as YAML maps whose keys
+/// are all distribution sections.
+fn config_blocks(md: &str) -> Vec<Map<String, Value>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in md.lines() {
+        if line.trim_start().starts_with("```") {
+            match current.take() {
+                Some(text) => {
+                    if let Ok(Value::Object(m)) = lenient_yaml(&text)
+                        && !m.is_empty()
+                        && m.keys().all(|k| SECTIONS.contains(&k.as_str()))
+                    {
+                        blocks.push(m);
+                    }
+                }
+                None => current = Some(String::new()),
+            }
+        } else if let Some(text) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    blocks
+}
+
+/// YAML as distribution's Go parser (yaml.v2) reads it: a repeated key
+/// keeps its last value. The reference's full list repeats
+/// `middleware.storage`; regstore's own parser refuses repeated keys (they
+/// are mistakes in a real file), so the test reads the blocks this way.
+fn lenient_yaml(text: &str) -> Result<Value, serde_saphyr::Error> {
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// One config per driver of a `storage` section, or the section beside an
+/// in-memory driver.
+fn configs_of(section: &str, value: &Value) -> Vec<Value> {
+    if section == "storage" {
+        let Some(storage) = value.as_object() else {
+            return Vec::new();
+        };
+        let settings = ["delete", "redirect", "maintenance", "cache", "tag"];
+        let (set, drivers): (Vec<_>, Vec<_>) = storage
+            .iter()
+            .partition(|(k, _)| settings.contains(&k.as_str()));
+        let mut out = Vec::new();
+        for (driver, params) in drivers {
+            let mut s: Map<String, Value> = set
+                .iter()
+                .map(|(k, v)| ((*k).clone(), (*v).clone()))
+                .collect();
+            s.insert(driver.clone(), params.clone());
+            out.push(json!({"version": 0.1, "storage": s}));
+        }
+        if out.is_empty() {
+            let mut s = storage.clone();
+            s.insert("inmemory".into(), Value::Null);
+            out.push(json!({"version": 0.1, "storage": s}));
+        }
+        out
+    } else if section == "version" {
+        vec![json!({"version": value, "storage": {"inmemory": null}})]
+    } else {
+        vec![json!({"version": 0.1, "storage": {"inmemory": null}, section: value})]
+    }
+}
+
+#[test]
+fn every_example_block_of_distributions_configuration_reference_loads() {
+    let Some(md) = skip_unless_required("distribution's configuration reference", docs()) else {
+        return;
+    };
+    let blocks = config_blocks(&md);
+    let (mut loaded, mut refused) = (0, 0);
+    let mut sections_seen = std::collections::BTreeSet::new();
+    for block in &blocks {
+        for (section, value) in block {
+            sections_seen.insert(section.clone());
+            for config in configs_of(section, value) {
+                // JSON is YAML: the config goes through the same parser as a file.
+                let text = config.to_string();
+                match Config::from_yaml(&text, "docs example", []) {
+                    Ok(c) => {
+                        let unknown: Vec<_> = c
+                            .warnings
+                            .iter()
+                            .filter(|w| w.starts_with("unknown config key"))
+                            .collect();
+                        assert!(
+                            unknown.is_empty(),
+                            "a documented key is unknown to regstore: {unknown:?} in {text}"
+                        );
+                        loaded += 1;
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        assert!(
+                            REFUSED
+                                .iter()
+                                .any(|r| e.contains(&format!("docs example: {r}"))),
+                            "a documented config is refused for a reason not in the table: {e}\n{text}"
+                        );
+                        refused += 1;
+                    }
+                }
+            }
+        }
+    }
+    // The reference's full list alone has every section and five drivers.
+    assert!(blocks.len() >= 10, "{} config blocks found", blocks.len());
+    for s in [
+        "log",
+        "storage",
+        "http",
+        "middleware",
+        "notifications",
+        "redis",
+        "health",
+    ] {
+        assert!(sections_seen.contains(s), "no example of `{s}` read");
+    }
+    eprintln!(
+        "{} blocks: {loaded} configs loaded, {refused} refused",
+        blocks.len()
+    );
+    assert!(loaded >= 35, "{loaded} example configs loaded");
+    assert!(refused >= 4, "{refused} refused (auth and proxy at least)");
+}
+
+#[test]
+fn debians_stock_config_loads_except_for_what_regstore_refuses() {
+    let Some(text) = skip_unless_required(
+        "Debian's stock registry config",
+        std::fs::read_to_string(DEBIAN_CONFIG).map_err(|e| {
+            format!("{DEBIAN_CONFIG}: {e} (install Debian's docker-registry: scripts/clients.sh install)")
+        }),
+    ) else {
+        return;
+    };
+    // Until access control lands (issue 17), its auth section stops startup.
+    let e = Config::from_yaml(&text, DEBIAN_CONFIG, [])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`auth` is not supported"), "{e}");
+
+    let mut doc: Value = serde_saphyr::from_str(&text).unwrap();
+    doc.as_object_mut().unwrap().remove("auth");
+    let c = Config::from_yaml(&doc.to_string(), DEBIAN_CONFIG, []).unwrap();
+    assert_eq!(c.storage.spec.driver, "filesystem");
+    assert_eq!(
+        c.storage.spec.params["rootdirectory"],
+        json!("/var/lib/docker-registry")
+    );
+    assert!(c.storage.delete_enabled);
+    assert_eq!(c.http.addr, ":5000");
+    assert_eq!(
+        c.http.headers,
+        vec![("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
+    );
+    assert_eq!(c.log.fields["service"], json!("registry"));
+    assert_eq!(c.log.format, LogFormat::Text);
+    let w = c.warnings.join("\n");
+    assert!(
+        w.contains("`storage.cache`") && w.contains("`health`"),
+        "{w}"
+    );
+    assert_eq!(c.warnings.len(), 2, "{w}");
+}
