@@ -1,0 +1,127 @@
+//! The lists: `/v2/<name>/tags/list`, `/v2/_catalog` (both paginated with
+//! `n` and `last`, and a `Link` to the next page) and
+//! `/v2/<name>/referrers/<digest>` (an image index, filtered by
+//! `artifactType`).
+
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::json;
+
+use super::request::{Req, digest_param, page_size, repo};
+use super::response::{hv, json_response, page_link};
+use super::{ApiError, AppState, MAX_CATALOG_ENTRIES};
+use crate::registry::{Digest, RepoName};
+
+/// A request on a repository's tag list.
+pub(super) async fn handle_tags(
+    state: &AppState,
+    name: &RepoName,
+    req: &Req,
+) -> Result<Response, ApiError> {
+    match req.method {
+        Method::GET => tags(state, name, req).await,
+        ref m => Err(ApiError::method_not_allowed(m, "a tag list")),
+    }
+}
+
+/// A request on the catalog.
+pub(super) async fn handle_catalog(state: &AppState, req: &Req) -> Result<Response, ApiError> {
+    match req.method {
+        Method::GET => catalog(state, req).await,
+        ref m => Err(ApiError::method_not_allowed(m, "the catalog")),
+    }
+}
+
+/// A request on the referrers of a manifest.
+pub(super) async fn handle_referrers(
+    state: &AppState,
+    name: &RepoName,
+    subject: &Digest,
+    req: &Req,
+) -> Result<Response, ApiError> {
+    match req.method {
+        Method::GET => referrers(state, name, subject, req).await,
+        ref m => Err(ApiError::method_not_allowed(m, "referrers")),
+    }
+}
+
+async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, ApiError> {
+    let all = state.registry.tags(name).await?;
+    let n = page_size(req, usize::MAX)?;
+    let after: Vec<String> = match req.param("last") {
+        Some(last) => all.into_iter().filter(|t| t.as_str() > last).collect(),
+        None => all,
+    };
+    let more = after.len() > n;
+    let page: Vec<String> = after.into_iter().take(n).collect();
+    let mut resp = json_response(
+        StatusCode::OK,
+        json!({ "name": name.as_str(), "tags": page }).to_string(),
+    );
+    if more && let Some(last) = page.last() {
+        resp.headers_mut().insert(
+            header::LINK,
+            page_link(&format!("/v2/{name}/tags/list"), n, last),
+        );
+    }
+    Ok(resp)
+}
+
+async fn catalog(state: &AppState, req: &Req) -> Result<Response, ApiError> {
+    let n = page_size(req, MAX_CATALOG_ENTRIES)?.min(MAX_CATALOG_ENTRIES);
+    let last = match req.param("last") {
+        Some(l) => Some(repo(l)?),
+        None => None,
+    };
+    let (names, more) = state.registry.catalog(n, last.as_ref()).await?;
+    let mut resp = json_response(StatusCode::OK, json!({ "repositories": names }).to_string());
+    if more && let Some(last) = names.last() {
+        resp.headers_mut()
+            .insert(header::LINK, page_link("/v2/_catalog", n, last));
+    }
+    Ok(resp)
+}
+
+async fn referrers(
+    state: &AppState,
+    name: &RepoName,
+    subject: &Digest,
+    req: &Req,
+) -> Result<Response, ApiError> {
+    let artifact_type = req.param("artifactType");
+    let last = req.param("last").map(digest_param).transpose()?;
+    let (list, next) = state
+        .registry
+        .referrers(name, subject, artifact_type, last.as_ref())
+        .await?;
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": list.iter().map(|r| r.to_descriptor()).collect::<Vec<_>>(),
+    });
+    let mut resp = json_response(StatusCode::OK, index.to_string());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+    );
+    if artifact_type.is_some() {
+        resp.headers_mut().insert(
+            HeaderName::from_static("oci-filters-applied"),
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    if let Some(next) = next {
+        // Further pages, as the spec allows: the same query after `next`.
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(at) = artifact_type {
+            q.append_pair("artifactType", at);
+        }
+        q.append_pair("last", &next.to_string());
+        let link = format!(
+            "</v2/{name}/referrers/{subject}?{}>; rel=\"next\"",
+            q.finish()
+        );
+        resp.headers_mut().insert(header::LINK, hv(&link));
+    }
+    Ok(resp)
+}
