@@ -24,9 +24,9 @@
 //!
 //! **How a file is read**, in this order:
 //! 1. the YAML is parsed, and the `REGISTRY_*` overrides are applied to it
-//!    ([`env`]);
+//!    (`env`);
 //! 2. the keys regstore does not act on are taken out by the one table in
-//!    [`keys`]: ignored ones with a warning, refused ones (`auth`, `proxy`,
+//!    `keys`: ignored ones with a warning, refused ones (`auth`, `proxy`,
 //!    `http.tls.clientcas`, `http.prefix`, `http.net` other than `tcp`) stop
 //!    startup, rather than run a registry that is not what the file asks for;
 //! 3. the one driver key of `storage` is taken out (exactly one key of
@@ -38,7 +38,7 @@
 //!    naming its path.
 //!
 //! A new section is a module here with a `Section` struct (serde) and its
-//! `resolve` into the public settings; a key leaves [`keys`]'s table when a
+//! `resolve` into the public settings; a key leaves `keys`'s table when a
 //! section starts using it.
 //!
 //! `version` must be `0.1` (distribution's only version); a file without it
