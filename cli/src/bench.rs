@@ -3,9 +3,8 @@
 //! a Markdown table, and optionally JSON and an SVG chart
 //! ([`regstore_benches::report`]).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, Args};
@@ -339,9 +338,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
             () = run => false,
             () = &mut signal => true,
         };
-        bar.clear();
         if interrupted {
-            eprintln!("bench: interrupted; deleting {root} on {label} (Ctrl-C again to leave it)");
+            bar.println(&format!(
+                "bench: interrupted; deleting {root} on {label} (Ctrl-C again to leave it)"
+            ));
         }
         let cleaned = tokio::select! {
             r = remove(driver, &root) => Some(r),
@@ -349,8 +349,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         };
         match cleaned {
             Some(Ok(())) => {}
-            Some(Err(e)) => eprintln!("bench: could not delete {root} on {label}: {e}"),
-            None => eprintln!("bench: left {root} on {label}"),
+            Some(Err(e)) => bar.println(&format!("bench: could not delete {root} on {label}: {e}")),
+            None => bar.println(&format!("bench: left {root} on {label}")),
         }
         report.backends.push(BackendRun {
             label: label.to_owned(),
@@ -364,6 +364,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         }
     }
 
+    bar.finish();
     print!("{}", report.markdown());
     std::io::stdout().flush()?;
     if let Some(path) = &args.json {
@@ -471,66 +472,55 @@ fn middleware_names(spec: &StorageSpec, latency: bool) -> Vec<String> {
     names
 }
 
-/// A one-line progress bar on stderr, drawn only when stderr is a
-/// terminal.
+/// The progress bar on stderr (indicatif: drawn only when stderr is a
+/// terminal, redrawn in place at most a few times a second): how many
+/// calls of the whole run are done, the time so far, and the backend and
+/// benchmark at work.
 struct Bar {
-    enabled: bool,
-    total: usize,
-    done: usize,
-    started: Instant,
+    bar: indicatif::ProgressBar,
 }
 
 impl Bar {
     fn new(total: usize) -> Bar {
-        Bar {
-            enabled: std::io::stderr().is_terminal(),
-            total: total.max(1),
-            done: 0,
-            started: Instant::now(),
-        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total.max(1) as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let style = indicatif::ProgressStyle::with_template(
+            "[{bar:30}] {percent:>3}% {elapsed_precise} {msg}",
+        )
+        .map(|s| s.progress_chars("#-"))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Bar { bar }
     }
 
     fn step(&mut self, label: &str, step: Step<'_>) {
-        let what = match step {
-            Step::Preparing(b) => format!("{label} {}: preparing", b.name()),
+        match step {
+            Step::Preparing(b) => self
+                .bar
+                .set_message(format!("{label} {}: preparing", b.name())),
             Step::Called { bench, done, of } => {
-                self.done += 1;
-                format!("{label} {}: {done}/{of}", bench.name())
+                self.bar
+                    .set_message(format!("{label} {}: {done}/{of}", bench.name()));
+                self.bar.inc(1);
             }
-            Step::CleanupFailed { bench, error } => {
-                self.clear();
-                eprintln!(
-                    "bench: {label} {}: could not delete its data ({error}); trying again at the end",
-                    bench.name()
-                );
-                return;
-            }
-        };
-        if !self.enabled {
-            return;
+            Step::CleanupFailed { bench, error } => self.println(&format!(
+                "bench: {label} {}: could not delete its data ({error}); trying again at the end",
+                bench.name()
+            )),
         }
-        const WIDTH: usize = 30;
-        let filled = (self.done * WIDTH / self.total).min(WIDTH);
-        let secs = self.started.elapsed().as_secs();
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2K[{}{}] {:3}% {:02}:{:02} {what}",
-            "#".repeat(filled),
-            "-".repeat(WIDTH - filled),
-            self.done * 100 / self.total,
-            secs / 60,
-            secs % 60,
-        );
-        let _ = err.flush();
     }
 
-    fn clear(&self) {
-        if self.enabled {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
+    /// A line on stderr above the bar.
+    fn println(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+
+    /// Draws the final state once more, then takes the bar off the screen.
+    fn finish(&self) {
+        self.bar.tick();
+        self.bar.finish_and_clear();
     }
 }
 

@@ -9,7 +9,7 @@
 //! - `regstore conformance`: the conformance suite against a backend, as a
 //!   table ([`conformance`]);
 //! - `regstore bench`: the driver benchmark set across backends
-//!   ([`bench`]).
+//!   ([`bench`](mod@bench)).
 //!
 //! [`main`] is the whole program: the `regstore` binary is one call to it,
 //! and a binary with drivers of its own (see `examples/out-of-tree-driver`)
