@@ -167,7 +167,7 @@ pub struct ServeArgs {
 /// Anything that stops the command from running at all (bad arguments,
 /// unknown driver); failed conformance cases are an exit code, not an error.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    regstore_drivers::register_all();
+    regstore_builtin::register_all();
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(args.config.as_deref(), std::env::vars())?;

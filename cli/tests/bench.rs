@@ -123,7 +123,7 @@ fn param_args(params: &RawParams) -> Vec<String> {
 }
 
 async fn driver(name: &str, params: &RawParams) -> Driver {
-    regstore_drivers::register_all();
+    regstore_builtin::register_all();
     match regstore_core::create(name, params).await {
         Ok(d) => d,
         Err(e) => panic!("cannot build {name}: {e}"),

@@ -168,7 +168,7 @@ async fn latency_middleware_delays_each_s3_request() {
     let Some(params) = regstore_testenv::backend::emulator_params_or_skip("s3").await else {
         return;
     };
-    regstore_drivers::register_all();
+    regstore_builtin::register_all();
     let inner = regstore_core::registry::create("s3", &params)
         .await
         .expect("s3 driver");

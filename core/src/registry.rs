@@ -18,7 +18,7 @@
 //! ```
 //!
 //! A binary calls the `register` of every driver it wants
-//! (`regstore_drivers::register_all()` for the built-in ones) before
+//! (`regstore_builtin::register_all()` for the built-in ones) before
 //! [`create`] and [`wrap`] build and wrap by name. Calling a function of the
 //! crate is what links it in, so a registered driver is always there — no
 //! linker tricks, no driver that silently goes missing. Middleware

@@ -30,7 +30,7 @@ impl StorageSpec {
 
     /// Builds the driver and wraps it in each middleware, in order. The
     /// driver and middleware must be registered
-    /// ([`crate::register_driver`]; `regstore_drivers::register_all` for
+    /// ([`crate::register_driver`]; `regstore_builtin::register_all` for
     /// the built-in ones).
     ///
     /// # Errors

@@ -46,7 +46,7 @@ pub async fn resolve_addr(addr: &str) -> anyhow::Result<SocketAddr> {
 /// The driver cannot be built (unknown driver, bad parameters, backend
 /// unreachable at startup).
 pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
-    regstore_drivers::register_all();
+    regstore_builtin::register_all();
     let driver = config.storage.spec.build().await.with_context(|| {
         format!(
             "cannot build storage driver {:?} from {}",

@@ -227,7 +227,7 @@ async fn a_bad_stored_copy_is_replaced_when_the_digest_is_pushed_again() {
 
         // s3: plant it through a driver on the same bucket and root.
         if let Some(params) = s3_params().await {
-            regstore_drivers::register_all();
+            regstore_builtin::register_all();
             let driver = regstore_core::create("s3", &params).await.expect("s3");
             driver
                 .put_content(blob_path.as_str(), poison.clone())
@@ -581,7 +581,7 @@ async fn storage_errors_do_not_reveal_server_paths() {
 /// root directory in the s3 bucket; with each, a driver on the same storage
 /// for the test to read and plant objects with.
 async fn instance_pairs() -> Vec<(String, TestRegistry, TestRegistry, regstore_core::Driver)> {
-    regstore_drivers::register_all();
+    regstore_builtin::register_all();
     let a = start("filesystem", DELETE_ON, "").await;
     let root = a.dir.path().join("root");
     let yaml = format!(

@@ -120,7 +120,7 @@ async fn foreign_files_with_invalid_names_are_not_listed() {
 
 #[tokio::test]
 async fn maxthreads_below_the_minimum_is_refused() {
-    regstore_drivers_linked();
+    regstore_builtin_linked();
     let dir = tempfile::tempdir().unwrap();
     let mut params = regstore_core::params::parse_pairs(["maxthreads=10"]).unwrap();
     params.insert(
@@ -143,7 +143,7 @@ async fn maxthreads_below_the_minimum_is_refused() {
 }
 
 /// This test binary links the crate, so its registration is present.
-fn regstore_drivers_linked() {
+fn regstore_builtin_linked() {
     std::hint::black_box(FilesystemDriver::new::<std::path::PathBuf>);
 }
 

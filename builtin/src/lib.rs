@@ -1,4 +1,4 @@
-//! regstore-drivers: every built-in driver and middleware, registered by
+//! regstore-builtin: every built-in driver and middleware, registered by
 //! one call.
 //!
 //! [`register_all`] calls the `register` function of each driver and
