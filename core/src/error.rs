@@ -1,8 +1,10 @@
 //! The one error type of the driver contract.
 //!
 //! Upper layers match on [`Error::PathNotFound`], [`Error::InvalidPath`],
-//! [`Error::InvalidOffset`] and [`Error::Unsupported`]; everything else a
-//! backend can do wrong is [`Error::Backend`]. Every value names the driver it
+//! [`Error::InvalidOffset`] and [`Error::Unsupported`]; a backend that
+//! refuses or lacks credentials is [`Error::Credentials`] (what to change is
+//! the configuration), and everything else a backend can do wrong is
+//! [`Error::Backend`] (unreachable, failing, slow: worth retrying). Every value names the driver it
 //! came from: driver code builds errors with the constructors below (which
 //! leave the name empty) and the wrapper in [`crate::Driver`] fills the name
 //! in, so a driver cannot forget it.
@@ -53,6 +55,8 @@ pub enum ErrorKind {
     Busy,
     /// [`Error::Config`].
     Config,
+    /// [`Error::Credentials`].
+    Credentials,
     /// [`Error::Backend`].
     Backend,
 }
@@ -68,6 +72,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Busy => "busy",
             ErrorKind::Config => "config",
+            ErrorKind::Credentials => "credentials",
             ErrorKind::Backend => "backend",
         }
     }
@@ -137,15 +142,46 @@ pub enum Error {
         /// What to change, e.g. `unknown parameter "bucktet" (did you mean "bucket"?)`.
         message: String,
     },
-    /// The backend failed: I/O, network, authentication, a server error.
-    #[error("{driver}: {source}")]
+    /// The backend refused the credentials (HTTP 401/403, a refused login)
+    /// or none could be found. Retrying does not help; the configuration
+    /// must change.
+    #[error("{driver}: credentials refused or missing: {message}")]
+    Credentials {
+        /// Driver that answered.
+        driver: DriverName,
+        /// What was refused or is missing, each cause named once.
+        message: String,
+    },
+    /// The backend failed: I/O, network, a server error, a timeout.
+    ///
+    /// Its message names the client error and each of its causes once
+    /// ([`causes`]); so that a printer that walks `source()` (anyhow's
+    /// `{:#}`) does not name them again, it has no `source()`: the client's
+    /// error is [`Error::cause`].
+    #[error("{driver}: {}", causes(cause.as_ref()))]
     Backend {
         /// Driver that answered.
         driver: DriverName,
         /// The backend client's error.
-        #[source]
-        source: BoxError,
+        cause: BoxError,
     },
+}
+
+/// `e` and its causes (`a: b: c`), each named once: a cause whose text the
+/// message already holds (error types that print their source as part of
+/// their own message, as object_store's and reqwest's do) is left out.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 impl Error {
@@ -203,7 +239,29 @@ impl Error {
     pub fn backend(source: impl Into<BoxError>) -> Self {
         Error::Backend {
             driver: DriverName::default(),
-            source: source.into(),
+            cause: source.into(),
+        }
+    }
+
+    /// `Credentials` error: what was refused or is missing, and what to
+    /// change if it can be said.
+    pub fn credentials(message: impl Into<String>) -> Self {
+        Error::Credentials {
+            driver: DriverName::default(),
+            message: message.into(),
+        }
+    }
+
+    /// `Credentials` error naming `e` and each of its causes once.
+    pub fn credentials_from(e: &(dyn std::error::Error + 'static)) -> Self {
+        Error::credentials(causes(e))
+    }
+
+    /// The backend client's error behind an [`Error::Backend`].
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Error::Backend { cause, .. } => Some(cause.as_ref()),
+            _ => None,
         }
     }
 
@@ -216,6 +274,7 @@ impl Error {
             | Error::Unsupported { driver, .. }
             | Error::Busy { driver, .. }
             | Error::Config { driver, .. }
+            | Error::Credentials { driver, .. }
             | Error::Backend { driver, .. } => driver.0,
         }
     }
@@ -230,6 +289,7 @@ impl Error {
             | Error::Unsupported { driver, .. }
             | Error::Busy { driver, .. }
             | Error::Config { driver, .. }
+            | Error::Credentials { driver, .. }
             | Error::Backend { driver, .. } => driver,
         };
         if slot.0.is_empty() {
@@ -248,6 +308,11 @@ impl Error {
         matches!(self, Error::Unsupported { .. })
     }
 
+    /// True for [`Error::Credentials`].
+    pub fn is_credentials(&self) -> bool {
+        matches!(self, Error::Credentials { .. })
+    }
+
     /// True for [`Error::PathNotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::PathNotFound { .. })
@@ -263,6 +328,7 @@ impl Error {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Config { .. } => ErrorKind::Config,
+            Error::Credentials { .. } => ErrorKind::Credentials,
             Error::Backend { .. } => ErrorKind::Backend,
         }
     }
@@ -283,6 +349,72 @@ mod tests {
         let e = Error::not_found("/a").named("s3").named("cloudfront");
         assert_eq!(e.driver(), "s3");
         assert_eq!(e.to_string(), "s3: path not found: /a");
+    }
+
+    /// An error that prints its source as part of its own message, as
+    /// object_store's and reqwest's do.
+    #[derive(Debug)]
+    struct Wrapping(&'static str, Option<Box<Wrapping>>);
+
+    impl fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.1 {
+                Some(inner) => write!(f, "{}: {inner}", self.0),
+                None => f.write_str(self.0),
+            }
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn token_failure() -> Wrapping {
+        let io = Wrapping("connection refused", None);
+        let send = Wrapping("error sending request", Some(Box::new(io)));
+        let retry = Wrapping("Error after 3 retries", Some(Box::new(send)));
+        Wrapping("Error performing token request", Some(Box::new(retry)))
+    }
+
+    /// What anyhow's `{:#}` prints: the error, then every `source()`.
+    fn walked(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_backend_error_names_each_cause_once() {
+        let expected = "gcs: Error performing token request: Error after 3 retries: \
+                        error sending request: connection refused";
+        let e = Error::backend(token_failure()).named("gcs");
+        assert_eq!(e.to_string(), expected);
+        assert_eq!(walked(&e), expected, "a chain printer adds nothing");
+        assert!(e.cause().is_some());
+        let plain = Wrapping("outer", Some(Box::new(Wrapping("inner", None))));
+        assert_eq!(causes(&std::io::Error::other("x")), "x");
+        assert_eq!(causes(&plain), "outer: inner");
+    }
+
+    #[test]
+    fn credentials_are_their_own_kind() {
+        let e = Error::credentials_from(&token_failure()).named("gcs");
+        assert_eq!(e.kind(), ErrorKind::Credentials);
+        assert!(e.is_credentials());
+        assert_eq!(e.kind().as_str(), "credentials");
+        assert_eq!(
+            e.to_string(),
+            "gcs: credentials refused or missing: Error performing token request: \
+             Error after 3 retries: error sending request: connection refused"
+        );
+        assert_eq!(Error::backend("x").kind(), ErrorKind::Backend);
     }
 
     #[test]

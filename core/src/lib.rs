@@ -32,7 +32,7 @@ pub use driver::{
     ByteStream, Capabilities, FileInfo, FileWriter, RedirectMethod, RedirectRequest, StorageDriver,
     WalkControl, WalkVisitor,
 };
-pub use error::{BoxError, DriverName, Error, ErrorKind, Result};
+pub use error::{BoxError, DriverName, Error, ErrorKind, Result, causes};
 pub use metrics::{Metrics, Op, OpStats, RequestCounter};
 pub use middleware::Middleware;
 pub use params::{ParamKind, ParamSpec, Params, RawParams};

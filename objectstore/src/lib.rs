@@ -100,11 +100,37 @@ pub fn signed_method(method: regstore_core::RedirectMethod) -> object_store::sig
 }
 
 /// Maps an `object_store` error: not-found becomes [`Error::PathNotFound`]
-/// for `key`, everything else [`Error::Backend`].
+/// for `key`, the rest as [`store_err`] says.
 pub fn map_err(e: object_store::Error, key: &Path) -> Error {
     match e {
         object_store::Error::NotFound { .. } => Error::not_found(format!("/{key}")),
-        other => Error::backend(other),
+        other => store_err(other),
+    }
+}
+
+/// Maps an `object_store` error that is not about one key: credentials the
+/// store refused (HTTP 401, 403: a wrong secret, an expired token, a
+/// signature that does not match) become [`Error::Credentials`], everything
+/// else [`Error::Backend`].
+///
+/// Some clients report a refused request as `Generic` (Azure's listings);
+/// its status is then only in the message (`object_store`'s `RetryError`,
+/// which knows it, is not public), so the message is read for it.
+pub fn store_err(e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::Unauthenticated { .. }
+        | object_store::Error::PermissionDenied { .. } => Error::credentials_from(&e),
+        other => {
+            let text = regstore_core::causes(&other);
+            let refused = ["401", "403"]
+                .iter()
+                .any(|code| text.contains(&format!("non-2xx status code: {code}")));
+            if refused {
+                Error::credentials(text)
+            } else {
+                Error::backend(other)
+            }
+        }
     }
 }
 
@@ -123,7 +149,7 @@ pub async fn delete_keys(store: &dyn object_store::ObjectStore, mut keys: Vec<Pa
         while let Some(r) = results.next().await {
             match r {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::backend(e)),
+                Err(e) => return Err(store_err(e)),
             }
         }
     }
@@ -408,9 +434,9 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
                 Some(meta) if meta.size < offset => {
                     return Err(Error::invalid_offset(path, offset));
                 }
-                Some(_) => return Err(Error::backend(e)),
+                Some(_) => return Err(store_err(e)),
             },
-            Err(e) => return Err(Error::backend(e)),
+            Err(e) => return Err(store_err(e)),
         };
         let key_for_errors = key.clone();
         Ok(Box::pin(
@@ -618,5 +644,52 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regstore_core::ErrorKind;
+
+    fn source(text: &str) -> Box<dyn std::error::Error + Send + Sync> {
+        text.to_owned().into()
+    }
+
+    #[test]
+    fn refused_requests_are_credentials_errors() {
+        let key = Path::from("a");
+        let denied = object_store::Error::PermissionDenied {
+            path: "a".into(),
+            source: source("403 Forbidden: SignatureDoesNotMatch"),
+        };
+        assert_eq!(map_err(denied, &key).kind(), ErrorKind::Credentials);
+        let unauthenticated = object_store::Error::Unauthenticated {
+            path: "a".into(),
+            source: source("401 Unauthorized"),
+        };
+        assert_eq!(store_err(unauthenticated).kind(), ErrorKind::Credentials);
+        let listing = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: source(
+                "Error performing list request: Server returned non-2xx status code: 403 Forbidden",
+            ),
+        };
+        assert_eq!(store_err(listing).kind(), ErrorKind::Credentials);
+    }
+
+    #[test]
+    fn other_failures_stay_backend_errors() {
+        let key = Path::from("a");
+        let failing = object_store::Error::Generic {
+            store: "S3",
+            source: source("Server returned non-2xx status code: 503 Service Unavailable"),
+        };
+        assert_eq!(store_err(failing).kind(), ErrorKind::Backend);
+        let missing = object_store::Error::NotFound {
+            path: "a".into(),
+            source: source("404"),
+        };
+        assert_eq!(map_err(missing, &key).kind(), ErrorKind::PathNotFound);
     }
 }

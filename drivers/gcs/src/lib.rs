@@ -98,6 +98,9 @@ pub fn register() {
 
 fn build(params: Params) -> BuildFuture {
     Box::pin(async move {
+        if only_the_metadata_server(&params) {
+            probe_metadata_server().await?;
+        }
         let driver = gcs_driver(&params)?;
         Ok(Box::new(driver) as Box<dyn StorageDriver>)
     })
@@ -187,6 +190,61 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
     ObjectDriver::new(backend, params.require_string("rootdirectory")?)
 }
 
+/// How long the metadata server may take to accept a connection before
+/// the driver concludes there is none.
+const METADATA_PROBE: Duration = Duration::from_millis(500);
+
+/// Whether no credentials are configured, so that `object_store` would ask
+/// the instance metadata server for every token: no `keyfile`,
+/// `credentials` or `noauth`, none of the environment variables it reads,
+/// and no gcloud application-default credentials file.
+fn only_the_metadata_server(params: &Params) -> bool {
+    let given = |name| params.string(name).is_some();
+    let env = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let gcloud_file = std::env::var_os("HOME").is_some_and(|home| {
+        std::path::Path::new(&home)
+            .join(".config/gcloud/application_default_credentials.json")
+            .exists()
+    });
+    !(given("keyfile")
+        || given("credentials")
+        || params.bool("noauth") == Some(true)
+        || env("GOOGLE_APPLICATION_CREDENTIALS")
+        || env("GOOGLE_SERVICE_ACCOUNT")
+        || env("GOOGLE_SERVICE_ACCOUNT_PATH")
+        || env("GOOGLE_SERVICE_ACCOUNT_KEY")
+        || gcloud_file)
+}
+
+/// Fails fast, with [`Error::Credentials`], where no metadata server answers
+/// (any machine outside Google Cloud): otherwise every request would spend
+/// seconds in `object_store`'s retries of the token request before failing.
+/// The address is `GCE_METADATA_HOST` (`host:port`) when set, as for
+/// `object_store`, else 169.254.169.254:80.
+async fn probe_metadata_server() -> Result<()> {
+    let addr = std::env::var("GCE_METADATA_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            if h.contains(':') {
+                h
+            } else {
+                format!("{h}:80")
+            }
+        })
+        .unwrap_or_else(|| "169.254.169.254:80".to_owned());
+    let connect = tokio::net::TcpStream::connect(addr.as_str());
+    let why = match tokio::time::timeout(METADATA_PROBE, connect).await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {METADATA_PROBE:?}"),
+    };
+    Err(Error::credentials(format!(
+        "no GCS credentials are configured and no metadata server answers at {addr} ({why}): \
+         set keyfile or credentials (or GOOGLE_APPLICATION_CREDENTIALS), or noauth: true for an emulator"
+    )))
+}
+
 fn has_private_key(json: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(json)
         .ok()
@@ -216,7 +274,14 @@ fn http_error(what: &str, key: &Path, status: reqwest::StatusCode, body: &str) -
         return Error::not_found(format!("/{key}"));
     }
     let body: String = body.chars().take(300).collect();
-    Error::backend(format!("GCS {what} of {key}: HTTP {status}: {body}"))
+    let message = format!("GCS {what} of {key}: HTTP {status}: {body}");
+    if matches!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+    ) {
+        return Error::credentials(message);
+    }
+    Error::backend(message)
 }
 
 impl GcsBackend {
@@ -509,5 +574,65 @@ impl Backend for GcsBackend {
             .await
             .map(Some)
             .map_err(|e| map_err(e, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[&str]) -> Params {
+        let raw = regstore_core::params::parse_pairs(pairs).expect("pairs");
+        regstore_core::params::resolve("gcs", PARAMS, &raw).expect("params")
+    }
+
+    #[test]
+    fn refused_answers_are_credentials_errors() {
+        let key = Path::from("a/b");
+        for status in [
+            reqwest::StatusCode::UNAUTHORIZED,
+            reqwest::StatusCode::FORBIDDEN,
+        ] {
+            let e = http_error("upload", &key, status, "denied");
+            assert_eq!(e.kind(), regstore_core::ErrorKind::Credentials, "{e}");
+        }
+        let e = http_error("upload", &key, reqwest::StatusCode::BAD_GATEWAY, "");
+        assert_eq!(e.kind(), regstore_core::ErrorKind::Backend);
+        let e = http_error("upload", &key, reqwest::StatusCode::NOT_FOUND, "");
+        assert_eq!(e.kind(), regstore_core::ErrorKind::PathNotFound);
+    }
+
+    #[test]
+    fn configured_credentials_need_no_metadata_server() {
+        assert!(!only_the_metadata_server(&params(&[
+            "bucket=b",
+            "noauth=true"
+        ])));
+        assert!(!only_the_metadata_server(&params(&[
+            "bucket=b",
+            "keyfile=/k.json"
+        ])));
+    }
+
+    /// On a machine without a metadata server (every CI machine), a driver
+    /// without credentials fails at once, as a credentials error, instead
+    /// of spending seconds per request asking for a token.
+    #[tokio::test]
+    async fn no_credentials_and_no_metadata_server_fail_fast() {
+        let p = params(&["bucket=b"]);
+        if !only_the_metadata_server(&p) || std::env::var_os("GCE_METADATA_HOST").is_some() {
+            return; // credentials configured in this environment
+        }
+        let started = std::time::Instant::now();
+        let Err(e) = build(p).await else {
+            return; // a metadata server answers: a Google Cloud machine
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(e.kind(), regstore_core::ErrorKind::Credentials, "{e}");
+        assert!(e.to_string().contains("noauth: true"), "{e}");
     }
 }

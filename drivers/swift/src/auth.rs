@@ -348,9 +348,10 @@ impl Auth {
                     (true, _, _) => Err(Error::config(format!(
                         "Swift auth at {url} answered without X-Auth-Token or X-Storage-Url"
                     ))),
-                    (false, _, _) => Err(Error::config(format!(
-                        "Swift auth at {url} refused user {user:?}: HTTP {status}"
-                    ))),
+                    (false, _, _) => Err(refused(
+                        status,
+                        format!("Swift auth at {url} refused user {user:?}: HTTP {status}"),
+                    )),
                 }
             }
             Credentials::V3 {
@@ -390,13 +391,31 @@ impl Auth {
                 })?;
                 if !status.is_success() {
                     let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
-                    return Err(Error::config(format!(
-                        "Keystone at {endpoint} refused the credentials: HTTP {status}: {text}"
-                    )));
+                    return Err(refused(
+                        status,
+                        format!(
+                            "Keystone at {endpoint} refused the credentials: HTTP {status}: {text}"
+                        ),
+                    ));
                 }
                 v3_session(token.as_deref(), &bytes, region.as_deref(), interface)
             }
         }
+    }
+}
+
+/// The error for a login the auth service did not accept: 401 and 403 are
+/// credentials refused; a server error or 429 is the service failing (worth
+/// retrying); anything else is a configuration that cannot work (a wrong
+/// URL, a malformed request).
+fn refused(status: reqwest::StatusCode, message: String) -> Error {
+    let code = status.as_u16();
+    if code == 401 || code == 403 {
+        Error::credentials(message)
+    } else if regstore_core::retry::is_retryable_status(code) {
+        Error::backend(message)
+    } else {
+        Error::config(message)
     }
 }
 

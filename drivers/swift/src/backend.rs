@@ -48,6 +48,9 @@ impl SwiftBackend {
             return Ok(());
         }
         let e = http_error(resp, "creating the container", self.client.container()).await;
+        if e.is_credentials() {
+            return Err(e);
+        }
         Err(Error::config(format!(
             "container {:?} is not usable: {e}",
             self.client.container()

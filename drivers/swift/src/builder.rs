@@ -223,8 +223,9 @@ pub fn credentials(params: &Params) -> Result<Credentials> {
 /// `settempurlkey` says so.
 ///
 /// # Errors
-/// `Config` for parameters that cannot work or credentials the auth service
-/// refuses; `Backend` when Swift cannot be reached.
+/// `Config` for parameters that cannot work; `Credentials` when the auth
+/// service refuses the credentials; `Backend` when Swift cannot be reached
+/// or fails.
 pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
     regstore_objectstore::install_crypto();
     let creds = credentials(params)?;

@@ -39,21 +39,9 @@ const OBJECT: &AsciiSet = &CONTROLS
     .add(b';')
     .add(b'=');
 
-/// `e` with its causes (`a: b: c`): reqwest's own message leaves out why a
-/// request failed (a refused certificate, a reset connection).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
+/// `e` with its causes (`a: b: c`), each once: reqwest's own message leaves
+/// out why a request failed (a refused certificate, a reset connection).
+pub use regstore_core::causes as chain;
 
 /// `name` escaped for a URL path.
 pub fn escape(name: &str) -> String {
@@ -255,8 +243,8 @@ pub fn info_url(storage_url: &str) -> String {
 }
 
 /// The error for an unexpected answer to `what` on `name`: 404 is
-/// `PathNotFound`, anything else `Backend` with the status and the start of
-/// the body.
+/// `PathNotFound`, 401 and 403 (after a fresh login) `Credentials`,
+/// anything else `Backend` with the status and the start of the body.
 pub async fn http_error(resp: Response, what: &str, name: &str) -> Error {
     let status = resp.status();
     if status == StatusCode::NOT_FOUND {
@@ -264,7 +252,11 @@ pub async fn http_error(resp: Response, what: &str, name: &str) -> Error {
     }
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.chars().take(300).collect();
-    Error::backend(format!("Swift {what} of {name}: HTTP {status}: {body}"))
+    let message = format!("Swift {what} of {name}: HTTP {status}: {body}");
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Error::credentials(message);
+    }
+    Error::backend(message)
 }
 
 #[cfg(test)]

@@ -116,6 +116,14 @@ async fn status_error(resp: reqwest::Response, what: &str, path: &str) -> object
             path: path.to_owned(),
             source,
         },
+        StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated {
+            path: path.to_owned(),
+            source,
+        },
+        StatusCode::FORBIDDEN => object_store::Error::PermissionDenied {
+            path: path.to_owned(),
+            source,
+        },
         _ => object_store::Error::Generic {
             store: "Swift",
             source,

@@ -193,6 +193,7 @@ async fn refusals_and_missing_endpoints_are_clear_errors() {
         .expect_err("wrong password");
     assert!(err.to_string().contains("refused the credentials"), "{err}");
     assert!(err.to_string().contains("401"), "{err}");
+    assert_eq!(err.kind(), regstore_core::ErrorKind::Credentials, "{err}");
     let elsewhere = params(
         &env,
         &[

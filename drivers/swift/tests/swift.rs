@@ -716,3 +716,19 @@ async fn insecureskipverify_accepts_a_self_signed_certificate() {
     );
     d.delete("/tls").await.expect("delete");
 }
+
+/// A password the auth service refuses is a credentials error (what to
+/// change is the configuration), not a backend failure worth retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_credentials_error() {
+    let Some(mut raw) = regstore_testenv::backend::emulator_params_or_skip("swift").await else {
+        return;
+    };
+    raw.insert("password".into(), "not-the-password".into());
+    regstore_driver_swift::register();
+    let Err(err) = regstore_core::registry::create("swift", &raw).await else {
+        panic!("Swift accepted a wrong password");
+    };
+    assert_eq!(err.kind(), regstore_core::ErrorKind::Credentials, "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
+}
