@@ -298,3 +298,161 @@ async fn s3_cloudfront_middleware_signs_blob_redirects() {
         .expect("body");
     assert_eq!(sha256(&body), digest, "the presigned URL serves the blob");
 }
+
+/// Runs `regstore serve` on `storage` (a driver key and its parameters)
+/// until it exits or `limit` passes; the exit status (`None`: still
+/// running, then killed) and stderr.
+fn serve_until_exit(
+    dir: &Path,
+    storage: serde_json::Value,
+    limit: std::time::Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    use std::io::Read;
+    let cfg = dir.join("config.yml");
+    let yaml = serde_json::json!({"version": "0.1", "storage": storage});
+    std::fs::write(&cfg, yaml.to_string()).expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regstore"))
+        .args(["serve", "--config", cfg.to_str().expect("utf-8 path")])
+        .env_remove("REGSTORE_LOG")
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        // No cloud metadata server: nothing listens on port 9 on loopback.
+        .env("GCE_METADATA_HOST", "127.0.0.1:9")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start regstore serve");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (status, stderr)
+}
+
+/// A backend that refuses the configured credentials stops `regstore serve`
+/// at startup with one line that names the driver, what the backend said
+/// (once) and where the credentials are configured — on every emulator that
+/// checks credentials: Azurite (a wrong account key) and Swift (a wrong
+/// password) — and so does gcs with no credentials at all and no metadata
+/// server, at once rather than after seconds of asking for one. (moto, the
+/// S3 server here, accepts any key; the S3 mapping has unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_stop_startup_with_one_line() {
+    let cases: [(&str, &str, &str); 2] = [
+        (
+            "azure",
+            "accountkey",
+            // A well-formed key that is not Azurite's.
+            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+        ),
+        ("swift", "password", "not-the-password"),
+    ];
+    for (driver, key, wrong) in cases {
+        let Some(mut params) = regstore_testenv::backend::emulator_params_or_skip(driver).await
+        else {
+            continue;
+        };
+        params.insert(key.into(), wrong.into());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (status, stderr) = tokio::task::spawn_blocking({
+            let dir = dir.path().to_owned();
+            move || {
+                serve_until_exit(
+                    &dir,
+                    serde_json::json!({ driver: params }),
+                    std::time::Duration::from_secs(60),
+                )
+            }
+        })
+        .await
+        .expect("join");
+        let status = status.unwrap_or_else(|| panic!("{driver}: still serving:\n{stderr}"));
+        assert!(!status.success(), "{driver}: {stderr}");
+        let error: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.to_lowercase().contains("error"))
+            .collect();
+        assert_eq!(error.len(), 1, "{driver}: one error line:\n{stderr}");
+        let line = error[0];
+        assert!(
+            line.contains("credentials refused or missing")
+                && line.contains(&format!("storage.{driver}")),
+            "{driver}: {line}"
+        );
+        assert!(
+            !stderr.contains("listening on"),
+            "{driver}: served before the check:\n{stderr}"
+        );
+    }
+    // gcs without credentials needs no emulator.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (status, stderr) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            serve_until_exit(
+                &dir,
+                serde_json::json!({"gcs": {"bucket": "regstore"}}),
+                std::time::Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .expect("join");
+    let status = status.unwrap_or_else(|| panic!("gcs: still serving:\n{stderr}"));
+    assert!(!status.success(), "gcs: {stderr}");
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "gcs: one line:\n{stderr}");
+    assert!(
+        line.contains("credentials refused or missing") && line.contains("storage.gcs"),
+        "gcs: {line}"
+    );
+}
+
+/// A backend that does not answer at startup is not fatal: `regstore serve`
+/// logs it, serves, and `/debug/health` answers 503 naming the driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_logged_and_served_with_health_503() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens on port 9 (discard) on loopback. (Not Swift: its
+    // driver logs in and creates its container while it is built, so an
+    // unreachable Swift stops startup.)
+    let cfg = dir.path().join("config.yml");
+    let yaml = serde_json::json!({"version": "0.1", "storage": {"s3": {
+        "bucket": "regstore",
+        "region": "us-east-1",
+        "regionendpoint": "http://127.0.0.1:9",
+        "forcepathstyle": "true",
+        "accesskey": "test",
+        "secretkey": "test",
+    }}});
+    std::fs::write(&cfg, yaml.to_string()).expect("write config");
+    let server = serve_with(dir.path(), &cfg);
+    let log = server.log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("storage backend not answering at startup"),
+        "{log}"
+    );
+    let r = common::client_builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("client")
+        .get(format!("{}/debug/health", server.base))
+        .send()
+        .await
+        .expect("health answers");
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("storage driver s3 is unhealthy"), "{body}");
+}

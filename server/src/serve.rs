@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::{HeaderName, HeaderValue};
@@ -19,7 +20,8 @@ use tokio_rustls::server::TlsStream;
 
 use crate::config::{Config, TlsSettings, UploadPurging};
 use crate::http::{AppState, router};
-use crate::registry::{Registry, Settings};
+use crate::registry::{Registry, RegistryError, Settings};
+use regstore_core::ErrorKind;
 
 /// The socket address `http.addr` names: `:5000` means every interface.
 ///
@@ -47,12 +49,22 @@ pub async fn resolve_addr(addr: &str) -> anyhow::Result<SocketAddr> {
 /// unreachable at startup).
 pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
     regstore_builtin::register_all();
-    let driver = config.storage.spec.build().await.with_context(|| {
-        format!(
-            "cannot build storage driver {:?} from {}",
-            config.storage.spec.driver, config.origin
-        )
-    })?;
+    let driver = match config.storage.spec.build().await {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::Credentials => {
+            return Err(credentials_refused(
+                &e,
+                &config.storage.spec.driver,
+                &config.origin,
+            ));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot build storage driver {:?} from {}",
+                config.storage.spec.driver, config.origin
+            )));
+        }
+    };
     let registry = Registry::new(
         driver,
         Settings {
@@ -80,6 +92,83 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         limits: config.http.limits,
         access_log: config.log.access_log,
     })
+}
+
+/// How often an unreachable backend is checked again after startup.
+const STARTUP_RECHECK: Duration = Duration::from_secs(15);
+
+/// Asks the backend one cheap question (the stat `/debug/health` also
+/// makes) before serving, so that a configuration the backend refuses is
+/// found at startup rather than by the first client.
+///
+/// - Credentials refused or missing ([`ErrorKind::Credentials`]): an error,
+///   one line naming the driver, what the backend said and where the
+///   credentials are configured. Retrying cannot help.
+/// - Anything else (unreachable, 5xx, no answer within
+///   [`crate::registry::HEALTH_TIMEOUT`]): logged as a
+///   warning and serving starts. `/debug/health` answers 503 while it
+///   lasts, and a background task checks again every 15 s, logging when the
+///   backend answers (or if it later refuses the credentials).
+///
+/// # Errors
+/// The backend refuses or lacks the credentials.
+pub async fn check_backend(registry: &Registry, origin: &str) -> anyhow::Result<()> {
+    let driver = registry.driver().name().to_owned();
+    match probe(registry).await {
+        Ok(()) => Ok(()),
+        Err(Probe::Credentials(e)) => Err(credentials_refused(&e, &driver, origin)),
+        Err(Probe::Unavailable(why)) => {
+            tracing::warn!(
+                driver,
+                "storage backend not answering at startup ({why}); serving anyway, /debug/health reports it, checking again every {}s",
+                STARTUP_RECHECK.as_secs()
+            );
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(STARTUP_RECHECK).await;
+                    match probe(&registry).await {
+                        Ok(()) => {
+                            tracing::info!(driver, "storage backend answers now");
+                            return;
+                        }
+                        Err(Probe::Credentials(e)) => {
+                            tracing::error!(driver, "storage backend refuses the credentials: {e}");
+                            return;
+                        }
+                        Err(Probe::Unavailable(why)) => {
+                            tracing::debug!(driver, "storage backend still not answering: {why}");
+                        }
+                    }
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+/// The one-line startup error for credentials the backend refused (at
+/// build or at the first request), with where to change them.
+fn credentials_refused(e: &regstore_core::Error, driver: &str, origin: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{e} (check the credentials under storage.{driver} in {origin}, or the environment they come from)"
+    )
+}
+
+/// Why the startup probe failed.
+enum Probe {
+    Credentials(regstore_core::Error),
+    Unavailable(String),
+}
+
+async fn probe(registry: &Registry) -> Result<(), Probe> {
+    match registry.check_health().await {
+        Ok(()) => Ok(()),
+        Err(RegistryError::Storage(e)) if e.kind() == ErrorKind::Credentials => {
+            Err(Probe::Credentials(e))
+        }
+        Err(e) => Err(Probe::Unavailable(e.to_string())),
+    }
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains
@@ -392,6 +481,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tls_config(tls)?;
     }
     let state = app_state(&config).await?;
+    check_backend(&state.registry, &config.origin).await?;
     if let Some(purging) = config.storage.upload_purging.clone() {
         tokio::spawn(purge_uploads(state.registry.clone(), purging));
     }

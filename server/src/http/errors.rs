@@ -122,7 +122,18 @@ impl From<RegistryError> for ApiError {
                 // the log; the client learns which kind of failure it was.
                 tracing::warn!(error = %inner, "storage error");
                 let driver = inner.driver();
-                if matches!(inner, regstore_core::Error::Backend { .. }) {
+                if inner.kind() == regstore_core::ErrorKind::Credentials {
+                    // The registry's own configuration, not the client's
+                    // request: unavailable until an operator fixes it.
+                    tracing::error!(error = %inner, "the storage backend refuses the registry's credentials");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        format!(
+                            "the storage backend ({driver}) refuses the registry's credentials"
+                        ),
+                    )
+                } else if matches!(inner, regstore_core::Error::Backend { .. }) {
                     ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "UNAVAILABLE",

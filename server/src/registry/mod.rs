@@ -93,6 +93,9 @@ pub enum RegistryError {
     Storage(#[from] regstore_core::Error),
 }
 
+/// How long [`Registry::check_health`] waits for the backend.
+pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shorthand for results of registry operations.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -521,16 +524,28 @@ impl Registry {
         Ok(false)
     }
 
-    /// Health check: the driver answers `stat("/")`; not-found (an empty
-    /// store) is healthy.
+    /// Health check: the driver answers a stat of the layout's root
+    /// ([`layout::ROOT`]) within [`HEALTH_TIMEOUT`]; not-found (an empty
+    /// store) is healthy. Not `/`: object-store drivers answer a stat of
+    /// the root without asking the backend. Bounded
+    /// so that a load balancer's probe, or startup, is not held by a
+    /// client's own retries against a backend that does not answer.
     ///
     /// # Errors
-    /// `Storage` when the backend does not answer properly.
+    /// `Storage` when the backend does not answer properly (its error keeps
+    /// its kind: `Credentials` for refused credentials), or in time
+    /// (a `Backend` error saying so).
     pub async fn check_health(&self) -> Result<()> {
-        match self.driver.stat("/").await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
+        match tokio::time::timeout(HEALTH_TIMEOUT, self.driver.stat(layout::ROOT)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_not_found() => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(regstore_core::Error::backend(format!(
+                "{}: no answer within {}s",
+                self.driver.name(),
+                HEALTH_TIMEOUT.as_secs()
+            ))
+            .into()),
         }
     }
 }
