@@ -159,3 +159,204 @@ async fn skopeo_and_podman_push_pull_inspect_list_delete() {
     assert!(!gone.status.success(), "deleted image still inspectable");
     drop(server);
 }
+
+/// Debian's stock `/etc/docker/registry/config.yml`, copied with its two
+/// paths rewritten (storage root, htpasswd file) and TLS added through
+/// `REGISTRY_HTTP_TLS_*`, starts regstore unchanged: the missing htpasswd
+/// file is created with user `docker` and its password printed once;
+/// `skopeo login` and `podman login` with it, then push and pull over TLS
+/// with the test certificate as CA. Without credentials the registry
+/// answers 401; the access log names the user and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_stock_config_with_htpasswd_over_tls_serves_skopeo_and_podman() {
+    let Some(t) = tools() else { return };
+    let Some(stock) = regstore_testenv::backend::skip_unless_required(
+        "Debian's stock registry config",
+        std::fs::read_to_string("/etc/docker/registry/config.yml").map_err(|e| {
+            format!("/etc/docker/registry/config.yml: {e} (scripts/clients.sh install)")
+        }),
+    ) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let htpasswd = w.join("auth/htpasswd");
+    let config = stock
+        .replace("/var/lib/docker-registry", w.join("data").to_str().unwrap())
+        .replace(
+            "path: /etc/docker/registry",
+            &format!("path: {}", htpasswd.display()),
+        );
+    assert_eq!(config.matches(w.to_str().unwrap()).count(), 2, "{config}");
+    let cfg = w.join("config.yml");
+    std::fs::write(&cfg, &config).unwrap();
+    let (cert, key) = regstore_testenv::openssl::self_signed(w).expect("openssl");
+    let certs = w.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&cert, certs.join("ca.crt")).unwrap();
+
+    let image = build_image(&t.umoci, w);
+    let (src_digest, _) = manifest_of_layout(&w.join("oci"));
+    let server = serve(
+        w,
+        &["--config", cfg.to_str().unwrap()],
+        &[
+            ("REGISTRY_HTTP_TLS_CERTIFICATE", cert.to_str().unwrap()),
+            ("REGISTRY_HTTP_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let host = server.base.trim_start_matches("https://").to_owned();
+    let password = {
+        let log = server.log.lock().unwrap().join("\n");
+        let line = log
+            .lines()
+            .find(|l| l.contains("created with user \"docker\", password "))
+            .unwrap_or_else(|| panic!("no provisioning line:\n{log}"))
+            .to_owned();
+        line.rsplit(' ').next().unwrap().to_owned()
+    };
+    let authfile = w.join("auth.json");
+    let (certs, authfile) = (certs.to_str().unwrap(), authfile.to_str().unwrap());
+
+    // Without credentials: refused.
+    let out = Command::new(&t.skopeo)
+        .args(["inspect", "--cert-dir", certs, "--authfile", authfile])
+        .arg(format!("docker://{host}/debian/busybox:v1"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401")
+            || err.to_lowercase().contains("unauthorized")
+            || err.contains("authentication required"),
+        "{err}"
+    );
+    let out = Command::new(&t.skopeo)
+        .args([
+            "login",
+            "--cert-dir",
+            certs,
+            "--authfile",
+            authfile,
+            "-u",
+            "docker",
+            "-p",
+            "wrong",
+            &host,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a wrong password logs in");
+
+    run(
+        &t.skopeo,
+        &[
+            "login",
+            "--cert-dir",
+            certs,
+            "--authfile",
+            authfile,
+            "-u",
+            "docker",
+            "-p",
+            &password,
+            &host,
+        ],
+    );
+    let dest = format!("docker://{host}/debian/busybox:v1");
+    run(
+        &t.skopeo,
+        &[
+            "copy",
+            "--dest-cert-dir",
+            certs,
+            "--dest-authfile",
+            authfile,
+            &format!("oci:{image}"),
+            &dest,
+        ],
+    );
+    let raw = run(
+        &t.skopeo,
+        &[
+            "inspect",
+            "--cert-dir",
+            certs,
+            "--authfile",
+            authfile,
+            "--raw",
+            &dest,
+        ],
+    )
+    .stdout;
+    assert_eq!(sha256(&raw), src_digest);
+
+    // podman: log in, pull what skopeo pushed, push it under another name.
+    let storage = w.join("podman");
+    let (root, runroot) = (storage.join("root"), storage.join("run"));
+    let podman = |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            runroot.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ];
+        all.extend_from_slice(args);
+        run(&t.podman, &all)
+    };
+    podman(&[
+        "login",
+        "--cert-dir",
+        certs,
+        "--authfile",
+        authfile,
+        "-u",
+        "docker",
+        "-p",
+        &password,
+        &host,
+    ]);
+    let pulled = format!("{host}/debian/busybox:v1");
+    podman(&["pull", "--cert-dir", certs, "--authfile", authfile, &pulled]);
+    let pushed = format!("{host}/debian/by-podman:v2");
+    podman(&["tag", &pulled, &pushed]);
+    podman(&["push", "--cert-dir", certs, "--authfile", authfile, &pushed]);
+    let raw = run(
+        &t.skopeo,
+        &[
+            "inspect",
+            "--cert-dir",
+            certs,
+            "--authfile",
+            authfile,
+            "--raw",
+            &format!("docker://{pushed}"),
+        ],
+    )
+    .stdout;
+    assert!(!raw.is_empty());
+
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("user=\"docker\"") || log.contains("user=docker"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(password.as_str()).count(),
+        1,
+        "the password appears once, in the provisioning line:\n{log}"
+    );
+    assert!(
+        !log.contains("auth.htpasswd over plain HTTP"),
+        "TLS is on: no warning"
+    );
+}

@@ -8,6 +8,7 @@
 //! - [`serve`]: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod registry;

@@ -81,6 +81,21 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             HeaderValue::from_str(v).with_context(|| format!("http.headers: {k}"))?,
         ));
     }
+    let auth = match &config.auth.htpasswd {
+        None => crate::auth::Auth::none(),
+        Some(h) => {
+            let (auth, created) = crate::auth::Auth::htpasswd(h)
+                .map_err(|e| anyhow::anyhow!("auth.htpasswd in {}: {e}", config.origin))?;
+            if let Some(password) = created {
+                // Printed once, to stderr, not into the log.
+                eprintln!(
+                    "htpasswd file {} was missing: created with user \"docker\", password {password}",
+                    h.path.display()
+                );
+            }
+            auth
+        }
+    };
     Ok(AppState {
         registry,
         base_url: if config.http.relative_urls {
@@ -91,6 +106,7 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         headers: Arc::new(headers),
         limits: config.http.limits,
         access_log: config.log.access_log,
+        auth,
     })
 }
 
@@ -479,6 +495,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // the driver.
     if let Some(tls) = &config.http.tls {
         tls_config(tls)?;
+    }
+    if config.auth.htpasswd.is_some() && config.http.tls.is_none() {
+        tracing::warn!(
+            "auth.htpasswd over plain HTTP: passwords cross the network readable; configure http.tls, or serve behind a TLS proxy"
+        );
     }
     let state = app_state(&config).await?;
     check_backend(&state.registry, &config.origin).await?;

@@ -33,7 +33,7 @@
 //!    `storage` other than its settings `delete`, `redirect`, `maintenance`,
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
-//!    `http`, `log`, `middleware`, `validation`); a key no section knows
+//!    `http`, `log`, `auth`, `middleware`, `validation`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -45,6 +45,7 @@
 //! is read as 0.1, with a warning. Durations take Go's syntax (`1h30m`,
 //! `500ms`) or whole seconds ([`ConfigDuration`]).
 
+mod auth;
 mod env;
 mod http;
 mod keys;
@@ -58,6 +59,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub use self::auth::AuthConfig;
 pub use self::http::{DEFAULT_DRAIN_TIMEOUT, HttpConfig, HttpLimits, TlsSettings};
 pub use self::log::{LogConfig, LogFormat};
 pub use self::storage::{StorageConfig, UploadPurging};
@@ -117,6 +119,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `log`.
     pub log: LogConfig,
+    /// `auth`.
+    pub auth: AuthConfig,
     /// `validation`: the foreign-layer URL rules for manifests.
     pub manifest_urls: crate::registry::ManifestUrls,
     /// Warnings about keys that are not used, to log once logging is set up.
@@ -134,6 +138,7 @@ struct File {
     http: http::Section,
     middleware: storage::Middleware,
     validation: validation::Section,
+    auth: auth::Section,
 }
 
 impl Config {
@@ -214,6 +219,7 @@ impl Config {
             storage: file.storage.resolve(driver, file.middleware),
             http: file.http.resolve().map_err(&invalid)?,
             log: file.log.resolve(file.loglevel),
+            auth: file.auth.resolve().map_err(&invalid)?,
             manifest_urls: file.validation.resolve().map_err(&invalid)?,
             warnings,
         })
@@ -319,12 +325,26 @@ mod tests {
             "{e}"
         );
         let e = Config::from_yaml(
-            "storage:\n  inmemory:\nauth:\n  htpasswd:\n    realm: x\n    path: /p\n",
+            "storage:\n  inmemory:\nauth:\n  token:\n    realm: x\n",
             "t.yml",
             [],
         )
         .unwrap_err();
-        assert!(e.to_string().contains("`auth` is not supported"), "{e}");
+        assert!(
+            e.to_string().contains("`auth.token` is not supported"),
+            "{e}"
+        );
+        let e = Config::from_yaml(
+            "storage:\n  inmemory:\nauth:\n  htpasswd:\n    path: /p\n",
+            "t.yml",
+            [],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("auth.htpasswd: missing field `realm`"),
+            "{e}"
+        );
     }
 
     #[test]

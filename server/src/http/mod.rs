@@ -58,6 +58,8 @@ pub struct AppState {
     /// One `info` line per request (target `regstore::access`); off with
     /// `log.accesslog.disabled: true`.
     pub access_log: bool,
+    /// `auth`: who may ask.
+    pub auth: crate::auth::Auth,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
@@ -84,8 +86,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// One `info` line per request: method, path, status, time to the response
-/// head (bodies stream on afterwards).
+/// One `info` line per request: method, path, user (when authenticated;
+/// never a password or token), status, time to the response head (bodies
+/// stream on afterwards).
 /// A request body that sends nothing for `idle` ends with an error, which
 /// the handlers treat as a cut connection (an upload keeps what arrived).
 async fn body_timeout(State(idle): State<std::time::Duration>, request: Request) -> Request {
@@ -125,10 +128,15 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let resp = next.run(request).await;
+    let user = resp
+        .extensions()
+        .get::<crate::auth::Identity>()
+        .and_then(|i| i.user());
     tracing::info!(
         target: "regstore::access",
         %method,
         path,
+        user,
         status = resp.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
         "request"
@@ -179,8 +187,20 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
     };
     let req = Req::from_parts(parts);
     let method = req.method.clone();
-    let mut resp = match handle(&state, route, req, body).await {
-        Ok(r) => r,
+    let mount_from = req.param("mount").and(req.param("from"));
+    let identity = state
+        .auth
+        .authenticate(&req.headers, &route.needs(&method, mount_from))
+        .await;
+    let mut resp = match identity {
+        Ok(identity) => {
+            let mut resp = match handle(&state, route, req, body).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+            resp.extensions_mut().insert(identity);
+            resp
+        }
         Err(e) => e.into_response(),
     };
     if method == Method::HEAD {

@@ -17,7 +17,7 @@ use crate::registry::{Digest, RegistryError, RepoName};
 /// Everything a handler needs from the request.
 pub(super) struct Req {
     pub(super) method: Method,
-    headers: HeaderMap,
+    pub(super) headers: HeaderMap,
     query: HashMap<String, String>,
     peer: Option<SocketAddr>,
 }

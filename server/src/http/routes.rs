@@ -2,7 +2,10 @@
 //! recognised from the end of the path, where the endpoint's fixed words
 //! are; whatever precedes them is the name.
 
+use axum::http::Method;
 use percent_encoding::percent_decode_str;
+
+use crate::auth::{Action, Scope};
 
 /// An API endpoint with its still-unvalidated parts.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,9 +77,109 @@ pub fn parse(path: &str) -> Option<Route> {
     None
 }
 
+impl Route {
+    /// What a request with `method` on this route needs: `/v2/` only
+    /// credentials; reads `pull`; uploads, manifest PUTs and mounts
+    /// `pull,push` on the target (and `pull` on the mount's source,
+    /// `mount_from`); deletes `delete`; the catalog `registry:catalog:*`.
+    /// A method the route does not serve counts as a write (it is refused
+    /// with 405 after authentication).
+    pub fn needs(&self, method: &Method, mount_from: Option<&str>) -> Vec<Scope> {
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        let write = [Action::Pull, Action::Push];
+        match self {
+            Route::Base => Vec::new(),
+            Route::Catalog => vec![Scope::catalog()],
+            Route::Tags(name) | Route::Referrers(name, _) if read => {
+                vec![Scope::repository(name, &[Action::Pull])]
+            }
+            Route::Manifest(name, _) | Route::Blob(name, _) if read => {
+                vec![Scope::repository(name, &[Action::Pull])]
+            }
+            Route::Manifest(name, _) | Route::Blob(name, _) if *method == Method::DELETE => {
+                vec![Scope::repository(name, &[Action::Delete])]
+            }
+            Route::UploadStart(name) => {
+                let mut needs = vec![Scope::repository(name, &write)];
+                if let Some(from) = mount_from.filter(|f| *f != name) {
+                    needs.push(Scope::repository(from, &[Action::Pull]));
+                }
+                needs
+            }
+            Route::Tags(name)
+            | Route::Referrers(name, _)
+            | Route::Manifest(name, _)
+            | Route::Blob(name, _)
+            | Route::Upload(name, _) => vec![Scope::repository(name, &write)],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_endpoint_needs_its_scope() {
+        let needs = |path: &str, method: Method, from: Option<&str>| -> Vec<String> {
+            parse(path)
+                .unwrap()
+                .needs(&method, from)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(needs("/v2/", Method::GET, None).is_empty());
+        assert_eq!(
+            needs("/v2/_catalog", Method::GET, None),
+            ["registry:catalog:*"]
+        );
+        for path in [
+            "/v2/a/b/manifests/t",
+            "/v2/a/b/blobs/sha256:x",
+            "/v2/a/b/tags/list",
+            "/v2/a/b/referrers/sha256:x",
+        ] {
+            assert_eq!(
+                needs(path, Method::GET, None),
+                ["repository:a/b:pull"],
+                "{path}"
+            );
+            assert_eq!(
+                needs(path, Method::HEAD, None),
+                ["repository:a/b:pull"],
+                "{path}"
+            );
+        }
+        assert_eq!(
+            needs("/v2/a/manifests/t", Method::PUT, None),
+            ["repository:a:pull,push"]
+        );
+        assert_eq!(
+            needs("/v2/a/manifests/t", Method::DELETE, None),
+            ["repository:a:delete"]
+        );
+        assert_eq!(
+            needs("/v2/a/blobs/sha256:x", Method::DELETE, None),
+            ["repository:a:delete"]
+        );
+        assert_eq!(
+            needs("/v2/a/blobs/uploads/u", Method::PATCH, None),
+            ["repository:a:pull,push"]
+        );
+        assert_eq!(
+            needs("/v2/a/blobs/uploads/u", Method::GET, None),
+            ["repository:a:pull,push"]
+        );
+        assert_eq!(
+            needs("/v2/a/blobs/uploads/", Method::POST, Some("b")),
+            ["repository:a:pull,push", "repository:b:pull"]
+        );
+        assert_eq!(
+            needs("/v2/a/blobs/uploads/", Method::POST, Some("a")),
+            ["repository:a:pull,push"]
+        );
+    }
 
     #[test]
     fn routes_are_read_from_the_end() {

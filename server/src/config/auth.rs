@@ -1,0 +1,53 @@
+//! `auth`: which authentication the registry asks for (at most one
+//! scheme, as in distribution).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::auth::HtpasswdSettings;
+
+/// `auth`, as `regstore serve` applies it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `auth.htpasswd`: Basic credentials checked against a bcrypt
+    /// htpasswd file.
+    pub htpasswd: Option<HtpasswdSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Section {
+    htpasswd: Option<Htpasswd>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Htpasswd {
+    realm: String,
+    path: PathBuf,
+}
+
+impl Section {
+    /// The checked `auth` settings.
+    ///
+    /// # Errors
+    /// An empty realm or path, naming the key.
+    pub(super) fn resolve(self) -> Result<AuthConfig, String> {
+        let htpasswd = match self.htpasswd {
+            None => None,
+            Some(h) => {
+                if h.realm.trim().is_empty() {
+                    return Err("auth.htpasswd.realm is empty: name the realm clients are told (e.g. basic-realm)".into());
+                }
+                if h.path.as_os_str().is_empty() {
+                    return Err("auth.htpasswd.path is empty: give the htpasswd file (created with a user `docker` if missing)".into());
+                }
+                Some(HtpasswdSettings {
+                    realm: h.realm,
+                    path: h.path,
+                })
+            }
+        };
+        Ok(AuthConfig { htpasswd })
+    }
+}
