@@ -374,3 +374,90 @@ async fn log_formatter_json_with_fields_and_the_access_log_switch() {
         assert_eq!(access, expected, "{formatter}: {lines:?}");
     }
 }
+
+/// `http.tls.clientcas`: mutual TLS. curl with a client certificate the
+/// listed CA signed gets the API; without one, or with one from another
+/// CA, the handshake fails and no request is served.
+#[test]
+fn http_tls_clientcas_requires_a_client_certificate_from_the_listed_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let cas = dir.path().join("cas");
+    std::fs::create_dir_all(&cas).unwrap();
+    let (ca, client, client_key) =
+        regstore_testenv::openssl::client_ca(&cas).expect("openssl is installed");
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (_, stranger, stranger_key) =
+        regstore_testenv::openssl::client_ca(&other).expect("openssl is installed");
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let server = serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    let cacert = cert.to_str().unwrap();
+    let text = curl_head(
+        &[
+            "--cacert",
+            cacert,
+            "--cert",
+            client.to_str().unwrap(),
+            "--key",
+            client_key.to_str().unwrap(),
+        ],
+        &server.base,
+    );
+    assert!(text.contains(" 200"), "{text}");
+    let refused = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "-m", "10", "--cacert", cacert])
+            .args(extra)
+            .arg(format!("{}/v2/", server.base))
+            .output()
+            .expect("curl is installed");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !out.status.success() && !stdout.contains(" 200"),
+            "{extra:?} was served: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    refused(&[]);
+    refused(&[
+        "--cert",
+        stranger.to_str().unwrap(),
+        "--key",
+        stranger_key.to_str().unwrap(),
+    ]);
+
+    // A clientcas file that is not PEM stops startup, naming it.
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {}\n    key: {}\n    clientcas: [{}]\n",
+            cert.display(),
+            key.display(),
+            dir.path().join("junk.pem").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_regstore"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.tls.clientcas") && err.contains("junk.pem"),
+        "{err}"
+    );
+}

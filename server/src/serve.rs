@@ -352,14 +352,40 @@ pub fn tls_config(tls: &TlsSettings) -> anyhow::Result<Arc<rustls::ServerConfig>
     } else {
         &[&rustls::version::TLS12, &rustls::version::TLS13]
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .context("TLS protocol versions")?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("http.tls: the key does not fit the certificate")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .context("TLS protocol versions")?;
+    let builder = if tls.client_cas.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for path in &tls.client_cas {
+            let shown = path.display();
+            let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("http.tls.clientcas: cannot read {shown}"))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("http.tls.clientcas: {shown} is not PEM"))?;
+            if cas.is_empty() {
+                anyhow::bail!("http.tls.clientcas: {shown} holds no CERTIFICATE block");
+            }
+            for ca in cas {
+                roots.add(ca).with_context(|| {
+                    format!(
+                        "http.tls.clientcas: {shown} holds a certificate that is not a usable CA"
+                    )
+                })?;
+            }
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("http.tls.clientcas: cannot build the client certificate verifier")?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .context("http.tls: the key does not fit the certificate")?;
     config.alpn_protocols = if tls.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

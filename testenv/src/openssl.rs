@@ -110,6 +110,79 @@ pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     Ok((cert, key))
 }
 
+/// A test CA (`ca.pem`, `ca.key`) and a client certificate it signed for
+/// TLS client authentication (`client.pem`, `client.key`), written into
+/// `dir`: the paths of the CA certificate, the client certificate and its
+/// key.
+///
+/// # Errors
+/// openssl is missing or fails.
+pub fn client_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
+    let (cert, key, csr, ext) = (
+        p("client.pem"),
+        p("client.key"),
+        p("client.csr"),
+        p("client.ext"),
+    );
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=regstore test client CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+        b"",
+    )?;
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=test client",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+        b"",
+    )?;
+    std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").map_err(|e| format!("{ext}: {e}"))?;
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+        b"",
+    )?;
+    Ok((ca.into(), cert.into(), key.into()))
+}
+
 /// Checks a CloudFront URL signed with a canned policy against
 /// `public_pem`: rebuilds the policy from the URL without its query and
 /// its `Expires`, turns the URL-safe `Signature` back into base64, and has

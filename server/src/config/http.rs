@@ -75,6 +75,11 @@ pub struct TlsSettings {
     /// HTTP/2 offered by ALPN (`h2`, then `http/1.1`), as distribution
     /// does; `http.http2.disabled: true` offers HTTP/1.1 only.
     pub http2: bool,
+    /// `clientcas`: PEM files of the CAs a client certificate must chain
+    /// to. When any are given, every connection must present a valid
+    /// client certificate (mutual TLS, distribution's
+    /// `RequireAndVerifyClientCert`).
+    pub client_cas: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +106,7 @@ struct Tls {
     certificate: Option<String>,
     key: Option<String>,
     minimumtls: Option<String>,
+    clientcas: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,7 +148,13 @@ impl Section {
                         key: k.into(),
                         tls13_only,
                         http2,
+                        client_cas: t.clientcas,
                     }),
+                    (None, None) if !t.clientcas.is_empty() => {
+                        return Err(
+                            "http.tls.clientcas needs http.tls.certificate and key: client certificates are asked for over TLS".into(),
+                        );
+                    }
                     (None, None) => None,
                     _ => {
                         return Err(

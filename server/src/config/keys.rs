@@ -42,13 +42,6 @@ const KEYS: &[(&str, Rule)] = &[
         ),
     ),
     (
-        "http.tls.clientcas",
-        Rule::RefuseUnless(
-            is_empty_list,
-            "(client certificate authentication) is not supported yet; remove it and authenticate clients in a proxy",
-        ),
-    ),
-    (
         "http.tls.letsencrypt",
         Rule::Refuse("is not supported; give certificate and key files"),
     ),
@@ -96,10 +89,6 @@ const KEYS: &[(&str, Rule)] = &[
         Rule::Ignore("only middleware.storage is supported"),
     ),
 ];
-
-fn is_empty_list(v: &Value) -> bool {
-    v.as_array().is_some_and(Vec::is_empty)
-}
 
 /// Takes every key of [`KEYS`] out of `doc`, adding a warning for each
 /// ignored one that is set.
@@ -153,7 +142,7 @@ mod tests {
     fn each_rule_does_what_it_says() {
         let mut warnings = Vec::new();
         let mut doc = serde_json::json!({
-            "http": {"secret": "s", "prefix": "/", "tls": {"ciphersuites": ["x"], "clientcas": []}},
+            "http": {"secret": "s", "prefix": "/", "tls": {"ciphersuites": ["x"]}},
             "redis": {"addr": "x"},
             "health": null,
         });
