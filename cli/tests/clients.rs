@@ -360,3 +360,102 @@ async fn debian_stock_config_with_htpasswd_over_tls_serves_skopeo_and_podman() {
         "TLS is on: no warning"
     );
 }
+
+/// `auth.token` with skopeo, which follows the Docker token protocol: it
+/// meets the Bearer challenge, asks the token server (inside the test) for
+/// the scope named, and retries with the token. `alice` pushes and pulls;
+/// `reader`, whose tokens grant pull only, pulls and cannot push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_pushes_and_pulls_through_a_token_server() {
+    use common::token::{Signer, token_server};
+    let Some(t) = tools() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let signer = std::sync::Arc::new(Signer::new(w, "signer", "rsa", None));
+    let tokens = token_server(signer.clone(), "test-issuer", "test-registry").await;
+    let cfg = w.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nauth:\n  token:\n    realm: {}\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+            w.join("data").display(),
+            tokens.url,
+            signer.cert.display()
+        ),
+    )
+    .unwrap();
+    let image = build_image(&t.umoci, w);
+    let (src_digest, _) = manifest_of_layout(&w.join("oci"));
+    let server = serve(w, &["--config", cfg.to_str().unwrap()], &[]);
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let dest = format!("docker://{host}/tok/busybox:v1");
+    let skopeo = t.skopeo.clone();
+    let src = format!("oci:{image}");
+    let d = dest.clone();
+    tokio::task::spawn_blocking(move || {
+        run(
+            &skopeo,
+            &[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "alice:pw",
+                &src,
+                &d,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let skopeo = t.skopeo.clone();
+    let d = dest.clone();
+    let raw = tokio::task::spawn_blocking(move || {
+        run(
+            &skopeo,
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                "reader:pw",
+                "--raw",
+                &d,
+            ],
+        )
+        .stdout
+    })
+    .await
+    .unwrap();
+    assert_eq!(sha256(&raw), src_digest);
+    let skopeo = t.skopeo.clone();
+    let src = format!("oci:{image}");
+    let denied = format!("docker://{host}/tok/busybox:by-reader");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&skopeo)
+            .args([
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "reader:pw",
+                &src,
+                &denied,
+            ])
+            .env_remove("REGISTRY_AUTH_FILE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "reader pushed");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("401")
+            || err.contains("unauthorized")
+            || err.contains("insufficient_scope")
+            || err.contains("authentication required"),
+        "{err}"
+    );
+    assert!(
+        tokens.issued.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "skopeo fetched its tokens from the token server"
+    );
+}

@@ -81,9 +81,11 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             HeaderValue::from_str(v).with_context(|| format!("http.headers: {k}"))?,
         ));
     }
-    let auth = match &config.auth.htpasswd {
-        None => crate::auth::Auth::none(),
-        Some(h) => {
+    let auth = match (&config.auth.htpasswd, &config.auth.token) {
+        (_, Some(t)) => crate::auth::Auth::token(t, config.http.tls.is_some())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.origin))?,
+        (None, None) => crate::auth::Auth::none(),
+        (Some(h), None) => {
             let (auth, created) = crate::auth::Auth::htpasswd(h)
                 .map_err(|e| anyhow::anyhow!("auth.htpasswd in {}: {e}", config.origin))?;
             if let Some(password) = created {

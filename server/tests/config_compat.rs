@@ -35,10 +35,9 @@ const SECTIONS: &[&str] = &[
     "policy",
 ];
 
-/// What regstore refuses today (and the issue that lifts it): `auth.token` (17),
+/// What regstore refuses today (and the issue that lifts it): `auth.silly`,
 /// `proxy` (19), `http.tls.clientcas` (17), `http.prefix`, letsencrypt.
 const REFUSED: &[&str] = &[
-    "`auth.token`",
     "`auth.silly`",
     "`proxy`",
     "`http.tls.clientcas`",

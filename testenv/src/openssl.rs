@@ -183,6 +183,89 @@ pub fn client_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     Ok((ca.into(), cert.into(), key.into()))
 }
 
+/// A fresh key (`algorithm`: `rsa`, `ec` for P-256, `ed25519`) and a
+/// certificate for it, written into `dir` as `<name>.key` (PKCS#8) and
+/// `<name>.pem`: self-signed, or signed by `issuer` (certificate and key
+/// files). Returns the key, the certificate and the public key as DER
+/// SubjectPublicKeyInfo.
+///
+/// # Errors
+/// An unknown algorithm; openssl is missing or fails.
+pub fn key_and_cert(
+    dir: &Path,
+    name: &str,
+    algorithm: &str,
+    issuer: Option<(&Path, &Path)>,
+) -> Result<(PathBuf, PathBuf, Vec<u8>), String> {
+    let opts: &[&str] = match algorithm {
+        "rsa" => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        "ec" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "ed25519" => &["-algorithm", "ED25519"],
+        other => return Err(format!("unknown key algorithm {other:?}")),
+    };
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    let (k, c) = (
+        key.to_string_lossy().into_owned(),
+        cert.to_string_lossy().into_owned(),
+    );
+    let mut args = vec!["genpkey", "-out", &k];
+    args.extend_from_slice(opts);
+    openssl(&args, b"")?;
+    let subject = format!("/CN={name}");
+    match issuer {
+        None => {
+            openssl(
+                &[
+                    "req", "-x509", "-key", &k, "-subj", &subject, "-days", "2", "-out", &c,
+                ],
+                b"",
+            )?;
+        }
+        Some((ca, ca_key)) => {
+            let csr = dir
+                .join(format!("{name}.csr"))
+                .to_string_lossy()
+                .into_owned();
+            openssl(
+                &["req", "-new", "-key", &k, "-subj", &subject, "-out", &csr],
+                b"",
+            )?;
+            let (ca, ca_key) = (ca.to_string_lossy(), ca_key.to_string_lossy());
+            // Extensions make it a version 3 certificate, as real ones are.
+            let ext = dir.join(format!("{name}.ext"));
+            std::fs::write(
+                &ext,
+                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n",
+            )
+            .map_err(|e| format!("{}: {e}", ext.display()))?;
+            let ext = ext.to_string_lossy().into_owned();
+            openssl(
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca,
+                    "-CAkey",
+                    &ca_key,
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                    "-out",
+                    &c,
+                ],
+                b"",
+            )?;
+        }
+    }
+    let spki = openssl(&["pkey", "-in", &k, "-pubout", "-outform", "DER"], b"")?;
+    Ok((key, cert, spki))
+}
+
 /// Checks a CloudFront URL signed with a canned policy against
 /// `public_pem`: rebuilds the policy from the URL without its query and
 /// its `Expires`, turns the URL-safe `Signature` back into base64, and has

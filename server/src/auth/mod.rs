@@ -6,14 +6,21 @@
 //! valid credentials is answered 401 `UNAUTHORIZED` with
 //! `WWW-Authenticate: Basic realm="…"`, so that clients ask for them.
 //!
+//! `auth.token` is distribution's too ([`token`]): bearer JWTs from a
+//! token server, whose `access` claim must cover the scopes the request
+//! needs ([`Route::needs`](crate::http::routes::Route::needs)); the 401
+//! challenge names the realm, service and scopes.
+//!
 //! Verified credentials are cached for [`CACHE_TTL`] (keyed on a SHA-256
 //! of the `Authorization` header, never the header itself; at most
-//! [`CACHE_ENTRIES`] entries), so that a client's every request does not
-//! cost a bcrypt check. A changed htpasswd file empties the cache.
+//! [`CACHE_ENTRIES`] entries; a token no longer than it is valid), so that
+//! a client's every request does not cost a bcrypt check or a signature
+//! verification. A changed htpasswd file empties the cache.
 //! Passwords are never logged; the access log names the user.
 
 pub mod htpasswd;
 pub mod scope;
+pub mod token;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 use crate::http::ApiError;
 pub use htpasswd::Htpasswd;
 pub use scope::{Action, Resource, Scope};
+pub use token::{Grant, TokenSettings, TokenVerifier};
 
 /// How long verified credentials are trusted without checking again.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -64,7 +72,14 @@ enum Scheme {
     Htpasswd {
         realm: String,
         file: Htpasswd,
-        cache: CredentialCache,
+        cache: CredentialCache<String>,
+    },
+    Token {
+        verifier: TokenVerifier,
+        cache: CredentialCache<Grant>,
+        /// Whether clients reach this registry over TLS (for the
+        /// `autoredirect` realm).
+        tls: bool,
     },
 }
 
@@ -102,39 +117,53 @@ impl Auth {
         ))
     }
 
+    /// Bearer tokens from a token server; `tls` says whether clients
+    /// reach this registry over TLS (for an `autoredirect` realm).
+    ///
+    /// # Errors
+    /// Settings that cannot work (see [`TokenVerifier::new`]).
+    pub fn token(settings: &TokenSettings, tls: bool) -> Result<Auth, String> {
+        Ok(Auth {
+            scheme: Some(Arc::new(Scheme::Token {
+                verifier: TokenVerifier::new(settings)?,
+                cache: CredentialCache::default(),
+                tls,
+            })),
+        })
+    }
+
     /// Whether any authentication is configured.
     pub fn enabled(&self) -> bool {
         self.scheme.is_some()
     }
 
-    /// Who sent `headers`, for a request that needs `needs`.
+    /// Who sent `headers`, for a request that needs `needs`; `host` is
+    /// the host the client addressed (for an `autoredirect` realm).
     ///
     /// # Errors
     /// 401 `UNAUTHORIZED` with the challenge clients answer with
-    /// credentials: none were sent, or they are wrong.
+    /// credentials or a token: none were sent, they are wrong, the token
+    /// is invalid (`error="invalid_token"`) or covers too little
+    /// (`error="insufficient_scope"`).
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
-        _needs: &[Scope],
+        host: Option<&str>,
+        needs: &[Scope],
     ) -> Result<Identity, ApiError> {
         let Some(scheme) = &self.scheme else {
             return Ok(Identity::Anonymous);
         };
+        let authorization = headers.get(header::AUTHORIZATION);
         match scheme.as_ref() {
             Scheme::Htpasswd { realm, file, cache } => {
                 let challenge = || {
-                    ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "UNAUTHORIZED",
+                    unauthorized(
                         "authentication required",
-                    )
-                    .header(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_str(&format!("Basic realm={}", quoted(realm)))
-                            .unwrap_or(HeaderValue::from_static("Basic")),
+                        format!("Basic realm={}", quoted(realm)),
                     )
                 };
-                let Some(value) = headers.get(header::AUTHORIZATION) else {
+                let Some(value) = authorization else {
                     return Err(challenge());
                 };
                 let generation = file.generation();
@@ -146,15 +175,88 @@ impl Auth {
                     return Err(challenge());
                 };
                 if file.verify(&user, &password).await {
-                    cache.put(key, user.clone(), generation);
+                    cache.put(key, user.clone(), generation, Instant::now() + CACHE_TTL);
                     Ok(Identity::User(user))
                 } else {
                     tracing::info!(user, "wrong password or unknown user");
                     Err(challenge())
                 }
             }
+            Scheme::Token {
+                verifier,
+                cache,
+                tls,
+            } => {
+                let challenge = |message: String, error: Option<&str>| {
+                    let mut value = format!(
+                        "Bearer realm={},service={}",
+                        quoted(&verifier.realm(host, *tls)),
+                        quoted(&verifier.settings().service)
+                    );
+                    if !needs.is_empty() {
+                        let scopes: Vec<String> = needs.iter().map(ToString::to_string).collect();
+                        value.push_str(&format!(",scope={}", quoted(&scopes.join(" "))));
+                    }
+                    if let Some(error) = error {
+                        value.push_str(&format!(",error={}", quoted(error)));
+                    }
+                    unauthorized(message, value)
+                };
+                let Some(token) = authorization.and_then(bearer) else {
+                    return Err(challenge("authentication required".into(), None));
+                };
+                let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+                let grant = match cache.get(&key, 0) {
+                    Some(grant) => grant,
+                    None => match verifier.verify(token) {
+                        Ok(grant) => {
+                            let expires = std::time::UNIX_EPOCH
+                                + Duration::from_secs(grant.expires + token::LEEWAY_SECS);
+                            let left = expires
+                                .duration_since(std::time::SystemTime::now())
+                                .unwrap_or_default();
+                            cache.put(key, grant.clone(), 0, Instant::now() + left.min(CACHE_TTL));
+                            grant
+                        }
+                        Err(why) => {
+                            tracing::info!("bearer token refused: {why}");
+                            return Err(challenge(
+                                format!("the token is not valid: {why}"),
+                                Some("invalid_token"),
+                            ));
+                        }
+                    },
+                };
+                if let Some(missing) = token::uncovered(&grant, needs) {
+                    return Err(challenge(
+                        format!("the token does not grant {missing}"),
+                        Some("insufficient_scope"),
+                    ));
+                }
+                Ok(if grant.subject.is_empty() {
+                    Identity::Anonymous
+                } else {
+                    Identity::User(grant.subject)
+                })
+            }
         }
     }
+}
+
+/// 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge.
+fn unauthorized(message: impl Into<String>, challenge: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message.into()).header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Basic")),
+    )
+}
+
+/// The token of a `Bearer` authorization.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// `"realm"` with quotes and backslashes escaped.
@@ -177,30 +279,40 @@ fn basic(value: &HeaderValue) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Verified credentials by the hash of their header.
-#[derive(Debug, Default)]
-struct CredentialCache {
-    entries: Mutex<HashMap<[u8; 32], (String, Instant, u64)>>,
+/// Verified credentials (a user, a token's grant) by the hash of their
+/// header, each until its own expiry.
+#[derive(Debug)]
+struct CredentialCache<V> {
+    entries: Mutex<HashMap<[u8; 32], (V, Instant, u64)>>,
 }
 
-impl CredentialCache {
-    fn get(&self, key: &[u8; 32], generation: u64) -> Option<String> {
+impl<V> Default for CredentialCache<V> {
+    fn default() -> Self {
+        CredentialCache {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Clone> CredentialCache<V> {
+    fn get(&self, key: &[u8; 32], generation: u64) -> Option<V> {
         let entries = self.entries.lock().ok()?;
-        let (user, at, g) = entries.get(key)?;
-        (*g == generation && at.elapsed() < CACHE_TTL).then(|| user.clone())
+        let (value, until, g) = entries.get(key)?;
+        (*g == generation && Instant::now() < *until).then(|| value.clone())
     }
 
-    fn put(&self, key: [u8; 32], user: String, generation: u64) {
+    fn put(&self, key: [u8; 32], value: V, generation: u64, until: Instant) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
         if entries.len() >= CACHE_ENTRIES {
-            entries.retain(|_, (_, at, g)| *g == generation && at.elapsed() < CACHE_TTL);
+            let now = Instant::now();
+            entries.retain(|_, (_, until, g)| *g == generation && now < *until);
             if entries.len() >= CACHE_ENTRIES {
                 entries.clear();
             }
         }
-        entries.insert(key, (user, Instant::now(), generation));
+        entries.insert(key, (value, until, generation));
     }
 }
 
@@ -210,6 +322,11 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_decoded() {
+        assert_eq!(
+            bearer(&HeaderValue::from_static("Bearer a.b.c")),
+            Some("a.b.c")
+        );
+        assert_eq!(bearer(&HeaderValue::from_static("Basic abc")), None);
         let v = HeaderValue::from_static("Basic YWxpY2U6czNjcjp0");
         assert_eq!(basic(&v), Some(("alice".into(), "s3cr:t".into())));
         assert_eq!(basic(&HeaderValue::from_static("Bearer abc")), None);
@@ -219,14 +336,15 @@ mod tests {
 
     #[test]
     fn the_cache_forgets_after_a_reload_and_stays_bounded() {
-        let c = CredentialCache::default();
-        c.put([1; 32], "alice".into(), 0);
+        let c = CredentialCache::<String>::default();
+        let until = Instant::now() + CACHE_TTL;
+        c.put([1; 32], "alice".into(), 0, until);
         assert_eq!(c.get(&[1; 32], 0).as_deref(), Some("alice"));
         assert_eq!(c.get(&[1; 32], 1), None, "another generation of the file");
         for i in 0..CACHE_ENTRIES + 10 {
             let mut k = [0u8; 32];
             k[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            c.put(k, "u".into(), 0);
+            c.put(k, "u".into(), 0, until);
         }
         assert!(c.entries.lock().unwrap().len() <= CACHE_ENTRIES);
     }

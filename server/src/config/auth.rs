@@ -1,11 +1,14 @@
 //! `auth`: which authentication the registry asks for (at most one
-//! scheme, as in distribution).
+//! scheme, as in distribution): `htpasswd` or `token`. The token settings
+//! are checked (files read, algorithms known) when the server builds them,
+//! so that a bad bundle stops startup with its name.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::auth::HtpasswdSettings;
+use super::value::flag;
+use crate::auth::{HtpasswdSettings, TokenSettings};
 
 /// `auth`, as `regstore serve` applies it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -13,12 +16,29 @@ pub struct AuthConfig {
     /// `auth.htpasswd`: Basic credentials checked against a bcrypt
     /// htpasswd file.
     pub htpasswd: Option<HtpasswdSettings>,
+    /// `auth.token`: bearer JWTs from a token server.
+    pub token: Option<TokenSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct Section {
     htpasswd: Option<Htpasswd>,
+    token: Option<Token>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Token {
+    realm: String,
+    service: String,
+    issuer: String,
+    rootcertbundle: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+    #[serde(deserialize_with = "flag")]
+    autoredirect: Option<bool>,
+    autoredirectpath: Option<String>,
+    signingalgorithms: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +68,22 @@ impl Section {
                 })
             }
         };
-        Ok(AuthConfig { htpasswd })
+        let token = self.token.map(|t| TokenSettings {
+            realm: t.realm,
+            service: t.service,
+            issuer: t.issuer,
+            rootcertbundle: t.rootcertbundle,
+            jwks: t.jwks,
+            autoredirect: t.autoredirect.unwrap_or(false),
+            autoredirectpath: t.autoredirectpath.unwrap_or_else(|| "/auth/token".into()),
+            signingalgorithms: t.signingalgorithms,
+        });
+        if htpasswd.is_some() && token.is_some() {
+            return Err(
+                "auth names two schemes (htpasswd and token): keep exactly one, as in distribution"
+                    .into(),
+            );
+        }
+        Ok(AuthConfig { htpasswd, token })
     }
 }

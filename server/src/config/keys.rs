@@ -26,14 +26,10 @@ enum Rule {
 /// Keys by dotted path (lower case, as distribution spells them).
 const KEYS: &[(&str, Rule)] = &[
     (
-        "auth.token",
-        Rule::Refuse(
-            "is not supported by regstore yet (auth.htpasswd is); remove it and put a proxy in front for it, rather than run a registry without what the file asks for",
-        ),
-    ),
-    (
         "auth.silly",
-        Rule::Refuse("(distribution's test-only scheme) is not supported: use auth.htpasswd"),
+        Rule::Refuse(
+            "(distribution's test-only scheme) is not supported: use auth.htpasswd or auth.token",
+        ),
     ),
     (
         "proxy",

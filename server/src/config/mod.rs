@@ -325,15 +325,12 @@ mod tests {
             "{e}"
         );
         let e = Config::from_yaml(
-            "storage:\n  inmemory:\nauth:\n  token:\n    realm: x\n",
+            "storage:\n  inmemory:\nauth:\n  token:\n    realm: x\n  htpasswd:\n    realm: x\n    path: /p\n",
             "t.yml",
             [],
         )
         .unwrap_err();
-        assert!(
-            e.to_string().contains("`auth.token` is not supported"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("auth names two schemes"), "{e}");
         let e = Config::from_yaml(
             "storage:\n  inmemory:\nauth:\n  htpasswd:\n    path: /p\n",
             "t.yml",

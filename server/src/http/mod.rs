@@ -185,12 +185,22 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
         }
         return resp;
     };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let req = Req::from_parts(parts);
     let method = req.method.clone();
     let mount_from = req.param("mount").and(req.param("from"));
     let identity = state
         .auth
-        .authenticate(&req.headers, &route.needs(&method, mount_from))
+        .authenticate(
+            &req.headers,
+            host.as_deref(),
+            &route.needs(&method, mount_from),
+        )
         .await;
     let mut resp = match identity {
         Ok(identity) => {
