@@ -11,7 +11,14 @@
 //! [`CACHE_ENTRIES`] entries), so that a client's every request does not
 //! cost a bcrypt check. A changed htpasswd file empties the cache.
 //! Passwords are never logged; the access log names the user.
+//!
+//! With `auth.access` ([`access`]), what a verified user may do is then
+//! decided by the rules ([`Auth::authorize`], 403 `DENIED`), and a request
+//! without credentials whose every scope the rules grant to `anonymous`
+//! is let in as [`Identity::Anonymous`]. Without it, a valid user may do
+//! everything.
 
+pub mod access;
 pub mod htpasswd;
 pub mod scope;
 
@@ -25,6 +32,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::http::ApiError;
+pub use access::{AccessRules, AccessSettings};
 pub use htpasswd::Htpasswd;
 pub use scope::{Action, Resource, Scope};
 
@@ -37,7 +45,9 @@ pub const CACHE_ENTRIES: usize = 4096;
 /// Who made a request, as the access log and the access rules see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
-    /// No authentication is configured, or none was needed.
+    /// No authentication is configured, or none was needed, or the
+    /// request sent no credentials and the access rules grant `anonymous`
+    /// what it needs.
     Anonymous,
     /// A user whose credentials were verified.
     User(String),
@@ -57,6 +67,7 @@ impl Identity {
 #[derive(Clone, Debug, Default)]
 pub struct Auth {
     scheme: Option<Arc<Scheme>>,
+    access: Option<Arc<AccessRules>>,
 }
 
 #[derive(Debug)]
@@ -97,9 +108,39 @@ impl Auth {
                     file,
                     cache: CredentialCache::default(),
                 })),
+                access: None,
             },
             created,
         ))
+    }
+
+    /// The same scheme, with what each user may do decided by `rules`.
+    pub fn with_access(self, rules: AccessRules) -> Auth {
+        Auth {
+            access: Some(Arc::new(rules)),
+            ..self
+        }
+    }
+
+    /// 403 `DENIED` when access rules are configured and refuse `who`
+    /// something of `needs`; without rules everything is allowed. Called
+    /// once per request, after [`Auth::authenticate`].
+    ///
+    /// # Errors
+    /// The first refused action, naming the repository.
+    pub fn authorize(&self, who: &Identity, needs: &[Scope]) -> Result<(), ApiError> {
+        match &self.access {
+            Some(rules) => rules.authorize(who, needs),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `who` may pull from the repository `name` (the catalog
+    /// lists only those): always without access rules.
+    pub fn may_pull(&self, who: &Identity, name: &str) -> bool {
+        self.access
+            .as_ref()
+            .is_none_or(|rules| rules.allows(who, name, Action::Pull))
     }
 
     /// Whether any authentication is configured.
@@ -107,19 +148,30 @@ impl Auth {
         self.scheme.is_some()
     }
 
-    /// Who sent `headers`, for a request that needs `needs`.
+    /// Who sent `headers`, for a request that needs `needs`. A request
+    /// without credentials is anonymous when the access rules grant
+    /// `anonymous` every scope of `needs` (never for `/v2/`, which needs
+    /// none: clients read a 200 there as "these credentials are good").
     ///
     /// # Errors
     /// 401 `UNAUTHORIZED` with the challenge clients answer with
-    /// credentials: none were sent, or they are wrong.
+    /// credentials: none were sent (and anonymous access does not cover
+    /// the request), or they are wrong.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
-        _needs: &[Scope],
+        needs: &[Scope],
     ) -> Result<Identity, ApiError> {
         let Some(scheme) = &self.scheme else {
             return Ok(Identity::Anonymous);
         };
+        if let Some(rules) = &self.access
+            && !headers.contains_key(header::AUTHORIZATION)
+            && !needs.is_empty()
+            && needs.iter().all(|s| rules.holds(&Identity::Anonymous, s))
+        {
+            return Ok(Identity::Anonymous);
+        }
         match scheme.as_ref() {
             Scheme::Htpasswd { realm, file, cache } => {
                 let challenge = || {

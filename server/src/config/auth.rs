@@ -13,12 +13,16 @@ pub struct AuthConfig {
     /// `auth.htpasswd`: Basic credentials checked against a bcrypt
     /// htpasswd file.
     pub htpasswd: Option<HtpasswdSettings>,
+    /// `auth.access` (regstore extension): per-repository rules over the
+    /// users the scheme verifies.
+    pub access: Option<crate::auth::AccessRules>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct Section {
     htpasswd: Option<Htpasswd>,
+    access: Option<super::access::Section>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,7 +35,7 @@ impl Section {
     /// The checked `auth` settings.
     ///
     /// # Errors
-    /// An empty realm or path, naming the key.
+    /// An empty realm or path, or bad `access` rules, naming the key.
     pub(super) fn resolve(self) -> Result<AuthConfig, String> {
         let htpasswd = match self.htpasswd {
             None => None,
@@ -48,6 +52,7 @@ impl Section {
                 })
             }
         };
-        Ok(AuthConfig { htpasswd })
+        let access = self.access.map(|a| a.resolve()).transpose()?;
+        Ok(AuthConfig { htpasswd, access })
     }
 }

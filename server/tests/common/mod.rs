@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod image;
+pub mod users;
 
 use std::time::Duration;
 
