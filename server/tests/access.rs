@@ -2,7 +2,7 @@
 //! repository and action allowed or refused (403 `DENIED` for a known
 //! user, 401 with the challenge for a caller without credentials), pulls
 //! without credentials where `anonymous` may pull, and a catalog that lists
-//! only what the caller may pull, in full pages.
+//! only what the caller may pull, in full pages; and the README's example.
 
 mod common;
 
@@ -226,4 +226,36 @@ async fn access_rules_without_an_authentication_scheme_stop_startup() {
         e.contains("auth.access in t.yml: access rules need an authentication scheme"),
         "{e}"
     );
+}
+
+/// The README's `auth.access` example is a valid config and means what the
+/// README says of it.
+#[test]
+fn the_readme_example_means_what_the_readme_says() {
+    use regstore_server::auth::{Action, Identity};
+    let readme = include_str!("../../README.md");
+    let yaml = readme
+        .split("```yaml\n")
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("  access:"))
+        .expect("an auth.access example in README.md");
+    let config = regstore_server::config::Config::from_yaml(
+        &format!("version: 0.1\nstorage:\n  inmemory:\n{yaml}"),
+        "README.md",
+        [],
+    )
+    .unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let rules = config.auth.access.expect("rules");
+    let user = |u: &str| Identity::User(u.into());
+    let allows = |who: &Identity, repo: &str, action| rules.allows(who, repo, action);
+    assert!(allows(&user("bob"), "team/app", Action::Push));
+    assert!(!allows(&user("bob"), "team/secret", Action::Pull));
+    assert!(allows(&user("carol"), "team/secret", Action::Pull));
+    assert!(!allows(&user("carol"), "team/secret", Action::Push));
+    assert!(allows(&user("alice"), "team/secret", Action::Delete));
+    assert!(allows(&user("zed"), "team/a/b", Action::Pull));
+    assert!(allows(&Identity::Anonymous, "public/lib", Action::Pull));
+    assert!(!allows(&Identity::Anonymous, "public/a/b", Action::Pull));
+    assert!(!allows(&user("bob"), "elsewhere", Action::Pull));
 }
