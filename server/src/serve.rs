@@ -98,6 +98,14 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             auth
         }
     };
+    let auth = match &config.auth.access {
+        None => auth,
+        Some(_) if !auth.enabled() => anyhow::bail!(
+            "auth.access in {}: access rules need an authentication scheme to tell users apart: configure auth.htpasswd or auth.token",
+            config.origin
+        ),
+        Some(rules) => auth.with_access(rules.clone()),
+    };
     Ok(AppState {
         registry,
         base_url: if config.http.relative_urls {

@@ -8,45 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine as _;
+use common::users::{as_user, write_htpasswd};
 use common::{Api, expect_error, header, start_yaml};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-
-/// An htpasswd file with `users` (bcrypt cost 6: cheap for tests, still a
-/// real bcrypt check).
-fn write_htpasswd(path: &std::path::Path, users: &[(&str, &str)]) {
-    let text: String = users
-        .iter()
-        .map(|(u, p)| format!("{u}:{}\n", bcrypt::hash(p, 6).expect("bcrypt")))
-        .collect();
-    std::fs::write(path, text).expect("write htpasswd");
-}
+use reqwest::header::AUTHORIZATION;
 
 fn config(htpasswd: &std::path::Path) -> String {
     format!(
         "version: 0.1\nstorage:\n  inmemory:\nauth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
         htpasswd.display()
     )
-}
-
-/// A client of `base` that sends Basic credentials with every request.
-fn as_user(base: &str, user: &str, password: &str) -> Api {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        AUTHORIZATION,
-        HeaderValue::from_str(&format!("Basic {token}")).expect("header"),
-    );
-    Api {
-        base: base.to_owned(),
-        client: common::client_builder()
-            .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

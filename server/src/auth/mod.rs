@@ -17,7 +17,14 @@
 //! a client's every request does not cost a bcrypt check or a signature
 //! verification. A changed htpasswd file empties the cache.
 //! Passwords are never logged; the access log names the user.
+//!
+//! With `auth.access` ([`access`]), what a verified user may do is then
+//! decided by the rules ([`Auth::authorize`], 403 `DENIED`), and a request
+//! without credentials whose every scope the rules grant to `anonymous`
+//! is let in as [`Identity::Anonymous`]. Without it, a valid user may do
+//! everything.
 
+pub mod access;
 pub mod htpasswd;
 pub mod scope;
 pub mod token;
@@ -32,6 +39,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::http::ApiError;
+pub use access::{AccessRules, AccessSettings};
 pub use htpasswd::Htpasswd;
 pub use scope::{Action, Resource, Scope};
 pub use token::{Grant, TokenSettings, TokenVerifier};
@@ -45,7 +53,9 @@ pub const CACHE_ENTRIES: usize = 4096;
 /// Who made a request, as the access log and the access rules see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
-    /// No authentication is configured, or none was needed.
+    /// No authentication is configured, or none was needed, or the
+    /// request sent no credentials and the access rules grant `anonymous`
+    /// what it needs.
     Anonymous,
     /// A user whose credentials were verified.
     User(String),
@@ -65,6 +75,7 @@ impl Identity {
 #[derive(Clone, Debug, Default)]
 pub struct Auth {
     scheme: Option<Arc<Scheme>>,
+    access: Option<Arc<AccessRules>>,
 }
 
 #[derive(Debug)]
@@ -112,6 +123,7 @@ impl Auth {
                     file,
                     cache: CredentialCache::default(),
                 })),
+                access: None,
             },
             created,
         ))
@@ -129,7 +141,37 @@ impl Auth {
                 cache: CredentialCache::default(),
                 tls,
             })),
+            access: None,
         })
+    }
+
+    /// The same scheme, with what each user may do decided by `rules`.
+    pub fn with_access(self, rules: AccessRules) -> Auth {
+        Auth {
+            access: Some(Arc::new(rules)),
+            ..self
+        }
+    }
+
+    /// 403 `DENIED` when access rules are configured and refuse `who`
+    /// something of `needs`; without rules everything is allowed. Called
+    /// once per request, after [`Auth::authenticate`].
+    ///
+    /// # Errors
+    /// The first refused action, naming the repository.
+    pub fn authorize(&self, who: &Identity, needs: &[Scope]) -> Result<(), ApiError> {
+        match &self.access {
+            Some(rules) => rules.authorize(who, needs),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `who` may pull from the repository `name` (the catalog
+    /// lists only those): always without access rules.
+    pub fn may_pull(&self, who: &Identity, name: &str) -> bool {
+        self.access
+            .as_ref()
+            .is_none_or(|rules| rules.allows(who, name, Action::Pull))
     }
 
     /// Whether any authentication is configured.
@@ -138,12 +180,16 @@ impl Auth {
     }
 
     /// Who sent `headers`, for a request that needs `needs`; `host` is
-    /// the host the client addressed (for an `autoredirect` realm).
+    /// the host the client addressed (for an `autoredirect` realm). A
+    /// request without credentials is anonymous when the access rules grant
+    /// `anonymous` every scope of `needs` (never for `/v2/`, which needs
+    /// none: clients read a 200 there as "these credentials are good").
     ///
     /// # Errors
     /// 401 `UNAUTHORIZED` with the challenge clients answer with
-    /// credentials or a token: none were sent, they are wrong, the token
-    /// is invalid (`error="invalid_token"`) or covers too little
+    /// credentials or a token: none were sent (and anonymous access does
+    /// not cover the request), they are wrong, the token is invalid
+    /// (`error="invalid_token"`) or covers too little
     /// (`error="insufficient_scope"`).
     pub async fn authenticate(
         &self,
@@ -154,6 +200,13 @@ impl Auth {
         let Some(scheme) = &self.scheme else {
             return Ok(Identity::Anonymous);
         };
+        if let Some(rules) = &self.access
+            && !headers.contains_key(header::AUTHORIZATION)
+            && !needs.is_empty()
+            && needs.iter().all(|s| rules.holds(&Identity::Anonymous, s))
+        {
+            return Ok(Identity::Anonymous);
+        }
         let authorization = headers.get(header::AUTHORIZATION);
         match scheme.as_ref() {
             Scheme::Htpasswd { realm, file, cache } => {

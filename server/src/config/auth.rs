@@ -18,6 +18,9 @@ pub struct AuthConfig {
     pub htpasswd: Option<HtpasswdSettings>,
     /// `auth.token`: bearer JWTs from a token server.
     pub token: Option<TokenSettings>,
+    /// `auth.access` (regstore extension): per-repository rules over the
+    /// users the scheme verifies.
+    pub access: Option<crate::auth::AccessRules>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +28,7 @@ pub struct AuthConfig {
 pub(super) struct Section {
     htpasswd: Option<Htpasswd>,
     token: Option<Token>,
+    access: Option<super::access::Section>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,7 +55,7 @@ impl Section {
     /// The checked `auth` settings.
     ///
     /// # Errors
-    /// An empty realm or path, naming the key.
+    /// An empty realm or path, or bad `access` rules, naming the key.
     pub(super) fn resolve(self) -> Result<AuthConfig, String> {
         let htpasswd = match self.htpasswd {
             None => None,
@@ -84,6 +88,11 @@ impl Section {
                     .into(),
             );
         }
-        Ok(AuthConfig { htpasswd, token })
+        let access = self.access.map(|a| a.resolve()).transpose()?;
+        Ok(AuthConfig {
+            htpasswd,
+            token,
+            access,
+        })
     }
 }

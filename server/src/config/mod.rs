@@ -45,6 +45,7 @@
 //! is read as 0.1, with a warning. Durations take Go's syntax (`1h30m`,
 //! `500ms`) or whole seconds ([`ConfigDuration`]).
 
+mod access;
 mod auth;
 mod env;
 mod http;

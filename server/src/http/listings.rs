@@ -1,7 +1,8 @@
 //! The lists: `/v2/<name>/tags/list`, `/v2/_catalog` (both paginated with
 //! `n` and `last`, and a `Link` to the next page) and
 //! `/v2/<name>/referrers/<digest>` (an image index, filtered by
-//! `artifactType`).
+//! `artifactType`). With `auth.access`, the catalog lists only the
+//! repositories the caller may pull.
 
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
@@ -10,6 +11,7 @@ use serde_json::json;
 use super::request::{Req, digest_param, page_size, repo};
 use super::response::{hv, json_response, page_link};
 use super::{ApiError, AppState, MAX_CATALOG_ENTRIES};
+use crate::auth::Identity;
 use crate::registry::{Digest, RepoName};
 
 /// A request on a repository's tag list.
@@ -24,10 +26,14 @@ pub(super) async fn handle_tags(
     }
 }
 
-/// A request on the catalog.
-pub(super) async fn handle_catalog(state: &AppState, req: &Req) -> Result<Response, ApiError> {
+/// A request on the catalog, by `who`.
+pub(super) async fn handle_catalog(
+    state: &AppState,
+    who: &Identity,
+    req: &Req,
+) -> Result<Response, ApiError> {
     match req.method {
-        Method::GET => catalog(state, req).await,
+        Method::GET => catalog(state, who, req).await,
         ref m => Err(ApiError::method_not_allowed(m, "the catalog")),
     }
 }
@@ -67,13 +73,16 @@ async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, 
     Ok(resp)
 }
 
-async fn catalog(state: &AppState, req: &Req) -> Result<Response, ApiError> {
+/// The repositories `who` may pull (all, without access rules): a page
+/// holds up to `n` of them when more exist, so the `Link` stays right.
+async fn catalog(state: &AppState, who: &Identity, req: &Req) -> Result<Response, ApiError> {
     let n = page_size(req, MAX_CATALOG_ENTRIES)?.min(MAX_CATALOG_ENTRIES);
     let last = match req.param("last") {
         Some(l) => Some(repo(l)?),
         None => None,
     };
-    let (names, more) = state.registry.catalog(n, last.as_ref()).await?;
+    let visible = |name: &str| state.auth.may_pull(who, name);
+    let (names, more) = state.registry.catalog(n, last.as_ref(), &visible).await?;
     let mut resp = json_response(StatusCode::OK, json!({ "repositories": names }).to_string());
     if more && let Some(last) = names.last() {
         resp.headers_mut()

@@ -194,20 +194,18 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
     let req = Req::from_parts(parts);
     let method = req.method.clone();
     let mount_from = req.param("mount").and(req.param("from"));
+    let needs = route.needs(&method, mount_from);
     let identity = state
         .auth
-        .authenticate(
-            &req.headers,
-            host.as_deref(),
-            &route.needs(&method, mount_from),
-        )
+        .authenticate(&req.headers, host.as_deref(), &needs)
         .await;
     let mut resp = match identity {
         Ok(identity) => {
-            let mut resp = match handle(&state, route, req, body).await {
-                Ok(r) => r,
-                Err(e) => e.into_response(),
+            let handled = match state.auth.authorize(&identity, &needs) {
+                Ok(()) => handle(&state, &identity, route, req, body).await,
+                Err(denied) => Err(denied),
             };
+            let mut resp = handled.unwrap_or_else(IntoResponse::into_response);
             resp.extensions_mut().insert(identity);
             resp
         }
@@ -231,9 +229,10 @@ fn add_api_version(resp: &mut Response) {
 }
 
 /// Refuses writes in read-only mode, then hands the request to the module
-/// of its resource.
+/// of its resource; `who` has been authorized for what the route needs.
 async fn handle(
     state: &AppState,
+    who: &crate::auth::Identity,
     route: Route,
     req: Req,
     body: Body,
@@ -250,7 +249,7 @@ async fn handle(
             Method::GET | Method::HEAD => Ok(response::json_response(StatusCode::OK, "{}".into())),
             ref m => Err(ApiError::method_not_allowed(m, "/v2/")),
         },
-        Route::Catalog => listings::handle_catalog(state, &req).await,
+        Route::Catalog => listings::handle_catalog(state, who, &req).await,
         Route::Tags(name) => listings::handle_tags(state, &repo(&name)?, &req).await,
         Route::Referrers(name, d) => {
             listings::handle_referrers(state, &repo(&name)?, &digest_param(&d)?, &req).await

@@ -425,15 +425,23 @@ impl Registry {
         }
     }
 
-    /// Up to `n` repository names after `last`, in storage walk order, and
-    /// whether more follow.
+    /// Up to `n` repository names after `last` for which `visible` is
+    /// true, in storage walk order, and whether more visible ones follow.
+    /// Names `visible` refuses are walked past without counting, so a page
+    /// is full whenever more visible names exist (at the cost of walking
+    /// the hidden ones).
     ///
     /// A repository is a directory holding `_manifests`, as distribution
     /// decides; repositories with only blobs or uploads are not listed.
     ///
     /// # Errors
     /// `Storage`.
-    pub async fn catalog(&self, n: usize, last: Option<&RepoName>) -> Result<(Vec<String>, bool)> {
+    pub async fn catalog(
+        &self,
+        n: usize,
+        last: Option<&RepoName>,
+        visible: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<(Vec<String>, bool)> {
         let mut names = Vec::new();
         let mut more = false;
         let start_after = last.map(layout::repository);
@@ -463,6 +471,9 @@ impl Registry {
                     {
                         // Met already (its `_layers`), or `last` itself,
                         // which the walk resumes after and so meets again.
+                        return Ok(WalkControl::SkipDir);
+                    }
+                    if !visible(&repo) {
                         return Ok(WalkControl::SkipDir);
                     }
                     if names.len() == n {

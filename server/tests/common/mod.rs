@@ -4,6 +4,7 @@
 
 pub mod image;
 pub mod token;
+pub mod users;
 
 use std::time::Duration;
 
