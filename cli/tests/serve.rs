@@ -461,3 +461,57 @@ fn http_tls_clientcas_requires_a_client_certificate_from_the_listed_ca() {
         "{err}"
     );
 }
+
+/// Auth settings that cannot work stop `regstore serve` with one line that
+/// names the key: a token section without realm, an unreadable bundle, an
+/// unknown algorithm, an htpasswd section without path.
+#[test]
+fn bad_auth_settings_stop_startup_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    let missing = dir.path().join("missing.pem");
+    let cases = [
+        (
+            format!(
+                "auth:\n  token:\n    service: s\n    issuer: i\n    rootcertbundle: {}\n",
+                missing.display()
+            ),
+            "auth.token.realm is missing".to_owned(),
+        ),
+        (
+            format!(
+                "auth:\n  token:\n    realm: https://a/t\n    service: s\n    issuer: i\n    rootcertbundle: {}\n",
+                missing.display()
+            ),
+            format!(
+                "auth.token.rootcertbundle: cannot read {}",
+                missing.display()
+            ),
+        ),
+        (
+            format!(
+                "auth:\n  token:\n    realm: https://a/t\n    service: s\n    issuer: i\n    rootcertbundle: {}\n    signingalgorithms: [RS256, HS256]\n",
+                missing.display()
+            ),
+            "auth.token.signingalgorithms: \"HS256\" is not supported".to_owned(),
+        ),
+        (
+            "auth:\n  htpasswd:\n    realm: r\n".to_owned(),
+            "auth.htpasswd: missing field `path`".to_owned(),
+        ),
+    ];
+    for (auth, expected) in cases {
+        std::fs::write(&cfg, format!("version: 0.1\nstorage:\n  inmemory:\n{auth}")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_regstore"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{auth}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(errors[0].contains(&expected), "{expected}: {err}");
+    }
+}

@@ -399,3 +399,70 @@ async fn the_token_protocol_end_to_end() {
     assert!(header(&r, "www-authenticate").contains("insufficient_scope"));
     assert_eq!(server.issued.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// The README's `auth.token` and `auth.htpasswd` examples load as they are
+/// written and mean what the README says.
+#[test]
+fn the_readme_auth_examples_load() {
+    let readme = include_str!("../../README.md");
+    let block = |marker: &str| {
+        readme
+            .split("```yaml\n")
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.starts_with("auth:\n") && b.contains(marker) && !b.contains("  access:"))
+            .unwrap_or_else(|| panic!("a README auth example with {marker}"))
+    };
+    let load = |yaml: &str| {
+        regstore_server::config::Config::from_yaml(
+            &format!("version: 0.1\nstorage:\n  inmemory:\n{yaml}"),
+            "README.md",
+            [],
+        )
+        .unwrap()
+    };
+    let c = load(block("  token:"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let t = c.auth.token.expect("token settings");
+    assert_eq!(t.realm, "https://auth.example.com/token");
+    assert_eq!(t.service, "registry.example.com");
+    assert_eq!(t.issuer, "auth.example.com");
+    assert_eq!(
+        t.rootcertbundle.as_deref(),
+        Some(std::path::Path::new("/etc/registry/token-signers.pem"))
+    );
+    assert!(!t.autoredirect && t.autoredirectpath == "/auth/token");
+    let c = load(block("  htpasswd:"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let h = c.auth.htpasswd.expect("htpasswd settings");
+    assert_eq!(h.realm, "basic-realm");
+    assert_eq!(
+        h.path,
+        std::path::Path::new("/etc/docker/registry/htpasswd")
+    );
+}
+
+/// `autoredirect: true`: the challenge's realm is this registry's own URL
+/// as the client reached it, with `autoredirectpath`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoredirect_names_the_registry_itself_as_realm() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::new(dir.path(), "signer", "rsa", None);
+    let yaml = format!(
+        "version: 0.1\nstorage:\n  inmemory:\nauth:\n  token:\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n    autoredirect: true\n    autoredirectpath: /token/here\n",
+        signer.cert.display()
+    );
+    let reg = start_yaml(&yaml, dir).await;
+    let r = reg
+        .client
+        .get(reg.url("/v2/x/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let host = reg.base.trim_start_matches("http://");
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        format!(
+            "Bearer realm=\"http://{host}/token/here\",service=\"{SERVICE}\",scope=\"repository:x:pull\""
+        )
+    );
+}
