@@ -11,6 +11,30 @@ use common::image::{build_image, manifest_of_layout, run, tools};
 use common::{serve, sha256};
 use serde_json::Value;
 
+/// Runs podman with its storage under `storage` (vfs, no cgroups, no
+/// events: what works unprivileged in a container).
+fn podman_in(
+    t: &common::image::Tools,
+    storage: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    let (root, runroot) = (storage.join("root"), storage.join("run"));
+    let mut all = vec![
+        "--root",
+        root.to_str().unwrap(),
+        "--runroot",
+        runroot.to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "none",
+    ];
+    all.extend_from_slice(args);
+    run(&t.podman, &all)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_and_podman_push_pull_inspect_list_delete() {
     let Some(t) = tools() else { return };
@@ -96,24 +120,7 @@ async fn skopeo_and_podman_push_pull_inspect_list_delete() {
 
     // podman: pull what skopeo pushed, push it elsewhere, pull that back.
     let storage = work.path().join("podman");
-    let root = storage.join("root");
-    let runroot = storage.join("run");
-    let podman = |args: &[&str]| {
-        let mut all = vec![
-            "--root",
-            root.to_str().unwrap(),
-            "--runroot",
-            runroot.to_str().unwrap(),
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ];
-        all.extend_from_slice(args);
-        run(&t.podman, &all)
-    };
+    let podman = |args: &[&str]| podman_in(&t, &storage, args);
     let pulled = format!("{host}/clients/busybox:v1");
     podman(&["pull", "--tls-verify=false", &pulled]);
     let pushed = format!("{host}/clients/pushed-by-podman:v2");
@@ -296,23 +303,7 @@ async fn debian_stock_config_with_htpasswd_over_tls_serves_skopeo_and_podman() {
 
     // podman: log in, pull what skopeo pushed, push it under another name.
     let storage = w.join("podman");
-    let (root, runroot) = (storage.join("root"), storage.join("run"));
-    let podman = |args: &[&str]| {
-        let mut all = vec![
-            "--root",
-            root.to_str().unwrap(),
-            "--runroot",
-            runroot.to_str().unwrap(),
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ];
-        all.extend_from_slice(args);
-        run(&t.podman, &all)
-    };
+    let podman = |args: &[&str]| podman_in(&t, &storage, args);
     podman(&[
         "login",
         "--cert-dir",

@@ -118,69 +118,15 @@ pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 /// # Errors
 /// openssl is missing or fails.
 pub fn client_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
-    let (cert, key, csr, ext) = (
-        p("client.pem"),
-        p("client.key"),
-        p("client.csr"),
-        p("client.ext"),
-    );
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=regstore test client CA",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-        ],
-        b"",
+    let (ca_key, ca, _) = key_and_cert(dir, "ca", "rsa", None)?;
+    let (key, cert, _) = issue(
+        dir,
+        "client",
+        "rsa",
+        Some((&ca, &ca_key)),
+        "extendedKeyUsage=clientAuth\n",
     )?;
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=test client",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ],
-        b"",
-    )?;
-    std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").map_err(|e| format!("{ext}: {e}"))?;
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &cert,
-        ],
-        b"",
-    )?;
-    Ok((ca.into(), cert.into(), key.into()))
+    Ok((ca, cert, key))
 }
 
 /// A fresh key (`algorithm`: `rsa`, `ec` for P-256, `ed25519`) and a
@@ -196,6 +142,25 @@ pub fn key_and_cert(
     name: &str,
     algorithm: &str,
     issuer: Option<(&Path, &Path)>,
+) -> Result<(PathBuf, PathBuf, Vec<u8>), String> {
+    issue(
+        dir,
+        name,
+        algorithm,
+        issuer,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n",
+    )
+}
+
+/// [`key_and_cert`], with the `extensions` (openssl extfile lines) of a
+/// certificate signed by `issuer`; they also make it a version 3
+/// certificate, as real ones are.
+fn issue(
+    dir: &Path,
+    name: &str,
+    algorithm: &str,
+    issuer: Option<(&Path, &Path)>,
+    extensions: &str,
 ) -> Result<(PathBuf, PathBuf, Vec<u8>), String> {
     let opts: &[&str] = match algorithm {
         "rsa" => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
@@ -232,13 +197,8 @@ pub fn key_and_cert(
                 b"",
             )?;
             let (ca, ca_key) = (ca.to_string_lossy(), ca_key.to_string_lossy());
-            // Extensions make it a version 3 certificate, as real ones are.
             let ext = dir.join(format!("{name}.ext"));
-            std::fs::write(
-                &ext,
-                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n",
-            )
-            .map_err(|e| format!("{}: {e}", ext.display()))?;
+            std::fs::write(&ext, extensions).map_err(|e| format!("{}: {e}", ext.display()))?;
             let ext = ext.to_string_lossy().into_owned();
             openssl(
                 &[
