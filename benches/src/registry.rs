@@ -88,6 +88,14 @@ impl Rate {
     pub fn per_second(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Adds the operations, time and latencies of another run of the same
+    /// work (a later round), so that the rate is over all rounds.
+    pub fn add(&mut self, other: Rate) {
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latencies.0.extend(other.latencies.0);
+    }
 }
 
 /// Deterministic incompressible bytes, produced in pieces so a 512 MiB blob
@@ -184,11 +192,28 @@ async fn expect(
 impl Target {
     /// A target at `base`.
     pub fn new(base: impl Into<String>) -> Self {
+        Target::with_headers(base, reqwest::header::HeaderMap::new())
+    }
+
+    /// A target at `base` whose every request carries `authorization`
+    /// (`Basic …`, `Bearer …`) as its `Authorization` header.
+    pub fn with_authorization(
+        base: impl Into<String>,
+        mut authorization: reqwest::header::HeaderValue,
+    ) -> Self {
+        authorization.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, authorization);
+        Target::with_headers(base, headers)
+    }
+
+    fn with_headers(base: impl Into<String>, headers: reqwest::header::HeaderMap) -> Self {
         Target {
             base: base.into(),
             client: regstore_testenv::backend::http_client()
                 .pool_max_idle_per_host(64)
                 .timeout(Duration::from_secs(600))
+                .default_headers(headers)
                 .build()
                 .unwrap_or_default(),
         }

@@ -6,12 +6,20 @@
 //! cargo build --release -p regstore-cli -p regstore-benches
 //! target/release/server-bench            # 512 MiB blob, 2,000 small pushes, …
 //! target/release/server-bench --quick    # small sizes, a smoke run
+//! target/release/server-bench --auth     # no auth vs htpasswd vs token, 20 rounds
+//! target/release/server-bench --auth --quick
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
 //! chunks, pull, manifest GET and blob HEAD with 32 connections (rate, p50,
 //! p99), 4 KiB pushes with 16 client tasks, listing a catalog of 1,000
 //! repositories, and each server's peak RSS (VmHWM).
+//!
+//! `server-bench --auth` ([`auth`]) measures instead what access control
+//! costs: regstore without auth, with `auth.htpasswd` and with `auth.token`,
+//! in interleaved rounds.
+
+mod auth;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +37,10 @@ struct Options {
     small: usize,
     requests: usize,
     repos: usize,
+    /// `--auth`: the access-control benchmark instead.
+    auth: bool,
+    /// `--auth`: rounds of each configuration.
+    rounds: usize,
 }
 
 impl Options {
@@ -42,6 +54,8 @@ impl Options {
             small: 2000,
             requests: 20_000,
             repos: 1000,
+            auth: false,
+            rounds: 20,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -70,15 +84,22 @@ impl Options {
                         .parse()
                         .map_err(|e| format!("--repos: {e}"))?
                 }
+                "--rounds" => {
+                    o.rounds = value("--rounds")?
+                        .parse()
+                        .map_err(|e| format!("--rounds: {e}"))?
+                }
+                "--auth" => o.auth = true,
                 "--quick" => {
                     o.blob_mib = 32;
                     o.small = 200;
                     o.requests = 2000;
                     o.repos = 100;
+                    o.rounds = 3;
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -126,8 +147,9 @@ async fn wait_ready(url: &str, name: &str) -> Result<(), String> {
         .map_err(|e| format!("HTTP client: {e}"))?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
+        // 401: up, and asking for credentials (auth is configured).
         if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
+            && (r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED)
         {
             return Ok(());
         }
@@ -153,13 +175,24 @@ fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc, String> {
     Ok(Proc { child, name })
 }
 
-async fn start_regstore(o: &Options, root: &Path) -> Result<(Proc, String), String> {
+/// Starts `regstore serve` (as `name`) with the filesystem driver at `root`
+/// and, if given, a config file (whose other settings the environment
+/// overrides).
+async fn start_regstore(
+    o: &Options,
+    name: &'static str,
+    root: &Path,
+    config: Option<&Path>,
+) -> Result<(Proc, String), String> {
     let port = free_port();
+    let mut cmd = Command::new(&o.regstore);
+    cmd.arg("serve");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
     let p = spawn(
-        "regstore",
-        Command::new(&o.regstore)
-            .arg("serve")
-            .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        name,
+        cmd.env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
             .env(
                 "REGSTORE_LOG",
@@ -344,7 +377,12 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(o).await {
+    let result = if o.auth {
+        auth::run(&o).await
+    } else {
+        run(o).await
+    };
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -388,7 +426,7 @@ async fn run(o: Options) -> Result<(), String> {
     eprintln!("regstore serve…");
     let regstore = {
         let root = dir.path().join("regstore-root");
-        let (p, base) = start_regstore(&o, &root).await?;
+        let (p, base) = start_regstore(&o, "regstore", &root, None).await?;
         run_registry(&o, &base, &p, &blob, &digest, &chunked, &chunked_digest).await?
     };
     eprintln!("docker-registry…");
