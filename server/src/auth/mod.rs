@@ -224,6 +224,13 @@ impl Auth {
                 if let Some(user) = cache.get(&key, generation) {
                     return Ok(Identity::User(user));
                 }
+                // Requests that miss with the same header at once (every
+                // connection of a client when its entry expires) wait for
+                // one bcrypt check instead of each paying for their own.
+                let _turn = cache.one_at_a_time(key).await;
+                if let Some(user) = cache.get(&key, generation) {
+                    return Ok(Identity::User(user));
+                }
                 let Some((user, password)) = basic(value) else {
                     return Err(challenge());
                 };
@@ -332,22 +339,67 @@ fn basic(value: &HeaderValue) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// The headers being verified right now, each with the lock its
+/// concurrent requests take turns on.
+type Verifying = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
+
 /// Verified credentials (a user, a token's grant) by the hash of their
 /// header, each until its own expiry.
 #[derive(Debug)]
 struct CredentialCache<V> {
     entries: Mutex<HashMap<[u8; 32], (V, Instant, u64)>>,
+    /// A lock per header being verified right now.
+    verifying: Arc<Verifying>,
 }
 
 impl<V> Default for CredentialCache<V> {
     fn default() -> Self {
         CredentialCache {
             entries: Mutex::new(HashMap::new()),
+            verifying: Arc::default(),
+        }
+    }
+}
+
+/// The turn to verify one header; the next waiter's turn when dropped.
+struct Turn {
+    key: [u8; 32],
+    verifying: Arc<Verifying>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Ok(mut verifying) = self.verifying.lock() else {
+            return;
+        };
+        drop(self.guard.take());
+        // Forget the lock once nobody holds or waits for it (the map's own
+        // reference is the last).
+        if verifying
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            verifying.remove(&self.key);
         }
     }
 }
 
 impl<V: Clone> CredentialCache<V> {
+    /// Waits until no other request verifies the header `key` stands for.
+    async fn one_at_a_time(&self, key: [u8; 32]) -> Turn {
+        let lock = match self.verifying.lock() {
+            Ok(mut verifying) => verifying.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let guard = lock.lock_owned().await;
+        Turn {
+            key,
+            verifying: self.verifying.clone(),
+            guard: Some(guard),
+        }
+    }
+
     fn get(&self, key: &[u8; 32], generation: u64) -> Option<V> {
         let entries = self.entries.lock().ok()?;
         let (value, until, g) = entries.get(key)?;
@@ -385,6 +437,30 @@ mod tests {
         assert_eq!(basic(&HeaderValue::from_static("Bearer abc")), None);
         assert_eq!(basic(&HeaderValue::from_static("Basic !!!")), None);
         assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_header_take_turns_and_leave_nothing_behind() {
+        let c = Arc::new(CredentialCache::<String>::default());
+        let first = c.one_at_a_time([7; 32]).await;
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let _turn = c.one_at_a_time([7; 32]).await;
+                c.get(&[7; 32], 0)
+            })
+        };
+        let other = c.one_at_a_time([8; 32]).await;
+        drop(other);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the second request waits for the first"
+        );
+        c.put([7; 32], "alice".into(), 0, Instant::now() + CACHE_TTL);
+        drop(first);
+        assert_eq!(waiter.await.unwrap().as_deref(), Some("alice"));
+        assert!(c.verifying.lock().unwrap().is_empty());
     }
 
     #[test]
