@@ -249,7 +249,7 @@ async fn bearer_tokens_are_checked_like_distribution() {
 
 /// A token whose `x5c` chain leads to a CA in the bundle is accepted (the
 /// bundle holds only the CA); one whose chain leads elsewhere is not. Keys
-/// of a JWKS file sign ES256 and EdDSA tokens.
+/// of a JWKS file sign ES256, ES512 and EdDSA tokens; ES512 by x5c too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x5c_chains_and_jwks_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -260,10 +260,13 @@ async fn x5c_chains_and_jwks_keys() {
     let other_leaf = Signer::new(&d, "other-leaf", "rsa", Some(&other_ca));
     let ec = Signer::new(&d, "ec", "ec", None);
     let ed = Signer::new(&d, "ed", "ed25519", None);
+    let p521 = Signer::new(&d, "p521", "ec521", None);
+    let p521_leaf = Signer::new(&d, "p521-leaf", "ec521", Some(&ca));
     let jwks = d.join("jwks.json");
     std::fs::write(
         &jwks,
-        serde_json::json!({"keys": [ec.jwk("ec-key"), ed.jwk("ed-key")]}).to_string(),
+        serde_json::json!({"keys": [ec.jwk("ec-key"), ed.jwk("ed-key"), p521.jwk("p521-key")]})
+            .to_string(),
     )
     .unwrap();
     let reg = start_yaml(
@@ -309,6 +312,14 @@ async fn x5c_chains_and_jwks_keys() {
             "EdDSA by JWKS",
             ed.sign(KeyRef::Kid("ed-key".into()), &pull),
         ),
+        (
+            "ES512 by JWKS",
+            p521.sign(KeyRef::Kid("p521-key".into()), &pull),
+        ),
+        (
+            "ES512 by x5c",
+            p521_leaf.sign(KeyRef::X5c(vec![p521_leaf.cert_der.clone()]), &pull),
+        ),
     ] {
         let r = get(token).await;
         let status = r.status();
@@ -326,6 +337,10 @@ async fn x5c_chains_and_jwks_keys() {
         (
             "JWKS kid, other key",
             ed.sign(KeyRef::Kid("ec-key".into()), &pull),
+        ),
+        (
+            "ES512, another P-521 key",
+            p521_leaf.sign(KeyRef::Kid("p521-key".into()), &pull),
         ),
     ] {
         let r = get(token).await;

@@ -129,7 +129,8 @@ pub fn client_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     Ok((ca, cert, key))
 }
 
-/// A fresh key (`algorithm`: `rsa`, `ec` for P-256, `ed25519`) and a
+/// A fresh key (`algorithm`: `rsa`, `ec` for P-256, `ec521` for P-521,
+/// `ed25519`) and a
 /// certificate for it, written into `dir` as `<name>.key` (PKCS#8) and
 /// `<name>.pem`: self-signed, or signed by `issuer` (certificate and key
 /// files). Returns the key, the certificate and the public key as DER
@@ -165,6 +166,7 @@ fn issue(
     let opts: &[&str] = match algorithm {
         "rsa" => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
         "ec" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "ec521" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
         "ed25519" => &["-algorithm", "ED25519"],
         other => return Err(format!("unknown key algorithm {other:?}")),
     };

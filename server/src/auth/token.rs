@@ -6,7 +6,8 @@
 //! exact scopes the request needs; it fetches a token from the realm and
 //! tries again. A token is accepted when:
 //! - its algorithm is one of `signingalgorithms` (default: RS256, RS384,
-//!   RS512, ES256, ES384, EdDSA; ES512 is not offered by the JWT library);
+//!   RS512, ES256, ES384, ES512, EdDSA; signatures are checked by
+//!   `jsonwebtoken`'s crypto, ES512 — which it lacks — by the `p521` crate);
 //! - its signing key is trusted: an `x5c` chain that verifies to a
 //!   certificate of `rootcertbundle`, or a `kid` naming a key of the bundle
 //!   (libtrust's key ID of the certificate's public key, as distribution and
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
@@ -36,7 +37,32 @@ use super::scope::{Action, Resource, Scope};
 pub const LEEWAY_SECS: u64 = 60;
 
 /// The algorithms accepted when `signingalgorithms` is not given.
-pub const DEFAULT_ALGORITHMS: [&str; 6] = ["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"];
+pub const DEFAULT_ALGORITHMS: [&str; 7] = [
+    "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA",
+];
+
+/// A token's `alg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Alg {
+    /// One `jsonwebtoken` verifies.
+    Jwt(Algorithm),
+    /// ECDSA on P-521 with SHA-512, checked with the `p521` crate.
+    Es512,
+}
+
+impl Alg {
+    /// An asymmetric algorithm by its JOSE name; HMAC is refused (a
+    /// registry holds no shared secret of the token server's).
+    fn parse(name: &str) -> Option<Alg> {
+        if name == "ES512" {
+            return Some(Alg::Es512);
+        }
+        name.parse::<Algorithm>()
+            .ok()
+            .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+            .map(Alg::Jwt)
+    }
+}
 
 /// `auth.token` settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,28 +111,110 @@ pub struct AccessEntry {
     pub actions: Vec<String>,
 }
 
+/// The claims a registry checks.
 #[derive(Debug, Deserialize)]
 struct Claims {
+    #[serde(default)]
+    iss: String,
+    #[serde(default)]
+    aud: Audience,
+    exp: u64,
+    nbf: Option<u64>,
     #[serde(default)]
     sub: String,
     #[serde(default)]
     access: Vec<AccessEntry>,
-    exp: u64,
+}
+
+/// `aud`: one name or several.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn holds(&self, name: &str) -> bool {
+        match self {
+            Audience::None => false,
+            Audience::One(a) => a == name,
+            Audience::Many(all) => all.iter().any(|a| a == name),
+        }
+    }
+}
+
+/// The header fields that choose the key.
+#[derive(Debug, Deserialize)]
+struct JoseHeader {
+    alg: String,
+    kid: Option<String>,
+    x5c: Option<Vec<String>>,
 }
 
 /// A signing key the configuration trusts.
 #[derive(Debug)]
 enum Key {
-    /// A public key from a certificate (SubjectPublicKeyInfo as PEM).
+    /// A public key from a certificate (DER SubjectPublicKeyInfo).
     Spki(Vec<u8>),
     /// A key from the JWKS file.
     Jwk(Box<DecodingKey>),
+    /// A P-521 key from the JWKS file.
+    P521(Box<p521::ecdsa::VerifyingKey>),
+}
+
+/// A key ready to check one signature.
+enum Checker {
+    Jwt(DecodingKey, Algorithm),
+    P521(p521::ecdsa::VerifyingKey),
+}
+
+impl Checker {
+    /// `key` for `alg`.
+    ///
+    /// # Errors
+    /// The key does not fit the algorithm.
+    fn new(key: &Key, alg: Alg) -> Result<Checker, String> {
+        let misfit = || format!("the signing key does not fit {alg:?}");
+        match (key, alg) {
+            (Key::Spki(der), Alg::Jwt(a)) => Ok(Checker::Jwt(spki_key(der, a)?, a)),
+            (Key::Spki(der), Alg::Es512) => {
+                use p521::pkcs8::DecodePublicKey as _;
+                p521::ecdsa::VerifyingKey::from_public_key_der(der)
+                    .map(Checker::P521)
+                    .map_err(|e| format!("{}: {e}", misfit()))
+            }
+            (Key::Jwk(k), Alg::Jwt(a)) => Ok(Checker::Jwt((**k).clone(), a)),
+            (Key::P521(k), Alg::Es512) => Ok(Checker::P521(**k)),
+            _ => Err(misfit()),
+        }
+    }
+
+    /// Whether `signature` (base64url) signs `message`.
+    fn verifies(&self, signature: &str, message: &[u8]) -> bool {
+        match self {
+            Checker::Jwt(key, alg) => {
+                jsonwebtoken::crypto::verify(signature, message, key, *alg).unwrap_or(false)
+            }
+            Checker::P521(key) => {
+                use p521::ecdsa::signature::Verifier as _;
+                let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature)
+                else {
+                    return false;
+                };
+                p521::ecdsa::Signature::from_slice(&bytes)
+                    .is_ok_and(|sig| key.verify(message, &sig).is_ok())
+            }
+        }
+    }
 }
 
 /// Checks bearer tokens against one `auth.token` configuration.
 pub struct TokenVerifier {
     settings: TokenSettings,
-    algorithms: Vec<Algorithm>,
+    algorithms: Vec<Alg>,
     roots: Vec<CertificateDer<'static>>,
     keys: HashMap<String, Key>,
 }
@@ -155,18 +263,12 @@ impl TokenVerifier {
         };
         let mut algorithms = Vec::new();
         for name in names {
-            let alg: Algorithm = name
-                .parse()
-                .ok()
-                .filter(|a: &Algorithm| {
-                    !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-                })
-                .ok_or_else(|| {
-                    format!(
-                        "auth.token.signingalgorithms: {name:?} is not supported; use some of {}",
-                        DEFAULT_ALGORITHMS.join(", ")
-                    )
-                })?;
+            let alg = Alg::parse(name).ok_or_else(|| {
+                format!(
+                    "auth.token.signingalgorithms: {name:?} is not supported; use some of {}",
+                    DEFAULT_ALGORITHMS.join(", ")
+                )
+            })?;
             algorithms.push(alg);
         }
         let mut roots = Vec::new();
@@ -183,7 +285,7 @@ impl TokenVerifier {
                 let spki = ee.subject_public_key_info();
                 keys.insert(
                     libtrust_key_id(spki.as_ref()),
-                    Key::Spki(spki_pem(spki.as_ref())),
+                    Key::Spki(spki.as_ref().to_vec()),
                 );
             }
         }
@@ -206,10 +308,19 @@ impl TokenVerifier {
                         path.display()
                     ));
                 };
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-                    format!("auth.token.jwks: {}: key {kid:?}: {e}", path.display())
-                })?;
-                keys.insert(kid, Key::Jwk(Box::new(key)));
+                let bad =
+                    |e: String| format!("auth.token.jwks: {}: key {kid:?}: {e}", path.display());
+                let key = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec)
+                        if ec.curve == jsonwebtoken::jwk::EllipticCurve::P521 =>
+                    {
+                        Key::P521(Box::new(p521_from_jwk(&ec.x, &ec.y).map_err(bad)?))
+                    }
+                    _ => Key::Jwk(Box::new(
+                        DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?,
+                    )),
+                };
+                keys.insert(kid, key);
             }
         }
         Ok(TokenVerifier {
@@ -231,35 +342,71 @@ impl TokenVerifier {
     /// Why the token is not accepted (for the log; clients get
     /// `invalid_token`).
     pub fn verify(&self, token: &str) -> Result<Grant, String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(format!("algorithm {:?} is not accepted", header.alg));
-        }
-        let key = match (&header.x5c, &header.kid) {
-            (Some(chain), _) if !chain.is_empty() => self.chain_key(chain, header.alg)?,
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (signed, signature) = token
+            .rsplit_once('.')
+            .ok_or("not a JWT (header.claims.signature)")?;
+        let (header, claims) = signed
+            .split_once('.')
+            .ok_or("not a JWT (header.claims.signature)")?;
+        let part = |name: &str, text: &str| {
+            b64.decode(text)
+                .map_err(|e| format!("the JWT's {name} is not base64url: {e}"))
+        };
+        let header: JoseHeader = serde_json::from_slice(&part("header", header)?)
+            .map_err(|e| format!("the JWT's header: {e}"))?;
+        let alg = Alg::parse(&header.alg)
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or_else(|| format!("algorithm {:?} is not accepted", header.alg))?;
+        let checker = match (&header.x5c, &header.kid) {
+            (Some(chain), _) if !chain.is_empty() => {
+                Checker::new(&Key::Spki(self.chain_spki(chain)?), alg)?
+            }
             (_, Some(kid)) => match self.keys.get(kid) {
-                Some(Key::Spki(pem)) => spki_key(pem, header.alg)?,
-                Some(Key::Jwk(key)) => (**key).clone(),
+                Some(key) => Checker::new(key, alg)?,
                 None => return Err(format!("signed by an untrusted key (kid {kid:?})")),
             },
             _ => return Err("the token names no signing key (no x5c, no kid)".into()),
         };
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_audience(&[&self.settings.service]);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(|e| format!("rejected: {e}"))?;
+        if !checker.verifies(signature, signed.as_bytes()) {
+            return Err("the signature does not verify".into());
+        }
+        let claims: Claims = serde_json::from_slice(&part("claims", claims)?)
+            .map_err(|e| format!("the JWT's claims: {e}"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if claims.iss != self.settings.issuer {
+            return Err(format!(
+                "issued by {:?}, not {:?}",
+                claims.iss, self.settings.issuer
+            ));
+        }
+        if !claims.aud.holds(&self.settings.service) {
+            return Err(format!(
+                "not for this service ({:?})",
+                self.settings.service
+            ));
+        }
+        if claims.exp.saturating_add(LEEWAY_SECS) < now {
+            return Err("expired".into());
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+        {
+            return Err("not valid yet (nbf)".into());
+        }
         Ok(Grant {
-            subject: data.claims.sub,
-            access: data.claims.access,
-            expires: data.claims.exp,
+            subject: claims.sub,
+            access: claims.access,
+            expires: claims.exp,
         })
     }
 
-    /// The leaf key of an `x5c` chain that verifies to the bundle.
-    fn chain_key(&self, chain: &[String], alg: Algorithm) -> Result<DecodingKey, String> {
+    /// The leaf's public key (DER SubjectPublicKeyInfo) of an `x5c` chain
+    /// that verifies to the bundle.
+    fn chain_spki(&self, chain: &[String]) -> Result<Vec<u8>, String> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let ders: Vec<CertificateDer<'static>> = chain
             .iter()
@@ -289,7 +436,7 @@ impl TokenVerifier {
             None,
         )
         .map_err(|e| format!("x5c does not chain to rootcertbundle: {e}"))?;
-        spki_key(&spki_pem(leaf.subject_public_key_info().as_ref()), alg)
+        Ok(leaf.subject_public_key_info().as_ref().to_vec())
     }
 
     /// The realm to name in a challenge: the configured one, or with
@@ -365,7 +512,10 @@ fn read_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn spki_pem(spki_der: &[u8]) -> Vec<u8> {
+/// A `jsonwebtoken` key for `alg` from a DER SubjectPublicKeyInfo (which
+/// it reads as a `PUBLIC KEY` PEM).
+fn spki_key(spki_der: &[u8], alg: Algorithm) -> Result<DecodingKey, String> {
+    use jsonwebtoken::AlgorithmFamily as F;
     let b64 = base64::engine::general_purpose::STANDARD.encode(spki_der);
     let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
     for line in b64.as_bytes().chunks(64) {
@@ -373,11 +523,7 @@ fn spki_pem(spki_der: &[u8]) -> Vec<u8> {
         pem.push('\n');
     }
     pem.push_str("-----END PUBLIC KEY-----\n");
-    pem.into_bytes()
-}
-
-fn spki_key(pem: &[u8], alg: Algorithm) -> Result<DecodingKey, String> {
-    use jsonwebtoken::AlgorithmFamily as F;
+    let pem = pem.as_bytes();
     match alg.family() {
         F::Rsa => DecodingKey::from_rsa_pem(pem),
         F::Ec => DecodingKey::from_ec_pem(pem),
@@ -385,6 +531,17 @@ fn spki_key(pem: &[u8], alg: Algorithm) -> Result<DecodingKey, String> {
         F::Hmac => return Err("HMAC tokens are not accepted".into()),
     }
     .map_err(|e| format!("the signing key does not fit {alg:?}: {e}"))
+}
+
+/// A P-521 key from a JWK's `x` and `y` (base64url).
+fn p521_from_jwk(x: &str, y: &str) -> Result<p521::ecdsa::VerifyingKey, String> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut point = vec![4u8];
+    for c in [x, y] {
+        point.extend(b64.decode(c).map_err(|e| format!("not base64url: {e}"))?);
+    }
+    p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+        .map_err(|e| format!("not a P-521 point: {e}"))
 }
 
 /// libtrust's key ID of a public key (what docker_auth and distribution put

@@ -11,10 +11,16 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+/// What signs: a key `jsonwebtoken` signs with, or a P-521 key (ES512,
+/// which it lacks).
+pub enum SigningKey {
+    Jwt(Algorithm, EncodingKey),
+    Es512(Box<p521::ecdsa::SigningKey>),
+}
+
 /// A signing key and its certificate.
 pub struct Signer {
-    pub alg: Algorithm,
-    pub key: EncodingKey,
+    pub key: SigningKey,
     /// The certificate (PEM file).
     pub cert: PathBuf,
     /// The certificate, DER.
@@ -43,10 +49,21 @@ impl Signer {
         )
         .expect("openssl is installed");
         let pem = std::fs::read(&key_file).unwrap();
-        let (alg, key) = match algorithm {
-            "rsa" => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).unwrap()),
-            "ec" => (Algorithm::ES256, EncodingKey::from_ec_pem(&pem).unwrap()),
-            _ => (Algorithm::EdDSA, EncodingKey::from_ed_pem(&pem).unwrap()),
+        let key = match algorithm {
+            "rsa" => SigningKey::Jwt(Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).unwrap()),
+            "ec" => SigningKey::Jwt(Algorithm::ES256, EncodingKey::from_ec_pem(&pem).unwrap()),
+            "ec521" => {
+                use p521::pkcs8::DecodePrivateKey as _;
+                let text = String::from_utf8(pem).unwrap();
+                let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap();
+                SigningKey::Es512(Box::new(
+                    p521::ecdsa::SigningKey::from_pkcs8_der(&der).unwrap(),
+                ))
+            }
+            _ => SigningKey::Jwt(Algorithm::EdDSA, EncodingKey::from_ed_pem(&pem).unwrap()),
         };
         let cert_pem = std::fs::read_to_string(&cert).unwrap();
         let b64: String = cert_pem
@@ -57,7 +74,6 @@ impl Signer {
             .decode(b64)
             .unwrap();
         Signer {
-            alg,
             key,
             cert,
             cert_der,
@@ -73,25 +89,58 @@ impl Signer {
 
     /// A JWT with `claims`, naming its key by `key_ref`.
     pub fn sign(&self, key_ref: KeyRef, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        match key_ref {
-            KeyRef::Kid(kid) => header.kid = Some(kid),
-            KeyRef::X5c(chain) => {
-                header.x5c = Some(
+        let (kid, x5c) = match key_ref {
+            KeyRef::Kid(kid) => (Some(kid), None),
+            KeyRef::X5c(chain) => (
+                None,
+                Some(
                     chain
                         .iter()
                         .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
-                        .collect(),
-                )
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+        };
+        match &self.key {
+            SigningKey::Jwt(alg, key) => {
+                let mut header = Header::new(*alg);
+                header.kid = kid;
+                header.x5c = x5c;
+                jsonwebtoken::encode(&header, claims, key).unwrap()
+            }
+            SigningKey::Es512(key) => {
+                use p521::ecdsa::signature::Signer as _;
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let mut header = json!({"alg": "ES512", "typ": "JWT"});
+                if let Some(kid) = kid {
+                    header["kid"] = json!(kid);
+                }
+                if let Some(x5c) = x5c {
+                    header["x5c"] = json!(x5c);
+                }
+                let signed = format!(
+                    "{}.{}",
+                    b64.encode(header.to_string()),
+                    b64.encode(claims.to_string())
+                );
+                let signature: p521::ecdsa::Signature = key.sign(signed.as_bytes());
+                format!("{signed}.{}", b64.encode(signature.to_bytes()))
             }
         }
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
     }
 
-    /// This key as a JWK with `kid` (EC P-256 or Ed25519).
+    /// This key as a JWK with `kid` (EC P-256, P-521 or Ed25519).
     pub fn jwk(&self, kid: &str) -> Value {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        match self.alg {
+        let alg = match &self.key {
+            SigningKey::Jwt(alg, _) => *alg,
+            SigningKey::Es512(_) => {
+                let point = &self.spki[self.spki.len() - 132..];
+                return json!({"kty": "EC", "crv": "P-521", "kid": kid, "alg": "ES512",
+                              "x": b64.encode(&point[..66]), "y": b64.encode(&point[66..])});
+            }
+        };
+        match alg {
             Algorithm::ES256 => {
                 let point = &self.spki[self.spki.len() - 64..];
                 json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
