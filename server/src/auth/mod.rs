@@ -15,7 +15,9 @@
 //! of the `Authorization` header, never the header itself; at most
 //! [`CACHE_ENTRIES`] entries; a token no longer than it is valid), so that
 //! a client's every request does not cost a bcrypt check or a signature
-//! verification. A changed htpasswd file empties the cache.
+//! verification. Requests that miss the cache with the same header at
+//! once (every connection of a client when its entry expires) wait for one
+//! check. A changed htpasswd file empties the cache.
 //! Passwords are never logged; the access log names the user.
 //!
 //! With `auth.access` ([`access`]), what a verified user may do is then
