@@ -82,8 +82,11 @@ alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1
 running() { [ -f "$STATE/run/$1.pid" ] && alive "$(cat "$STATE/run/$1.pid")"; }
 
 spawn() { # name command...
+  # Logs are appended, each start marked, so that a failure's log survives
+  # the restart that the next test run (or .ci/run) does.
   local name=$1; shift
-  nohup "$@" >"$STATE/log/$name.log" 2>&1 &
+  echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) backends.sh starts $name" >>"$STATE/log/$name.log"
+  nohup "$@" >>"$STATE/log/$name.log" 2>&1 &
   echo $! >"$STATE/run/$name.pid"
 }
 
