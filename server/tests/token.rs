@@ -29,19 +29,7 @@ fn config(realm: &str, bundle: &std::path::Path, jwks: Option<&std::path::Path>)
 
 /// A client that sends `token` as a bearer token.
 fn bearer(base: &str, token: &str) -> Api {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    Api {
-        base: base.to_owned(),
-        client: common::client_builder()
-            .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-    }
+    common::users::with_authorization(base, &format!("Bearer {token}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,11 +20,14 @@ pub fn write_htpasswd(path: &std::path::Path, users: &[(&str, &str)]) {
 /// A client of `base` that sends Basic credentials with every request.
 pub fn as_user(base: &str, user: &str, password: &str) -> Api {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    with_authorization(base, &format!("Basic {token}"))
+}
+
+/// A client of `base` that sends `Authorization: <value>` with every
+/// request (Basic credentials, a bearer token).
+pub fn with_authorization(base: &str, value: &str) -> Api {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        AUTHORIZATION,
-        HeaderValue::from_str(&format!("Basic {token}")).expect("header"),
-    );
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(value).expect("header"));
     Api {
         base: base.to_owned(),
         client: super::client_builder()
