@@ -9,7 +9,8 @@
 //! - `regstore conformance`: the conformance suite against a backend, as a
 //!   table ([`conformance`]);
 //! - `regstore bench`: the driver benchmark set across backends
-//!   ([`bench`](mod@bench)).
+//!   ([`bench`](mod@bench));
+//! - `regstore garbage-collect`: delete unreferenced blobs ([`gc`](mod@gc)).
 //!
 //! [`main`] is the whole program: the `regstore` binary is one call to it,
 //! and a binary with drivers of its own (see `examples/out-of-tree-driver`)
@@ -26,6 +27,7 @@ use regstore_server::config::Config;
 pub mod bench;
 pub mod conformance;
 pub mod drivers;
+pub mod gc;
 pub mod logging;
 
 pub use bench::BenchArgs;
@@ -119,6 +121,14 @@ pub enum Command {
     /// `regstore-bench-<time>-<pid>` directory, deleted at the end (also
     /// after an error or Ctrl-C).
     Bench(Box<BenchArgs>),
+    /// Delete the blobs (and, with -m, the untagged manifests) that nothing
+    /// references, as distribution's `registry garbage-collect`.
+    ///
+    /// Prints each deleted blob and manifest and a summary line (blobs
+    /// marked, deleted, bytes freed, manifests deleted, requests, time).
+    /// Safe on a running registry with --grace-period longer than the
+    /// slowest push; `storage.maintenance.gc` runs it inside `serve`.
+    GarbageCollect(gc::GcArgs),
 }
 
 /// Which backend to use: a config file or a driver and its parameters.
@@ -187,6 +197,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => {
             init_logging("warn");
             bench::bench(*args).await
+        }
+        Command::GarbageCollect(args) => {
+            init_logging("warn");
+            gc::garbage_collect(args).await
         }
     }
 }

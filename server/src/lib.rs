@@ -7,9 +7,11 @@
 //! - [`http`]: the OCI Distribution v1.1 HTTP API on it (axum).
 //! - [`serve`]: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
+//! - [`gc`]: garbage collection, offline and online.
 
 pub mod auth;
 pub mod config;
+pub mod gc;
 pub mod http;
 pub mod registry;
 pub mod serve;

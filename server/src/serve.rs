@@ -40,14 +40,15 @@ pub async fn resolve_addr(addr: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("http.addr {addr:?} resolves to no address"))
 }
 
-/// The app state a config describes, with its driver built. The built-in
-/// drivers and middleware are registered here; a binary with drivers of
-/// its own registers them before.
+/// The registry storage service a config describes (its driver built, its
+/// storage settings applied): what `serve` runs on, and what the
+/// maintenance commands (`garbage-collect`, `check`) work on. Registers the
+/// built-in drivers and middleware.
 ///
 /// # Errors
-/// The driver cannot be built (unknown driver, bad parameters, backend
-/// unreachable at startup).
-pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
+/// The driver cannot be built (unknown driver, bad parameters, refused
+/// credentials, backend unreachable at startup).
+pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
     regstore_builtin::register_all();
     let driver = match config.storage.spec.build().await {
         Ok(d) => d,
@@ -65,7 +66,7 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             )));
         }
     };
-    let registry = Registry::new(
+    Ok(Registry::new(
         driver,
         Settings {
             delete_enabled: config.storage.delete_enabled,
@@ -73,7 +74,18 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             read_only: config.storage.read_only,
             manifest_urls: config.manifest_urls.clone(),
         },
-    );
+    ))
+}
+
+/// The app state a config describes, with its driver built. The built-in
+/// drivers and middleware are registered here; a binary with drivers of
+/// its own registers them before.
+///
+/// # Errors
+/// The driver cannot be built (unknown driver, bad parameters, backend
+/// unreachable at startup).
+pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
+    let registry = registry(config).await?;
     let mut headers = Vec::new();
     for (k, v) in &config.http.headers {
         headers.push((
@@ -494,6 +506,24 @@ pub async fn purge_uploads(registry: Registry, purging: UploadPurging) {
     }
 }
 
+/// Starts the configured background work on `registry`: upload purging
+/// ([`purge_uploads`]) and online garbage collection
+/// ([`crate::gc::online::run`]). The tasks run until the runtime stops.
+pub fn spawn_maintenance(config: &Config, registry: &Registry) {
+    if let Some(purging) = config.storage.upload_purging.clone() {
+        tokio::spawn(purge_uploads(registry.clone(), purging));
+    }
+    if let Some(schedule) = config.storage.gc.clone() {
+        if !registry.driver().capabilities().create_if_absent {
+            tracing::warn!(
+                driver = registry.driver().name(),
+                "storage.maintenance.gc: the driver cannot hold the GC lease (no create-if-absent), so every instance with gc enabled collects on its own; enable it on one instance only"
+            );
+        }
+        tokio::spawn(crate::gc::online::run(registry.clone(), schedule));
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -539,9 +569,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let state = app_state(&config).await?;
     check_backend(&state.registry, &config.origin).await?;
-    if let Some(purging) = config.storage.upload_purging.clone() {
-        tokio::spawn(purge_uploads(state.registry.clone(), purging));
-    }
+    spawn_maintenance(&config, &state.registry);
     let addr = resolve_addr(&config.http.addr).await?;
     let listener = TcpListener::bind(addr)
         .await

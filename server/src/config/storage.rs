@@ -25,7 +25,15 @@ pub struct StorageConfig {
     pub read_only: bool,
     /// `storage.maintenance.uploadpurging`; `None` when disabled.
     pub upload_purging: Option<UploadPurging>,
+    /// `storage.maintenance.gc` (regstore): online garbage collection;
+    /// `None` when disabled (the default).
+    pub gc: Option<crate::gc::online::Schedule>,
 }
+
+/// Defaults of `storage.maintenance.gc`: every hour, grace period one hour.
+pub const GC_INTERVAL: Duration = Duration::from_secs(3600);
+/// See [`GC_INTERVAL`].
+pub const GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// `storage.maintenance.uploadpurging`: remove abandoned uploads. On by
 /// default, as in distribution: every 24 h, uploads older than 168 h.
@@ -78,6 +86,22 @@ struct Redirect {
 struct Maintenance {
     readonly: ReadOnly,
     uploadpurging: Purging,
+    gc: Gc,
+}
+
+/// `storage.maintenance.gc` (a regstore extension).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Gc {
+    #[serde(deserialize_with = "flag")]
+    enabled: Option<bool>,
+    interval: Option<ConfigDuration>,
+    graceperiod: Option<ConfigDuration>,
+    #[serde(deserialize_with = "flag")]
+    deleteuntagged: Option<bool>,
+    #[serde(deserialize_with = "flag")]
+    dryrun: Option<bool>,
+    concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,7 +154,24 @@ impl Section {
             interval: p.interval.map_or(defaults.interval, |d| d.0),
             dry_run: p.dryrun.unwrap_or(false),
         });
+        let g = self.maintenance.gc;
+        let gc = g
+            .enabled
+            .unwrap_or(false)
+            .then(|| crate::gc::online::Schedule {
+                interval: g.interval.map_or(GC_INTERVAL, |d| d.0),
+                options: crate::gc::Options {
+                    dry_run: g.dryrun.unwrap_or(false),
+                    delete_untagged: g.deleteuntagged.unwrap_or(false),
+                    concurrency: g
+                        .concurrency
+                        .unwrap_or(crate::gc::Options::default().concurrency)
+                        .max(1),
+                    grace: g.graceperiod.map_or(GC_GRACE, |d| d.0),
+                },
+            });
         StorageConfig {
+            gc,
             spec: StorageSpec {
                 driver,
                 params,

@@ -27,6 +27,9 @@ use super::names::{RepoName, Tag};
 
 /// The root of the registry tree.
 pub const ROOT: &str = "/docker/registry/v2";
+/// The lease object that one garbage collection at a time holds
+/// (regstore; where distribution never looks).
+pub const GC_LEASE: &str = "/docker/registry/v2/regstore/gc/lease";
 /// The directory that holds every repository.
 pub const REPOSITORIES: &str = "/docker/registry/v2/repositories";
 

@@ -140,6 +140,61 @@ struct Document {
     manifests: Option<Vec<Descriptor>>,
     subject: Option<Descriptor>,
     annotations: Option<Map<String, Value>>,
+    /// Docker schema 1 (refused on push; read by garbage collection and
+    /// the storage check in trees distribution wrote).
+    fs_layers: Option<Vec<FsLayer>>,
+}
+
+/// A Docker schema 1 layer entry.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FsLayer {
+    #[serde(deserialize_with = "digest_field")]
+    blob_sum: Digest,
+}
+
+/// What a stored manifest references, for garbage collection and the
+/// storage check.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct References {
+    /// Blobs: the config and every layer (foreign layers too: distribution
+    /// keeps their blobs when it has them), or schema 1's `fsLayers`.
+    pub blobs: Vec<Digest>,
+    /// Child manifests of an index or manifest list.
+    pub manifests: Vec<Digest>,
+    /// The manifest this one is attached to (`subject`).
+    pub subject: Option<Digest>,
+}
+
+/// The references of stored manifest bytes: OCI and Docker schema 2
+/// manifests and indexes, and Docker schema 1 (which distribution may have
+/// stored).
+///
+/// # Errors
+/// The bytes are not a manifest of one of those kinds; the message says
+/// what is wrong (with the JSON path).
+pub fn references(body: &[u8]) -> std::result::Result<References, String> {
+    let doc: Document = from_json(body)?;
+    let mut refs = References {
+        subject: doc.subject.map(|s| s.digest),
+        ..References::default()
+    };
+    match doc.schema_version {
+        Some(1) => {
+            let layers = doc.fs_layers.ok_or("fsLayers is missing")?;
+            refs.blobs = layers.into_iter().map(|l| l.blob_sum).collect();
+        }
+        Some(2) => {
+            if let Some(list) = doc.manifests {
+                refs.manifests = list.into_iter().map(|m| m.digest).collect();
+            }
+            refs.blobs.extend(doc.config.map(|c| c.digest));
+            refs.blobs
+                .extend(doc.layers.into_iter().flatten().map(|l| l.digest));
+        }
+        _ => return Err("schemaVersion must be 1 or 2".into()),
+    }
+    Ok(refs)
 }
 
 /// An OCI content descriptor: the fields every one must have, and `urls`.
@@ -361,6 +416,9 @@ impl Registry {
                 return Err(RegistryError::ManifestBlobUnknown(m.clone()));
             }
         }
+        // Bytes that garbage collection is deleting are written afresh
+        // once it is done.
+        self.gc_fence.wait_until_undoomed(&digest).await;
         if self.blob_size(&digest).await? != Some(body.len() as u64) {
             self.driver
                 .put_content(layout::blob_data(&digest), body)
@@ -387,6 +445,10 @@ impl Registry {
 
     /// Whether `d` is a manifest of `name`.
     async fn has_manifest(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        // One that garbage collection is deleting is gone already.
+        if !self.gc_fence.use_digest(d) {
+            return Ok(false);
+        }
         Ok(self
             .read_link(&layout::revision_link(name, d))
             .await?

@@ -6,6 +6,7 @@
 //! [`Digest`]), so no request can produce an invalid storage path.
 
 pub mod digest;
+pub mod fence;
 pub mod layout;
 pub mod lease;
 mod manifests;
@@ -16,7 +17,8 @@ use regstore_core::{Driver, RedirectRequest, WalkControl};
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use manifests::{
-    MAX_MANIFEST_SIZE, ManifestKind, PutManifest, REFERRERS_PAGE_BYTES, Referrer, StoredManifest,
+    MAX_MANIFEST_SIZE, ManifestKind, PutManifest, REFERRERS_PAGE_BYTES, References, Referrer,
+    StoredManifest, references,
 };
 pub use names::{NameError, NameKind, Reference, RepoName, Tag};
 pub use uploads::{
@@ -231,6 +233,7 @@ pub struct Registry {
     settings: Settings,
     upload_locks: std::sync::Arc<UploadLocks>,
     manifest_budget: std::sync::Arc<tokio::sync::Semaphore>,
+    gc_fence: std::sync::Arc<fence::GcFence>,
 }
 
 /// A blob found in a repository.
@@ -252,7 +255,14 @@ impl Registry {
             manifest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 MANIFEST_BUDGET / 1024,
             )),
+            gc_fence: Default::default(),
         }
+    }
+
+    /// The fence between this registry's requests and an online garbage
+    /// collection (see [`fence`]).
+    pub fn gc_fence(&self) -> &fence::GcFence {
+        &self.gc_fence
     }
 
     /// The driver.
@@ -344,6 +354,10 @@ impl Registry {
     /// # Errors
     /// `BlobUnknown` if it is not linked in `name` or its data is gone.
     pub async fn stat_blob(&self, name: &RepoName, d: &Digest) -> Result<BlobInfo> {
+        // A blob that garbage collection is deleting is gone already.
+        if !self.gc_fence.use_digest(d) {
+            return Err(RegistryError::BlobUnknown(d.clone()));
+        }
         let linked = self.read_link(&layout::layer_link(name, d)).await?;
         if linked.as_ref() != Some(d) {
             return Err(RegistryError::BlobUnknown(d.clone()));

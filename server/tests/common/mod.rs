@@ -49,6 +49,8 @@ impl Api {
 pub struct TestRegistry {
     pub api: Api,
     pub dir: tempfile::TempDir,
+    /// The registry the server runs on (for tests that call the library).
+    pub registry: regstore_server::registry::Registry,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -88,6 +90,8 @@ pub async fn start(driver: &str, storage_extra: &str, extra: &str) -> TestRegist
 pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     let config = Config::from_yaml(yaml, "test config", []).expect("test config is valid");
     let state = serve::app_state(&config).await.expect("driver builds");
+    let registry = state.registry.clone();
+    serve::spawn_maintenance(&config, &registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -105,6 +109,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     TestRegistry {
         api: Api::new(format!("http://{addr}")),
         dir,
+        registry,
         stop: Some(tx),
     }
 }

@@ -1,0 +1,551 @@
+//! Garbage collection: deletes the blobs no manifest references, on
+//! distribution's layout, offline (`regstore garbage-collect`) or inside a
+//! running registry (`storage.maintenance.gc`).
+//!
+//! # What is kept (mark)
+//! Every manifest revision of every repository (with `delete_untagged`:
+//! every manifest a tag points at, and every untagged one written within
+//! the grace period), and recursively:
+//! - the config and layers of each kept manifest (foreign layers too);
+//! - the children of each kept index or manifest list;
+//! - each manifest whose `subject` is a kept manifest of the same
+//!   repository (found through regstore's referrers index), so an artifact
+//!   attached to a kept image stays and one attached to a deleted image
+//!   goes with it.
+//!
+//! These are distribution's rules (`registry garbage-collect`) except
+//! where distribution loses data: with `--delete-untagged` distribution
+//! keeps the children of a tagged index but deletes *their* layers, and it
+//! knows no referrers.
+//!
+//! # What is deleted (sweep)
+//! - every blob not kept whose data was written before the grace period
+//!   and that no repository linked within it;
+//! - with `delete_untagged`, every manifest revision not kept: its revision
+//!   link, its entries in tag histories and its referrers-index entry;
+//! - the `_layers` links of the deleted blobs. distribution leaves them; a
+//!   link to a blob that is gone makes the repository look as if it held
+//!   the blob (it still appears in the catalog, and `regstore check` reports
+//!   the link as dangling), so they go too. A link written within the grace
+//!   period keeps its blob, so no link a push is relying on is removed.
+//!
+//! Uploads in progress are never touched (upload purging removes abandoned
+//! ones).
+//!
+//! # Cost on object stores
+//! Two walks (one flat listing each, 1,000 keys per request) find every
+//! link and every blob; each manifest is read once however many
+//! repositories hold it, `concurrency` at a time; tags are read only with
+//! `delete_untagged`; deletes go through
+//! [`Driver::delete_files`](regstore_core::Driver::delete_files), batches of
+//! 1,000 keys per request on S3. Nothing is stat'ed one by one.
+//!
+//! # Safety with concurrent pushes
+//! With a grace period `G` and a collection whose mark begins at `T`:
+//! - a blob written, or linked into a repository, after `T - G` is not
+//!   deleted: its data's or its link's modification time says so (this
+//!   holds for pushes through any instance on the storage, given clocks
+//!   within a few seconds of each other);
+//! - through the instance that runs the collection, nothing a request
+//!   relied on after `T - G` is deleted, and a request that comes while a
+//!   blob is being deleted sees it as gone (see
+//!   [`crate::registry::fence`]): no manifest is ever accepted that
+//!   references a blob the collection deletes.
+//!
+//! So, through the collecting instance, a push is never broken and never
+//! fails because of the collection as long as it takes less than `G` from
+//! its first look at a blob (`HEAD`, upload, mount) to its manifest. Through
+//! other instances a push is safe when each blob it relies on was uploaded
+//! or linked into its repository within `G` before its manifest lands —
+//! which holds for every push except one that reuses, through a `HEAD`
+//! of an old link, a blob that no manifest has referenced for longer than
+//! `G`, at the moment of the delete. Only one collection runs at a time
+//! per storage: [`online`] holds a lease object (create-if-absent) while
+//! it runs.
+
+pub mod inventory;
+pub mod online;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{StreamExt, TryStreamExt};
+use regstore_core::Driver;
+
+use crate::registry::{Digest, References, Registry, RepoName, layout, references};
+use inventory::{Link, Repository};
+
+/// How a collection runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Report what would be deleted; delete nothing.
+    pub dry_run: bool,
+    /// Also delete manifests no tag points at (and what only they keep).
+    pub delete_untagged: bool,
+    /// Storage requests in flight at once while reading manifests and tags.
+    pub concurrency: usize,
+    /// Blobs, links and untagged manifests written less than this before
+    /// the mark began are kept (see the module docs). `0` is distribution's
+    /// behaviour, right for a registry that is stopped or read-only.
+    pub grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            delete_untagged: false,
+            concurrency: 16,
+            grace: Duration::ZERO,
+        }
+    }
+}
+
+/// A manifest revision deleted (or, in a dry run, to be deleted).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ManifestRef {
+    /// Its repository.
+    pub repo: RepoName,
+    /// Its digest.
+    pub digest: Digest,
+}
+
+/// What a collection did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// It was a dry run: nothing was deleted.
+    pub dry_run: bool,
+    /// Digests marked as in use (manifests and what they reference, as
+    /// distribution counts them).
+    pub blobs_marked: usize,
+    /// Blobs deleted, with their sizes, in digest order.
+    pub blobs_deleted: Vec<(Digest, u64)>,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Manifest revisions deleted (`delete_untagged`), in order.
+    pub manifests_deleted: Vec<ManifestRef>,
+    /// `_layers` links removed with their blobs.
+    pub layer_links_deleted: usize,
+    /// Unreferenced blobs kept because they were written, linked or used
+    /// within the grace period.
+    pub blobs_kept_recent: usize,
+    /// Requests sent to the backend (object stores), else driver
+    /// operations (filesystem, inmemory): see [`Report::requests_are_backend`].
+    pub requests: u64,
+    /// Whether [`Report::requests`] counts backend requests.
+    pub requests_are_backend: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Things found on the way that were skipped (a revision whose data is
+    /// gone, a tag link that names no digest); `regstore check` says more.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// The one-line summary: blobs marked, blobs deleted, bytes freed,
+    /// manifests deleted, requests issued and time.
+    pub fn summary(&self) -> String {
+        let verb = if self.dry_run {
+            "eligible for deletion"
+        } else {
+            "deleted"
+        };
+        format!(
+            "{} blobs marked, {} blobs {verb} ({} bytes), {} manifests {verb}, {} layer links {verb}, {} unreferenced blobs kept as recent, {} {} in {:.2}s",
+            self.blobs_marked,
+            self.blobs_deleted.len(),
+            self.bytes_freed,
+            self.manifests_deleted.len(),
+            self.layer_links_deleted,
+            self.blobs_kept_recent,
+            self.requests,
+            if self.requests_are_backend {
+                "backend requests"
+            } else {
+                "storage operations"
+            },
+            self.elapsed.as_secs_f64(),
+        )
+    }
+}
+
+/// Why a collection stopped. Nothing is deleted after the error; what was
+/// deleted before it stays deleted (and was unreferenced).
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] regstore_core::Error),
+    /// A stored manifest cannot be read as one, so what it references is
+    /// unknown; collecting anyway could delete its blobs.
+    #[error(
+        "manifest {digest} (in {repo}) cannot be read as a manifest: {why}; nothing was deleted. Delete it (DELETE /v2/{repo}/manifests/{digest}) and run again; `regstore check` lists every problem"
+    )]
+    Unreadable {
+        /// A repository that holds it.
+        repo: RepoName,
+        /// Its digest.
+        digest: Digest,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn request_count(driver: &Driver) -> (u64, bool) {
+    match driver.backend_requests() {
+        Some(n) => (n, true),
+        None => (driver.metrics().total_calls(), false),
+    }
+}
+
+/// Whether `t` is at or after `cutoff` (an unknown time counts as recent:
+/// never delete on a guess).
+fn recent(t: Option<SystemTime>, cutoff: SystemTime) -> bool {
+    t.is_none_or(|t| t >= cutoff)
+}
+
+/// Runs one collection over `registry`'s storage (see the module docs).
+/// Takes no lock: [`online`] holds the storage's GC lease around it; the
+/// offline command runs it as the only collector.
+///
+/// # Errors
+/// [`GcError`]; the registry is consistent after any of them.
+pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcError> {
+    let driver = registry.driver();
+    let started = Instant::now();
+    let (requests_before, requests_are_backend) = request_count(driver);
+    let cutoff = SystemTime::now()
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let used_since = started.checked_sub(opts.grace).unwrap_or(started);
+    let concurrency = opts.concurrency.max(1);
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        requests_are_backend,
+        ..Report::default()
+    };
+
+    let repos: Vec<(RepoName, Repository)> = inventory::repositories(driver)
+        .await?
+        .repos
+        .into_iter()
+        .collect();
+    let mark = mark(driver, &repos, opts, cutoff, concurrency, &mut report).await?;
+    report.blobs_marked = mark.blobs.len();
+
+    // Sweep: what is not marked and not recent.
+    let (blobs, _) = inventory::blobs(driver).await?;
+    let linked_recently: HashSet<&Digest> = repos
+        .iter()
+        .flat_map(|(_, r)| r.layers.iter().chain(r.revisions.iter()))
+        .filter(|l| recent(l.mod_time, cutoff))
+        .map(|l| &l.digest)
+        .collect();
+    let mut sizes: HashMap<Digest, u64> = HashMap::new();
+    let mut doomed_blobs = Vec::new();
+    for b in &blobs {
+        if mark.blobs.contains(&b.digest) {
+            continue;
+        }
+        if recent(b.mod_time, cutoff) || linked_recently.contains(&b.digest) {
+            report.blobs_kept_recent += 1;
+            continue;
+        }
+        sizes.insert(b.digest.clone(), b.size);
+        doomed_blobs.push(b.digest.clone());
+    }
+    let mut doomed_manifests: Vec<ManifestRef> = Vec::new();
+    if opts.delete_untagged {
+        for (i, (name, repo)) in repos.iter().enumerate() {
+            for rev in &repo.revisions {
+                if !mark.manifests[i].contains(&rev.digest) {
+                    doomed_manifests.push(ManifestRef {
+                        repo: name.clone(),
+                        digest: rev.digest.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    if opts.dry_run {
+        finish(&mut report, doomed_blobs, &sizes, doomed_manifests, 0);
+        report.requests = request_count(driver).0 - requests_before;
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+
+    // From here on, requests of this instance that rely on a doomed digest
+    // see it as gone; uses since the mark began save a digest.
+    let found = doomed_blobs.len();
+    let _doomed =
+        registry
+            .gc_fence()
+            .doom(used_since, &mut doomed_blobs, &mut doomed_manifests, |m| {
+                &m.digest
+            });
+    report.blobs_kept_recent += found - doomed_blobs.len();
+
+    // Manifests first: a revision link never outlives the bytes it names.
+    let by_name: HashMap<&RepoName, &Repository> = repos.iter().map(|(n, r)| (n, r)).collect();
+    let mut manifest_links = Vec::new();
+    for m in &doomed_manifests {
+        let Some(repo) = by_name.get(&m.repo) else {
+            continue;
+        };
+        let is = |l: &Link| l.digest == m.digest;
+        manifest_links.extend(
+            repo.revisions
+                .iter()
+                .filter(|l| is(l))
+                .map(|l| l.path.clone()),
+        );
+        manifest_links.extend(
+            repo.tag_history
+                .iter()
+                .filter(|(_, l)| is(l))
+                .map(|(_, l)| l.path.clone()),
+        );
+        manifest_links.extend(
+            repo.referrers
+                .iter()
+                .filter(|(_, l)| is(l))
+                .map(|(_, l)| l.path.clone()),
+        );
+    }
+    delete_files(driver, manifest_links).await?;
+
+    let gone: HashSet<&Digest> = doomed_blobs.iter().collect();
+    delete_files(
+        driver,
+        blobs
+            .iter()
+            .filter(|b| gone.contains(&b.digest))
+            .map(|b| b.path.clone())
+            .collect(),
+    )
+    .await?;
+    let layer_links: Vec<String> = repos
+        .iter()
+        .flat_map(|(_, r)| r.layers.iter())
+        .filter(|l| gone.contains(&l.digest))
+        .map(|l| l.path.clone())
+        .collect();
+    let layer_links_deleted = layer_links.len();
+    delete_files(driver, layer_links).await?;
+    finish(
+        &mut report,
+        doomed_blobs,
+        &sizes,
+        doomed_manifests,
+        layer_links_deleted,
+    );
+    report.requests = request_count(driver).0 - requests_before;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn finish(
+    report: &mut Report,
+    mut blobs: Vec<Digest>,
+    sizes: &HashMap<Digest, u64>,
+    mut manifests: Vec<ManifestRef>,
+    layer_links: usize,
+) {
+    blobs.sort();
+    manifests.sort();
+    report.blobs_deleted = blobs
+        .into_iter()
+        .map(|d| {
+            let size = sizes.get(&d).copied().unwrap_or(0);
+            (d, size)
+        })
+        .collect();
+    report.bytes_freed = report.blobs_deleted.iter().map(|(_, s)| s).sum();
+    report.manifests_deleted = manifests;
+    report.layer_links_deleted = layer_links;
+}
+
+/// Deletes the files at `paths` (already gone is fine).
+async fn delete_files(driver: &Driver, paths: Vec<String>) -> regstore_core::Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    // TODO(delete_files): batch.
+    for p in paths {
+        match driver.delete(&p).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What the mark found in use.
+struct Mark {
+    /// Every digest in use: kept manifests and what they reference.
+    blobs: HashSet<Digest>,
+    /// Per repository (index into the list), the manifests kept there.
+    manifests: Vec<HashSet<Digest>>,
+}
+
+/// Reads the tags of every repository: (repository index, digest).
+async fn read_tags(
+    driver: &Driver,
+    repos: &[(RepoName, Repository)],
+    concurrency: usize,
+    report: &mut Report,
+) -> Result<Vec<(usize, Digest)>, GcError> {
+    let reads: Vec<(usize, String)> = repos
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, r))| r.tags.iter().map(move |(_, path)| (i, path.clone())))
+        .collect();
+    let results: Vec<(usize, String, Option<bytes::Bytes>)> = futures_util::stream::iter(reads)
+        .map(|(i, path)| {
+            let driver = driver.clone();
+            async move {
+                match driver.get_content(&path).await {
+                    Ok(b) => Ok((i, path, Some(b))),
+                    Err(e) if e.is_not_found() => Ok((i, path, None)),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    let mut out = Vec::new();
+    for (i, path, bytes) in results {
+        let Some(bytes) = bytes else { continue };
+        match String::from_utf8_lossy(&bytes).trim().parse::<Digest>() {
+            Ok(d) => out.push((i, d)),
+            Err(e) => report
+                .warnings
+                .push(format!("tag link {path} names no digest ({e}); skipped")),
+        }
+    }
+    Ok(out)
+}
+
+/// Marks what is in use; see the module docs.
+async fn mark(
+    driver: &Driver,
+    repos: &[(RepoName, Repository)],
+    opts: &Options,
+    cutoff: SystemTime,
+    concurrency: usize,
+    report: &mut Report,
+) -> Result<Mark, GcError> {
+    let mut kept: Vec<HashSet<Digest>> = vec![HashSet::new(); repos.len()];
+    let mut frontier: Vec<(usize, Digest)> = Vec::new();
+    let mut keep = |kept: &mut Vec<HashSet<Digest>>, i: usize, d: &Digest| {
+        if kept[i].insert(d.clone()) {
+            frontier.push((i, d.clone()));
+        }
+    };
+    if opts.delete_untagged {
+        for (i, d) in read_tags(driver, repos, concurrency, report).await? {
+            keep(&mut kept, i, &d);
+        }
+        for (i, (_, repo)) in repos.iter().enumerate() {
+            for rev in repo.revisions.iter().filter(|l| recent(l.mod_time, cutoff)) {
+                keep(&mut kept, i, &rev.digest);
+            }
+        }
+    } else {
+        for (i, (_, repo)) in repos.iter().enumerate() {
+            for rev in &repo.revisions {
+                keep(&mut kept, i, &rev.digest);
+            }
+        }
+    }
+    let revisions: Vec<HashSet<&Digest>> = repos
+        .iter()
+        .map(|(_, r)| r.revisions.iter().map(|l| &l.digest).collect())
+        .collect();
+
+    let mut blobs: HashSet<Digest> = HashSet::new();
+    let mut read: HashMap<Digest, Option<Arc<References>>> = HashMap::new();
+    loop {
+        while !frontier.is_empty() {
+            // Each manifest is read once, however many repositories keep it.
+            let mut wanted: Vec<(usize, Digest)> = Vec::new();
+            let mut asked: HashSet<&Digest> = HashSet::new();
+            for (i, d) in &frontier {
+                if !read.contains_key(d) && asked.insert(d) {
+                    wanted.push((*i, d.clone()));
+                }
+            }
+            let fetched: Vec<(Digest, Option<Arc<References>>)> =
+                futures_util::stream::iter(wanted)
+                    .map(|(i, d)| read_manifest(driver.clone(), repos[i].0.clone(), d))
+                    .buffer_unordered(concurrency)
+                    .try_collect()
+                    .await?;
+            for (d, refs) in fetched {
+                if refs.is_none() && revisions.iter().any(|r| r.contains(&d)) {
+                    report.warnings.push(format!(
+                        "manifest {d} has a revision link but no data; skipped (`regstore check --repair` removes the link)"
+                    ));
+                }
+                read.insert(d, refs);
+            }
+            let mut next = Vec::new();
+            for (i, d) in std::mem::take(&mut frontier) {
+                if let Some(Some(refs)) = read.get(&d) {
+                    blobs.extend(refs.blobs.iter().cloned());
+                    for child in &refs.manifests {
+                        if kept[i].insert(child.clone()) {
+                            next.push((i, child.clone()));
+                        }
+                    }
+                }
+                blobs.insert(d);
+            }
+            frontier = next;
+        }
+        // Referrers of kept manifests are kept too (and then theirs).
+        for (i, (_, repo)) in repos.iter().enumerate() {
+            for (subject, link) in &repo.referrers {
+                if kept[i].contains(subject)
+                    && revisions[i].contains(&link.digest)
+                    && kept[i].insert(link.digest.clone())
+                {
+                    frontier.push((i, link.digest.clone()));
+                }
+            }
+        }
+        if frontier.is_empty() {
+            break;
+        }
+    }
+    Ok(Mark {
+        blobs,
+        manifests: kept,
+    })
+}
+
+/// Reads manifest `d` (held by `repo`): its references, or `None` when its
+/// data is gone.
+async fn read_manifest(
+    driver: Driver,
+    repo: RepoName,
+    d: Digest,
+) -> Result<(Digest, Option<Arc<References>>), GcError> {
+    let body = match driver.get_content(layout::blob_data(&d)).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok((d, None)),
+        Err(e) => return Err(e.into()),
+    };
+    match references(&body) {
+        Ok(r) => Ok((d, Some(Arc::new(r)))),
+        Err(why) => Err(GcError::Unreadable {
+            repo,
+            digest: d,
+            why,
+        }),
+    }
+}
