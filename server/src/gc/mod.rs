@@ -199,10 +199,16 @@ fn request_count(driver: &Driver) -> (u64, bool) {
     }
 }
 
-/// Whether `t` is at or after `cutoff` (an unknown time counts as recent:
-/// never delete on a guess).
+/// How coarse a stored modification time may be: S3 and the HTTP dates
+/// other backends list times in whole seconds, so an object written at
+/// 12:00:05.9 lists as 12:00:05.
+const MOD_TIME_GRANULARITY: Duration = Duration::from_secs(1);
+
+/// Whether an object stored at `t` (as listed) may have been written at or
+/// after `cutoff`. An unknown time counts as recent: never delete on a
+/// guess.
 fn recent(t: Option<SystemTime>, cutoff: SystemTime) -> bool {
-    t.is_none_or(|t| t >= cutoff)
+    t.is_none_or(|t| t + MOD_TIME_GRANULARITY >= cutoff)
 }
 
 /// Runs one collection over `registry`'s storage (see the module docs).
@@ -547,5 +553,63 @@ async fn read_manifest(
             digest: d,
             why,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::registry::{Algorithm, RegistryError, Settings};
+
+    async fn registry() -> Registry {
+        regstore_builtin::register_all();
+        let driver = regstore_core::create("inmemory", &Default::default())
+            .await
+            .expect("inmemory");
+        Registry::new(driver, Settings::default())
+    }
+
+    fn body(
+        data: &'static [u8],
+    ) -> futures_util::stream::Iter<std::vec::IntoIter<Result<Bytes, String>>> {
+        futures_util::stream::iter(vec![Ok(Bytes::from_static(data))])
+    }
+
+    /// While a collection deletes a blob, the registry treats it as gone,
+    /// and an upload of the same bytes lands after the delete.
+    #[tokio::test]
+    async fn requests_see_a_doomed_blob_as_gone_and_uploads_of_it_wait() {
+        let reg = registry().await;
+        let repo = RepoName::parse("app").unwrap();
+        let data: &'static [u8] = b"layer";
+        let d = Digest::of(Algorithm::Sha256, data);
+        reg.put_blob(&repo, &d, body(data)).await.unwrap();
+        let mut blobs = vec![d.clone()];
+        let doomed =
+            reg.gc_fence()
+                .doom(Instant::now(), &mut blobs, &mut Vec::<Digest>::new(), |d| d);
+        assert!(matches!(
+            reg.stat_blob(&repo, &d).await,
+            Err(RegistryError::BlobUnknown(_))
+        ));
+        let upload = {
+            let (reg, repo, d) = (reg.clone(), repo.clone(), d.clone());
+            tokio::spawn(async move { reg.put_blob(&repo, &d, body(data)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!upload.is_finished(), "the upload waits for the delete");
+        // The collection deletes, then lets go.
+        reg.driver().delete(layout::blob_data(&d)).await.unwrap();
+        drop(doomed);
+        tokio::time::timeout(Duration::from_secs(5), upload)
+            .await
+            .expect("the upload goes on")
+            .expect("no panic")
+            .expect("the upload succeeds");
+        assert_eq!(reg.stat_blob(&repo, &d).await.unwrap().size, 5);
     }
 }
