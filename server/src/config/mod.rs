@@ -431,6 +431,48 @@ mod tests {
     }
 
     #[test]
+    fn online_gc_is_off_by_default_and_configurable() {
+        let c = Config::from_yaml("storage:\n  inmemory:\n", "t.yml", []).unwrap();
+        assert!(c.storage.gc.is_none());
+        let c = Config::from_yaml(
+            "storage:\n  inmemory:\n  maintenance:\n    gc:\n      enabled: true\n",
+            "t.yml",
+            [],
+        )
+        .unwrap();
+        let gc = c.storage.gc.expect("enabled");
+        assert_eq!(
+            (gc.interval, gc.options.grace),
+            (storage::GC_INTERVAL, storage::GC_GRACE)
+        );
+        assert!(!gc.options.delete_untagged && !gc.options.dry_run);
+        let c = Config::from_yaml(
+            "storage:\n  inmemory:\n  maintenance:\n    gc:\n      enabled: true\n      interval: 10m\n      graceperiod: 30m\n      deleteuntagged: true\n      dryrun: true\n      concurrency: 4\n",
+            "t.yml",
+            [(
+                "REGISTRY_STORAGE_MAINTENANCE_GC_CONCURRENCY".to_owned(),
+                "8".to_owned(),
+            )],
+        )
+        .unwrap();
+        let gc = c.storage.gc.expect("enabled");
+        assert_eq!(gc.interval, Duration::from_secs(600));
+        assert_eq!(gc.options.grace, Duration::from_secs(1800));
+        assert!(gc.options.delete_untagged && gc.options.dry_run);
+        assert_eq!(
+            gc.options.concurrency, 8,
+            "the environment overrides the file"
+        );
+        let e = Config::from_yaml(
+            "storage:\n  inmemory:\n  maintenance:\n    gc:\n      graceperiod: -1\n",
+            "t.yml",
+            [],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("gc.graceperiod"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named_in_warnings() {
         let c = Config::from_yaml(
             "storage:\n  inmemory:\nhttp:\n  addr: :1\n  adr: :2\nfrobnicate: 1\nnotifications: {}\n",

@@ -204,11 +204,10 @@ fn request_count(driver: &Driver) -> (u64, bool) {
 /// 12:00:05.9 lists as 12:00:05.
 const MOD_TIME_GRANULARITY: Duration = Duration::from_secs(1);
 
-/// Whether an object stored at `t` (as listed) may have been written at or
-/// after `cutoff`. An unknown time counts as recent: never delete on a
-/// guess.
+/// Whether an object stored at `t` (as listed) was written at or after
+/// `cutoff`. An unknown time counts as recent: never delete on a guess.
 fn recent(t: Option<SystemTime>, cutoff: SystemTime) -> bool {
-    t.is_none_or(|t| t + MOD_TIME_GRANULARITY >= cutoff)
+    t.is_none_or(|t| t >= cutoff)
 }
 
 /// Runs one collection over `registry`'s storage (see the module docs).
@@ -221,8 +220,14 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     let driver = registry.driver();
     let started = Instant::now();
     let (requests_before, requests_are_backend) = request_count(driver);
+    // With a grace period, stored times are read as late as they may be.
+    let slack = if opts.grace.is_zero() {
+        Duration::ZERO
+    } else {
+        MOD_TIME_GRANULARITY
+    };
     let cutoff = SystemTime::now()
-        .checked_sub(opts.grace)
+        .checked_sub(opts.grace + slack)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let used_since = started.checked_sub(opts.grace).unwrap_or(started);
     let concurrency = opts.concurrency.max(1);
@@ -276,7 +281,14 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     }
 
     if opts.dry_run {
-        finish(&mut report, doomed_blobs, &sizes, doomed_manifests, 0);
+        let layer_links = layer_links_to(&repos, &doomed_blobs).len();
+        finish(
+            &mut report,
+            doomed_blobs,
+            &sizes,
+            doomed_manifests,
+            layer_links,
+        );
         report.requests = request_count(driver).0 - requests_before;
         report.elapsed = started.elapsed();
         return Ok(report);
@@ -332,12 +344,7 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
             .collect(),
     )
     .await?;
-    let layer_links: Vec<String> = repos
-        .iter()
-        .flat_map(|(_, r)| r.layers.iter())
-        .filter(|l| gone.contains(&l.digest))
-        .map(|l| l.path.clone())
-        .collect();
+    let layer_links = layer_links_to(&repos, &doomed_blobs);
     let layer_links_deleted = layer_links.len();
     delete_files(driver, layer_links).await?;
     finish(
@@ -350,6 +357,17 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     report.requests = request_count(driver).0 - requests_before;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The paths of the `_layers` links to `blobs`.
+fn layer_links_to(repos: &[(RepoName, Repository)], blobs: &[Digest]) -> Vec<String> {
+    let gone: HashSet<&Digest> = blobs.iter().collect();
+    repos
+        .iter()
+        .flat_map(|(_, r)| r.layers.iter())
+        .filter(|l| gone.contains(&l.digest))
+        .map(|l| l.path.clone())
+        .collect()
 }
 
 fn finish(
