@@ -10,7 +10,9 @@
 //!   table ([`conformance`]);
 //! - `regstore bench`: the driver benchmark set across backends
 //!   ([`bench`](mod@bench));
-//! - `regstore garbage-collect`: delete unreferenced blobs ([`gc`](mod@gc)).
+//! - `regstore garbage-collect`: delete unreferenced blobs ([`gc`](mod@gc));
+//! - `regstore check`: verify every blob, link and manifest in storage,
+//!   optionally removing dangling links ([`check`](mod@check)).
 //!
 //! [`main`] is the whole program: the `regstore` binary is one call to it,
 //! and a binary with drivers of its own (see `examples/out-of-tree-driver`)
@@ -25,6 +27,7 @@ use regstore_core::params::parse_pairs;
 use regstore_server::config::Config;
 
 pub mod bench;
+pub mod check;
 pub mod conformance;
 pub mod drivers;
 pub mod gc;
@@ -129,6 +132,17 @@ pub enum Command {
     /// Safe on a running registry with --grace-period longer than the
     /// slowest push; `storage.maintenance.gc` runs it inside `serve`.
     GarbageCollect(gc::GcArgs),
+    /// Verify the storage: every blob hashes to its name, every link names
+    /// an existing blob, every manifest parses and what it references is in
+    /// its repository.
+    ///
+    /// Prints one line per problem, the files the layout does not explain
+    /// (apart; not problems) and a summary line. Exit code 1 when problems
+    /// remain, 0 otherwise. --repair removes dangling links (links whose
+    /// blob data is missing; a tag whose current link dangles loses its
+    /// directory) and nothing else: exit code 0 then if every problem found
+    /// was repaired. Exit code 2 when the check cannot run (config, storage).
+    Check(check::CheckArgs),
 }
 
 /// Which backend to use: a config file or a driver and its parameters.
@@ -201,6 +215,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::GarbageCollect(args) => {
             init_logging("warn");
             gc::garbage_collect(args).await
+        }
+        Command::Check(args) => {
+            init_logging("warn");
+            check::check(args).await
         }
     }
 }

@@ -8,8 +8,11 @@
 //! - [`serve`]: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
 //! - [`gc`]: garbage collection, offline and online.
+//! - [`check`]: the storage check (`regstore check`): blobs re-hashed,
+//!   links and manifests verified, dangling links optionally removed.
 
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod gc;
 pub mod http;

@@ -63,6 +63,12 @@ pub struct Stray {
     pub why: &'static str,
 }
 
+impl std::fmt::Display for Stray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.why)
+    }
+}
+
 /// Every repository's links, by name.
 #[derive(Debug, Default)]
 pub struct Repositories {
@@ -97,6 +103,14 @@ pub async fn repositories(driver: &Driver) -> regstore_core::Result<Repositories
             let segs: Vec<&str> = rel.split('/').collect();
             // Repository names have no segment starting with `_`.
             let Some(at) = segs.iter().position(|s| s.starts_with('_')) else {
+                // A directory may be part of a repository name; a file is
+                // in no repository's `_layers`, `_manifests` or `_uploads`.
+                if !fi.is_dir {
+                    out.strays.push(Stray {
+                        path: fi.path.as_str().to_owned(),
+                        why: "a file outside every repository's _layers, _manifests and _uploads",
+                    });
+                }
                 return Ok(WalkControl::Continue);
             };
             let Ok(name) = RepoName::parse(&segs[..at].join("/")) else {

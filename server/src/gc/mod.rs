@@ -520,7 +520,7 @@ async fn mark(
             let mut next = Vec::new();
             for (i, d) in std::mem::take(&mut frontier) {
                 if let Some(Some(refs)) = read.get(&d) {
-                    blobs.extend(refs.blobs.iter().cloned());
+                    blobs.extend(refs.blobs.iter().chain(&refs.foreign).cloned());
                     for child in &refs.manifests {
                         if kept[i].insert(child.clone()) {
                             next.push((i, child.clone()));

@@ -157,9 +157,13 @@ struct FsLayer {
 /// storage check.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct References {
-    /// Blobs: the config and every layer (foreign layers too: distribution
-    /// keeps their blobs when it has them), or schema 1's `fsLayers`.
+    /// Blobs the repository must hold: the config and every layer that is
+    /// not foreign, or schema 1's `fsLayers`.
     pub blobs: Vec<Digest>,
+    /// Foreign layers (a non-empty `urls`, as on push): their bytes live
+    /// elsewhere, so their blobs need not be here; garbage collection keeps
+    /// them when they are (as distribution does).
+    pub foreign: Vec<Digest>,
     /// Child manifests of an index or manifest list.
     pub manifests: Vec<Digest>,
     /// The manifest this one is attached to (`subject`).
@@ -189,8 +193,14 @@ pub fn references(body: &[u8]) -> std::result::Result<References, String> {
                 refs.manifests = list.into_iter().map(|m| m.digest).collect();
             }
             refs.blobs.extend(doc.config.map(|c| c.digest));
-            refs.blobs
-                .extend(doc.layers.into_iter().flatten().map(|l| l.digest));
+            for layer in doc.layers.into_iter().flatten() {
+                // As on push: an empty `urls` is no promise of elsewhere.
+                if layer.urls.is_some_and(|u| !u.is_empty()) {
+                    refs.foreign.push(layer.digest);
+                } else {
+                    refs.blobs.push(layer.digest);
+                }
+            }
         }
         _ => return Err("schemaVersion must be 1 or 2".into()),
     }
@@ -661,6 +671,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn references_name_foreign_layers_apart() {
+        let other = format!("sha256:{}", "a".repeat(64));
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{EMPTY}","size":0}},"layers":[{{"mediaType":"x","digest":"{other}","size":1,"urls":["https://example.com/l"]}},{{"mediaType":"x","digest":"{EMPTY}","size":0,"urls":[]}}]}}"#
+        );
+        let r = references(m.as_bytes()).unwrap();
+        let empty: Digest = EMPTY.parse().unwrap();
+        assert_eq!(r.blobs, vec![empty.clone(), empty]);
+        assert_eq!(r.foreign, vec![other.parse::<Digest>().unwrap()]);
     }
 
     #[test]
