@@ -58,7 +58,7 @@ async fn garbage_collect_prints_what_it_deletes_and_a_summary() {
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(
         summary.contains("1 blobs deleted (20 bytes)")
-            && summary.contains("1 layer links deleted")
+            && summary.contains("1 links to them deleted")
             && summary.contains("storage operations in"),
         "{summary}"
     );

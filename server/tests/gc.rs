@@ -325,6 +325,12 @@ async fn mark_and_sweep_table() {
             )
             .unwrap();
             assert_eq!(refs["manifests"].as_array().map(Vec::len), Some(1), "{ctx}");
+            // The storage check finds nothing wrong with what is left (no
+            // link to a deleted blob remains).
+            let checked = regstore_server::check::check(&reg.registry, &Default::default())
+                .await
+                .unwrap();
+            assert!(checked.problems.is_empty(), "{ctx}: {:?}", checked.problems);
             // A second collection finds nothing more.
             let again = gc::collect(&reg.registry, &opts).await.unwrap();
             assert!(

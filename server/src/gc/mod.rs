@@ -125,8 +125,10 @@ pub struct Report {
     pub bytes_freed: u64,
     /// Manifest revisions deleted (`delete_untagged`), in order.
     pub manifests_deleted: Vec<ManifestRef>,
-    /// `_layers` links removed with their blobs.
-    pub layer_links_deleted: usize,
+    /// Links removed with the blobs they named: `_layers` links, tag
+    /// history entries and referrers-index entries (besides those of the
+    /// manifests deleted).
+    pub links_deleted: usize,
     /// Unreferenced blobs kept because they were written, linked or used
     /// within the grace period.
     pub blobs_kept_recent: usize,
@@ -152,12 +154,12 @@ impl Report {
             "deleted"
         };
         format!(
-            "{} blobs marked, {} blobs {verb} ({} bytes), {} manifests {verb}, {} layer links {verb}, {} unreferenced blobs kept as recent, {} {} in {:.2}s",
+            "{} blobs marked, {} blobs {verb} ({} bytes), {} manifests {verb}, {} links to them {verb}, {} unreferenced blobs kept as recent, {} {} in {:.2}s",
             self.blobs_marked,
             self.blobs_deleted.len(),
             self.bytes_freed,
             self.manifests_deleted.len(),
-            self.layer_links_deleted,
+            self.links_deleted,
             self.blobs_kept_recent,
             self.requests,
             if self.requests_are_backend {
@@ -281,14 +283,8 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     }
 
     if opts.dry_run {
-        let layer_links = layer_links_to(&repos, &doomed_blobs).len();
-        finish(
-            &mut report,
-            doomed_blobs,
-            &sizes,
-            doomed_manifests,
-            layer_links,
-        );
+        let links = links_to(&repos, &doomed_blobs).len();
+        finish(&mut report, doomed_blobs, &sizes, doomed_manifests, links);
         report.requests = request_count(driver).0 - requests_before;
         report.elapsed = started.elapsed();
         return Ok(report);
@@ -344,27 +340,35 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
             .collect(),
     )
     .await?;
-    let layer_links = layer_links_to(&repos, &doomed_blobs);
-    let layer_links_deleted = layer_links.len();
-    delete_files(driver, layer_links).await?;
+    let links = links_to(&repos, &doomed_blobs);
+    let links_deleted = links.len();
+    delete_files(driver, links).await?;
     finish(
         &mut report,
         doomed_blobs,
         &sizes,
         doomed_manifests,
-        layer_links_deleted,
+        links_deleted,
     );
     report.requests = request_count(driver).0 - requests_before;
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-/// The paths of the `_layers` links to `blobs`.
-fn layer_links_to(repos: &[(RepoName, Repository)], blobs: &[Digest]) -> Vec<String> {
+/// The paths of the links that name one of `blobs`: `_layers` links, tag
+/// history entries (of manifests deleted through the API, whose history
+/// other tags keep) and referrers-index entries. Revision links are not
+/// among them: a kept revision's blob is never deleted.
+fn links_to(repos: &[(RepoName, Repository)], blobs: &[Digest]) -> Vec<String> {
     let gone: HashSet<&Digest> = blobs.iter().collect();
     repos
         .iter()
-        .flat_map(|(_, r)| r.layers.iter())
+        .flat_map(|(_, r)| {
+            r.layers
+                .iter()
+                .chain(r.tag_history.iter().map(|(_, l)| l))
+                .chain(r.referrers.iter().map(|(_, l)| l))
+        })
         .filter(|l| gone.contains(&l.digest))
         .map(|l| l.path.clone())
         .collect()
@@ -375,7 +379,7 @@ fn finish(
     mut blobs: Vec<Digest>,
     sizes: &HashMap<Digest, u64>,
     mut manifests: Vec<ManifestRef>,
-    layer_links: usize,
+    links: usize,
 ) {
     blobs.sort();
     manifests.sort();
@@ -388,7 +392,7 @@ fn finish(
         .collect();
     report.bytes_freed = report.blobs_deleted.iter().map(|(_, s)| s).sum();
     report.manifests_deleted = manifests;
-    report.layer_links_deleted = layer_links;
+    report.links_deleted = links;
 }
 
 /// Deletes the files at `paths` (already gone is fine).

@@ -4,7 +4,7 @@
 //! section of [`crate::gc`]).
 //!
 //! One collection at a time per storage: the collector holds the lease
-//! object [`layout::GC_LEASE`](crate::registry::layout::GC_LEASE), taken
+//! object [`layout::GC_LEASE`], taken
 //! with the driver's create-if-absent (the same lease the registry orders
 //! upload requests with; see [`crate::registry::lease`]) and renewed while
 //! the collection runs. An instance that finds it held skips its turn.
