@@ -88,3 +88,34 @@ pub async fn run(registry: Registry, schedule: Schedule) {
             .forget_older_than(schedule.options.grace + schedule.interval);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Settings;
+
+    /// While one instance holds the GC lease, another's turn is skipped;
+    /// once it is released, the turn collects.
+    #[tokio::test]
+    async fn one_collection_at_a_time_per_storage() {
+        regstore_builtin::register_all();
+        let driver = regstore_core::create("inmemory", &Default::default())
+            .await
+            .expect("inmemory");
+        let registry = Registry::new(driver.clone(), Settings::default());
+        let other = lease::acquire(&driver, layout::GC_LEASE, Instant::now())
+            .await
+            .ok()
+            .flatten()
+            .expect("inmemory holds leases");
+        let options = Options::default();
+        assert!(matches!(turn(&registry, &options).await, Ok(Turn::Skipped)));
+        other.release().await;
+        assert!(matches!(
+            turn(&registry, &options).await,
+            Ok(Turn::Collected(_))
+        ));
+        // The collector released its lease too.
+        assert!(driver.stat(layout::GC_LEASE).await.is_err());
+    }
+}
