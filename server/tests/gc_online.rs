@@ -351,7 +351,8 @@ async fn a_head_before_the_collection_saves_the_blob_the_client_then_uses() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let grace = Duration::from_millis(500);
-    tokio::time::sleep(grace + Duration::from_millis(100)).await;
+    // Past the grace period, and the second of slack stored times get.
+    tokio::time::sleep(grace + Duration::from_millis(1200)).await;
     let r = reg
         .client
         .head(reg.url(&format!("/v2/{repo}/blobs/{}", layers[0].0)))

@@ -285,7 +285,7 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     if opts.dry_run {
         let links = links_to(&repos, &doomed_blobs).len();
         finish(&mut report, doomed_blobs, &sizes, doomed_manifests, links);
-        report.requests = request_count(driver).0 - requests_before;
+        report.requests = request_count(driver).0.saturating_sub(requests_before);
         report.elapsed = started.elapsed();
         return Ok(report);
     }
@@ -293,12 +293,17 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     // From here on, requests of this instance that rely on a doomed digest
     // see it as gone; uses since the mark began save a digest.
     let found = doomed_blobs.len();
-    let _doomed =
-        registry
-            .gc_fence()
-            .doom(used_since, &mut doomed_blobs, &mut doomed_manifests, |m| {
-                &m.digest
-            });
+    let mut revisions: Vec<(RepoName, Digest)> = doomed_manifests
+        .into_iter()
+        .map(|m| (m.repo, m.digest))
+        .collect();
+    let _doomed = registry
+        .gc_fence()
+        .doom(used_since, &mut doomed_blobs, &mut revisions);
+    let doomed_manifests: Vec<ManifestRef> = revisions
+        .into_iter()
+        .map(|(repo, digest)| ManifestRef { repo, digest })
+        .collect();
     report.blobs_kept_recent += found - doomed_blobs.len();
 
     // Manifests first: a revision link never outlives the bytes it names.
@@ -350,7 +355,7 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
         doomed_manifests,
         links_deleted,
     );
-    report.requests = request_count(driver).0 - requests_before;
+    report.requests = request_count(driver).0.saturating_sub(requests_before);
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -611,9 +616,9 @@ mod tests {
         let d = Digest::of(Algorithm::Sha256, data);
         reg.put_blob(&repo, &d, body(data)).await.unwrap();
         let mut blobs = vec![d.clone()];
-        let doomed =
-            reg.gc_fence()
-                .doom(Instant::now(), &mut blobs, &mut Vec::<Digest>::new(), |d| d);
+        let doomed = reg
+            .gc_fence()
+            .doom(Instant::now(), &mut blobs, &mut Vec::new());
         assert!(matches!(
             reg.stat_blob(&repo, &d).await,
             Err(RegistryError::BlobUnknown(_))

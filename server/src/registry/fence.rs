@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::digest::Digest;
+use super::names::RepoName;
 
 /// See the module docs. One per [`Registry`](super::Registry).
 #[derive(Debug, Default)]
@@ -46,8 +47,23 @@ struct State {
     remember: bool,
     /// Last use of each digest, while `remember`.
     used: HashMap<Digest, Instant>,
-    /// Digests a collection is deleting right now.
+    /// Blobs a collection is deleting right now.
     doomed: HashSet<Digest>,
+    /// Manifest revisions (repository, digest) it is deleting.
+    doomed_manifests: HashSet<(RepoName, Digest)>,
+}
+
+impl State {
+    /// Records a use of `d` unless `doomed` says it is being deleted.
+    fn use_unless(&mut self, d: &Digest, doomed: bool) -> bool {
+        if doomed {
+            return false;
+        }
+        if self.remember {
+            self.used.insert(d.clone(), Instant::now());
+        }
+        true
+    }
 }
 
 impl GcFence {
@@ -61,56 +77,64 @@ impl GcFence {
         self.state().remember = true;
     }
 
-    /// Records that a request relies on `d` now. `false`: a collection is
-    /// deleting it — treat it as absent (or wait, to write it afresh).
+    /// Records that a request relies on blob `d` now. `false`: a
+    /// collection is deleting it — treat it as absent (or wait, to write it
+    /// afresh).
     pub fn use_digest(&self, d: &Digest) -> bool {
         let mut s = self.state();
-        if s.doomed.contains(d) {
-            return false;
-        }
-        if s.remember {
-            s.used.insert(d.clone(), Instant::now());
-        }
-        true
+        let doomed = s.doomed.contains(d);
+        s.use_unless(d, doomed)
     }
 
-    /// Waits while a collection is deleting `d`, then records the use.
-    /// For writes of those bytes: they must land after the delete.
-    pub async fn wait_until_undoomed(&self, d: &Digest) {
+    /// Records that a request relies on manifest `d` of `repo` now.
+    /// `false`: a collection is deleting that revision — treat it as
+    /// absent. (Other repositories' revisions of the same digest are not
+    /// affected.)
+    pub fn use_manifest(&self, repo: &RepoName, d: &Digest) -> bool {
+        let mut s = self.state();
+        let doomed = s.doomed_manifests.contains(&(repo.clone(), d.clone()));
+        s.use_unless(d, doomed)
+    }
+
+    /// Waits while a collection is deleting blob `d` (and, with `repo`,
+    /// the revision `d` of `repo`), then records the use. For writes of
+    /// those bytes or that revision: they must land after the delete.
+    pub async fn wait_until_undoomed(&self, repo: Option<&RepoName>, d: &Digest) {
         loop {
             let notified = self.undoomed.notified();
-            if self.use_digest(d) {
-                return;
+            {
+                let mut s = self.state();
+                let doomed = s.doomed.contains(d)
+                    || repo.is_some_and(|r| s.doomed_manifests.contains(&(r.clone(), d.clone())));
+                if s.use_unless(d, doomed) {
+                    return;
+                }
             }
             notified.await;
         }
     }
 
     /// The collection's last step before it deletes: removes from `blobs`
-    /// and `manifests` (whose digest `digest_of` gives) every digest used
+    /// and `manifests` (revisions: repository and digest) every digest used
     /// at or after `since`, dooms the rest, and forgets uses older than
     /// `since`. The returned guard undooms them when dropped (after the
     /// deletes, or when the collection fails).
-    pub(crate) fn doom<M>(
+    pub(crate) fn doom(
         &self,
         since: Instant,
         blobs: &mut Vec<Digest>,
-        manifests: &mut Vec<M>,
-        digest_of: fn(&M) -> &Digest,
+        manifests: &mut Vec<(RepoName, Digest)>,
     ) -> Doomed<'_> {
         let mut s = self.state();
         s.used.retain(|_, at| *at >= since);
         blobs.retain(|d| !s.used.contains_key(d));
-        manifests.retain(|m| !s.used.contains_key(digest_of(m)));
-        let digests: Vec<Digest> = blobs
-            .iter()
-            .cloned()
-            .chain(manifests.iter().map(|m| digest_of(m).clone()))
-            .collect();
-        s.doomed.extend(digests.iter().cloned());
+        manifests.retain(|(_, d)| !s.used.contains_key(d));
+        s.doomed.extend(blobs.iter().cloned());
+        s.doomed_manifests.extend(manifests.iter().cloned());
         Doomed {
             fence: self,
-            digests,
+            blobs: blobs.clone(),
+            manifests: manifests.clone(),
         }
     }
 
@@ -132,14 +156,18 @@ impl GcFence {
 #[derive(Debug)]
 pub(crate) struct Doomed<'a> {
     fence: &'a GcFence,
-    digests: Vec<Digest>,
+    blobs: Vec<Digest>,
+    manifests: Vec<(RepoName, Digest)>,
 }
 
 impl Drop for Doomed<'_> {
     fn drop(&mut self) {
         let mut s = self.fence.state();
-        for d in &self.digests {
+        for d in &self.blobs {
             s.doomed.remove(d);
+        }
+        for m in &self.manifests {
+            s.doomed_manifests.remove(m);
         }
         drop(s);
         self.fence.undoomed.notify_waiters();
@@ -161,15 +189,25 @@ mod tests {
             Digest::of(Algorithm::Sha256, b"b"),
         );
         assert!(fence.use_digest(&a));
+        let (app, other) = (
+            RepoName::parse("app").unwrap(),
+            RepoName::parse("other").unwrap(),
+        );
         let mut blobs = vec![a.clone(), b.clone()];
-        let mut manifests = vec![a.clone()];
-        let doomed = fence.doom(since, &mut blobs, &mut manifests, |d| d);
+        let mut manifests = vec![(app.clone(), a.clone()), (app.clone(), b.clone())];
+        let doomed = fence.doom(since, &mut blobs, &mut manifests);
         assert_eq!(blobs, vec![b.clone()]);
-        assert!(manifests.is_empty());
+        assert_eq!(manifests, vec![(app.clone(), b.clone())]);
         assert!(fence.use_digest(&a));
         assert!(!fence.use_digest(&b));
+        assert!(!fence.use_manifest(&app, &b));
+        assert!(
+            fence.use_manifest(&other, &b),
+            "another repository's revision is not being deleted"
+        );
         drop(doomed);
         assert!(fence.use_digest(&b));
+        assert!(fence.use_manifest(&app, &b));
     }
 
     #[tokio::test]
@@ -177,11 +215,11 @@ mod tests {
         let fence = std::sync::Arc::new(GcFence::default());
         let d = Digest::of(Algorithm::Sha256, b"d");
         let mut blobs = vec![d.clone()];
-        let doomed = fence.doom(Instant::now(), &mut blobs, &mut Vec::new(), |d| d);
+        let doomed = fence.doom(Instant::now(), &mut blobs, &mut Vec::new());
         let waiter = {
             let fence = std::sync::Arc::clone(&fence);
             let d = d.clone();
-            tokio::spawn(async move { fence.wait_until_undoomed(&d).await })
+            tokio::spawn(async move { fence.wait_until_undoomed(None, &d).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "the writer must wait for the delete");

@@ -428,7 +428,7 @@ impl Registry {
         }
         // Bytes that garbage collection is deleting are written afresh
         // once it is done.
-        self.gc_fence.wait_until_undoomed(&digest).await;
+        self.gc_fence.wait_until_undoomed(Some(name), &digest).await;
         if self.blob_size(&digest).await? != Some(body.len() as u64) {
             self.driver
                 .put_content(layout::blob_data(&digest), body)
@@ -456,7 +456,7 @@ impl Registry {
     /// Whether `d` is a manifest of `name`.
     async fn has_manifest(&self, name: &RepoName, d: &Digest) -> Result<bool> {
         // One that garbage collection is deleting is gone already.
-        if !self.gc_fence.use_digest(d) {
+        if !self.gc_fence.use_manifest(name, d) {
             return Ok(false);
         }
         Ok(self

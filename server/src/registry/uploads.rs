@@ -567,7 +567,7 @@ impl Registry {
             // Replaces a stored copy too: what was just verified is what every
             // repository linking the digest is served from now on. A copy
             // that garbage collection is deleting goes first.
-            self.gc_fence.wait_until_undoomed(digest).await;
+            self.gc_fence.wait_until_undoomed(None, digest).await;
             self.driver.rename(&data, layout::blob_data(digest)).await?;
             self.delete_if_exists(&layout::upload_dir(name, uuid))
                 .await?;
