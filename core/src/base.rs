@@ -7,7 +7,8 @@
 //!   file operations refuse `/`;
 //! - every error leaving it names the driver;
 //! - every operation runs in a `tracing` span (`storage`, with `driver`,
-//!   `op`, `path`) and is counted in [`Metrics`];
+//!   `op`, `path`; `delete_files` gives its first path and `count`) and is
+//!   counted in [`Metrics`];
 //! - at most [`StorageDriver::concurrency_limit`] operations run at once
 //!   (distribution's `maxthreads`). Streams returned by `reader` do not hold
 //!   a slot: a slow client must not starve everyone else.
@@ -112,6 +113,16 @@ impl Driver {
 
     async fn run<T>(&self, op: Op, path: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
         let span = tracing::debug_span!("storage", driver = self.name(), op = op.as_str(), path);
+        self.run_traced(op, span, fut).await
+    }
+
+    /// [`Driver::run`] in a span of the caller's making.
+    async fn run_traced<T>(
+        &self,
+        op: Op,
+        span: tracing::Span,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         async {
             let _permit = match &self.shared.limit {
                 Some(sem) => Some(sem.acquire().await.map_err(Error::backend)?),
@@ -268,6 +279,37 @@ impl Driver {
         let p = self.parse(path, true)?;
         self.run(Op::Delete, path, self.shared.backend.delete(&p))
             .await
+    }
+
+    /// Deletes the file at each of `paths`, in as few backend requests as
+    /// the driver can; see [`StorageDriver::delete_files`] for the contract
+    /// (a path with nothing there is fine; directory paths are
+    /// implementation defined; on error some files may be deleted already).
+    /// Every path is validated first: one invalid path, and nothing is
+    /// deleted. The call is one operation (`delete_files`) in the metrics
+    /// and takes one slot of the concurrency limit, however many paths.
+    ///
+    /// # Errors
+    /// `InvalidPath` (a malformed path, or `/`), `Backend` (the first
+    /// failure of the backend).
+    pub async fn delete_files<S: AsRef<str> + Sync>(&self, paths: &[S]) -> Result<()> {
+        let parsed = paths
+            .iter()
+            .map(|p| self.parse(p.as_ref(), true))
+            .collect::<Result<Vec<_>>>()?;
+        let first = parsed.first().map_or("", StoragePath::as_str);
+        self.run_traced(
+            Op::DeleteFiles,
+            tracing::debug_span!(
+                "storage",
+                driver = self.name(),
+                op = Op::DeleteFiles.as_str(),
+                path = first,
+                count = parsed.len(),
+            ),
+            self.shared.backend.delete_files(&parsed),
+        )
+        .await
     }
 
     /// A URL the client may fetch instead of the bytes, if the driver has one.
@@ -459,6 +501,9 @@ impl StorageDriver for Driver {
     }
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         Driver::delete(self, path).await
+    }
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        Driver::delete_files(self, paths).await
     }
     async fn redirect_url(
         &self,

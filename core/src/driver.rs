@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_core::Stream;
+use futures_util::TryStreamExt;
 
 use crate::error::{Error, Result};
 use crate::path::StoragePath;
@@ -259,6 +260,32 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// Nothing there is [`Error::PathNotFound`].
     async fn delete(&self, path: &StoragePath) -> Result<()>;
 
+    /// Deletes the committed file (object) at each of `paths`: a batch of
+    /// files a caller found by `list`, `walk` or `stat` (garbage
+    /// collection), deleted in fewer requests where the backend allows.
+    ///
+    /// Contract:
+    /// - A path with nothing there is fine: it is already gone, and no
+    ///   [`Error::PathNotFound`] is returned for it. An empty `paths` does
+    ///   nothing.
+    /// - `paths` name files, not directories. What happens for a path that
+    ///   is a directory is implementation defined: it may be deleted with
+    ///   everything below it (as [`StorageDriver::delete`] does), or left
+    ///   as it is.
+    /// - Deleting never touches other paths (whole segments: `/a` never
+    ///   touches `/ab`), and leaves no empty directory behind: a directory
+    ///   whose last file was deleted is gone from `list`, `stat` and `walk`.
+    /// - Unfinished writers at those paths may or may not be dropped.
+    /// - On error some of the files may already be deleted, others not; the
+    ///   error is the first failure seen, and the call may stop at it.
+    ///
+    /// The default calls [`StorageDriver::delete`] on `self` for each path
+    /// (not-found ignored), up to 16 at once. Drivers that can delete many
+    /// objects per request override it.
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        delete_each(self, paths).await
+    }
+
     /// A URL the client may fetch instead of the bytes (presigned, CDN).
     /// `None` means: serve the bytes directly.
     async fn redirect_url(
@@ -309,6 +336,23 @@ pub trait FileWriter: Send + fmt::Debug {
 
     /// Discards everything written, earlier sessions included.
     async fn cancel(self: Box<Self>) -> Result<()>;
+}
+
+/// How many paths the default of [`StorageDriver::delete_files`] deletes at once.
+const DELETE_FILES_CONCURRENCY: usize = 16;
+
+/// The default of [`StorageDriver::delete_files`]: `driver.delete` of each
+/// path, [`DELETE_FILES_CONCURRENCY`] at once, not-found ignored, stopping at
+/// the first other error.
+async fn delete_each<D: StorageDriver + ?Sized>(driver: &D, paths: &[StoragePath]) -> Result<()> {
+    futures_util::stream::iter(paths.iter().map(Ok))
+        .try_for_each_concurrent(DELETE_FILES_CONCURRENCY, |path| async move {
+            match driver.delete(path).await {
+                Err(e) if e.is_not_found() => Ok(()),
+                other => other,
+            }
+        })
+        .await
 }
 
 impl Error {

@@ -37,6 +37,8 @@ pub enum Op {
     Rename,
     /// `delete`
     Delete,
+    /// `delete_files`
+    DeleteFiles,
     /// `redirect_url`
     RedirectUrl,
     /// `walk`
@@ -44,8 +46,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// How many operations there are.
+    const COUNT: usize = 16;
+
     /// All operations, in declaration order.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; Op::COUNT] = [
         Op::GetContent,
         Op::PutContent,
         Op::PutContentIfAbsent,
@@ -59,6 +64,7 @@ impl Op {
         Op::List,
         Op::Rename,
         Op::Delete,
+        Op::DeleteFiles,
         Op::RedirectUrl,
         Op::Walk,
     ];
@@ -79,6 +85,7 @@ impl Op {
             Op::List => "list",
             Op::Rename => "rename",
             Op::Delete => "delete",
+            Op::DeleteFiles => "delete_files",
             Op::RedirectUrl => "redirect_url",
             Op::Walk => "walk",
         }
@@ -95,7 +102,7 @@ struct Counter {
 /// Counters for every [`Op`], updated without locks.
 #[derive(Default)]
 pub struct Metrics {
-    counters: [Counter; 15],
+    counters: [Counter; Op::COUNT],
 }
 
 /// Totals for one operation at the time of a snapshot.
@@ -197,5 +204,19 @@ impl RequestCounter {
     /// The delay added before each request.
     pub fn delay(&self) -> Duration {
         Duration::from_nanos(self.0.delay_nanos.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_op_at_its_counter_index() {
+        for (i, op) in Op::ALL.into_iter().enumerate() {
+            assert_eq!(op as usize, i, "{op:?}");
+        }
+        let names: std::collections::BTreeSet<_> = Op::ALL.into_iter().map(Op::as_str).collect();
+        assert_eq!(names.len(), Op::ALL.len(), "names are unique");
     }
 }

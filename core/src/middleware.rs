@@ -81,6 +81,12 @@ pub trait Middleware: Send + Sync + fmt::Debug + 'static {
         self.inner().backend().delete(path).await
     }
 
+    /// See [`StorageDriver::delete_files`]. The default passes the whole
+    /// batch on, so a middleware that changes `delete` must change this too.
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        self.inner().backend().delete_files(paths).await
+    }
+
     /// See [`StorageDriver::redirect_url`].
     async fn redirect_url(
         &self,
@@ -160,6 +166,10 @@ impl<M: Middleware> StorageDriver for M {
 
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         Middleware::delete(self, path).await
+    }
+
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        Middleware::delete_files(self, paths).await
     }
 
     async fn redirect_url(

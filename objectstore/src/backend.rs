@@ -171,6 +171,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         }
     }
 
+    /// Whether any object of this backend may be composite (see
+    /// [`Backend::is_composite`]). When not, a batch of file deletes
+    /// (`delete_files`) goes straight to batched delete requests without
+    /// looking at the objects first. The default: none may be.
+    fn may_hold_composites(&self) -> bool {
+        false
+    }
+
     /// Whether deleting the object `meta` describes (as listed or headed)
     /// must also delete parts stored under other keys, through
     /// [`Backend::delete_composite`]: Swift's static large objects. The

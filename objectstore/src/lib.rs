@@ -10,7 +10,8 @@
 //! - **Directories** are prefixes with something below them. `stat` is a HEAD,
 //!   then (for a directory) a one-page listing; `list` is one delimiter
 //!   listing; `delete` lists the prefix `key/` (whole segments: `/a` never
-//!   touches `/ab`) and deletes in batches, however many keys there are.
+//!   touches `/ab`) and deletes in batches, however many keys there are;
+//!   `delete_files` sends the files' keys straight to batch deletes.
 //! - **Walk** is a flat listing of the subtree (one request per 1,000 keys,
 //!   not one per entry or per directory), re-ordered into the walk order as
 //!   it streams (see `order.rs`); `start_after` starts the listing near the
@@ -69,6 +70,8 @@ const STATE: &str = "~state";
 pub const REDIRECT_EXPIRY: Duration = Duration::from_secs(20 * 60);
 /// Keys deleted per batch request (S3's and Azure's batch limit).
 const DELETE_BATCH: usize = 1000;
+/// Objects headed at once by `delete_files` on backends with composites.
+const HEAD_CONCURRENCY: usize = 16;
 
 /// Makes rustls use ring in this process (the cloud drivers' HTTPS goes
 /// through reqwest with rustls but no built-in provider, which keeps the
@@ -306,6 +309,20 @@ impl<B: Backend> Inner<B> {
         self.delete_keys(plain).await
     }
 
+    /// Heads `key`: a composite object is deleted now, with its parts; a
+    /// plain one is left for the caller to delete in a batch (`Some(key)`);
+    /// nothing there is `None`.
+    async fn plain_or_delete_composite(&self, key: Path) -> Result<Option<Path>> {
+        match self.head(&key).await? {
+            Some(meta) if self.backend.is_composite(&meta) => {
+                self.backend.delete_composite(&key).await?;
+                Ok(None)
+            }
+            Some(_) => Ok(Some(key)),
+            None => Ok(None),
+        }
+    }
+
     /// Every object below the directory `prefix` (not `prefix` itself).
     async fn objects_below(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         self.store()
@@ -538,6 +555,26 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
         }
     }
 
+    /// Batched deletes of the files' keys (S3 DeleteObjects and Swift bulk
+    /// delete: up to 1,000 keys a request; Azure blob batch: 256; GCS one
+    /// request a key, several at once). Where objects may be composite
+    /// (Swift's large objects), each key is headed first (16 at once) and
+    /// a composite one is deleted with its parts. A directory path deletes
+    /// nothing; unfinished writers at the paths are left alone.
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        let keys: Vec<Path> = paths.iter().map(|p| self.inner.key(p)).collect();
+        if !self.inner.backend.may_hold_composites() {
+            return self.inner.delete_keys(keys).await;
+        }
+        let plain: Vec<Path> = futures_util::stream::iter(keys)
+            .map(|key| self.inner.plain_or_delete_composite(key))
+            .buffer_unordered(HEAD_CONCURRENCY)
+            .try_filter_map(|key| std::future::ready(Ok(key)))
+            .try_collect()
+            .await?;
+        self.inner.delete_keys(plain).await
+    }
+
     async fn redirect_url(
         &self,
         request: &RedirectRequest,
@@ -691,5 +728,218 @@ mod tests {
             source: source("404"),
         };
         assert_eq!(map_err(missing, &key).kind(), ErrorKind::PathNotFound);
+    }
+}
+
+#[cfg(test)]
+mod delete_files_tests {
+    use std::sync::Mutex;
+
+    use futures_util::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetResult, ListResult, MultipartUpload, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult,
+    };
+
+    use super::*;
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The number of keys of each delete request, in order.
+    type Batches = Arc<Mutex<Vec<usize>>>;
+
+    /// An in-memory store that records the keys of each delete request
+    /// (each `delete_stream` call).
+    #[derive(Debug, Default)]
+    struct Recording {
+        inner: InMemory,
+        batches: Batches,
+    }
+
+    impl fmt::Display for Recording {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Recording")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Recording {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            let batches = Arc::clone(&self.batches);
+            let n = {
+                let mut b = lock(&batches);
+                b.push(0);
+                b.len() - 1
+            };
+            let counted = locations.inspect(move |_| lock(&batches)[n] += 1).boxed();
+            self.inner.delete_stream(counted)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A backend on [`Recording`]; when `composites`, objects named `slo…`
+    /// are composite.
+    #[derive(Debug)]
+    struct Memory {
+        store: Arc<dyn ObjectStore>,
+        requests: RequestCounter,
+        composites: bool,
+        composite_deletes: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Backend for Memory {
+        fn name(&self) -> &'static str {
+            "memory"
+        }
+        fn store(&self) -> &Arc<dyn ObjectStore> {
+            &self.store
+        }
+        fn requests(&self) -> &RequestCounter {
+            &self.requests
+        }
+        fn multipart(&self) -> Option<&dyn object_store::multipart::MultipartStore> {
+            None
+        }
+        fn part_size(&self) -> usize {
+            5 << 20
+        }
+        fn may_hold_composites(&self) -> bool {
+            self.composites
+        }
+        fn is_composite(&self, meta: &ObjectMeta) -> bool {
+            meta.location
+                .filename()
+                .is_some_and(|n| n.starts_with("slo"))
+        }
+        async fn delete_composite(&self, key: &Path) -> Result<()> {
+            lock(&self.composite_deletes).push(key.to_string());
+            delete_keys(self.store.as_ref(), vec![key.clone()]).await
+        }
+    }
+
+    fn driver(composites: bool) -> Result<(ObjectDriver<Memory>, Batches)> {
+        let store = Recording::default();
+        let batches = Arc::clone(&store.batches);
+        let backend = Memory {
+            store: Arc::new(store),
+            requests: RequestCounter::default(),
+            composites,
+            composite_deletes: Mutex::new(Vec::new()),
+        };
+        Ok((ObjectDriver::new(backend, "root")?, batches))
+    }
+
+    fn path(s: &str) -> Result<StoragePath> {
+        StoragePath::parse(s)
+    }
+
+    fn listed(paths: Vec<StoragePath>) -> Vec<String> {
+        let mut names: Vec<String> = paths.iter().map(|p| p.as_str().to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn files_are_deleted_in_batches_of_1000() -> Result<()> {
+        let (d, batches) = driver(false)?;
+        let mut doomed = Vec::new();
+        for i in 0..2345 {
+            let p = path(&format!("/blobs/f{i:04}"))?;
+            d.put_content(&p, Bytes::new()).await?;
+            doomed.push(p);
+        }
+        doomed.push(path("/blobs/missing")?);
+        for keep in ["/blobs/keep", "/blobs-x/f0000"] {
+            d.put_content(&path(keep)?, Bytes::new()).await?;
+        }
+        d.delete_files(&doomed).await?;
+        assert_eq!(*lock(&batches), [1000, 1000, 346]);
+        assert_eq!(listed(d.list(&path("/blobs")?).await?), ["/blobs/keep"]);
+        assert_eq!(listed(d.list(&path("/")?).await?), ["/blobs", "/blobs-x"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn composite_objects_are_deleted_with_their_parts() -> Result<()> {
+        let (d, batches) = driver(true)?;
+        for p in ["/d/slo1", "/d/slo1x", "/d/plain1", "/d/plain2", "/e/slo2"] {
+            d.put_content(&path(p)?, Bytes::from_static(b"x")).await?;
+        }
+        let doomed = [
+            "/d/slo1",
+            "/d/plain1",
+            "/d/plain2",
+            "/e/slo2",
+            "/d/slo3",
+            "/f",
+        ]
+        .into_iter()
+        .map(path)
+        .collect::<Result<Vec<_>>>()?;
+        d.delete_files(&doomed).await?;
+        let mut composites = lock(&d.backend().composite_deletes).clone();
+        composites.sort();
+        assert_eq!(composites, ["root/d/slo1", "root/e/slo2"]);
+        // One batch of the two plain files, one request per composite.
+        let mut sizes = lock(&batches).clone();
+        sizes.sort();
+        assert_eq!(sizes, [1, 1, 2]);
+        assert_eq!(listed(d.list(&path("/")?).await?), ["/d"]);
+        assert_eq!(listed(d.list(&path("/d")?).await?), ["/d/slo1x"]);
+        Ok(())
     }
 }

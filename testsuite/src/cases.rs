@@ -59,6 +59,7 @@ table![
     delete_nonexistent,
     delete_folder,
     delete_only_deletes_subpaths,
+    delete_files,
     stat_call,
     put_content_multiple_times,
     put_content_if_absent: CreateIfAbsent,
@@ -646,6 +647,85 @@ async fn delete_only_deletes_subpaths(cx: &Ctx) -> CaseResult {
             "deleting {dir}{dir} also removed {nested_suffix}: {e}"
         ))
     })?;
+    Ok(())
+}
+
+/// Not in distribution's suite: the batch delete of files that garbage
+/// collection uses. Files go in several directories, some of which the
+/// batch empties (they must vanish too), next to files that must survive
+/// (`/a/bc` beside `/a/b`, a file in the same directory); paths with
+/// nothing there are fine.
+async fn delete_files(cx: &Ctx) -> CaseResult {
+    let root = format!("/{}", cx.filename(12));
+    cx.track(&root);
+    let many: Vec<String> = (0..20).map(|i| format!("many/f{i:02}")).collect();
+    let mut doomed: Vec<&str> = vec!["a/b", "a/x/1", "s/1"];
+    doomed.extend(many.iter().map(String::as_str));
+    doomed.extend(["a/x/2", "d/e/f/data"]);
+    let survivors = ["a/bc", "a/bd/keep", "s/2"];
+    let contents = cx.contents(32);
+    for f in doomed.iter().chain(&survivors).chain(&["gone"]) {
+        cx.driver
+            .put_content(format!("{root}/{f}"), contents.clone())
+            .await?;
+    }
+    cx.driver.delete(format!("{root}/gone")).await?;
+
+    let missing = ["gone", "a/missing", "nowhere/deep/x"];
+    let batch: Vec<String> = doomed
+        .iter()
+        .chain(&missing)
+        .map(|f| format!("{root}/{f}"))
+        .collect();
+    cx.driver.delete_files(&batch).await?;
+
+    for f in &survivors {
+        let got = cx.driver.get_content(format!("{root}/{f}")).await?;
+        ensure_bytes!(got, contents, "{root}/{f} after deleting its neighbours");
+    }
+    for f in doomed.iter().chain(["a/x", "d", "many"].iter()) {
+        expect_error(
+            cx.driver.stat(format!("{root}/{f}")).await,
+            ErrorKind::PathNotFound,
+            cx.name(),
+            &format!("stat of {root}/{f} after delete_files"),
+        )?;
+    }
+    ensure_eq!(
+        strings(&cx.driver.list(&root).await?),
+        [format!("{root}/a"), format!("{root}/s")],
+        "list({root}): directories the batch emptied must be gone"
+    );
+    ensure_eq!(
+        strings(&cx.driver.list(format!("{root}/a")).await?),
+        [format!("{root}/a/bc"), format!("{root}/a/bd")],
+        "list({root}/a)"
+    );
+    let walked: Vec<String> = cx
+        .driver
+        .walk_all(&root)
+        .await?
+        .iter()
+        .map(|fi| fi.path.as_str().to_owned())
+        .collect();
+    let want: Vec<String> = ["a", "a/bc", "a/bd", "a/bd/keep", "s", "s/2"]
+        .iter()
+        .map(|f| format!("{root}/{f}"))
+        .collect();
+    ensure_eq!(walked, want, "walk({root}) after delete_files");
+
+    // Again: everything is gone already, which is fine; so is nothing.
+    cx.driver.delete_files(&batch).await?;
+    cx.driver.delete_files::<String>(&[]).await?;
+    // One invalid path, and nothing is deleted.
+    let keep = format!("{root}/s/2");
+    expect_error(
+        cx.driver.delete_files(&[keep.as_str(), "/"]).await,
+        ErrorKind::InvalidPath,
+        cx.name(),
+        "delete_files with the root among its paths",
+    )?;
+    cx.driver.get_content(&keep).await?;
     Ok(())
 }
 

@@ -172,6 +172,11 @@ async fn prefix_delete_is_caught() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_delete_in_a_batch_is_caught() {
+    caught(Bug::PrefixDelete, "delete_files").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_losing_the_tail_is_caught() {
     caught(Bug::AppendLosesTail, "continue_stream_append_small").await;
 }

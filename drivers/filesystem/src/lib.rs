@@ -445,30 +445,52 @@ impl StorageDriver for FilesystemDriver {
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         let path = path.clone();
         self.run(move |l| {
-            let full = l.committed(&path);
-            let found = match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => remove_missing_ok(fs::remove_dir_all(&full), &full)?,
-                Ok(_) => remove_missing_ok(fs::remove_file(&full), &full)?,
-                Err(e) if is_missing(&e) => false,
-                Err(e) => return Err(e).at("stat", &full).map_err(Error::from),
-            };
-            let tree = l.staged_tree(&path);
-            remove_missing_ok(fs::remove_dir_all(&tree), &tree)?;
-            let writer = l.staged_writer(&path)?;
-            remove_missing_ok(fs::remove_file(&writer), &writer)?;
-            if let Some(dir) = writer.parent() {
-                prune_empty_dirs(&l.staging, dir);
+            if delete_now(l, &path)? {
+                Ok(())
+            } else {
+                Err(Error::not_found(&path))
             }
-            if !found {
-                return Err(Error::not_found(&path));
-            }
-            if let Some(dir) = full.parent() {
-                prune_empty_dirs(&l.root, dir);
+        })
+        .await
+    }
+
+    /// `delete` of each path in turn, in one task of the blocking pool
+    /// (one slot of `maxthreads`): directories left empty are removed, a
+    /// directory path is deleted with everything below it.
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        let paths = paths.to_vec();
+        self.run(move |l| {
+            for path in &paths {
+                delete_now(l, path)?;
             }
             Ok(())
         })
         .await
     }
+}
+
+/// Deletes what is at `path` (a file, or a directory with everything in it)
+/// and the unfinished writers at and below it, then the directories that
+/// left empty. `Ok(false)`: nothing was committed there.
+fn delete_now(l: &Layout, path: &StoragePath) -> Result<bool> {
+    let full = l.committed(path);
+    let found = match fs::symlink_metadata(&full) {
+        Ok(m) if m.is_dir() => remove_missing_ok(fs::remove_dir_all(&full), &full)?,
+        Ok(_) => remove_missing_ok(fs::remove_file(&full), &full)?,
+        Err(e) if is_missing(&e) => false,
+        Err(e) => return Err(e).at("stat", &full).map_err(Error::from),
+    };
+    let tree = l.staged_tree(path);
+    remove_missing_ok(fs::remove_dir_all(&tree), &tree)?;
+    let writer = l.staged_writer(path)?;
+    remove_missing_ok(fs::remove_file(&writer), &writer)?;
+    if let Some(dir) = writer.parent() {
+        prune_empty_dirs(&l.staging, dir);
+    }
+    if found && let Some(dir) = full.parent() {
+        prune_empty_dirs(&l.root, dir);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

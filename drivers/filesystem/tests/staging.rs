@@ -204,6 +204,32 @@ async fn delete_and_rename_leave_no_empty_directories() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_batch_delete_of_blobs_leaves_no_empty_directories() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = open(dir.path())?;
+    let blob = |hex: &str| format!("/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
+    let (gone, kept) = (["ab01", "ab02", "cd03"], ["ab04"]);
+    for hex in gone.iter().chain(&kept) {
+        d.put_content(blob(hex), Bytes::from_static(b"x")).await?;
+    }
+    let batch: Vec<String> = gone.iter().map(|h| blob(h)).collect();
+    d.delete_files(&batch).await?;
+    assert_eq!(
+        tree(dir.path()),
+        [
+            "v2",
+            "v2/blobs",
+            "v2/blobs/sha256",
+            "v2/blobs/sha256/ab",
+            "v2/blobs/sha256/ab/ab04",
+            "v2/blobs/sha256/ab/ab04/data",
+            "~staging",
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn reads_and_moves_report_missing_paths() -> TestResult {
     let dir = tempfile::tempdir()?;
     let d = open(dir.path())?;

@@ -205,6 +205,10 @@ impl Backend for SwiftBackend {
         self.delete_segments(upload).await
     }
 
+    fn may_hold_composites(&self) -> bool {
+        true
+    }
+
     fn is_composite(&self, meta: &ObjectMeta) -> bool {
         meta.version.as_deref() == Some(SLO)
     }

@@ -1,8 +1,8 @@
 //! What the conformance suite cannot see from outside the driver, checked
 //! on the single-node Swift (`scripts/backends.sh start swift`) with plain
 //! HTTP requests of the test's own: large objects are SLO manifests whose
-//! segments no listing of the tree shows, and which delete, rename and
-//! cancel handle; directory deletes use bulk delete; TempURLs are verified
+//! segments no listing of the tree shows, and which delete, batch delete,
+//! rename and cancel handle; directory deletes use bulk delete; TempURLs are verified
 //! by Swift; a token Swift forgot is replaced; a manifest whose segment
 //! shows up late is retried. Skipped without the server, failed under
 //! `REGSTORE_REQUIRE_BACKENDS=1`.
@@ -193,6 +193,32 @@ async fn a_closed_writer_resumes_in_another_driver_and_cancel_drops_segments() {
     assert!(s.shared.stat("/up/cancelled").await.is_err());
     s.shared.delete("/up").await.expect("clean up");
     assert_eq!(s.names(&s.segments()).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_delete_drops_large_objects_with_their_segments() {
+    let Some(s) = swift().await else { return };
+    let d = &s.shared;
+    let mut w = d.writer("/gc/big", false).await.expect("writer");
+    w.write(data(2 * MIB + 1, 5)).await.expect("write");
+    w.commit().await.expect("commit");
+    let mut batch: Vec<String> = (0..10).map(|i| format!("/gc/small{i}")).collect();
+    for (i, p) in batch.iter().enumerate() {
+        d.put_content(p, format!("{i}")).await.expect("put");
+    }
+    d.put_content("/gc/keep", "k").await.expect("put");
+    assert_eq!(s.names(&s.segments()).await.len(), 3);
+    batch.extend(["/gc/big".to_owned(), "/gc/missing".to_owned()]);
+
+    let before = d.backend_requests().expect("counted");
+    d.delete_files(&batch).await.expect("delete_files");
+    let used = d.backend_requests().expect("counted") - before;
+    // A HEAD per path, the large object's delete (with its segments), one
+    // bulk delete of the small objects (/info was read by the commit).
+    assert_eq!(used, 12 + 1 + 1, "deleting 12 paths took {used} requests");
+    assert_eq!(s.names(&s.segments()).await, Vec::<String>::new());
+    assert_eq!(d.list("/gc").await.expect("list"), vec!["/gc/keep"]);
+    d.delete("/gc").await.expect("clean up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,8 @@
 //!
 //! Operations are named as in the driver contract: `get_content`,
 //! `put_content`, `reader`, `writer`, `write`, `close`, `commit`, `cancel`,
-//! `stat`, `list`, `rename`, `delete`, `walk`. Kinds:
+//! `stat`, `list`, `rename`, `delete`, `delete_files` (one draw per call,
+//! however many paths), `walk`. Kinds:
 //!
 //! - `error`: the call fails at once with a backend error; the inner driver
 //!   is not called, so nothing changes.
@@ -33,6 +34,7 @@
 //! apply to the operation, and is `error` when none does. Every injected
 //! failure's message starts with `injected`.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -281,7 +283,7 @@ impl Decider {
 
     /// Injects what `draw` chose for a call that has no special kind:
     /// `Err` to return, or `Ok` to go on (after any latency).
-    async fn before(&self, op: Op, path: &StoragePath) -> Result<Option<Kind>> {
+    async fn before(&self, op: Op, path: &(dyn fmt::Display + Sync)) -> Result<Option<Kind>> {
         match self.draw(op) {
             None => Ok(None),
             Some(Kind::Latency) => {
@@ -302,8 +304,21 @@ impl Decider {
     }
 }
 
-fn injected(what: &str, op: Op, path: &StoragePath) -> Error {
+fn injected(what: &str, op: Op, path: &dyn fmt::Display) -> Error {
     Error::backend(format!("injected {what} in {} of {path}", op.as_str()))
+}
+
+/// The paths of a `delete_files` call, as fault messages name them.
+struct Batch<'a>(&'a [StoragePath]);
+
+impl fmt::Display for Batch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [] => f.write_str("no paths"),
+            [one] => write!(f, "{one}"),
+            [first, rest @ ..] => write!(f, "{first} and {} more", rest.len()),
+        }
+    }
 }
 
 /// The middleware.
@@ -326,7 +341,7 @@ impl Faults {
     }
 
     /// Runs the plain injection for `op`; any special kind is an error.
-    async fn check(&self, op: Op, path: &StoragePath) -> Result<()> {
+    async fn check(&self, op: Op, path: &(dyn fmt::Display + Sync)) -> Result<()> {
         match self.decider.before(op, path).await? {
             None => Ok(()),
             Some(_) => Err(injected("error", op, path)),
@@ -403,6 +418,12 @@ impl Middleware for Faults {
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         self.check(Op::Delete, path).await?;
         self.inner.backend().delete(path).await
+    }
+
+    /// One draw for the whole batch: an injected failure deletes nothing.
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        self.check(Op::DeleteFiles, &Batch(paths)).await?;
+        self.inner.backend().delete_files(paths).await
     }
 
     async fn walk(
@@ -498,6 +519,29 @@ mod tests {
         // Other operations are untouched.
         for _ in 0..10 {
             d.stat("/f0").await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_batch_delete_fails_whole_and_deletes_nothing() -> Result<()> {
+        let d = faulty(&[("nth", "2"), ("operations", "delete_files")]).await?;
+        let paths = ["/a/1", "/a/2", "/b/3"];
+        for p in paths {
+            d.put_content(p, "x").await?;
+        }
+        d.delete_files(&paths[..1]).await?;
+        let e = d.delete_files(&paths[1..]).await.expect_err("second call");
+        assert!(
+            e.to_string()
+                .contains("injected error in delete_files of /a/2 and 1 more"),
+            "{e}"
+        );
+        d.stat("/a/2").await?;
+        d.stat("/b/3").await?;
+        // `delete` is another operation: not drawn for.
+        for p in &paths[1..] {
+            d.delete(p).await?;
         }
         Ok(())
     }

@@ -147,6 +147,11 @@ impl Middleware for Latency {
         self.inner.backend().delete(path).await
     }
 
+    async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
+        self.wait().await;
+        self.inner.backend().delete_files(paths).await
+    }
+
     async fn redirect_url(
         &self,
         request: &RedirectRequest,
@@ -223,6 +228,24 @@ mod tests {
         // put, stat, writer, write, commit: five delays of the paused clock.
         assert_eq!(started.elapsed(), Duration::from_millis(1250));
         assert_eq!(d.get_content("/b").await?.as_ref(), b"y");
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_delete_of_a_local_driver_waits_once() -> Result<()> {
+        regstore_driver_inmemory::InMemoryDriver::new();
+        regstore_driver_inmemory::register();
+        let inner = regstore_core::create("inmemory", &Default::default()).await?;
+        inner.put_content("/a/1", "x").await?;
+        inner.put_content("/b/2", "y").await?;
+        let mut raw = regstore_core::RawParams::new();
+        raw.insert("delay".into(), "250ms".into());
+        super::register();
+        let d = regstore_core::wrap(inner, NAME, &raw).await?;
+        let started = tokio::time::Instant::now();
+        d.delete_files(&["/a/1", "/b/2", "/c/3"]).await?;
+        assert_eq!(started.elapsed(), Duration::from_millis(250));
+        assert!(d.list("/").await?.is_empty());
         Ok(())
     }
 
