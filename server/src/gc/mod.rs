@@ -400,20 +400,13 @@ fn finish(
     report.links_deleted = links;
 }
 
-/// Deletes the files at `paths` (already gone is fine).
+/// Deletes the files at `paths` (already gone is fine), in batches where
+/// the driver has them.
 async fn delete_files(driver: &Driver, paths: Vec<String>) -> regstore_core::Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
-    // TODO(delete_files): batch.
-    for p in paths {
-        match driver.delete(&p).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    driver.delete_files(&paths).await
 }
 
 /// What the mark found in use.
