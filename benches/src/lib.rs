@@ -7,6 +7,7 @@
 //! `root` the caller passes, which the caller deletes afterwards.
 
 pub mod registry;
+pub mod relay;
 pub mod report;
 pub mod set;
 

@@ -4,68 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::distribution::serve as distribution;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-/// Debian's docker-registry on 127.0.0.1 over `root`; killed when dropped.
-struct Distribution {
-    child: Child,
-    api: Api,
-    _config: tempfile::TempDir,
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn distribution(program: &Path, root: &Path) -> Distribution {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: compat-test\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(program)
-        .arg("serve")
-        .arg(&config)
-        .env_remove("AWS_CA_BUNDLE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let d = Distribution {
-        child,
-        api: Api::new(format!("http://127.0.0.1:{port}")),
-        _config: dir,
-    };
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = d.api.client.get(d.api.url("/v2/")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return d;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "docker-registry did not answer on {} within 30 s",
-            d.api.base
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Pushes what a real client pushes: a chunked layer, a config, an OCI
 /// manifest by tag, a Docker manifest by digest, and an index over both.

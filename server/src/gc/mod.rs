@@ -15,8 +15,13 @@
 //!
 //! These are distribution's rules (`registry garbage-collect`) except
 //! where distribution loses data: with `--delete-untagged` distribution
-//! keeps the children of a tagged index but deletes *their* layers, and it
-//! knows no referrers.
+//! (2.8) deletes the untagged children of a tagged index as manifests
+//! (their revision links go, so the index names manifests its repository
+//! no longer serves) together with their configs and layers, keeping only
+//! the children's own bytes; and it knows no referrers. (It also stops
+//! with "unknown repository" on a repository that has manifests but no
+//! tag; regstore collects it.) `tests/gc_compat.rs` checks the rest
+//! against distribution 2.8.2.
 //!
 //! # What is deleted (sweep)
 //! - every blob not kept whose data was written before the grace period

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod distribution;
 pub mod image;
 pub mod token;
 pub mod users;
