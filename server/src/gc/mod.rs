@@ -249,11 +249,18 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
         .repos
         .into_iter()
         .collect();
-    let mark = mark(driver, &repos, opts, cutoff, concurrency, &mut report).await?;
+    // The blob listing does not depend on the mark: both run at once. A
+    // blob stored meanwhile is recent (after `cutoff`), so kept.
+    let (mark, blobs) = futures_util::future::join(
+        mark(driver, &repos, opts, cutoff, concurrency, &mut report),
+        inventory::blobs(driver),
+    )
+    .await;
+    let mark = mark?;
+    let (blobs, _) = blobs?;
     report.blobs_marked = mark.blobs.len();
 
     // Sweep: what is not marked and not recent.
-    let (blobs, _) = inventory::blobs(driver).await?;
     let linked_recently: HashSet<&Digest> = repos
         .iter()
         .flat_map(|(_, r)| r.layers.iter().chain(r.revisions.iter()))
