@@ -8,6 +8,7 @@
 //! - [`serve`]: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
 //! - [`gc`]: garbage collection, offline and online.
+//! - [`proxy`]: the pull-through cache (in progress).
 //! - [`check`]: the storage check (`regstore check`): blobs re-hashed,
 //!   links and manifests verified, dangling links optionally removed.
 
@@ -16,5 +17,6 @@ pub mod check;
 pub mod config;
 pub mod gc;
 pub mod http;
+pub mod proxy;
 pub mod registry;
 pub mod serve;

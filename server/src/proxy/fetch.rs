@@ -1,0 +1,407 @@
+//! Single-flight blob fetches for the pull-through cache: however many
+//! clients ask for a blob the cache lacks, it is fetched from upstream
+//! once, stored while it streams, and verified against its digest before
+//! it becomes visible.
+//!
+//! One fetch per digest runs as its own task, so a client that disconnects
+//! never aborts it. The bytes go into an upload through
+//! [`Registry::put_blob`] (which hashes them and publishes the blob only if
+//! they match the digest) and, as they pass, to the clients that were
+//! waiting when the first byte came: those are served live, at upstream's
+//! pace. A client that joins later, or falls more than [`LIVE_CHUNKS`]
+//! chunks behind, waits for the fetch to finish and then reads the stored
+//! blob from where it was. Memory per fetch is bounded by those chunks,
+//! never the blob.
+//!
+//! A fetch that fails (upstream cut the body, digest mismatch, storage
+//! error) stores nothing; its clients' streams end with the error (a live
+//! client has received unverified bytes by then, and sees the transfer
+//! break rather than complete), and the next request fetches again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{broadcast, watch};
+
+use crate::registry::{Digest, Registry, RepoName};
+
+/// Chunks a live client may fall behind before it is moved to reading the
+/// stored blob after the fetch.
+pub const LIVE_CHUNKS: usize = 64;
+
+/// How a fetch ended, as its clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and verified: `size` bytes.
+    Stored(u64),
+    /// Nothing was stored; the message says why.
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Chunk(Bytes),
+}
+
+/// One fetch in flight.
+struct Flight {
+    /// Bytes passed on so far, and the sender; under one lock, so a client
+    /// subscribes either before the first byte (live) or not at all.
+    live: Mutex<(u64, broadcast::Sender<Event>)>,
+    done: watch::Receiver<Option<Outcome>>,
+}
+
+/// The fetches in flight, by digest. One per registry in proxy mode.
+#[derive(Default)]
+pub struct Fetches {
+    flights: Mutex<HashMap<Digest, Arc<Flight>>>,
+}
+
+impl std::fmt::Debug for Fetches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetches")
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// A client's view of a fetch: the blob's bytes as a stream.
+pub type BlobBytes = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+impl Fetches {
+    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Flight>>> {
+        // Every critical section leaves the map consistent.
+        self.flights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fetches in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.flights().len()
+    }
+
+    /// The blob `d` for a client of repository `name`: joins the fetch in
+    /// flight, or starts one with `start` (called at most once per fetch;
+    /// its stream is upstream's body) that stores the blob in `name`.
+    /// The returned stream yields the blob's bytes from the start.
+    pub fn fetch<F, S, E>(
+        self: &Arc<Self>,
+        registry: &Registry,
+        name: &RepoName,
+        d: &Digest,
+        start: F,
+    ) -> BlobBytes
+    where
+        F: FnOnce() -> S,
+        S: std::future::Future<
+                Output = Result<
+                    std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, E>> + Send>>,
+                    String,
+                >,
+            > + Send
+            + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let flight = {
+            let mut flights = self.flights();
+            match flights.get(d) {
+                Some(f) => Arc::clone(f),
+                None => {
+                    let f = self.launch(registry, name, d, start());
+                    flights.insert(d.clone(), Arc::clone(&f));
+                    f
+                }
+            }
+        };
+        follow(registry.clone(), d.clone(), flight)
+    }
+
+    fn launch<S, E>(
+        self: &Arc<Self>,
+        registry: &Registry,
+        name: &RepoName,
+        d: &Digest,
+        start: S,
+    ) -> Arc<Flight>
+    where
+        S: std::future::Future<
+                Output = Result<
+                    std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, E>> + Send>>,
+                    String,
+                >,
+            > + Send
+            + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let (tx, _) = broadcast::channel(LIVE_CHUNKS);
+        let (done_tx, done) = watch::channel(None);
+        let flight = Arc::new(Flight {
+            live: Mutex::new((0, tx)),
+            done,
+        });
+        let (fetches, registry, name, d) =
+            (Arc::clone(self), registry.clone(), name.clone(), d.clone());
+        let passing = Arc::clone(&flight);
+        tokio::spawn(async move {
+            let outcome = match start.await {
+                Err(why) => Outcome::Failed(why),
+                Ok(body) => {
+                    let tee = body.map(move |item| {
+                        if let Ok(chunk) = &item {
+                            let mut live = passing.live.lock().unwrap_or_else(|e| e.into_inner());
+                            live.0 += chunk.len() as u64;
+                            // No live client is fine.
+                            let _ = live.1.send(Event::Chunk(chunk.clone()));
+                        }
+                        item
+                    });
+                    match registry.put_blob(&name, &d, tee).await {
+                        Ok(info) => Outcome::Stored(info.size),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    }
+                }
+            };
+            if let Outcome::Failed(why) = &outcome {
+                tracing::warn!(digest = %d, repository = %name, "proxy: fetching the blob from upstream failed: {why}");
+            }
+            // Later requests start afresh (a failure) or find it stored.
+            fetches.flights().remove(&d);
+            let _ = done_tx.send(Some(outcome));
+        });
+        flight
+    }
+}
+
+/// A client's stream over `flight`: live if it joined before the first
+/// byte, else (or once it lags) the stored blob after the fetch, from the
+/// offset it reached.
+fn follow(registry: Registry, d: Digest, flight: Arc<Flight>) -> BlobBytes {
+    let live = {
+        let guard = flight.live.lock().unwrap_or_else(|e| e.into_inner());
+        (guard.0 == 0).then(|| guard.1.subscribe())
+    };
+    let mut done = flight.done.clone();
+    Box::pin(async_stream(move |mut y| async move {
+        let mut offset: u64 = 0;
+        if let Some(mut rx) = live {
+            'live: loop {
+                tokio::select! {
+                    biased;
+                    r = rx.recv() => match r {
+                        Ok(Event::Chunk(c)) => {
+                            offset += c.len() as u64;
+                            if !y.send(Ok(c)).await {
+                                return;
+                            }
+                        }
+                        // Fell behind: finish from storage.
+                        Err(_) => break 'live,
+                    },
+                    _ = done.changed() => {
+                        // Over: what is still queued, then the outcome.
+                        while let Ok(Event::Chunk(c)) = rx.try_recv() {
+                            offset += c.len() as u64;
+                            if !y.send(Ok(c)).await {
+                                return;
+                            }
+                        }
+                        break 'live;
+                    }
+                }
+            }
+        }
+        let outcome = match done.wait_for(Option::is_some).await {
+            Ok(o) => o
+                .clone()
+                .unwrap_or(Outcome::Failed("the fetch vanished".into())),
+            Err(_) => Outcome::Failed("the fetch task ended without an outcome".into()),
+        };
+        match outcome {
+            Outcome::Failed(why) => {
+                let _ = y.send(Err(why)).await;
+            }
+            Outcome::Stored(size) if offset >= size => {}
+            Outcome::Stored(_) => match registry.read_blob(&d, offset).await {
+                Ok(mut s) => {
+                    while let Some(item) = s.next().await {
+                        let item = item.map_err(|e| e.to_string());
+                        let stop = item.is_err();
+                        if !y.send(item).await || stop {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = y.send(Err(e.to_string())).await;
+                }
+            },
+        }
+    }))
+}
+
+/// The sending half of [`async_stream`].
+struct Yielder(tokio::sync::mpsc::Sender<Result<Bytes, String>>);
+
+impl Yielder {
+    /// Sends an item; `false` when the client is gone.
+    async fn send(&mut self, item: Result<Bytes, String>) -> bool {
+        self.0.send(item).await.is_ok()
+    }
+}
+
+/// A stream fed by a task running `body` (dropped with the stream's
+/// reader: the task ends at its next send).
+fn async_stream<F, Fut>(body: F) -> impl Stream<Item = Result<Bytes, String>> + Send
+where
+    F: FnOnce(Yielder) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(body(Yielder(tx)));
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::registry::{Algorithm, RegistryError, Settings};
+
+    type Body = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+    async fn registry() -> Registry {
+        regstore_builtin::register_all();
+        let driver = regstore_core::create("inmemory", &Default::default())
+            .await
+            .expect("inmemory");
+        Registry::new(driver, Settings::default())
+    }
+
+    /// `data` in `chunk`-byte pieces, a pause before each; with `cut`,
+    /// an error instead of the bytes from there on.
+    fn upstream(data: Vec<u8>, chunk: usize, cut: Option<usize>) -> Body {
+        let pieces: Vec<Result<Bytes, String>> = data
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, c)| match cut {
+                Some(at) if i * chunk >= at => Err("upstream cut the body".to_owned()),
+                _ => Ok(Bytes::copy_from_slice(c)),
+            })
+            .collect();
+        Box::pin(futures_util::stream::iter(pieces).then(|item| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            item
+        }))
+    }
+
+    async fn collect(mut s: BlobBytes) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            out.extend_from_slice(&item?);
+        }
+        Ok(out)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_clients_cause_one_fetch_and_all_get_the_blob() {
+        let reg = registry().await;
+        let name = RepoName::parse("cache").unwrap();
+        let blob = data(300_000);
+        let d = Digest::of(Algorithm::Sha256, &blob);
+        let fetches = Arc::new(Fetches::default());
+        let starts = Arc::new(AtomicUsize::new(0));
+        let mut clients = Vec::new();
+        for i in 0..20 {
+            let start = {
+                let (starts, blob) = (Arc::clone(&starts), blob.clone());
+                move || async move {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>(upstream(blob, 4096, None))
+                }
+            };
+            let s = fetches.fetch(&reg, &name, &d, start);
+            // Some clients come before the first byte, some later, and
+            // one reads nothing until the fetch is over (it lags).
+            clients.push(tokio::spawn(async move {
+                if i == 0 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                collect(s).await
+            }));
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        for c in clients {
+            let got = c.await.unwrap().expect("a body");
+            assert_eq!(got.len(), blob.len());
+            assert!(got == blob, "a client got other bytes");
+        }
+        assert_eq!(starts.load(Ordering::SeqCst), 1, "one upstream fetch");
+        assert_eq!(reg.stat_blob(&name, &d).await.unwrap().size, 300_000);
+        assert_eq!(fetches.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cut_body_or_wrong_bytes_store_nothing_and_the_next_request_fetches_again() {
+        let reg = registry().await;
+        let name = RepoName::parse("cache").unwrap();
+        let blob = data(50_000);
+        let d = Digest::of(Algorithm::Sha256, &blob);
+        let fetches = Arc::new(Fetches::default());
+        for (body, what) in [
+            (upstream(blob.clone(), 4096, Some(20_000)), "cut"),
+            (upstream(data(49_999), 4096, None), "wrong bytes"),
+        ] {
+            let got =
+                collect(fetches.fetch(
+                    &reg,
+                    &name,
+                    &d,
+                    move || async move { Ok::<_, String>(body) },
+                ))
+                .await;
+            assert!(got.is_err(), "{what}: the client sees the failure");
+            assert!(
+                matches!(
+                    reg.stat_blob(&name, &d).await,
+                    Err(RegistryError::BlobUnknown(_))
+                ),
+                "{what}: nothing is stored"
+            );
+        }
+        let again = collect(fetches.fetch(&reg, &name, &d, {
+            let blob = blob.clone();
+            move || async move { Ok::<_, String>(upstream(blob, 4096, None)) }
+        }))
+        .await
+        .expect("the next request fetches again");
+        assert!(again == blob);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_does_not_abort_the_fetch() {
+        let reg = registry().await;
+        let name = RepoName::parse("cache").unwrap();
+        let blob = data(100_000);
+        let d = Digest::of(Algorithm::Sha256, &blob);
+        let fetches = Arc::new(Fetches::default());
+        let mut s = fetches.fetch(&reg, &name, &d, {
+            let blob = blob.clone();
+            move || async move { Ok::<_, String>(upstream(blob, 4096, None)) }
+        });
+        let first = s.next().await;
+        assert!(matches!(first, Some(Ok(_))));
+        drop(s);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while reg.stat_blob(&name, &d).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the fetch went on");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
