@@ -392,12 +392,46 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PutManifest> {
+        self.store_manifest(name, reference, content_type, body, true)
+            .await
+    }
+
+    /// Stores a manifest that a pull-through cache fetched from its
+    /// upstream registry: checked like a push (JSON shape, size, digest)
+    /// but not for the blobs and children it references, which the cache
+    /// fetches when they are asked for, nor against
+    /// `validation.manifests.urls` (upstream decided what it serves).
+    ///
+    /// # Errors
+    /// As [`Registry::put_manifest`], without `ManifestBlobUnknown`.
+    pub async fn cache_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
+        self.store_manifest(name, reference, content_type, body, false)
+            .await
+    }
+
+    /// [`Registry::put_manifest`] (`pushed`), or [`Registry::cache_manifest`].
+    async fn store_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        pushed: bool,
+    ) -> Result<PutManifest> {
         if body.len() > MAX_MANIFEST_SIZE {
             return Err(RegistryError::ManifestTooLarge(body.len().to_string()));
         }
         let parsed = parse(&body, content_type)?;
-        for (at, urls) in &parsed.foreign {
-            self.settings.manifest_urls.check(at, urls)?;
+        if pushed {
+            for (at, urls) in &parsed.foreign {
+                self.settings.manifest_urls.check(at, urls)?;
+            }
         }
         let digest = match reference {
             Reference::Digest(expected) => {
@@ -412,7 +446,7 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
-        for b in &parsed.blobs {
+        for b in parsed.blobs.iter().filter(|_| pushed) {
             match self.stat_blob(name, b).await {
                 Ok(_) => {}
                 Err(RegistryError::BlobUnknown(d)) => {
@@ -421,7 +455,7 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        for m in &parsed.manifests {
+        for m in parsed.manifests.iter().filter(|_| pushed) {
             if !self.has_manifest(name, m).await? {
                 return Err(RegistryError::ManifestBlobUnknown(m.clone()));
             }
@@ -707,5 +741,42 @@ mod tests {
             let e = parse(body.as_bytes(), None).unwrap_err().to_string();
             assert!(e.contains(says), "{body}: {e}");
         }
+    }
+
+    /// A cached manifest is stored without its blobs (a push is refused
+    /// for them), still checked against its digest, and served after.
+    #[tokio::test]
+    async fn a_cached_manifest_needs_no_blobs_but_its_digest_must_match() {
+        regstore_builtin::register_all();
+        let driver = regstore_core::create("inmemory", &Default::default())
+            .await
+            .expect("inmemory");
+        let reg = Registry::new(driver, super::super::Settings::default());
+        let name = RepoName::parse("cache/app").unwrap();
+        let missing = Digest::of(Algorithm::Sha256, b"not here");
+        let body = Bytes::from(format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{missing}\",\"size\":8}},\"layers\":[]}}",
+            ManifestKind::OciManifest.media_type()
+        ));
+        let d = Digest::of(Algorithm::Sha256, &body);
+        let by_digest = Reference::Digest(d.clone());
+        assert!(matches!(
+            reg.put_manifest(&name, &by_digest, None, body.clone())
+                .await,
+            Err(RegistryError::ManifestBlobUnknown(_))
+        ));
+        let wrong = Reference::Digest(Digest::of(Algorithm::Sha256, b"other"));
+        assert!(matches!(
+            reg.cache_manifest(&name, &wrong, None, body.clone()).await,
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+        let tag = Reference::parse("latest").unwrap();
+        let stored = reg
+            .cache_manifest(&name, &tag, None, body.clone())
+            .await
+            .unwrap();
+        assert_eq!(stored.digest, d);
+        assert_eq!(reg.get_manifest(&name, &tag).await.unwrap().body, body);
+        assert_eq!(reg.get_manifest(&name, &by_digest).await.unwrap().digest, d);
     }
 }
