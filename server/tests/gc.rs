@@ -23,20 +23,9 @@ async fn image(
     extra: Option<&str>,
 ) -> (String, Vec<String>) {
     let config = format!("{{\"seed\":\"{seed}\"}}");
-    let cd = reg.push_blob(REPO, config.as_bytes()).await;
-    let mut ls = Vec::new();
-    for l in layers {
-        ls.push((reg.push_blob(REPO, l).await, l.len()));
-    }
-    let refs: Vec<(&str, usize)> = ls.iter().map(|(d, n)| (d.as_str(), *n)).collect();
-    let body = oci_manifest(&cd, config.len(), &refs, extra);
-    let d = sha256(&body);
-    let r = reg
-        .put_manifest(REPO, reference.unwrap_or(&d), OCI_MANIFEST, &body)
+    let (_, d, blobs) = reg
+        .push_manifest_of(REPO, reference, config.as_bytes(), layers, false, extra)
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED, "push {seed}");
-    let mut blobs = vec![cd];
-    blobs.extend(ls.into_iter().map(|(d, _)| d));
     (d, blobs)
 }
 

@@ -47,23 +47,6 @@ struct Image {
     blobs: Vec<String>,
 }
 
-/// A Docker schema 2 image manifest.
-fn docker_manifest(config: &str, config_size: usize, layers: &[(&str, usize)]) -> Vec<u8> {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|(d, n)| {
-            format!(
-                "{{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\",\"digest\":\"{d}\",\"size\":{n}}}"
-            )
-        })
-        .collect();
-    format!(
-        "{{\"schemaVersion\":2,\"mediaType\":\"{DOCKER_MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"digest\":\"{config}\",\"size\":{config_size}}},\"layers\":[{}]}}",
-        layers.join(",")
-    )
-    .into_bytes()
-}
-
 /// Pushes a config and `layers` into `repo` and a manifest naming them
 /// (Docker schema 2 if `docker`, else OCI with `extra` fields), by `tag`
 /// or else by digest.
@@ -77,24 +60,9 @@ async fn image(
     extra: Option<&str>,
 ) -> Image {
     let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
-    let cd = api.push_blob(repo, config.as_bytes()).await;
-    let mut ls = Vec::new();
-    for l in layers {
-        ls.push((api.push_blob(repo, l).await, l.len()));
-    }
-    let refs: Vec<(&str, usize)> = ls.iter().map(|(d, n)| (d.as_str(), *n)).collect();
-    let (body, media_type) = if docker {
-        (docker_manifest(&cd, config.len(), &refs), DOCKER_MANIFEST)
-    } else {
-        (oci_manifest(&cd, config.len(), &refs, extra), OCI_MANIFEST)
-    };
-    let digest = sha256(&body);
-    let r = api
-        .put_manifest(repo, tag.unwrap_or(&digest), media_type, &body)
+    let (body, digest, blobs) = api
+        .push_manifest_of(repo, tag, config.as_bytes(), layers, docker, extra)
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED, "push {repo} {seed}");
-    let mut blobs = vec![cd];
-    blobs.extend(ls.into_iter().map(|(d, _)| d));
     Image {
         repo,
         tag,

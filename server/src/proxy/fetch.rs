@@ -67,6 +67,9 @@ impl std::fmt::Debug for Fetches {
     }
 }
 
+/// Upstream's body of a blob, as `start` in [`Fetches::fetch`] opens it.
+pub type UpstreamBody<E> = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, E>> + Send>>;
+
 /// A client's view of a fetch: the blob's bytes as a stream.
 pub type BlobBytes = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
@@ -94,46 +97,32 @@ impl Fetches {
     ) -> BlobBytes
     where
         F: FnOnce() -> S,
-        S: std::future::Future<
-                Output = Result<
-                    std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, E>> + Send>>,
-                    String,
-                >,
-            > + Send
-            + 'static,
+        S: std::future::Future<Output = Result<UpstreamBody<E>, String>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let flight = {
-            let mut flights = self.flights();
-            match flights.get(d) {
-                Some(f) => Arc::clone(f),
-                None => {
-                    let f = self.launch(registry, name, d, start());
-                    flights.insert(d.clone(), Arc::clone(&f));
-                    f
-                }
+        let mut flights = self.flights();
+        let flight = match flights.get(d) {
+            Some(f) => Arc::clone(f),
+            None => {
+                let f = self.launch(registry, name, d, Box::pin(start()));
+                flights.insert(d.clone(), Arc::clone(&f));
+                f
             }
         };
+        drop(flights);
         follow(registry.clone(), d.clone(), flight)
     }
 
-    fn launch<S, E>(
+    /// Starts the fetch task of `d`.
+    fn launch<E: std::fmt::Display + Send + 'static>(
         self: &Arc<Self>,
         registry: &Registry,
         name: &RepoName,
         d: &Digest,
-        start: S,
-    ) -> Arc<Flight>
-    where
-        S: std::future::Future<
-                Output = Result<
-                    std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, E>> + Send>>,
-                    String,
-                >,
-            > + Send
-            + 'static,
-        E: std::fmt::Display + Send + 'static,
-    {
+        start: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<UpstreamBody<E>, String>> + Send>,
+        >,
+    ) -> Arc<Flight> {
         let (tx, _) = broadcast::channel(LIVE_CHUNKS);
         let (done_tx, done) = watch::channel(None);
         let flight = Arc::new(Flight {
@@ -270,7 +259,7 @@ mod tests {
     use super::*;
     use crate::registry::{Algorithm, RegistryError, Settings};
 
-    type Body = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+    type Body = UpstreamBody<String>;
 
     async fn registry() -> Registry {
         regstore_builtin::register_all();

@@ -220,6 +220,59 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Pushes `config` and `layers` into `repo` and a manifest naming them
+    /// (Docker schema 2 if `docker`, else OCI with `extra` top-level
+    /// fields) by `reference`, else by its digest. Returns the manifest's
+    /// bytes, its digest and the digests of its blobs (config first).
+    pub async fn push_manifest_of(
+        &self,
+        repo: &str,
+        reference: Option<&str>,
+        config: &[u8],
+        layers: &[&[u8]],
+        docker: bool,
+        extra: Option<&str>,
+    ) -> (Vec<u8>, String, Vec<String>) {
+        let cd = self.push_blob(repo, config).await;
+        let mut ls = Vec::new();
+        for l in layers {
+            ls.push((self.push_blob(repo, l).await, l.len()));
+        }
+        let refs: Vec<(&str, usize)> = ls.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+        let (body, media_type) = if docker {
+            (docker_manifest(&cd, config.len(), &refs), DOCKER_MANIFEST)
+        } else {
+            (oci_manifest(&cd, config.len(), &refs, extra), OCI_MANIFEST)
+        };
+        let digest = sha256(&body);
+        let r = self
+            .put_manifest(repo, reference.unwrap_or(&digest), media_type, &body)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "push a manifest to {repo}");
+        let mut blobs = vec![cd];
+        blobs.extend(ls.into_iter().map(|(d, _)| d));
+        (body, digest, blobs)
+    }
+}
+
+/// A Docker schema 2 image manifest.
+pub fn docker_manifest(config: &str, config_size: usize, layers: &[(&str, usize)]) -> Vec<u8> {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| {
+            format!(
+                "{{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\",\"digest\":\"{d}\",\"size\":{n}}}"
+            )
+        })
+        .collect();
+    format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{DOCKER_MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"digest\":\"{config}\",\"size\":{config_size}}},\"layers\":[{}]}}",
+        layers.join(",")
+    )
+    .into_bytes()
+}
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
