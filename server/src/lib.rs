@@ -10,11 +10,14 @@
 //! - [`gc`]: garbage collection, offline and online.
 //! - [`check`]: the storage check (`regstore check`): blobs re-hashed,
 //!   links and manifests verified, dangling links optionally removed.
+//! - [`proxy`]: the pull-through cache; [`proxy::upstream`] is the client
+//!   of the upstream registry (token and Basic auth, bounded reads).
 
 pub mod auth;
 pub mod check;
 pub mod config;
 pub mod gc;
 pub mod http;
+pub mod proxy;
 pub mod registry;
 pub mod serve;
