@@ -337,3 +337,125 @@ async fn redirect_and_limits() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `tags` follows `Link` pages, and refuses endless pagination, a `Link`
+/// to another origin and a body that is not a tag list.
+#[tokio::test]
+async fn tag_pages() {
+    use axum::extract::{Path as UrlPath, RawQuery};
+    use axum::http::header;
+    use axum::response::IntoResponse;
+
+    let base = spawn(axum::Router::new().route(
+        "/v2/lib/{name}/tags/list",
+        axum::routing::get(
+            |UrlPath(name): UrlPath<String>, RawQuery(q): RawQuery| async move {
+                let q = q.unwrap_or_default();
+                let (tags, link) = match (name.as_str(), q.as_str()) {
+                    ("app", "") => (
+                        r#"{"name":"lib/app","tags":["b","a"]}"#,
+                        Some("</v2/lib/app/tags/list?n=2&last=b>; rel=\"next\""),
+                    ),
+                    ("app", _) => (r#"{"name":"lib/app","tags":["c","b"]}"#, None),
+                    ("empty", _) => (r#"{"name":"lib/empty","tags":null}"#, None),
+                    ("loop", _) => (
+                        r#"{"tags":["x"]}"#,
+                        Some("</v2/lib/loop/tags/list?last=x>; rel=\"next\""),
+                    ),
+                    ("away", _) => (
+                        r#"{"tags":["x"]}"#,
+                        Some("<http://elsewhere.test/v2/lib/away/tags/list?last=x>; rel=\"next\""),
+                    ),
+                    _ => ("not json", None),
+                };
+                let mut r = ([(header::CONTENT_TYPE, "application/json")], tags).into_response();
+                if let Some(l) = link {
+                    r.headers_mut()
+                        .insert(header::LINK, header::HeaderValue::from_static(l));
+                }
+                r
+            },
+        ),
+    ))
+    .await;
+    let up = Upstream::new(&base, None, None).unwrap();
+    assert_eq!(up.tags(&repo("lib/app")).await.unwrap(), ["a", "b", "c"]);
+    assert!(up.tags(&repo("lib/empty")).await.unwrap().is_empty());
+    for (name, word) in [
+        ("lib/loop", "more than 100 pages"),
+        ("lib/away", "another origin"),
+        ("lib/bad", "not a tag list"),
+    ] {
+        match up.tags(&repo(name)).await {
+            Err(e @ UpstreamError::Invalid { .. }) => {
+                assert!(e.to_string().contains(word), "{name}: {e}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+/// A token the upstream refuses is fetched again once; a fresh token
+/// refused too is `Unauthorized`.
+#[tokio::test]
+async fn refused_token_is_renewed() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let challenge = format!("Bearer realm=\"{base}/token\",service=\"fake\"");
+    let app = axum::Router::new()
+        .route(
+            "/token",
+            axum::routing::get({
+                let fetched = fetched.clone();
+                move || {
+                    let n = fetched.fetch_add(1, Ordering::SeqCst) + 1;
+                    // No expires_in: 60 s, so "t1" stays cached.
+                    async move { format!("{{\"access_token\":\"t{n}\"}}") }
+                }
+            }),
+        )
+        .route(
+            "/v2/{*rest}",
+            axum::routing::get(move |h: HeaderMap| {
+                let challenge = challenge.clone();
+                async move {
+                    let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                    if auth == Some("Bearer t2") {
+                        return (
+                            [(header::CONTENT_TYPE, "application/json")],
+                            "{\"tags\":[\"v1\"]}",
+                        )
+                            .into_response();
+                    }
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, challenge)],
+                    )
+                        .into_response()
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let up = Upstream::new(&base, None, None).unwrap();
+    let r = repo(REPO);
+    // 401, fetch t1, retry with t1, 401: refused.
+    match up.tags(&r).await {
+        Err(UpstreamError::Unauthorized {
+            realm, user: None, ..
+        }) => {
+            assert_eq!(realm, Some(format!("{base}/token")))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fetched.load(Ordering::SeqCst), 1);
+    // t1 (cached) refused, t2 fetched, accepted; then t2 is reused.
+    assert_eq!(up.tags(&r).await.unwrap(), ["v1"]);
+    assert_eq!(up.tags(&r).await.unwrap(), ["v1"]);
+    assert_eq!(fetched.load(Ordering::SeqCst), 2);
+}

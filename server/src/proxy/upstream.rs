@@ -72,6 +72,10 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// A token's lifetime when the realm gives no `expires_in`.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
+/// Scopes with a cached token past which expired ones are dropped (a
+/// proxy asked for many repositories must not grow without end).
+const MAX_CACHED_SCOPES: usize = 1024;
+
 /// How long before its expiry a cached token is renewed.
 const TOKEN_RENEW_EARLY: Duration = Duration::from_secs(5);
 
@@ -587,6 +591,14 @@ impl Upstream {
     ) -> Result<String, UpstreamError> {
         let slot = {
             let mut tokens = self.inner.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if tokens.len() >= MAX_CACHED_SCOPES && !tokens.contains_key(scope) {
+                // Forget expired tokens nobody is using or fetching.
+                let now = Instant::now();
+                tokens.retain(|_, slot| match slot.try_lock() {
+                    Ok(t) => t.as_ref().is_some_and(|t| t.renew_at > now),
+                    Err(_) => true,
+                });
+            }
             tokens.entry(scope.to_owned()).or_default().clone()
         };
         let mut cached = slot.lock().await;
