@@ -423,7 +423,9 @@ impl Upstream {
         let resp = self.send(Method::GET, &url, repo, None).await?;
         let resp = ok_or_error(resp, &url).await?;
         let size = resp.content_length();
-        let at = resp.url().to_string();
+        // Errors name the registry URL, not the storage URL redirected to
+        // (its signed query does not belong in logs).
+        let at = url.to_string();
         let stream = resp
             .bytes_stream()
             .map(move |r| r.map_err(|e| unreachable(&at, &e)))
