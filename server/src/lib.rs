@@ -8,9 +8,11 @@
 //! - [`serve`]: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
 //! - [`gc`]: garbage collection, offline and online.
-//! - [`proxy`]: the pull-through cache (in progress).
 //! - [`check`]: the storage check (`regstore check`): blobs re-hashed,
 //!   links and manifests verified, dangling links optionally removed.
+//! - [`proxy`]: the pull-through cache, in progress: [`proxy::upstream`]
+//!   (the upstream registry's client: token and Basic auth, bounded reads)
+//!   and [`proxy::fetch`] (single-flight blob fetches).
 
 pub mod auth;
 pub mod check;

@@ -15,8 +15,14 @@ use super::{Api, free_port};
 /// purging off so nothing but the test changes the root), listening on
 /// `127.0.0.1:port`.
 pub fn config(root: &Path, port: u16) -> String {
+    config_with(root, port, "")
+}
+
+/// [`config`] with `extra` (top-level YAML sections such as `auth:`)
+/// appended.
+pub fn config_with(root: &Path, port: u16, extra: &str) -> String {
     format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: compat-test\n",
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: compat-test\n{extra}",
         root.display()
     )
 }
@@ -38,10 +44,16 @@ impl Drop for Distribution {
 /// Starts `program serve` over `root` and waits (30 s at most) until
 /// `/v2/` answers.
 pub async fn serve(program: &Path, root: &Path) -> Distribution {
+    serve_with(program, root, "").await
+}
+
+/// [`serve`] with `extra` appended to the config ([`config_with`]); with
+/// an `auth:` section, `/v2/` answering 401 counts as ready.
+pub async fn serve_with(program: &Path, root: &Path, extra: &str) -> Distribution {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config_path = dir.path().join("config.yml");
-    std::fs::write(&config_path, config(root, port)).unwrap();
+    std::fs::write(&config_path, config_with(root, port, extra)).unwrap();
     let child = Command::new(program)
         .arg("serve")
         .arg(&config_path)
@@ -59,7 +71,8 @@ pub async fn serve(program: &Path, root: &Path) -> Distribution {
     let start = Instant::now();
     loop {
         if let Ok(r) = d.api.client.get(d.api.url("/v2/")).send().await
-            && r.status() == StatusCode::OK
+            && (r.status() == StatusCode::OK
+                || (!extra.is_empty() && r.status() == StatusCode::UNAUTHORIZED))
         {
             return d;
         }
