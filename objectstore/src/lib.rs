@@ -309,20 +309,6 @@ impl<B: Backend> Inner<B> {
         self.delete_keys(plain).await
     }
 
-    /// Heads `key`: a composite object is deleted now, with its parts; a
-    /// plain one is left for the caller to delete in a batch (`Some(key)`);
-    /// nothing there is `None`.
-    async fn plain_or_delete_composite(&self, key: Path) -> Result<Option<Path>> {
-        match self.head(&key).await? {
-            Some(meta) if self.backend.is_composite(&meta) => {
-                self.backend.delete_composite(&key).await?;
-                Ok(None)
-            }
-            Some(_) => Ok(Some(key)),
-            None => Ok(None),
-        }
-    }
-
     /// Every object below the directory `prefix` (not `prefix` itself).
     async fn objects_below(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         self.store()
@@ -566,13 +552,13 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
         if !self.inner.backend.may_hold_composites() {
             return self.inner.delete_keys(keys).await;
         }
-        let plain: Vec<Path> = futures_util::stream::iter(keys)
-            .map(|key| self.inner.plain_or_delete_composite(key))
+        let found: Vec<ObjectMeta> = futures_util::stream::iter(keys)
+            .map(|key| async move { self.inner.head(&key).await })
             .buffer_unordered(HEAD_CONCURRENCY)
-            .try_filter_map(|key| std::future::ready(Ok(key)))
+            .try_filter_map(|meta| std::future::ready(Ok(meta)))
             .try_collect()
             .await?;
-        self.inner.delete_keys(plain).await
+        self.inner.delete_objects(found, Vec::new()).await
     }
 
     async fn redirect_url(

@@ -465,7 +465,7 @@ pub async fn check(registry: &Registry, opts: &Options) -> Result<CheckReport, C
     for (job, content) in read {
         let Some(content) = content else { continue };
         report.links_checked += 1;
-        let parsed = content.parse::<Digest>().ok();
+        let parsed = layout::parse_link(content.as_bytes()).ok();
         let digest = match (&job.named, parsed) {
             (Some(named), Some(p)) if *named == p => p,
             (None, Some(p)) => p,

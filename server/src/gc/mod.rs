@@ -458,7 +458,7 @@ async fn read_tags(
     let mut out = Vec::new();
     for (i, path, bytes) in results {
         let Some(bytes) = bytes else { continue };
-        match String::from_utf8_lossy(&bytes).trim().parse::<Digest>() {
+        match layout::parse_link(&bytes) {
             Ok(d) => out.push((i, d)),
             Err(e) => report
                 .warnings

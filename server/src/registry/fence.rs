@@ -138,11 +138,6 @@ impl GcFence {
         }
     }
 
-    /// Digests remembered as used (for tests and metrics).
-    pub fn remembered(&self) -> usize {
-        self.state().used.len()
-    }
-
     /// Forgets uses older than `age` ago (when no collection runs for a
     /// long time, the map does not keep growing).
     pub fn forget_older_than(&self, age: Duration) {

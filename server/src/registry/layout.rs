@@ -22,7 +22,7 @@
 //! `hashstates/<alg>` (regstore's are `regstore-<alg>`, since they are not
 //! Go's encoding). A referrer link whose revision is gone is ignored.
 
-use super::digest::{Algorithm, Digest};
+use super::digest::{Algorithm, Digest, DigestError};
 use super::names::{RepoName, Tag};
 
 /// The root of the registry tree.
@@ -168,6 +168,15 @@ pub fn upload_hash_state(name: &RepoName, uuid: &str, alg: Algorithm, offset: u6
 /// writes no newline and tolerates surrounding whitespace when reading).
 pub fn link_content(d: &Digest) -> String {
     d.to_string()
+}
+
+/// The digest a link file's bytes hold, surrounding whitespace allowed (the
+/// reading side of [`link_content`]).
+///
+/// # Errors
+/// The bytes are not a digest.
+pub fn parse_link(bytes: &[u8]) -> Result<Digest, DigestError> {
+    String::from_utf8_lossy(bytes).trim().parse()
 }
 
 #[cfg(test)]

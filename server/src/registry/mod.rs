@@ -311,13 +311,9 @@ impl Registry {
     /// broken link, naming the path, rather than a server error.
     async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
         match self.driver.get_content(path).await {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                text.trim()
-                    .parse::<Digest>()
-                    .map(Some)
-                    .map_err(|e| RegistryError::Corrupt(format!("link {path} is broken: {e}")))
-            }
+            Ok(bytes) => layout::parse_link(&bytes)
+                .map(Some)
+                .map_err(|e| RegistryError::Corrupt(format!("link {path} is broken: {e}"))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
