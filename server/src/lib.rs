@@ -10,9 +10,10 @@
 //! - [`gc`]: garbage collection, offline and online.
 //! - [`check`]: the storage check (`regstore check`): blobs re-hashed,
 //!   links and manifests verified, dangling links optionally removed.
-//! - [`proxy`]: the pull-through cache, in progress: [`proxy::upstream`]
-//!   (the upstream registry's client: token and Basic auth, bounded reads)
-//!   and [`proxy::fetch`] (single-flight blob fetches).
+//! - [`proxy`]: the pull-through cache (`proxy:`): [`proxy::upstream`]
+//!   (the upstream registry's client: token and Basic auth, bounded reads),
+//!   [`proxy::fetch`] (single-flight blob fetches that store while they
+//!   stream) and [`proxy::expiry`] (`ttl`).
 
 pub mod auth;
 pub mod check;

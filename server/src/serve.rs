@@ -129,6 +129,14 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         limits: config.http.limits,
         access_log: config.log.access_log,
         auth,
+        proxy: match &config.proxy {
+            None => None,
+            Some(p) => {
+                Some(Arc::new(crate::proxy::Proxy::new(p).map_err(|e| {
+                    anyhow::anyhow!("proxy in {}: {e}", config.origin)
+                })?))
+            }
+        },
     })
 }
 
@@ -507,8 +515,9 @@ pub async fn purge_uploads(registry: Registry, purging: UploadPurging) {
 }
 
 /// Starts the configured background work on `registry`: upload purging
-/// ([`purge_uploads`]) and online garbage collection
-/// ([`crate::gc::online::run`]). The tasks run until the runtime stops.
+/// ([`purge_uploads`]), online garbage collection
+/// ([`crate::gc::online::run`]) and the pull-through cache's expiry
+/// ([`crate::proxy::expiry::run`]). The tasks run until the runtime stops.
 pub fn spawn_maintenance(config: &Config, registry: &Registry) {
     if let Some(purging) = config.storage.upload_purging.clone() {
         tokio::spawn(purge_uploads(registry.clone(), purging));
@@ -521,6 +530,9 @@ pub fn spawn_maintenance(config: &Config, registry: &Registry) {
             );
         }
         tokio::spawn(crate::gc::online::run(registry.clone(), schedule));
+    }
+    if let Some(ttl) = config.proxy.as_ref().and_then(|p| p.ttl) {
+        tokio::spawn(crate::proxy::expiry::run(registry.clone(), ttl));
     }
 }
 

@@ -36,10 +36,9 @@ const SECTIONS: &[&str] = &[
 ];
 
 /// What regstore refuses today (and the issue that lifts it): `auth.silly`,
-/// `proxy` (19), `http.tls.clientcas` (17), `http.prefix`, letsencrypt.
+/// `http.tls.clientcas` (17), `http.prefix`, letsencrypt.
 const REFUSED: &[&str] = &[
     "`auth.silly`",
-    "`proxy`",
     "`http.tls.clientcas`",
     "`http.tls.letsencrypt`",
     "`http.prefix`",
@@ -123,8 +122,25 @@ fn configs_of(section: &str, value: &Value) -> Vec<Value> {
         out
     } else if section == "version" {
         vec![json!({"version": value, "storage": {"inmemory": null}})]
+    } else if section == "proxy" {
+        vec![json!({"version": 0.1, "storage": {"inmemory": null}, section: placeholders(value)})]
     } else {
         vec![json!({"version": 0.1, "storage": {"inmemory": null}, section: value})]
+    }
+}
+
+/// The reference writes placeholders as `[username]`, which YAML reads as
+/// a one-element list (distribution's parser would refuse it too): each
+/// becomes the string it names.
+fn placeholders(value: &Value) -> Value {
+    match value {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), placeholders(v)))
+                .collect(),
+        ),
+        Value::Array(a) if a.len() == 1 && a[0].is_string() => a[0].clone(),
+        other => other.clone(),
     }
 }
 

@@ -32,12 +32,6 @@ const KEYS: &[(&str, Rule)] = &[
         ),
     ),
     (
-        "proxy",
-        Rule::Refuse(
-            "is not supported by regstore yet; remove it and put a proxy in front for it, rather than run a registry without what the file asks for",
-        ),
-    ),
-    (
         "http.tls.letsencrypt",
         Rule::Refuse("is not supported; give certificate and key files"),
     ),
@@ -155,8 +149,8 @@ mod tests {
         let e = take(&mut doc, &mut warnings).unwrap_err();
         assert!(e.starts_with("`http.prefix` is not supported yet"), "{e}");
         assert!(e.contains("\"/v\""), "{e}");
-        let mut doc = serde_json::json!({"proxy": {"remoteurl": "x"}});
+        let mut doc = serde_json::json!({"auth": {"silly": {"realm": "x"}}});
         let e = take(&mut doc, &mut warnings).unwrap_err();
-        assert!(e.starts_with("`proxy` is not supported"), "{e}");
+        assert!(e.starts_with("`auth.silly`"), "{e}");
     }
 }

@@ -26,14 +26,14 @@
 //! 1. the YAML is parsed, and the `REGISTRY_*` overrides are applied to it
 //!    (`env`);
 //! 2. the keys regstore does not act on are taken out by the one table in
-//!    `keys`: ignored ones with a warning, refused ones (`auth`, `proxy`,
-//!    `http.tls.clientcas`, `http.prefix`, `http.net` other than `tcp`) stop
+//!    `keys`: ignored ones with a warning, refused ones (`auth.silly`,
+//!    `http.tls.letsencrypt`, `http.prefix`, `http.net` other than `tcp`) stop
 //!    startup, rather than run a registry that is not what the file asks for;
 //! 3. the one driver key of `storage` is taken out (exactly one key of
 //!    `storage` other than its settings `delete`, `redirect`, `maintenance`,
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
-//!    `http`, `log`, `auth`, `middleware`, `validation`); a key no section knows
+//!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -51,6 +51,7 @@ mod env;
 mod http;
 mod keys;
 mod log;
+mod proxy;
 mod storage;
 mod validation;
 mod value;
@@ -63,6 +64,7 @@ use serde_json::{Map, Value};
 pub use self::auth::AuthConfig;
 pub use self::http::{DEFAULT_DRAIN_TIMEOUT, HttpConfig, HttpLimits, TlsSettings};
 pub use self::log::{LogConfig, LogFormat};
+pub use self::proxy::{DEFAULT_TTL as DEFAULT_PROXY_TTL, ProxyConfig};
 pub use self::storage::{StorageConfig, UploadPurging};
 pub use self::value::ConfigDuration;
 pub use regstore_core::StorageSpec;
@@ -124,6 +126,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `validation`: the foreign-layer URL rules for manifests.
     pub manifest_urls: crate::registry::ManifestUrls,
+    /// `proxy`: a pull-through cache of this upstream; `None` for an
+    /// ordinary registry.
+    pub proxy: Option<ProxyConfig>,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -140,6 +145,7 @@ struct File {
     middleware: storage::Middleware,
     validation: validation::Section,
     auth: auth::Section,
+    proxy: Option<proxy::Section>,
 }
 
 impl Config {
@@ -222,6 +228,7 @@ impl Config {
             log: file.log.resolve(file.loglevel),
             auth: file.auth.resolve().map_err(&invalid)?,
             manifest_urls: file.validation.resolve().map_err(&invalid)?,
+            proxy: file.proxy.unwrap_or_default().resolve().map_err(&invalid)?,
             warnings,
         })
     }

@@ -10,7 +10,8 @@ use regstore_core::RedirectMethod;
 use super::request::{Req, parse_range};
 use super::response::{docker_content_digest, empty, hv};
 use super::{ApiError, AppState};
-use crate::registry::{Digest, RepoName};
+use crate::proxy::BlobMiss;
+use crate::registry::{Digest, RegistryError, RepoName};
 
 /// A request on one blob.
 pub(super) async fn handle(
@@ -36,11 +37,29 @@ async fn get_blob(
     req: &Req,
 ) -> Result<Response, ApiError> {
     let reg = &state.registry;
-    let info = reg.stat_blob(name, d).await?;
-    let method = if req.method == Method::HEAD {
-        RedirectMethod::Head
-    } else {
+    let get = req.method == Method::GET;
+    let info = match (reg.stat_blob(name, d).await, &state.proxy) {
+        (Ok(info), proxy) => {
+            if let Some(p) = proxy {
+                p.note_blob_hit();
+            }
+            info
+        }
+        (Err(RegistryError::BlobUnknown(_)), Some(proxy)) => {
+            match proxy.blob_miss(reg, name, d, get).await? {
+                BlobMiss::Adopted(info) => info,
+                BlobMiss::Upstream(size) => {
+                    return Ok(blob_response(d, req.header(&header::RANGE), size)?.0);
+                }
+                BlobMiss::Fetching(size, bytes) => return fetched(d, req, size, bytes),
+            }
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let method = if get {
         RedirectMethod::Get
+    } else {
+        RedirectMethod::Head
     };
     if let Some(url) = reg.blob_redirect(d, &req.redirect_request(method)).await? {
         let mut resp = empty(StatusCode::TEMPORARY_REDIRECT);
@@ -50,31 +69,64 @@ async fn get_blob(
             .insert(docker_content_digest(), hv(&d.to_string()));
         return Ok(resp);
     }
-    let range = match req.header(&header::RANGE) {
+    let (mut resp, start, len) = blob_response(d, req.header(&header::RANGE), info.size)?;
+    if get && len > 0 {
+        let stream = reg.read_blob(d, start).await?;
+        *resp.body_mut() = Body::from_stream(limit(stream, len));
+    }
+    Ok(resp)
+}
+
+/// A blob being fetched by the pull-through cache, as the request asks:
+/// whole, or the `Range` of it, when upstream announced the length;
+/// whole (a `Range` ignored, as HTTP allows), without `Content-Length`,
+/// when it did not.
+fn fetched(
+    d: &Digest,
+    req: &Req,
+    size: Option<u64>,
+    bytes: crate::proxy::fetch::BlobBytes,
+) -> Result<Response, ApiError> {
+    let Some(size) = size else {
+        let (mut resp, _, _) = blob_response(d, None, 0)?;
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+        resp.headers_mut().remove(header::ACCEPT_RANGES);
+        *resp.body_mut() = Body::from_stream(bytes.map(|r| r.map_err(std::io::Error::other)));
+        return Ok(resp);
+    };
+    let (mut resp, start, len) = blob_response(d, req.header(&header::RANGE), size)?;
+    if len > 0 {
+        *resp.body_mut() = Body::from_stream(
+            crate::proxy::range_of(bytes, start, len).map(|r| r.map_err(std::io::Error::other)),
+        );
+    }
+    Ok(resp)
+}
+
+/// The headers of a blob of `size` bytes as asked (whole, or the `range`
+/// header's bytes), with an empty body: the response, and the offset and
+/// length of the bytes it is to carry.
+fn blob_response(
+    d: &Digest,
+    range: Option<&str>,
+    size: u64,
+) -> Result<(Response, u64, u64), ApiError> {
+    let range = match range {
         None => None,
-        Some(v) => parse_range(v, info.size).map_err(|()| {
+        Some(v) => parse_range(v, size).map_err(|()| {
             ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "BLOB_UNKNOWN",
-                format!(
-                    "range {v:?} is not satisfiable for a blob of {} bytes",
-                    info.size
-                ),
+                format!("range {v:?} is not satisfiable for a blob of {size} bytes"),
             )
-            .header(header::CONTENT_RANGE, hv(&format!("bytes */{}", info.size)))
+            .header(header::CONTENT_RANGE, hv(&format!("bytes */{size}")))
         })?,
     };
     let (status, start, len) = match range {
         Some((start, len)) => (StatusCode::PARTIAL_CONTENT, start, len),
-        None => (StatusCode::OK, 0, info.size),
+        None => (StatusCode::OK, 0, size),
     };
-    let body = if req.method == Method::HEAD || len == 0 {
-        Body::empty()
-    } else {
-        let stream = reg.read_blob(d, start).await?;
-        Body::from_stream(limit(stream, len))
-    };
-    let mut resp = Response::new(body);
+    let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -92,10 +144,10 @@ async fn get_blob(
     if status == StatusCode::PARTIAL_CONTENT {
         h.insert(
             header::CONTENT_RANGE,
-            hv(&format!("bytes {start}-{}/{}", start + len - 1, info.size)),
+            hv(&format!("bytes {start}-{}/{size}", start + len - 1)),
         );
     }
-    Ok(resp)
+    Ok((resp, start, len))
 }
 
 /// The first `len` bytes of a stream.

@@ -155,6 +155,50 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+impl From<crate::proxy::ProxyError> for ApiError {
+    /// Upstream's answer for the content asked: 404 with the resource's
+    /// code when upstream has no such thing; 503 `UNAVAILABLE` when it
+    /// cannot be reached (retryable); 429 when it limits the rate; 502
+    /// `UNAVAILABLE` for anything else it did wrong (refused the
+    /// credentials, answered 5xx or nonsense). The message names the
+    /// upstream URL, never a credential.
+    fn from(e: crate::proxy::ProxyError) -> ApiError {
+        use crate::proxy::ProxyError as P;
+        use crate::proxy::upstream::UpstreamError as U;
+        let message = format!("pull-through cache: {e}");
+        let (source, not_found, detail) = match e {
+            P::Registry(inner) => return inner.into(),
+            P::Manifest {
+                reference, source, ..
+            } => (
+                source,
+                "MANIFEST_UNKNOWN",
+                json!({ "reference": reference }),
+            ),
+            P::Blob { digest, source, .. } => (
+                source,
+                "BLOB_UNKNOWN",
+                json!({ "digest": digest.to_string() }),
+            ),
+        };
+        let error = match &source {
+            U::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, not_found, message),
+            U::Unreachable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
+                    .header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+            }
+            U::Status { status: 429, .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+            }
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", message),
+        };
+        if !matches!(source, U::NotFound { .. }) {
+            tracing::warn!("{}", error.message);
+        }
+        error.detail(detail)
+    }
+}
+
 /// The `Range` header value for an upload holding `size` bytes: `0-<last>`
 /// (`0-0` when empty, as distribution sends).
 pub fn range_header(size: u64) -> HeaderValue {

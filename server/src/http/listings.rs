@@ -52,7 +52,10 @@ pub(super) async fn handle_referrers(
 }
 
 async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, ApiError> {
-    let all = state.registry.tags(name).await?;
+    let all = match &state.proxy {
+        None => state.registry.tags(name).await?,
+        Some(proxy) => proxy.tags(&state.registry, name).await?,
+    };
     let n = page_size(req, usize::MAX)?;
     let after: Vec<String> = match req.param("last") {
         Some(last) => all.into_iter().filter(|t| t.as_str() > last).collect(),

@@ -23,7 +23,14 @@ pub(super) async fn handle(
     let reg = &state.registry;
     match req.method {
         Method::GET | Method::HEAD => {
-            let m = reg.get_manifest(name, reference).await?;
+            let m = match &state.proxy {
+                None => reg.get_manifest(name, reference).await?,
+                Some(proxy) => {
+                    let accept = accepted(req);
+                    let accept: Vec<&str> = accept.iter().map(String::as_str).collect();
+                    proxy.manifest(reg, name, reference, &accept).await?
+                }
+            };
             let mut resp = Response::new(Body::from(m.body.clone()));
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, hv(&m.media_type));
@@ -82,6 +89,20 @@ async fn put_manifest(
         );
     }
     Ok(resp)
+}
+
+/// The media types of the request's `Accept` headers, without
+/// parameters (`;q=…`).
+fn accepted(req: &Req) -> Vec<String> {
+    req.headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| t.split(';').next())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 enum Bounded {

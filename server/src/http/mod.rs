@@ -60,6 +60,9 @@ pub struct AppState {
     pub access_log: bool,
     /// `auth`: who may ask.
     pub auth: crate::auth::Auth,
+    /// `proxy`: a pull-through cache of another registry; `None` for an
+    /// ordinary registry.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
@@ -238,7 +241,7 @@ fn add_api_version(resp: &mut Response) {
     );
 }
 
-/// Refuses writes in read-only mode, then hands the request to the module
+/// Refuses writes in read-only mode and in a pull-through cache, then hands the request to the module
 /// of its resource; `who` has been authorized for what the route needs.
 async fn handle(
     state: &AppState,
@@ -252,6 +255,20 @@ async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNSUPPORTED",
             "the registry is in read-only mode (storage.maintenance.readonly.enabled)",
+        ));
+    }
+    if let Some(proxy) = &state.proxy
+        && !matches!(req.method, Method::GET | Method::HEAD)
+        && !matches!(route, Route::Base)
+    {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            format!(
+                "the registry is a pull-through cache of {} (proxy.remoteurl): {} is not supported",
+                proxy.upstream().url(),
+                req.method
+            ),
         ));
     }
     match route {

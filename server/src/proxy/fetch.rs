@@ -19,12 +19,14 @@
 //! break rather than complete), and the next request fetches again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{broadcast, watch};
 
+use super::upstream::UpstreamError;
 use crate::registry::{Digest, Registry, RepoName};
 
 /// Chunks a live client may fall behind before it is moved to reading the
@@ -45,8 +47,14 @@ enum Event {
     Chunk(Bytes),
 }
 
+/// What opening upstream's body gave: its `Content-Length` if sent, or
+/// why it could not be opened.
+type Opened = Result<Option<u64>, UpstreamError>;
+
 /// One fetch in flight.
 struct Flight {
+    /// Set once upstream answered (or failed to).
+    opened: watch::Receiver<Option<Opened>>,
     /// Bytes passed on so far, and the sender; under one lock, so a client
     /// subscribes either before the first byte (live) or not at all.
     live: Mutex<(u64, broadcast::Sender<Event>)>,
@@ -57,6 +65,12 @@ struct Flight {
 #[derive(Default)]
 pub struct Fetches {
     flights: Mutex<HashMap<Digest, Arc<Flight>>>,
+    /// Fetches that stored their blob.
+    stored: AtomicU64,
+    /// Fetches whose body failed (cut, wrong digest, storage error).
+    failed: AtomicU64,
+    /// Bytes of the blobs stored.
+    bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for Fetches {
@@ -69,6 +83,14 @@ impl std::fmt::Debug for Fetches {
 
 /// Upstream's body of a blob, as `start` in [`Fetches::fetch`] opens it.
 pub type UpstreamBody<E> = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, E>> + Send>>;
+
+/// Opening upstream's body: its length if announced, and the body.
+type Opening<E> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(Option<u64>, UpstreamBody<E>), UpstreamError>>
+            + Send,
+    >,
+>;
 
 /// A client's view of a fetch: the blob's bytes as a stream.
 pub type BlobBytes = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
@@ -84,33 +106,57 @@ impl Fetches {
         self.flights().len()
     }
 
+    /// Since startup: blobs fetched and stored, fetches whose body failed
+    /// after upstream answered, and the bytes stored.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.stored.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
     /// The blob `d` for a client of repository `name`: joins the fetch in
     /// flight, or starts one with `start` (called at most once per fetch;
-    /// its stream is upstream's body) that stores the blob in `name`.
-    /// The returned stream yields the blob's bytes from the start.
-    pub fn fetch<F, S, E>(
+    /// it opens upstream's body and gives its `Content-Length` if known)
+    /// that stores the blob in `name`. Once upstream has answered, returns
+    /// the length it announced and a stream of the blob's bytes from the
+    /// start.
+    ///
+    /// # Errors
+    /// What `start` failed with (every client of that fetch gets it); the
+    /// next call starts a new fetch.
+    pub async fn fetch<F, S, E>(
         self: &Arc<Self>,
         registry: &Registry,
         name: &RepoName,
         d: &Digest,
         start: F,
-    ) -> BlobBytes
+    ) -> Result<(Option<u64>, BlobBytes), UpstreamError>
     where
         F: FnOnce() -> S,
-        S: std::future::Future<Output = Result<UpstreamBody<E>, String>> + Send + 'static,
+        S: std::future::Future<Output = Result<(Option<u64>, UpstreamBody<E>), UpstreamError>>
+            + Send
+            + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let mut flights = self.flights();
-        let flight = match flights.get(d) {
-            Some(f) => Arc::clone(f),
-            None => {
-                let f = self.launch(registry, name, d, Box::pin(start()));
-                flights.insert(d.clone(), Arc::clone(&f));
-                f
+        let flight = {
+            let mut flights = self.flights();
+            match flights.get(d) {
+                Some(f) => Arc::clone(f),
+                None => {
+                    let f = self.launch(registry, name, d, Box::pin(start()));
+                    flights.insert(d.clone(), Arc::clone(&f));
+                    f
+                }
             }
         };
-        drop(flights);
-        follow(registry.clone(), d.clone(), flight)
+        let mut opened = flight.opened.clone();
+        let size = match opened.wait_for(Option::is_some).await {
+            Ok(o) => o.clone().unwrap_or_else(|| Err(vanished())),
+            Err(_) => Err(vanished()),
+        }?;
+        Ok((size, follow(registry.clone(), d.clone(), flight)))
     }
 
     /// Starts the fetch task of `d`.
@@ -119,13 +165,13 @@ impl Fetches {
         registry: &Registry,
         name: &RepoName,
         d: &Digest,
-        start: std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<UpstreamBody<E>, String>> + Send>,
-        >,
+        start: Opening<E>,
     ) -> Arc<Flight> {
         let (tx, _) = broadcast::channel(LIVE_CHUNKS);
         let (done_tx, done) = watch::channel(None);
+        let (opened_tx, opened) = watch::channel(None);
         let flight = Arc::new(Flight {
+            opened,
             live: Mutex::new((0, tx)),
             done,
         });
@@ -133,9 +179,16 @@ impl Fetches {
             (Arc::clone(self), registry.clone(), name.clone(), d.clone());
         let passing = Arc::clone(&flight);
         tokio::spawn(async move {
+            let began = std::time::Instant::now();
             let outcome = match start.await {
-                Err(why) => Outcome::Failed(why),
-                Ok(body) => {
+                Err(e) => {
+                    tracing::debug!(digest = %d, repository = %name, "proxy: upstream has no blob to give: {e}");
+                    let why = e.to_string();
+                    let _ = opened_tx.send(Some(Err(e)));
+                    Outcome::Failed(why)
+                }
+                Ok((size, body)) => {
+                    let _ = opened_tx.send(Some(Ok(size)));
                     let tee = body.map(move |item| {
                         if let Ok(chunk) = &item {
                             let mut live = passing.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,19 +199,32 @@ impl Fetches {
                         item
                     });
                     match registry.put_blob(&name, &d, tee).await {
-                        Ok(info) => Outcome::Stored(info.size),
-                        Err(e) => Outcome::Failed(e.to_string()),
+                        Ok(info) => {
+                            fetches.stored.fetch_add(1, Ordering::Relaxed);
+                            fetches.bytes.fetch_add(info.size, Ordering::Relaxed);
+                            tracing::info!(digest = %d, repository = %name, bytes = info.size, millis = began.elapsed().as_millis() as u64, "proxy: blob fetched from upstream and stored");
+                            Outcome::Stored(info.size)
+                        }
+                        Err(e) => {
+                            fetches.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(digest = %d, repository = %name, "proxy: fetching the blob from upstream failed, nothing stored: {e}");
+                            Outcome::Failed(e.to_string())
+                        }
                     }
                 }
             };
-            if let Outcome::Failed(why) = &outcome {
-                tracing::warn!(digest = %d, repository = %name, "proxy: fetching the blob from upstream failed: {why}");
-            }
             // Later requests start afresh (a failure) or find it stored.
             fetches.flights().remove(&d);
             let _ = done_tx.send(Some(outcome));
         });
         flight
+    }
+}
+
+fn vanished() -> UpstreamError {
+    UpstreamError::Unreachable {
+        url: "(upstream)".into(),
+        reason: "the fetch task ended without an answer".into(),
     }
 }
 
@@ -253,7 +319,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
     use super::*;
@@ -312,10 +378,11 @@ mod tests {
                 let (starts, blob) = (Arc::clone(&starts), blob.clone());
                 move || async move {
                     starts.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, String>(upstream(blob, 4096, None))
+                    Ok((Some(blob.len() as u64), upstream(blob, 4096, None)))
                 }
             };
-            let s = fetches.fetch(&reg, &name, &d, start);
+            let (size, s) = fetches.fetch(&reg, &name, &d, start).await.unwrap();
+            assert_eq!(size, Some(300_000));
             // Some clients come before the first byte, some later, and
             // one reads nothing until the fetch is over (it lags).
             clients.push(tokio::spawn(async move {
@@ -347,14 +414,11 @@ mod tests {
             (upstream(blob.clone(), 4096, Some(20_000)), "cut"),
             (upstream(data(49_999), 4096, None), "wrong bytes"),
         ] {
-            let got =
-                collect(fetches.fetch(
-                    &reg,
-                    &name,
-                    &d,
-                    move || async move { Ok::<_, String>(body) },
-                ))
-                .await;
+            let (_, s) = fetches
+                .fetch(&reg, &name, &d, move || async move { Ok((None, body)) })
+                .await
+                .unwrap();
+            let got = collect(s).await;
             assert!(got.is_err(), "{what}: the client sees the failure");
             assert!(
                 matches!(
@@ -364,13 +428,46 @@ mod tests {
                 "{what}: nothing is stored"
             );
         }
-        let again = collect(fetches.fetch(&reg, &name, &d, {
-            let blob = blob.clone();
-            move || async move { Ok::<_, String>(upstream(blob, 4096, None)) }
-        }))
-        .await
-        .expect("the next request fetches again");
+        let (_, s) = fetches
+            .fetch(&reg, &name, &d, {
+                let blob = blob.clone();
+                move || async move { Ok((None, upstream(blob, 4096, None))) }
+            })
+            .await
+            .unwrap();
+        let again = collect(s).await.expect("the next request fetches again");
         assert!(again == blob);
+        assert_eq!(fetches.totals(), (1, 2, 50_000));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_cannot_open_fails_every_client_of_that_fetch() {
+        let reg = registry().await;
+        let name = RepoName::parse("cache").unwrap();
+        let d = Digest::of(Algorithm::Sha256, b"absent");
+        let fetches = Arc::new(Fetches::default());
+        let opens = Arc::new(AtomicUsize::new(0));
+        let open = || {
+            let opens = Arc::clone(&opens);
+            move || async move {
+                opens.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err::<(Option<u64>, Body), _>(UpstreamError::NotFound {
+                    url: "http://up/v2/cache/blobs/x".into(),
+                    code: Some("BLOB_UNKNOWN".into()),
+                })
+            }
+        };
+        let (a, b) = tokio::join!(
+            fetches.fetch(&reg, &name, &d, open()),
+            fetches.fetch(&reg, &name, &d, open())
+        );
+        for r in [a.map(|_| ()), b.map(|_| ())] {
+            assert!(matches!(r, Err(UpstreamError::NotFound { .. })), "{r:?}");
+        }
+        assert_eq!(opens.load(Ordering::SeqCst), 1, "the second client joined");
+        assert_eq!(fetches.in_flight(), 0);
+        assert_eq!(fetches.totals(), (0, 0, 0));
     }
 
     #[tokio::test]
@@ -380,10 +477,13 @@ mod tests {
         let blob = data(100_000);
         let d = Digest::of(Algorithm::Sha256, &blob);
         let fetches = Arc::new(Fetches::default());
-        let mut s = fetches.fetch(&reg, &name, &d, {
-            let blob = blob.clone();
-            move || async move { Ok::<_, String>(upstream(blob, 4096, None)) }
-        });
+        let (_, mut s) = fetches
+            .fetch(&reg, &name, &d, {
+                let blob = blob.clone();
+                move || async move { Ok((None, upstream(blob, 4096, None))) }
+            })
+            .await
+            .unwrap();
         let first = s.next().await;
         assert!(matches!(first, Some(Ok(_))));
         drop(s);

@@ -433,6 +433,22 @@ impl Upstream {
         Ok(BlobStream { size, stream })
     }
 
+    /// `HEAD /v2/<repo>/blobs/<digest>` (following redirects): whether
+    /// `repo` upstream holds the blob, and its `Content-Length`.
+    ///
+    /// Errors: `NotFound` on 404; `Invalid` without a `Content-Length`;
+    /// `Unreachable`, `Unauthorized`, `Status`.
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, UpstreamError> {
+        let url = self.api_url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let resp = self.send(Method::HEAD, &url, repo, None).await?;
+        let resp = ok_or_error(resp, &url).await?;
+        resp.headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| invalid(&url, "no valid Content-Length"))
+    }
+
     /// Every tag of `repo` (`GET /v2/<repo>/tags/list`, following `Link`
     /// pagination on the same origin, [`MAX_TAG_PAGES`] pages at most),
     /// sorted, without duplicates.

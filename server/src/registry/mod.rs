@@ -435,6 +435,35 @@ impl Registry {
         }
     }
 
+    /// Links `d` into `name` if the registry holds its data (in any
+    /// repository); `Ok(None)` if it does not. For a pull-through cache,
+    /// once the upstream has confirmed that `name` holds the blob: its
+    /// bytes need not be fetched again.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub async fn adopt_blob(&self, name: &RepoName, d: &Digest) -> Result<Option<BlobInfo>> {
+        if !self.gc_fence.use_digest(d) {
+            return Ok(None);
+        }
+        let Some(size) = self.blob_size(d).await? else {
+            return Ok(None);
+        };
+        self.link_blob(name, d).await?;
+        Ok(Some(BlobInfo {
+            digest: d.clone(),
+            size,
+        }))
+    }
+
+    /// Whether the registry holds the data of `d`, in any repository.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub async fn holds_blob(&self, d: &Digest) -> Result<bool> {
+        Ok(self.blob_size(d).await?.is_some())
+    }
+
     /// Up to `n` repository names after `last` for which `visible` is
     /// true, in storage walk order, and whether more visible ones follow.
     /// Names `visible` refuses are walked past without counting, so a page
