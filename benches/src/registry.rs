@@ -305,18 +305,31 @@ impl Target {
 
     /// GETs `url` and streams the body; returns its length and digest.
     pub async fn pull(&self, url: &str) -> Result<(u64, String)> {
+        let mut h = Sha256::new();
+        let n = self.read(url, |chunk| h.update(chunk)).await?;
+        Ok((n, format!("sha256:{}", hex::encode(h.finalize()))))
+    }
+
+    /// GETs `url` and streams the body, doing nothing with it: what a
+    /// transfer costs the server, with the client's work kept out.
+    pub async fn drain(&self, url: &str) -> Result<u64> {
+        self.read(url, |_| {}).await
+    }
+
+    /// GETs `url` (200 expected), giving each chunk of the body to `each`;
+    /// returns the length.
+    async fn read(&self, url: &str, mut each: impl FnMut(&[u8])) -> Result<u64> {
         let what = format!("GET {url}");
         let r = self.client.get(url).send().await.map_err(http(&what))?;
         let r = expect(&what, r, StatusCode::OK).await?;
-        let mut h = Sha256::new();
         let mut n = 0u64;
         let mut body = r.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(http(&what))?;
             n += chunk.len() as u64;
-            h.update(&chunk);
+            each(&chunk);
         }
-        Ok((n, format!("sha256:{}", hex::encode(h.finalize()))))
+        Ok(n)
     }
 
     /// Pushes a config and manifest (OCI) to `repo:tag`, the config blob

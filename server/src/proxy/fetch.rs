@@ -55,6 +55,9 @@ type Opened = Result<Option<u64>, UpstreamError>;
 struct Flight {
     /// Set once upstream answered (or failed to).
     opened: watch::Receiver<Option<Opened>>,
+    /// Set once every byte has passed and hashed to the digest (before
+    /// the storage has committed them): live clients are complete.
+    verified: watch::Receiver<Option<u64>>,
     /// Bytes passed on so far, and the sender; under one lock, so a client
     /// subscribes either before the first byte (live) or not at all.
     live: Mutex<(u64, broadcast::Sender<Event>)>,
@@ -170,8 +173,10 @@ impl Fetches {
         let (tx, _) = broadcast::channel(LIVE_CHUNKS);
         let (done_tx, done) = watch::channel(None);
         let (opened_tx, opened) = watch::channel(None);
+        let (verified_tx, verified) = watch::channel(None);
         let flight = Arc::new(Flight {
             opened,
+            verified,
             live: Mutex::new((0, tx)),
             done,
         });
@@ -198,7 +203,12 @@ impl Fetches {
                         }
                         item
                     });
-                    match registry.put_blob(&name, &d, tee).await {
+                    let at = (d.clone(), began);
+                    let on_verified = Box::new(move |size| {
+                        tracing::debug!(digest = %at.0, bytes = size, millis = at.1.elapsed().as_millis() as u64, "proxy: fetched blob verified; storing it");
+                        let _ = verified_tx.send(Some(size));
+                    });
+                    match registry.cache_blob(&name, &d, tee, on_verified).await {
                         Ok(info) => {
                             fetches.stored.fetch_add(1, Ordering::Relaxed);
                             fetches.bytes.fetch_add(info.size, Ordering::Relaxed);
@@ -237,9 +247,11 @@ fn follow(registry: Registry, d: Digest, flight: Arc<Flight>) -> BlobBytes {
         (guard.0 == 0).then(|| guard.1.subscribe())
     };
     let mut done = flight.done.clone();
+    let mut verified = flight.verified.clone();
     Box::pin(async_stream(move |mut y| async move {
         let mut offset: u64 = 0;
         if let Some(mut rx) = live {
+            let mut lagged = false;
             'live: loop {
                 tokio::select! {
                     biased;
@@ -250,20 +262,28 @@ fn follow(registry: Registry, d: Digest, flight: Arc<Flight>) -> BlobBytes {
                                 return;
                             }
                         }
-                        // Fell behind: finish from storage.
-                        Err(_) => break 'live,
-                    },
-                    _ = done.changed() => {
-                        // Over: what is still queued, then the outcome.
-                        while let Ok(Event::Chunk(c)) = rx.try_recv() {
-                            offset += c.len() as u64;
-                            if !y.send(Ok(c)).await {
-                                return;
-                            }
+                        // Fell behind (chunks were lost to it): finish
+                        // from storage.
+                        Err(_) => {
+                            lagged = true;
+                            break 'live;
                         }
-                        break 'live;
-                    }
+                    },
+                    // Verified, or over: what is still queued, then the end.
+                    _ = verified.changed() => break 'live,
+                    _ = done.changed() => break 'live,
                 }
+            }
+            while let Some(Ok(Event::Chunk(c))) = (!lagged).then(|| rx.try_recv()) {
+                offset += c.len() as u64;
+                if !y.send(Ok(c)).await {
+                    return;
+                }
+            }
+            // Every byte came live and they hash right: complete, without
+            // waiting for the storage to commit them.
+            if *verified.borrow() == Some(offset) {
+                return;
             }
         }
         let outcome = match done.wait_for(Option::is_some).await {
@@ -468,6 +488,32 @@ mod tests {
         assert_eq!(opens.load(Ordering::SeqCst), 1, "the second client joined");
         assert_eq!(fetches.in_flight(), 0);
         assert_eq!(fetches.totals(), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn cache_blob_announces_verified_bytes_and_only_those() {
+        let reg = registry().await;
+        let name = RepoName::parse("cache").unwrap();
+        let blob = data(70_000);
+        for (alg, right) in [
+            (Algorithm::Sha256, true),
+            (Algorithm::Sha256, false),
+            (Algorithm::Sha512, true),
+        ] {
+            let d = Digest::of(alg, &blob);
+            let body = if right { blob.clone() } else { data(69_999) };
+            let told = Arc::new(Mutex::new(None));
+            let tell = {
+                let told = Arc::clone(&told);
+                Box::new(move |n| *told.lock().unwrap() = Some(n))
+            };
+            let stored = reg
+                .cache_blob(&name, &d, upstream(body, 8192, None), tell)
+                .await;
+            assert_eq!(stored.is_ok(), right, "{alg:?} {right}: {stored:?}");
+            let expect = right.then_some(70_000);
+            assert_eq!(*told.lock().unwrap(), expect, "{alg:?} {right}");
+        }
     }
 
     #[tokio::test]

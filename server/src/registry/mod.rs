@@ -22,7 +22,8 @@ pub use manifests::{
 };
 pub use names::{NameError, NameKind, Reference, RepoName, Tag};
 pub use uploads::{
-    PurgeReport, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, new_upload_id, parse_upload_id,
+    PurgeReport, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, Verified, new_upload_id,
+    parse_upload_id,
 };
 
 /// What a registry operation can fail with. Each variant maps to one OCI

@@ -66,6 +66,10 @@ pub struct UploadStatus {
     pub size: u64,
 }
 
+/// Told the size of a blob once its bytes are verified (see
+/// [`Registry::cache_blob`]).
+pub type Verified = Box<dyn FnOnce(u64) + Send>;
+
 /// A fresh upload session id.
 pub fn new_upload_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -500,6 +504,26 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        self.finish_upload(name, uuid, digest, start, body, None)
+            .await
+    }
+
+    /// [`Registry::complete_upload`], calling `on_verified` with the size
+    /// once the bytes are known to hash to `digest`, before they are
+    /// committed.
+    async fn finish_upload<S, E>(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        body: S,
+        on_verified: Option<Verified>,
+    ) -> Result<BlobInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
         self.with_upload(name, uuid, |deadline| async move {
             let mut w = self.resume_writer(name, uuid, deadline).await?;
             let resumed_at = w.size();
@@ -551,6 +575,10 @@ impl Registry {
                     });
                 }
             }
+            let mut on_verified = on_verified;
+            if verified && let Some(f) = on_verified.take() {
+                f(size);
+            }
             w.commit().await?;
             let data = layout::upload_data(name, uuid);
             if !verified {
@@ -562,6 +590,9 @@ impl Registry {
                         expected: digest.clone(),
                         actual,
                     });
+                }
+                if let Some(f) = on_verified.take() {
+                    f(size);
                 }
             }
             // Replaces a stored copy too: what was just verified is what every
@@ -604,8 +635,50 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        self.store_blob(name, digest, body, None).await
+    }
+
+    /// [`Registry::put_blob`] for a pull-through cache: `on_verified` is
+    /// called with the size as soon as the bytes are known to hash to
+    /// `digest` (SHA-256: after the last byte; other algorithms: after the
+    /// commit, when the stored data has been hashed), which for SHA-256 is
+    /// before they are committed and synced. A client streamed the bytes
+    /// as they came can be told the transfer is complete and right from
+    /// then on, without waiting for the storage's durability. Not called
+    /// when the bytes do not match; if the commit fails afterwards the
+    /// blob is not stored (the call's error says why).
+    ///
+    /// # Errors
+    /// As [`Registry::put_blob`].
+    pub async fn cache_blob<S, E>(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        body: S,
+        on_verified: Verified,
+    ) -> Result<BlobInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        self.store_blob(name, digest, body, Some(on_verified)).await
+    }
+
+    async fn store_blob<S, E>(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        body: S,
+        on_verified: Option<Verified>,
+    ) -> Result<BlobInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
         let uuid = self.start_upload(name).await?;
-        let result = self.complete_upload(name, &uuid, digest, None, body).await;
+        let result = self
+            .finish_upload(name, &uuid, digest, None, body, on_verified)
+            .await;
         if result.is_err() {
             // A one-shot upload has no session the client knows to resume.
             let _ = self.cancel_upload(name, &uuid).await;

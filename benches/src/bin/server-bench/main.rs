@@ -8,6 +8,7 @@
 //! target/release/server-bench --quick    # small sizes, a smoke run
 //! target/release/server-bench --auth     # no auth vs htpasswd vs token, 20 rounds
 //! target/release/server-bench --auth --quick
+//! target/release/server-bench --proxy    # the pull-through cache, 512 MiB blob
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
@@ -17,9 +18,12 @@
 //!
 //! `server-bench --auth` ([`auth`]) measures instead what access control
 //! costs: regstore without auth, with `auth.htpasswd` and with `auth.token`,
-//! in interleaved rounds.
+//! in interleaved rounds. `server-bench --proxy` ([`proxy`]) measures the
+//! pull-through cache: a first and a cached pull through it against
+//! pulling from upstream directly and from a plain regstore.
 
 mod auth;
+mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -41,6 +45,8 @@ struct Options {
     auth: bool,
     /// `--auth`: rounds of each configuration.
     rounds: usize,
+    /// `--proxy`: the pull-through cache benchmark instead.
+    proxy: bool,
 }
 
 impl Options {
@@ -56,6 +62,7 @@ impl Options {
             repos: 1000,
             auth: false,
             rounds: 20,
+            proxy: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -90,6 +97,7 @@ impl Options {
                         .map_err(|e| format!("--rounds: {e}"))?
                 }
                 "--auth" => o.auth = true,
+                "--proxy" => o.proxy = true,
                 "--quick" => {
                     o.blob_mib = 32;
                     o.small = 200;
@@ -99,7 +107,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -379,6 +387,8 @@ async fn main() {
     };
     let result = if o.auth {
         auth::run(&o).await
+    } else if o.proxy {
+        proxy::run(&o).await
     } else {
         run(o).await
     };
