@@ -314,17 +314,17 @@ async fn relay_forwards_counts_cuts_and_stops() {
     assert_eq!(relay.count("HEAD", &big_digest), 1);
     assert_eq!(relay.count("GET", &big_digest), 0);
 
-    // A redirect is passed through, not followed (distribution redirects
-    // an upload URL without a trailing slash? no: use /v2 -> /v2/).
+    // A redirect is passed through, not followed (distribution answers
+    // `/v2` with a 301 to `/v2/`).
+    relay.clear();
     let r = via.client.get(via.url("/v2")).send().await.unwrap();
-    assert!(
-        r.status().is_redirection() || r.status() == StatusCode::OK,
-        "{}",
-        r.status()
-    );
-    if r.status().is_redirection() {
-        assert!(!header(&r, "location").is_empty());
-    }
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(header(&r, "location"), "/v2/");
+    let only = common::relay::Seen {
+        method: "GET".into(),
+        path: "/v2".into(),
+    };
+    assert_eq!(relay.requests(), [only], "not followed");
 
     // Errors pass through with their bodies.
     let r = get_manifest(&via, REPO, "nope").await;
@@ -509,6 +509,14 @@ async fn concurrent_gets_fetch_once() {
     let proxy = start_proxy(&relay.url(), "").await;
     let path = format!("/v2/{REPO}/blobs/{digest}");
 
+    // A HEAD miss asks upstream with a HEAD, fetches nothing.
+    let r = proxy.client.head(proxy.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-length"), (64u64 << 20).to_string());
+    assert!(relay.count("HEAD", &path) >= 1, "{:?}", relay.requests());
+    assert_eq!(relay.count("GET", &path), 0, "a HEAD fetches nothing");
+    assert!(!blob_data(&root_of(&proxy), &digest).exists());
+
     let gets = (0..20).map(|_| {
         let client = proxy.client.clone();
         let url = proxy.url(&path);
@@ -612,6 +620,64 @@ async fn truncated_upstream_body_stores_nothing() {
     let stored = eventually(Duration::from_secs(10), || data_file.is_file()).await;
     assert!(stored, "the whole blob is stored");
     assert_eq!(sha256(&std::fs::read(&data_file).unwrap()), digest);
+}
+
+/// What upstream does not have is 404 `MANIFEST_UNKNOWN` /
+/// `BLOB_UNKNOWN` through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_not_found() {
+    let Some(program) = registry_program() else {
+        return;
+    };
+    let up = open_upstream(&program).await;
+    let proxy = start_proxy(&up.dist.api.base, "").await;
+    for reference in ["nope".to_owned(), sha256(b"no such manifest")] {
+        let r = get_manifest(&proxy, REPO, &reference).await;
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    }
+    let r = proxy
+        .client
+        .get(proxy.url(&format!("/v2/{REPO}/blobs/{}", sha256(b"no such blob"))))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    // Another repository does not see lib/app's blobs.
+    let v1 = &up.images[0];
+    let r = proxy
+        .client
+        .get(proxy.url(&format!("/v2/lib/other/blobs/{}", v1.blobs[1].0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// An upstream nothing listens for: uncached content is 503
+/// `UNAVAILABLE` naming the upstream.
+#[tokio::test]
+async fn unreachable_upstream_is_unavailable() {
+    let port = free_port();
+    let proxy = start_proxy(&format!("http://127.0.0.1:{port}"), "").await;
+    let blob = sha256(b"a blob");
+    for path in [
+        format!("/v2/{REPO}/manifests/v1"),
+        format!("/v2/{REPO}/manifests/{}", sha256(b"a manifest")),
+        format!("/v2/{REPO}/blobs/{blob}"),
+    ] {
+        let r = proxy
+            .client
+            .get(proxy.url(&path))
+            .header("accept", ACCEPT)
+            .send()
+            .await
+            .unwrap();
+        let message = expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE").await;
+        assert!(
+            message.contains(&format!("127.0.0.1:{port}")),
+            "{path}: {message}"
+        );
+    }
 }
 
 /// Pushes and deletes on a proxy are 405 `UNSUPPORTED`, and none reaches
@@ -796,7 +862,7 @@ async fn ttl_survives_restart() {
     // outlive the server).
     let pulled_at = {
         let (yaml, v1, root) = (yaml.clone(), v1.clone(), root.clone());
-        std::thread::spawn(move || {
+        let first = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -816,9 +882,11 @@ async fn ttl_survives_restart() {
             });
             drop(rt);
             at
-        })
-        .join()
-        .expect("first proxy")
+        });
+        tokio::task::spawn_blocking(move || first.join())
+            .await
+            .unwrap()
+            .expect("first proxy")
     };
 
     let wake = pulled_at + Duration::from_secs(4);
