@@ -7,15 +7,18 @@
 //!
 //! What is tested: skopeo pulls through an open and an htpasswd upstream
 //! (and a second pull within the ttl makes no upstream request at all);
-//! wrong upstream credentials are an error naming the refusal; 20
-//! concurrent GETs of a 64 MiB blob fetch it upstream once; cached content
-//! is served with the upstream down, uncached content is an OCI error; an
-//! upstream body cut short stores nothing and the next GET fetches again;
-//! pushes and deletes are 405 `UNSUPPORTED`; the tag list is upstream's
-//! and the catalog lists what was pulled; ttl expiry deletes cached
-//! content (also after a restart, from the stored files' times); a tag is
-//! revalidated with upstream once per ttl window and not within it.
-//! `relay_*` check the harness itself against the upstream.
+//! wrong upstream credentials are an error naming the refusal; a blob HEAD
+//! miss fetches nothing; 20 concurrent GETs of a 64 MiB blob fetch it
+//! upstream once; upstream's 404s are `MANIFEST_UNKNOWN`/`BLOB_UNKNOWN`,
+//! an unreachable upstream is 503 `UNAVAILABLE`; cached content is served
+//! with the upstream down, uncached content is an OCI error; an upstream
+//! body cut short stores nothing and the next GET fetches again; pushes
+//! and deletes are 405 `UNSUPPORTED` and reach no upstream; the tag list is
+//! upstream's and the catalog lists what was pulled; ttl expiry deletes
+//! cached content (also after a restart, from the stored files' times); a
+//! tag is revalidated with upstream once per ttl window and not within it,
+//! on every request with `ttl: 0`. `relay_*` check the harness itself
+//! against the upstream (no proxy), and run before the proxy exists.
 //!
 //! Needs `/usr/bin/docker-registry` and skopeo (`scripts/clients.sh
 //! install`); without them the tests say so and pass, unless
@@ -949,4 +952,41 @@ async fn tag_revalidation() {
         [],
         "no upstream request within the window"
     );
+}
+
+/// With `ttl: 0` a tag is revalidated on every request (and nothing
+/// expires); when upstream is unreachable the cached manifest is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_zero_revalidates_every_request() {
+    let Some(program) = registry_program() else {
+        return;
+    };
+    let up = open_upstream(&program).await;
+    let relay = Relay::start(&up.dist.api.base).await;
+    let proxy = start_proxy(&relay.url(), "  ttl: 0\n").await;
+    let v1 = &up.images[0];
+    pull(&proxy, "v1", v1).await;
+
+    for round in 0..2 {
+        relay.clear();
+        let (digest, _) = manifest_ok(&proxy, "v1").await;
+        assert_eq!(digest, v1.digest);
+        assert!(
+            relay.count("HEAD", "/manifests/v1") + relay.count("GET", "/manifests/v1") >= 1,
+            "round {round}: {:?}",
+            relay.requests()
+        );
+    }
+    let changed = push_image_of(&up.dist.api, "v1", "one, changed").await;
+    let (digest, _) = manifest_ok(&proxy, "v1").await;
+    assert_eq!(digest, changed.digest, "seen at once with ttl 0");
+
+    relay.stop();
+    drop(up.dist);
+    let (digest, _) = manifest_ok(&proxy, "v1").await;
+    assert_eq!(
+        digest, changed.digest,
+        "the cached tag while upstream is down"
+    );
+    pull(&proxy, &v1.digest, v1).await;
 }
