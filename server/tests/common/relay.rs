@@ -10,18 +10,24 @@
 //! through, never followed. An upstream that cannot be reached is answered
 //! with `502` and a text body starting with `relay:`.
 //!
-//! Connections are served by hyper directly (not `axum::serve`) so that
-//! [`Relay::stop`] can close the open ones too: after it, a client's pooled
-//! keep-alive connection is dead as well as new ones refused.
+//! [`Relay::stop`] closes the open connections too (it keeps a duplicate
+//! of each open socket and shuts it down): after it, a client's pooled
+//! keep-alive connection is dead as well as new ones refused. Only axum,
+//! reqwest and tokio are used: this module is also compiled into the
+//! binary's tests, which share `server/tests/common` by path.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::response::Response;
 use futures_util::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// One request the relay received.
@@ -46,6 +52,7 @@ pub struct Relay {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    open: Open,
 }
 
 impl Drop for Relay {
@@ -85,13 +92,34 @@ impl Relay {
             requests: Mutex::default(),
             cuts: Mutex::default(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept(listener, shared.clone(), stopped));
-        Relay { addr, shared, stop }
+        let (stop, mut stopped) = watch::channel(false);
+        let open = Open::default();
+        let listener = Killable {
+            inner: listener,
+            open: open.clone(),
+            stopped: stopped.clone(),
+            next: 0,
+        };
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        Relay {
+            addr,
+            shared,
+            stop,
+            open,
+        }
     }
 
     /// The relay's URL: `http://127.0.0.1:<port>`.
@@ -140,43 +168,123 @@ impl Relay {
     /// Idempotent.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+        for (_, socket) in self.open.lock().unwrap().drain() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
-/// Accepts connections until stopped; each one is served until it ends
-/// or the relay is stopped, whichever comes first.
-async fn accept(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        let stream = tokio::select! {
-            _ = stopped.wait_for(|s| *s) => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let shared = shared.clone();
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(forward(shared, req).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                // Dropping the connection closes its socket.
-                _ = stopped.wait_for(|s| *s) => {}
+/// A duplicate of every open connection's socket by connection number, to
+/// shut them down on stop. A connection removes (and shuts down) its own
+/// when it is dropped: the duplicate would otherwise keep the socket open
+/// after the server closed it.
+type Open = Arc<Mutex<std::collections::HashMap<u64, std::net::TcpStream>>>;
+
+/// A loopback listener that registers each socket it accepts in [`Open`];
+/// once stopped it shuts down what it accepts.
+struct Killable {
+    inner: TcpListener,
+    open: Open,
+    stopped: watch::Receiver<bool>,
+    next: u64,
+}
+
+impl axum::serve::Listener for Killable {
+    type Io = Tracked;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Tracked, SocketAddr) {
+        loop {
+            let Ok((stream, addr)) = self.inner.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            let Ok(std_stream) = stream.into_std() else {
+                continue;
+            };
+            let Ok(duplicate) = std_stream.try_clone() else {
+                continue;
+            };
+            let Ok(stream) = TcpStream::from_std(std_stream) else {
+                continue;
+            };
+            self.next += 1;
+            if *self.stopped.borrow() {
+                let _ = duplicate.shutdown(std::net::Shutdown::Both);
+            } else {
+                self.open.lock().unwrap().insert(self.next, duplicate);
             }
-        });
+            let tracked = Tracked {
+                inner: stream,
+                id: self.next,
+                open: self.open.clone(),
+            };
+            return (tracked, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
     }
 }
 
-async fn forward(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+/// An accepted connection; dropping it closes the socket for good (its
+/// duplicate in [`Open`] too).
+struct Tracked {
+    inner: TcpStream,
+    id: u64,
+    open: Open,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(d) = self.open.lock().unwrap().remove(&self.id) {
+            let _ = d.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path_and_query = parts
         .uri
@@ -214,9 +322,7 @@ async fn forward(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Re
         )
         .headers(headers);
     if has_body {
-        request = request.body(reqwest::Body::wrap_stream(
-            Body::new(body).into_data_stream(),
-        ));
+        request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
     let upstream = match request.send().await {
         Ok(r) => r,
