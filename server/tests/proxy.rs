@@ -51,7 +51,7 @@ fn skopeo_program() -> Option<PathBuf> {
     require_program("skopeo", HINT)
 }
 
-/// An image pushed upstream: its tag, manifest, digest, and its blobs
+/// An image pushed upstream: its manifest, digest, and its blobs
 /// (config, then the layer) with their bytes.
 #[derive(Clone)]
 struct Image {
