@@ -4,6 +4,7 @@
 
 pub mod distribution;
 pub mod image;
+pub mod relay;
 pub mod token;
 pub mod users;
 
