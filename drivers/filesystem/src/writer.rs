@@ -19,6 +19,12 @@ use crate::layout::Layout;
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// A writer appending to its staging file.
+///
+/// Writes are pipelined: a full buffer goes to the file on a blocking
+/// thread while the caller fills the next one (hashing, receiving), so the
+/// copy into the page cache overlaps with the caller's work. At most one
+/// write is in flight, so the bytes reach the file in order; a failed
+/// write is reported by the next call (`write`, `close`, `commit`).
 #[derive(Debug)]
 struct FsWriter {
     layout: Arc<Layout>,
@@ -27,6 +33,8 @@ struct FsWriter {
     file: Arc<File>,
     /// Small writes gathered until [`WRITE_BUFFER`] bytes.
     buf: Vec<u8>,
+    /// The write in flight; gives back its buffer (cleared) when done.
+    pending: Option<tokio::task::JoinHandle<Result<Vec<u8>>>>,
     size: u64,
 }
 
@@ -44,29 +52,55 @@ impl FsWriter {
             staged,
             file: Arc::new(file),
             buf: Vec::new(),
+            pending: None,
             size,
         })
     }
 
-    /// Writes the buffer out (keeping its allocation).
+    /// Waits for the write in flight; its buffer, if there was one.
+    async fn settle(&mut self) -> Result<Option<Vec<u8>>> {
+        match self.pending.take() {
+            None => Ok(None),
+            Some(write) => write.await.map_err(Error::backend)?.map(Some),
+        }
+    }
+
+    /// Starts writing `data` once the write in flight is done.
+    async fn start<B: AsRef<[u8]> + Send + 'static>(
+        &mut self,
+        data: B,
+        give_back: impl FnOnce(B) -> Vec<u8> + Send + 'static,
+    ) -> Result<Option<Vec<u8>>> {
+        let spare = self.settle().await?;
+        let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            (&*file).write_all(data.as_ref()).at("write", &staged)?;
+            Ok(give_back(data))
+        }));
+        Ok(spare)
+    }
+
+    /// Starts writing the buffer out, continuing in the previous write's
+    /// buffer.
     async fn flush(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
-        self.buf = blocking(move || {
-            (&*file).write_all(&buf).at("write", &staged)?;
-            buf.clear();
-            Ok(buf)
-        })
-        .await?;
+        let full = std::mem::take(&mut self.buf);
+        let spare = self
+            .start(full, |mut b| {
+                b.clear();
+                b
+            })
+            .await?;
+        self.buf = spare.unwrap_or_default();
         Ok(())
     }
 
-    /// Flushes and syncs everything written to disk.
+    /// Writes everything out and syncs it to disk.
     async fn persist(&mut self) -> Result<()> {
         self.flush().await?;
+        self.settle().await?;
         let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
         blocking(move || Ok(file.sync_all().at("sync", &staged)?)).await
     }
@@ -78,8 +112,10 @@ impl FileWriter for FsWriter {
         self.size += data.len() as u64;
         if self.buf.is_empty() && data.len() >= WRITE_BUFFER {
             // Large writes go out as they came, without a copy.
-            let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
-            return blocking(move || Ok((&*file).write_all(&data).at("write", &staged)?)).await;
+            if let Some(spare) = self.start(data, |_| Vec::new()).await? {
+                self.buf = spare;
+            }
+            return Ok(());
         }
         self.buf.extend_from_slice(&data);
         if self.buf.len() >= WRITE_BUFFER {
@@ -129,7 +165,9 @@ impl FileWriter for FsWriter {
         .await
     }
 
-    async fn cancel(self: Box<Self>) -> Result<()> {
+    async fn cancel(mut self: Box<Self>) -> Result<()> {
+        // The file goes; a write still in flight must not outlive it.
+        let _ = self.settle().await;
         let FsWriter {
             layout,
             staged,

@@ -47,6 +47,8 @@ struct Options {
     rounds: usize,
     /// `--proxy`: the pull-through cache benchmark instead.
     proxy: bool,
+    /// `--proxy`: the upstream's link speed (none: loopback).
+    upstream_mibps: Option<f64>,
 }
 
 impl Options {
@@ -63,6 +65,7 @@ impl Options {
             auth: false,
             rounds: 20,
             proxy: false,
+            upstream_mibps: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -98,6 +101,13 @@ impl Options {
                 }
                 "--auth" => o.auth = true,
                 "--proxy" => o.proxy = true,
+                "--upstream-mibps" => {
+                    o.upstream_mibps = Some(
+                        value("--upstream-mibps")?
+                            .parse()
+                            .map_err(|e| format!("--upstream-mibps: {e}"))?,
+                    )
+                }
                 "--quick" => {
                     o.blob_mib = 32;
                     o.small = 200;
@@ -107,7 +117,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
