@@ -431,6 +431,7 @@ async fn skopeo_pulls_through_open_upstream() {
     }
 
     relay.clear();
+    let before = proxy.proxy.as_ref().expect("a proxy").stats();
     let (digest, _) = skopeo_pull(&skopeo, &proxy.base, "v1", &out.path().join("b")).await;
     assert_eq!(digest, v1.digest);
     assert_eq!(
@@ -438,6 +439,12 @@ async fn skopeo_pulls_through_open_upstream() {
         [],
         "a second pull within the ttl is served locally"
     );
+    let after = proxy.proxy.as_ref().expect("a proxy").stats();
+    assert_eq!(after.manifest_misses, before.manifest_misses, "{after:?}");
+    assert_eq!(after.blob_misses, before.blob_misses, "{after:?}");
+    assert!(after.manifest_hits > before.manifest_hits, "{after:?}");
+    assert!(after.blob_hits >= before.blob_hits + 2, "{after:?}");
+    assert_eq!(after.revalidations, before.revalidations, "{after:?}");
 }
 
 /// An htpasswd upstream: the configured credentials pull; wrong ones are
@@ -538,6 +545,23 @@ async fn concurrent_gets_fetch_once() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(stream_digest(r).await.unwrap(), (digest.clone(), 64 << 20));
     assert_eq!(relay.count("GET", &path), 1, "served locally the 21st time");
+
+    // The counters: one fetch of 64 MiB; once stored, a GET is a hit.
+    let cache = proxy.proxy.as_ref().expect("a proxy");
+    let stats = cache.stats();
+    assert_eq!(stats.blobs_fetched, 1, "{stats:?}");
+    assert_eq!(stats.blob_bytes_fetched, 64 << 20, "{stats:?}");
+    assert_eq!(stats.blob_fetches_failed, 0, "{stats:?}");
+    assert!(
+        stats.blob_misses >= 2,
+        "the HEAD and the first GET: {stats:?}"
+    );
+    assert!(eventually(Duration::from_secs(30), || cache.fetches_in_flight() == 0).await);
+    assert!(blob_data(&root_of(&proxy), &digest).exists());
+    let r = proxy.client.get(proxy.url(&path)).send().await.unwrap();
+    assert_eq!(stream_digest(r).await.unwrap(), (digest.clone(), 64 << 20));
+    assert_eq!(cache.stats().blob_hits, stats.blob_hits + 1);
+    assert_eq!(cache.stats().blob_misses, stats.blob_misses);
 }
 
 /// With the upstream gone, what was pulled is still served (tag, digest,
@@ -989,4 +1013,54 @@ async fn ttl_zero_revalidates_every_request() {
         "the cached tag while upstream is down"
     );
     pull(&proxy, &v1.digest, v1).await;
+}
+
+/// A `Range` on a blob the cache lacks is answered from the fetch (206,
+/// the right bytes) and the whole blob is stored. A blob the cache holds
+/// for one repository is linked into another that upstream confirms has
+/// it, with a HEAD and no second download; a repository upstream says
+/// lacks it gets 404, whatever the cache holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_on_a_miss_and_blobs_shared_between_repositories() {
+    let Some(program) = registry_program() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dist = distribution::serve(&program, root.path()).await;
+    let data = random_bytes(3 << 20, 7);
+    let digest = dist.api.push_blob(REPO, &data).await;
+    assert_eq!(dist.api.push_blob("lib/copy", &data).await, digest);
+    let relay = Relay::start(&dist.api.base).await;
+    let proxy = start_proxy(&relay.url(), "").await;
+    let cache = proxy.proxy.clone().expect("a proxy");
+
+    let path = format!("/v2/{REPO}/blobs/{digest}");
+    let r = proxy
+        .client
+        .get(proxy.url(&path))
+        .header("Range", "bytes=1000000-1999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        header(&r, "content-range"),
+        format!("bytes 1000000-1999999/{}", 3 << 20)
+    );
+    let body = r.bytes().await.unwrap();
+    assert!(body[..] == data[1_000_000..2_000_000], "the range's bytes");
+    assert!(eventually(Duration::from_secs(30), || cache.fetches_in_flight() == 0).await);
+    assert!(blob_data(&root_of(&proxy), &digest).is_file());
+
+    relay.clear();
+    let copy = format!("/v2/lib/copy/blobs/{digest}");
+    let r = proxy.client.get(proxy.url(&copy)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(stream_digest(r).await.unwrap(), (digest.clone(), 3 << 20));
+    assert_eq!(relay.count("HEAD", &copy), 1, "{:?}", relay.requests());
+    assert_eq!(relay.count("GET", &copy), 0, "not downloaded again");
+
+    let other = format!("/v2/lib/other/blobs/{digest}");
+    let r = proxy.client.get(proxy.url(&other)).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }

@@ -53,6 +53,8 @@ pub struct TestRegistry {
     pub dir: tempfile::TempDir,
     /// The registry the server runs on (for tests that call the library).
     pub registry: regstore_server::registry::Registry,
+    /// The pull-through cache, when the config has `proxy`.
+    pub proxy: Option<std::sync::Arc<regstore_server::proxy::Proxy>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -93,6 +95,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     let config = Config::from_yaml(yaml, "test config", []).expect("test config is valid");
     let state = serve::app_state(&config).await.expect("driver builds");
     let registry = state.registry.clone();
+    let proxy = state.proxy.clone();
     serve::spawn_maintenance(&config, &registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -112,6 +115,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         api: Api::new(format!("http://{addr}")),
         dir,
         registry,
+        proxy,
         stop: Some(tx),
     }
 }
