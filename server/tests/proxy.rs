@@ -94,6 +94,19 @@ async fn push_scene(api: &Api) -> Vec<Image> {
 }
 
 /// An open `docker-registry` with the three images.
+/// [`open_upstream`] with the relay in front; `None` without
+/// `docker-registry` (see [`require_program`]).
+async fn relayed_upstream() -> Option<(Upstream, Relay)> {
+    let up = upstream().await?;
+    let relay = Relay::start(&up.dist.api.base).await;
+    Some((up, relay))
+}
+
+/// [`open_upstream`], or `None` without `docker-registry`.
+async fn upstream() -> Option<Upstream> {
+    Some(open_upstream(&registry_program()?).await)
+}
+
 async fn open_upstream(program: &Path) -> Upstream {
     let root = tempfile::tempdir().unwrap();
     let dist = distribution::serve(program, root.path()).await;
@@ -568,11 +581,9 @@ async fn concurrent_gets_fetch_once() {
 /// blobs); what was not is an OCI error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_cache_with_upstream_down() {
-    let Some(program) = registry_program() else {
+    let Some((up, relay)) = relayed_upstream().await else {
         return;
     };
-    let up = open_upstream(&program).await;
-    let relay = Relay::start(&up.dist.api.base).await;
     let proxy = start_proxy(&relay.url(), "").await;
     let (v1, v3) = (&up.images[0], &up.images[2]);
     pull(&proxy, "v1", v1).await;
@@ -653,10 +664,9 @@ async fn truncated_upstream_body_stores_nothing() {
 /// `BLOB_UNKNOWN` through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_not_found() {
-    let Some(program) = registry_program() else {
+    let Some(up) = upstream().await else {
         return;
     };
-    let up = open_upstream(&program).await;
     let proxy = start_proxy(&up.dist.api.base, "").await;
     for reference in ["nope".to_owned(), sha256(b"no such manifest")] {
         let r = get_manifest(&proxy, REPO, &reference).await;
@@ -798,11 +808,9 @@ async fn tags_list(api: &Api, query: &str) -> Value {
 /// paginated; the catalog lists the pulled repository.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_list_and_catalog() {
-    let Some(program) = registry_program() else {
+    let Some((up, relay)) = relayed_upstream().await else {
         return;
     };
-    let up = open_upstream(&program).await;
-    let relay = Relay::start(&up.dist.api.base).await;
     let proxy = start_proxy(&relay.url(), "").await;
     pull(&proxy, "v1", &up.images[0]).await;
 
@@ -834,11 +842,9 @@ async fn tags_list_and_catalog() {
 /// fetches it again from upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_expires_cached_content() {
-    let Some(program) = registry_program() else {
+    let Some((up, relay)) = relayed_upstream().await else {
         return;
     };
-    let up = open_upstream(&program).await;
-    let relay = Relay::start(&up.dist.api.base).await;
     let proxy = start_proxy(&relay.url(), "  ttl: 2s\n").await;
     let root = root_of(&proxy);
     let v1 = &up.images[0];
@@ -875,10 +881,9 @@ async fn ttl_expires_cached_content() {
 /// with nothing pulling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_survives_restart() {
-    let Some(program) = registry_program() else {
+    let Some(up) = upstream().await else {
         return;
     };
-    let up = open_upstream(&program).await;
     let root_dir = tempfile::tempdir().unwrap();
     let root = root_dir.path().join("root");
     let yaml = proxy_yaml(&root, &up.dist.api.base, "  ttl: 3s\n");
@@ -941,11 +946,9 @@ async fn ttl_survives_restart() {
 /// is not, and the cached manifest is served without asking upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_revalidation() {
-    let Some(program) = registry_program() else {
+    let Some((up, relay)) = relayed_upstream().await else {
         return;
     };
-    let up = open_upstream(&program).await;
-    let relay = Relay::start(&up.dist.api.base).await;
 
     let short = start_proxy(&relay.url(), "  ttl: 1s\n").await;
     let (digest, _) = manifest_ok(&short, "v1").await;
@@ -982,11 +985,9 @@ async fn tag_revalidation() {
 /// expires); when upstream is unreachable the cached manifest is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_zero_revalidates_every_request() {
-    let Some(program) = registry_program() else {
+    let Some((up, relay)) = relayed_upstream().await else {
         return;
     };
-    let up = open_upstream(&program).await;
-    let relay = Relay::start(&up.dist.api.base).await;
     let proxy = start_proxy(&relay.url(), "  ttl: 0\n").await;
     let v1 = &up.images[0];
     pull(&proxy, "v1", v1).await;
