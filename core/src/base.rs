@@ -130,9 +130,11 @@ impl Driver {
             };
             let started = Instant::now();
             let result = fut.await.map_err(|e| e.named(self.name()));
-            self.shared
-                .metrics
-                .record(op, result.is_ok(), started.elapsed());
+            self.shared.metrics.record(
+                op,
+                result.as_ref().err().map(Error::kind),
+                started.elapsed(),
+            );
             if let Err(e) = &result {
                 if e.is_not_found() {
                     tracing::trace!(error = %e, "not found");

@@ -33,7 +33,7 @@ pub use driver::{
     WalkControl, WalkVisitor,
 };
 pub use error::{BoxError, DriverName, Error, ErrorKind, Result, causes};
-pub use metrics::{Metrics, Op, OpStats, RequestCounter};
+pub use metrics::{LATENCY_BUCKETS, Metrics, Op, OpStats, RequestCounter};
 pub use middleware::Middleware;
 pub use params::{ParamKind, ParamSpec, Params, RawParams};
 pub use path::{StoragePath, check_segment};

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::ErrorKind;
+
 /// The operations of the contract, as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Op {
@@ -92,11 +94,34 @@ impl Op {
     }
 }
 
+/// Upper bounds, in seconds, of the latency histogram kept per operation
+/// (a call taking longer than the last falls in the overflow bucket):
+/// from a cached stat on a local disk to a slow object-store upload.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The error kinds, in [`ErrorKind`] order, as counted.
+const KINDS: [ErrorKind; 8] = [
+    ErrorKind::PathNotFound,
+    ErrorKind::InvalidPath,
+    ErrorKind::InvalidOffset,
+    ErrorKind::Unsupported,
+    ErrorKind::Busy,
+    ErrorKind::Config,
+    ErrorKind::Credentials,
+    ErrorKind::Backend,
+];
+
 #[derive(Default)]
 struct Counter {
     calls: AtomicU64,
     errors: AtomicU64,
     nanos: AtomicU64,
+    /// Calls per latency bucket (not cumulative); the last is the overflow.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Errors per kind, in [`KINDS`] order.
+    kinds: [AtomicU64; KINDS.len()],
 }
 
 /// Counters for every [`Op`], updated without locks.
@@ -106,7 +131,7 @@ pub struct Metrics {
 }
 
 /// Totals for one operation at the time of a snapshot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpStats {
     /// Calls made.
     pub calls: u64,
@@ -114,17 +139,44 @@ pub struct OpStats {
     pub errors: u64,
     /// Time spent in the calls, summed.
     pub total: Duration,
+    /// Calls per bucket of [`LATENCY_BUCKETS`] (not cumulative: a call
+    /// counts in the first bucket whose bound it does not exceed); the
+    /// last entry counts the calls slower than every bound.
+    pub latency: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Errors by kind.
+    pub errors_by_kind: [(ErrorKind, u64); KINDS.len()],
+}
+
+impl Default for OpStats {
+    fn default() -> Self {
+        OpStats {
+            calls: 0,
+            errors: 0,
+            total: Duration::ZERO,
+            latency: [0; LATENCY_BUCKETS.len() + 1],
+            errors_by_kind: KINDS.map(|k| (k, 0)),
+        }
+    }
 }
 
 impl Metrics {
-    pub(crate) fn record(&self, op: Op, ok: bool, took: Duration) {
+    pub(crate) fn record(&self, op: Op, error: Option<ErrorKind>, took: Duration) {
         let c = &self.counters[op as usize];
         c.calls.fetch_add(1, Ordering::Relaxed);
-        if !ok {
+        if let Some(kind) = error {
             c.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+                c.kinds[i].fetch_add(1, Ordering::Relaxed);
+            }
         }
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         c.nanos.fetch_add(nanos, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        c.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Totals of one operation.
@@ -134,6 +186,8 @@ impl Metrics {
             calls: c.calls.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             total: Duration::from_nanos(c.nanos.load(Ordering::Relaxed)),
+            latency: std::array::from_fn(|i| c.buckets[i].load(Ordering::Relaxed)),
+            errors_by_kind: std::array::from_fn(|i| (KINDS[i], c.kinds[i].load(Ordering::Relaxed))),
         }
     }
 
@@ -218,5 +272,31 @@ mod tests {
         }
         let names: std::collections::BTreeSet<_> = Op::ALL.into_iter().map(Op::as_str).collect();
         assert_eq!(names.len(), Op::ALL.len(), "names are unique");
+    }
+
+    #[test]
+    fn calls_land_in_their_latency_bucket_and_errors_by_kind() {
+        let m = Metrics::default();
+        m.record(Op::Stat, None, Duration::from_micros(100));
+        m.record(Op::Stat, None, Duration::from_millis(1));
+        m.record(
+            Op::Stat,
+            Some(ErrorKind::PathNotFound),
+            Duration::from_millis(3),
+        );
+        m.record(Op::Stat, Some(ErrorKind::Backend), Duration::from_secs(60));
+        let s = m.get(Op::Stat);
+        assert_eq!((s.calls, s.errors), (4, 2));
+        assert_eq!(s.latency[0], 1, "≤ 0.5 ms");
+        assert_eq!(s.latency[1], 1, "≤ 1 ms, the bound included");
+        assert_eq!(s.latency[3], 1, "≤ 5 ms");
+        assert_eq!(s.latency[LATENCY_BUCKETS.len()], 1, "past every bound");
+        assert_eq!(s.latency.iter().sum::<u64>(), 4);
+        let kinds: Vec<_> = s.errors_by_kind.iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(
+            kinds,
+            [&(ErrorKind::PathNotFound, 1), &(ErrorKind::Backend, 1)]
+        );
+        assert_eq!(m.get(Op::List), OpStats::default());
     }
 }

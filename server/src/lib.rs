@@ -8,6 +8,7 @@
 //! - [`serve`]: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
 //! - [`gc`]: garbage collection, offline and online.
+//! - [`metrics`]: Prometheus metrics (`http.debug.prometheus`).
 //! - [`check`]: the storage check (`regstore check`): blobs re-hashed,
 //!   links and manifests verified, dangling links optionally removed.
 //! - [`proxy`]: the pull-through cache (`proxy:`): [`proxy::upstream`]
@@ -20,6 +21,7 @@ pub mod check;
 pub mod config;
 pub mod gc;
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod serve;

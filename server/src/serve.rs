@@ -118,6 +118,26 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         ),
         Some(rules) => auth.with_access(rules.clone()),
     };
+    let proxy = match &config.proxy {
+        None => None,
+        Some(p) => {
+            Some(Arc::new(crate::proxy::Proxy::new(p).map_err(|e| {
+                anyhow::anyhow!("proxy in {}: {e}", config.origin)
+            })?))
+        }
+    };
+    let metrics = config
+        .http
+        .debug
+        .as_ref()
+        .is_some_and(|d| d.prometheus.is_some())
+        .then(|| {
+            let mut extra: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
+            if let Some(p) = &proxy {
+                extra.push(Box::new(crate::metrics::ProxyCollector(Arc::clone(p))));
+            }
+            crate::metrics::Metrics::new(&registry, extra)
+        });
     Ok(AppState {
         registry,
         base_url: if config.http.relative_urls {
@@ -129,14 +149,8 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         limits: config.http.limits,
         access_log: config.log.access_log,
         auth,
-        proxy: match &config.proxy {
-            None => None,
-            Some(p) => {
-                Some(Arc::new(crate::proxy::Proxy::new(p).map_err(|e| {
-                    anyhow::anyhow!("proxy in {}: {e}", config.origin)
-                })?))
-            }
-        },
+        proxy,
+        metrics,
     })
 }
 
@@ -536,6 +550,37 @@ pub fn spawn_maintenance(config: &Config, registry: &Registry) {
     }
 }
 
+/// Starts the debug server (`http.debug.addr`) if configured: binds, logs
+/// where, serves [`crate::http::debug_router`] until the runtime stops.
+/// Returns the bound address.
+///
+/// # Errors
+/// The address cannot be resolved or bound.
+pub async fn spawn_debug(config: &Config, state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(server) = &config.http.debug else {
+        return Ok(None);
+    };
+    let addr = resolve_addr(&server.addr).await?;
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} (http.debug.addr {:?})",
+            server.addr
+        )
+    })?;
+    let local = listener.local_addr().context("debug listener address")?;
+    let app = crate::http::debug_router(state.clone(), server.prometheus.as_deref());
+    tracing::info!(
+        metrics = server.prometheus.as_deref().unwrap_or("off"),
+        "debug server on http://{local}/debug/health"
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the debug server stopped");
+        }
+    });
+    Ok(Some(local))
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -582,6 +627,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = app_state(&config).await?;
     check_backend(&state.registry, &config.origin).await?;
     spawn_maintenance(&config, &state.registry);
+    spawn_debug(&config, &state).await?;
     let addr = resolve_addr(&config.http.addr).await?;
     let listener = TcpListener::bind(addr)
         .await

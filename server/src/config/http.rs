@@ -32,6 +32,21 @@ pub struct HttpConfig {
     /// `http.h2c.enabled`: plain-text connections may speak HTTP/2 (prior
     /// knowledge), besides HTTP/1.1. Off by default, as in distribution.
     pub h2c: bool,
+    /// `http.debug`: the debug server; `None` without `http.debug.addr`.
+    pub debug: Option<DebugConfig>,
+}
+
+/// `http.debug`: a second listener for operators (`/debug/health`,
+/// `/debug/vars`, and the Prometheus metrics when enabled). Plain HTTP:
+/// bind it where only operators reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugConfig {
+    /// `http.debug.addr`, as written (`:5001`, `127.0.0.1:5001`).
+    pub addr: String,
+    /// `http.debug.prometheus`: the path metrics are served at (default
+    /// `/metrics`) when `enabled`; `None` when disabled (the default, as
+    /// in distribution: nothing is recorded then).
+    pub prometheus: Option<String>,
 }
 
 /// What one client may hold of the server (regstore's keys under `http`;
@@ -98,6 +113,22 @@ pub(super) struct Section {
     headers: BTreeMap<String, Value>,
     http2: Http2,
     h2c: H2c,
+    debug: Option<Debug>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Debug {
+    addr: Option<String>,
+    prometheus: Prometheus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Prometheus {
+    #[serde(deserialize_with = "flag")]
+    enabled: Option<bool>,
+    path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,7 +234,32 @@ impl Section {
                 return Err(format!("http.{key} must be longer than 0s"));
             }
         }
+        let debug = match self.debug {
+            None => None,
+            Some(d) => match d.addr.filter(|a| !a.trim().is_empty()) {
+                None if d.prometheus.enabled == Some(true) => {
+                    return Err(
+                        "http.debug.prometheus.enabled needs http.debug.addr: metrics are served on the debug server".into(),
+                    );
+                }
+                None => None,
+                Some(addr) => Some(DebugConfig {
+                    addr,
+                    prometheus: match (d.prometheus.enabled, d.prometheus.path) {
+                        (Some(true), None) => Some("/metrics".into()),
+                        (Some(true), Some(p)) if p.starts_with('/') && p.len() > 1 => Some(p),
+                        (Some(true), Some(p)) => {
+                            return Err(format!(
+                                "http.debug.prometheus.path {p:?} must be a path such as /metrics"
+                            ));
+                        }
+                        _ => None,
+                    },
+                }),
+            },
+        };
         Ok(HttpConfig {
+            debug,
             addr: self.addr.unwrap_or_else(|| ":5000".into()),
             tls,
             host: self.host.filter(|h| !h.is_empty()),

@@ -59,7 +59,6 @@ const KEYS: &[(&str, Rule)] = &[
             "upload state lives in storage, so no shared secret is needed to continue an upload on another instance",
         ),
     ),
-    ("http.debug", Rule::Ignore("")),
     ("log.hooks", Rule::Ignore("")),
     ("storage.cache", Rule::Ignore("")),
     ("storage.tag", Rule::Ignore("")),

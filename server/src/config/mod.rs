@@ -62,7 +62,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use self::auth::AuthConfig;
-pub use self::http::{DEFAULT_DRAIN_TIMEOUT, HttpConfig, HttpLimits, TlsSettings};
+pub use self::http::{DEFAULT_DRAIN_TIMEOUT, DebugConfig, HttpConfig, HttpLimits, TlsSettings};
 pub use self::log::{LogConfig, LogFormat};
 pub use self::proxy::{DEFAULT_TTL as DEFAULT_PROXY_TTL, ProxyConfig};
 pub use self::storage::{StorageConfig, UploadPurging};

@@ -63,6 +63,9 @@ pub struct AppState {
     /// `proxy`: a pull-through cache of another registry; `None` for an
     /// ordinary registry.
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    /// `http.debug.prometheus`: what requests record; `None` when metrics
+    /// are off (nothing is recorded).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
@@ -81,12 +84,97 @@ pub fn router(state: AppState) -> Router {
     } else {
         routes
     };
-    routes
-        .layer(axum::middleware::map_response_with_state(
-            state.clone(),
-            add_configured_headers,
-        ))
-        .with_state(state)
+    let routes = routes.layer(axum::middleware::map_response_with_state(
+        state.clone(),
+        add_configured_headers,
+    ));
+    let routes = match &state.metrics {
+        Some(m) => routes.layer(axum::middleware::from_fn_with_state(m.clone(), track)),
+        None => routes,
+    };
+    routes.with_state(state)
+}
+
+/// Records the request in the metrics (see [`crate::metrics`]).
+async fn track(
+    State(metrics): State<crate::metrics::Metrics>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let (tracked, body) = metrics.track(&parts.method, parts.uri.query(), &parts.headers, body);
+    tracked.finish(next.run(Request::from_parts(parts, body)).await)
+}
+
+/// The debug server's routes (`http.debug.addr`): `/debug/health` (as on
+/// the API address), `/debug/vars` (a JSON summary: version, uptime,
+/// driver and its operation counts, requests in flight), and the
+/// Prometheus metrics at `metrics_path` when enabled.
+pub fn debug_router(state: AppState, metrics_path: Option<&str>) -> Router {
+    let started = std::time::Instant::now();
+    let mut routes = Router::new()
+        .route("/debug/health", axum::routing::get(health))
+        .route(
+            "/debug/vars",
+            axum::routing::get(move |State(state): State<AppState>| async move {
+                vars(&state, started)
+            }),
+        );
+    if let (Some(path), Some(metrics)) = (metrics_path, state.metrics.clone()) {
+        routes = routes.route(
+            path,
+            axum::routing::get(move || async move {
+                match metrics.encode() {
+                    Ok(text) => (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                        text,
+                    )
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }),
+        );
+    }
+    routes.with_state(state)
+}
+
+fn vars(state: &AppState, started: std::time::Instant) -> Response {
+    let driver = state.registry.driver();
+    let ops: serde_json::Map<String, serde_json::Value> = driver
+        .metrics()
+        .snapshot()
+        .into_iter()
+        .map(|(op, s)| {
+            (
+                op.as_str().to_owned(),
+                serde_json::json!({
+                    "calls": s.calls,
+                    "errors": s.errors,
+                    "seconds": s.total.as_secs_f64(),
+                }),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": started.elapsed().as_secs_f64(),
+        "driver": driver.name(),
+        "storage_operations": ops,
+        "backend_requests": driver.backend_requests(),
+        "proxy": state.proxy.as_ref().map(|p| {
+            let s = p.stats();
+            serde_json::json!({
+                "upstream": p.upstream().url().as_str(),
+                "manifest_hits": s.manifest_hits,
+                "manifest_misses": s.manifest_misses,
+                "blob_hits": s.blob_hits,
+                "blob_misses": s.blob_misses,
+                "blob_bytes_fetched": s.blob_bytes_fetched,
+            })
+        }),
+    });
+    response::json_response(StatusCode::OK, body.to_string())
 }
 
 /// One `info` line per request: method, path, user (when authenticated;
@@ -201,6 +289,7 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
                 .or_else(|| parts.uri.authority().map(|a| a.to_string()))
         })
         .flatten();
+    let route_name = crate::metrics::RouteName(route.name());
     let req = Req::from_parts(parts);
     let method = req.method.clone();
     let needs = if auth_on {
@@ -231,6 +320,7 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
         resp = Response::from_parts(parts, Body::empty());
     }
     add_api_version(&mut resp);
+    resp.extensions_mut().insert(route_name);
     resp
 }
 

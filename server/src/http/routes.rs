@@ -28,6 +28,23 @@ pub enum Route {
     Referrers(String, String),
 }
 
+impl Route {
+    /// The route's template name, for metrics and logs (never the raw
+    /// path: names and digests would make every request a new series).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Manifest(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::UploadStart(_) => "blob_upload_start",
+            Route::Upload(..) => "blob_upload",
+            Route::Tags(_) => "tags_list",
+            Route::Referrers(..) => "referrers",
+        }
+    }
+}
+
 /// The route of a request path, `None` if it is no API endpoint.
 /// Segments are percent-decoded (clients may send `sha256%3A…`).
 pub fn parse(path: &str) -> Option<Route> {

@@ -55,6 +55,8 @@ pub struct TestRegistry {
     pub registry: regstore_server::registry::Registry,
     /// The pull-through cache, when the config has `proxy`.
     pub proxy: Option<std::sync::Arc<regstore_server::proxy::Proxy>>,
+    /// `http://addr` of the debug server, when `http.debug.addr` is set.
+    pub debug: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -97,6 +99,10 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     let registry = state.registry.clone();
     let proxy = state.proxy.clone();
     serve::spawn_maintenance(&config, &registry);
+    let debug = serve::spawn_debug(&config, &state)
+        .await
+        .expect("debug server binds")
+        .map(|a| format!("http://{a}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -116,6 +122,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         dir,
         registry,
         proxy,
+        debug,
         stop: Some(tx),
     }
 }
