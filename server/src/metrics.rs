@@ -6,7 +6,8 @@
 //! - **HTTP**, by route template (`manifest`, `blob`, `blob_upload`, …,
 //!   never the raw path), method and status: requests, latency to the
 //!   response head (histogram), request and response body bytes, requests
-//!   in flight (until the response body is sent).
+//!   in flight (until a streamed response body is sent; a body already in
+//!   memory counts as sent with the response head).
 //! - **Registry work**, read from the same requests: uploads started,
 //!   completed and failed and the bytes they received; pushes and pulls by
 //!   kind (blob, manifest) and manifest media type (the known ones; any
@@ -222,11 +223,16 @@ impl Metrics {
         body: Body,
     ) -> (Tracked, Body) {
         let received = Arc::new(AtomicU64::new(0));
-        let body = Body::new(Counted {
-            inner: body,
-            count: Arc::clone(&received),
-            on_end: None,
-        });
+        // Requests that carry no body (GET, HEAD, DELETE) are not wrapped.
+        let body = if matches!(*method, Method::GET | Method::HEAD | Method::DELETE) {
+            body
+        } else {
+            Body::new(Counted {
+                inner: body,
+                count: Arc::clone(&received),
+                on_end: None,
+            })
+        };
         let h = &self.inner.http;
         h.in_flight.inc();
         let tracked = Tracked {
@@ -316,6 +322,13 @@ impl Tracked {
         }
         self.registry_work(&resp, route, status, received);
         let sent = h.bytes_out.get_or_create(&RouteLabel { route }).clone();
+        // A body already in memory (manifests, errors, HEAD answers) is
+        // counted now; only streamed ones are followed to their end.
+        if let Some(n) = resp.body().size_hint().exact() {
+            sent.inc_by(n);
+            h.in_flight.dec();
+            return resp;
+        }
         let metrics = self.metrics.clone();
         let body = std::mem::take(resp.body_mut());
         *resp.body_mut() = Body::new(Counted {

@@ -9,6 +9,7 @@
 //! target/release/server-bench --auth     # no auth vs htpasswd vs token, 20 rounds
 //! target/release/server-bench --auth --quick
 //! target/release/server-bench --proxy    # the pull-through cache, 512 MiB blob
+//! target/release/server-bench --metrics  # manifest GET with and without Prometheus metrics
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
@@ -23,6 +24,7 @@
 //! pulling from upstream directly and from a plain regstore.
 
 mod auth;
+mod metrics;
 mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +49,8 @@ struct Options {
     rounds: usize,
     /// `--proxy`: the pull-through cache benchmark instead.
     proxy: bool,
+    /// `--metrics`: what recording metrics costs, instead.
+    metrics: bool,
     /// `--proxy`: the upstream's link speed (none: loopback).
     upstream_mibps: Option<f64>,
 }
@@ -65,6 +69,7 @@ impl Options {
             auth: false,
             rounds: 20,
             proxy: false,
+            metrics: false,
             upstream_mibps: None,
         };
         let mut args = std::env::args().skip(1);
@@ -101,6 +106,7 @@ impl Options {
                 }
                 "--auth" => o.auth = true,
                 "--proxy" => o.proxy = true,
+                "--metrics" => o.metrics = true,
                 "--upstream-mibps" => {
                     o.upstream_mibps = Some(
                         value("--upstream-mibps")?
@@ -117,7 +123,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -399,6 +405,8 @@ async fn main() {
         auth::run(&o).await
     } else if o.proxy {
         proxy::run(&o).await
+    } else if o.metrics {
+        metrics::run(&o).await
     } else {
         run(o).await
     };
