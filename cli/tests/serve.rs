@@ -515,3 +515,104 @@ fn bad_auth_settings_stop_startup_with_one_line() {
         assert!(errors[0].contains(&expected), "{expected}: {err}");
     }
 }
+
+/// The top-level section `key` of the first example in distribution's
+/// configuration reference that has one: its lines, `key:` included, up
+/// to the next top-level key.
+fn reference_section(md: &str, key: &str) -> String {
+    let start = md
+        .find(&format!("\n{key}:\n"))
+        .unwrap_or_else(|| panic!("no `{key}:` example in the reference"));
+    md[start + 1..]
+        .lines()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with(' ') || l.is_empty())
+        .map(|(_, l)| l)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `notifications` and `http.debug` (with `prometheus`) examples of
+/// distribution's configuration reference, as Debian installs it, start
+/// `regstore serve`: the API and the debug server answer, metrics are
+/// served at the documented path, and a push completes although the
+/// documented endpoint (`https://my.listener.com/event`) is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributions_documented_notifications_and_debug_prometheus_start() {
+    let docs = "/usr/share/doc/docker-registry/configuration.md.gz";
+    let Some(md) = regstore_testenv::backend::skip_unless_required(
+        "distribution's configuration reference",
+        std::process::Command::new("zcat")
+            .arg(docs)
+            .output()
+            .map_err(|e| e.to_string())
+            .and_then(|o| {
+                if o.status.success() {
+                    String::from_utf8(o.stdout).map_err(|e| e.to_string())
+                } else {
+                    Err(format!("{docs}: scripts/clients.sh install"))
+                }
+            }),
+    ) else {
+        return;
+    };
+    // `headers: <http.Header>` is the reference naming a Go type.
+    let notifications: String = reference_section(&md, "notifications")
+        .lines()
+        .filter(|l| !l.contains("<http.Header>"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(notifications.contains("url: https://my.listener.com/event"));
+    let http = reference_section(&md, "http");
+    let debug: Vec<&str> = http
+        .lines()
+        .skip_while(|l| *l != "  debug:")
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with("    "))
+        .map(|(_, l)| l)
+        .collect();
+    let debug = debug
+        .join("\n")
+        .replace("addr: localhost:5001", "addr: 127.0.0.1:0");
+    assert!(
+        debug.contains("prometheus:") && debug.contains("path: /metrics"),
+        "{debug}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!("version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\n{debug}\n{notifications}\n"),
+    )
+    .unwrap();
+    let server = serve(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    let c = client();
+    let d = sha256(b"documented");
+    let r = c
+        .post(format!("{}/v2/doc/blobs/uploads/?digest={d}", server.base))
+        .body("documented")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let log = server.log.lock().unwrap().join("\n");
+    let debug_base = log
+        .lines()
+        .find_map(|l| {
+            let i = l.find("debug server on http://")?;
+            let url = &l[i + "debug server on ".len()..];
+            url.split("/debug/").next().map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no debug server line: {log}"));
+    let r = c.get(format!("{debug_base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("regstore_uploads_completed_total 1"),
+        "the push was recorded: {text}"
+    );
+    assert!(
+        !log.contains("unknown config key"),
+        "every documented key is known: {log}"
+    );
+}
