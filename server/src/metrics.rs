@@ -32,6 +32,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use hyper::body::{Frame, SizeHint};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -492,7 +493,7 @@ impl Collector for StorageCollector {
             "storage_operations",
             "Storage driver operations, by driver and operation",
             None,
-            prometheus_client::metrics::MetricType::Counter,
+            MetricType::Counter,
         )?;
         for (op, s) in &ops {
             let labels = [("driver", name), ("operation", op.as_str())];
@@ -502,7 +503,7 @@ impl Collector for StorageCollector {
             "storage_operation_errors",
             "Storage driver operations that failed, by driver, operation and error kind (path_not_found is often expected)",
             None,
-            prometheus_client::metrics::MetricType::Counter,
+            MetricType::Counter,
         )?;
         for (op, s) in &ops {
             for (kind, n) in s.errors_by_kind.iter().filter(|(_, n)| *n > 0) {
@@ -518,7 +519,7 @@ impl Collector for StorageCollector {
             "storage_operation_duration_seconds",
             "Storage driver operation latency, by driver and operation",
             None,
-            prometheus_client::metrics::MetricType::Histogram,
+            MetricType::Histogram,
         )?;
         for (op, s) in &ops {
             let labels = [("driver", name), ("operation", op.as_str())];
@@ -541,7 +542,7 @@ impl Collector for StorageCollector {
                 "storage_backend_requests",
                 "Requests the storage driver sent to its backend (retries included)",
                 None,
-                prometheus_client::metrics::MetricType::Counter,
+                MetricType::Counter,
             )?;
             let labels = [("driver", name)];
             let mut e = e;
@@ -563,7 +564,7 @@ impl Collector for BuildCollector {
             "build_info",
             "The running version (value 1)",
             None,
-            prometheus_client::metrics::MetricType::Gauge,
+            MetricType::Gauge,
         )?;
         ConstGauge::new(1i64)
             .encode(e.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
@@ -571,11 +572,34 @@ impl Collector for BuildCollector {
             "start_time_seconds",
             "When the process started, in seconds since the Unix epoch",
             None,
-            prometheus_client::metrics::MetricType::Gauge,
+            MetricType::Gauge,
         )?;
         ConstGauge::new(self.started).encode(e)?;
         Ok(())
     }
+}
+
+/// One family of constant series (read from counters kept elsewhere).
+fn series_of<V: Copy + prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: &[(&[(&str, &str)], V)],
+) -> Result<(), std::fmt::Error>
+where
+    ConstCounter<V>: EncodeMetric,
+    ConstGauge<V>: EncodeMetric,
+{
+    let mut e = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in series {
+        let family = e.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*v).encode(family)?,
+            _ => ConstGauge::new(*v).encode(family)?,
+        }
+    }
+    Ok(())
 }
 
 /// The pull-through cache's counters ([`crate::proxy::Proxy::stats`]),
@@ -589,18 +613,8 @@ impl Collector for ProxyCollector {
         let counter = |encoder: &mut DescriptorEncoder,
                        name: &str,
                        help: &str,
-                       series: &[(&[(&str, &str)], u64)]|
-         -> Result<(), std::fmt::Error> {
-            let mut e = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (labels, n) in series {
-                ConstCounter::new(*n).encode(e.encode_family(labels)?)?;
-            }
-            Ok(())
+                       series: &[(&[(&str, &str)], u64)]| {
+            series_of(encoder, name, help, MetricType::Counter, series)
         };
         counter(
             &mut encoder,
