@@ -137,6 +137,14 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
                 })?))
             }
         },
+        notifier: crate::notify::Notifier::start(
+            &config.notifications,
+            crate::notify::source_addr(&config.http.addr),
+            config.http.tls.is_some(),
+            crate::notify::DEFAULT_QUEUE_CAPACITY,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.origin))?
+        .map(Arc::new),
     })
 }
 

@@ -14,9 +14,11 @@
 
 mod blobs;
 mod errors;
+mod events;
 mod listings;
 mod manifests;
 mod request;
+pub mod request_id;
 mod response;
 pub mod routes;
 mod uploads;
@@ -63,6 +65,9 @@ pub struct AppState {
     /// `proxy`: a pull-through cache of another registry; `None` for an
     /// ordinary registry.
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    /// `notifications`: where events about pushes, pulls, mounts and
+    /// deletes go; `None` without an enabled endpoint.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
@@ -82,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         routes
     };
     routes
+        .layer(axum::middleware::from_fn(request_id::layer))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             add_configured_headers,
@@ -89,9 +95,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// One `info` line per request: method, path, user (when authenticated;
-/// never a password or token), status, time to the response head (bodies
-/// stream on afterwards).
 /// A request body that sends nothing for `idle` ends with an error, which
 /// the handlers treat as a cut connection (an upload keeps what arrived).
 async fn body_timeout(State(idle): State<std::time::Duration>, request: Request) -> Request {
@@ -126,8 +129,15 @@ async fn body_timeout(State(idle): State<std::time::Duration>, request: Request)
     })
 }
 
+/// One `info` line per request: method, path, request id, user (when
+/// authenticated; never a password or token), status, time to the
+/// response head (bodies stream on afterwards).
 async fn access_log(request: Request, next: axum::middleware::Next) -> Response {
     let method = request.method().clone();
+    let request_id = request
+        .extensions()
+        .get::<request_id::RequestId>()
+        .map(|r| r.0.clone());
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let resp = next.run(request).await;
@@ -139,6 +149,7 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
         target: "regstore::access",
         %method,
         path,
+        request_id,
         user,
         status = resp.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
@@ -188,32 +199,20 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
         }
         return resp;
     };
-    // Without auth nothing reads the host or the scopes: no request pays
-    // for them.
+    // Without auth nothing reads the scopes: no request pays for them.
     let auth_on = state.auth.enabled();
-    let host = auth_on
-        .then(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        })
-        .flatten();
-    let req = Req::from_parts(parts);
+    let mut req = Req::from_parts(parts);
     let method = req.method.clone();
     let needs = if auth_on {
         route.needs(&method, req.param("mount").and(req.param("from")))
     } else {
         Vec::new()
     };
-    let identity = state
-        .auth
-        .authenticate(&req.headers, host.as_deref(), &needs)
-        .await;
+    let host = if auth_on { req.host.as_deref() } else { None };
+    let identity = state.auth.authenticate(&req.headers, host, &needs).await;
     let mut resp = match identity {
         Ok(identity) => {
+            req.user = identity.user().map(str::to_owned);
             let handled = match state.auth.authorize(&identity, &needs) {
                 Ok(()) => handle(&state, &identity, route, req, body).await,
                 Err(denied) => Err(denied),
