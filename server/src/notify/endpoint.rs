@@ -137,7 +137,7 @@ impl Endpoint {
         let mut q = self.queue();
         let n = n.min(q.events.len());
         q.events.drain(..n);
-        drop(q);
+        // Under the lock: `queued` and `sent` are read consistent.
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
     }
 

@@ -214,6 +214,64 @@ pub fn source_addr(http_addr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EndpointConfig;
+
+    fn event(action: Action, media_type: &str) -> Event {
+        Event::new(
+            action,
+            Target {
+                media_type: Some(media_type.into()),
+                ..Target::default()
+            },
+            RequestRecord::default(),
+            Actor::default(),
+            Source::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_tiny_queue_drops_and_counts_and_ignored_events_are_not_queued() {
+        // An endpoint that accepts and never answers: nothing leaves the
+        // queue (events in flight still count).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let config = NotificationsConfig {
+            include_references: false,
+            endpoints: vec![EndpointConfig {
+                name: "tiny".into(),
+                url: url::Url::parse(&url).unwrap(),
+                headers: Vec::new(),
+                timeout: std::time::Duration::from_secs(30),
+                threshold: 10,
+                backoff: std::time::Duration::from_secs(1),
+                ignored_media_types: ["text/ignored".to_owned()].into(),
+                ignored_actions: [Action::Delete].into(),
+            }],
+        };
+        let n = Notifier::start(&config, "h:1".into(), false, 2)
+            .unwrap()
+            .unwrap();
+        n.publish(event(Action::Delete, "x"));
+        n.publish(event(Action::Push, "text/ignored"));
+        for _ in 0..5 {
+            n.publish(event(Action::Push, "x"));
+        }
+        let s = n.stats().remove(0);
+        assert_eq!(s.name, "tiny");
+        assert_eq!((s.queued, s.dropped, s.sent), (2, 3, 0), "{s:?}");
+        let off = NotificationsConfig::default();
+        assert!(
+            Notifier::start(&off, "h:1".into(), false, 2)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn source_addr_names_the_host() {
