@@ -24,7 +24,7 @@ pub(super) async fn handle(
     match req.method {
         Method::GET | Method::HEAD => {
             let (resp, size) = get_blob(state, name, d, req).await?;
-            if let (true, Some(size)) = (req.method == Method::GET, size) {
+            if req.method == Method::GET {
                 events::blob_pulled(state, req, name, d, size);
             }
             Ok(resp)

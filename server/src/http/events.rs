@@ -8,16 +8,16 @@ use super::request::Req;
 use crate::notify::{
     Action, Actor, BLOB_MEDIA_TYPE, Event, Notifier, RequestRecord, Target, manifest_references,
 };
-use crate::registry::{Digest, Reference, RepoName};
+use crate::registry::{Digest, Reference, RepoName, media_type_of};
 
-/// A manifest stored by PUT (action `push`).
+/// A manifest stored by PUT (action `push`), with the media type a GET
+/// answers for it (its `mediaType`, else inferred from its shape).
 pub(super) fn manifest_pushed(
     state: &AppState,
     req: &Req,
     name: &RepoName,
     reference: &Reference,
     digest: &Digest,
-    media_type: String,
     body: &[u8],
 ) {
     manifest_event(
@@ -27,7 +27,7 @@ pub(super) fn manifest_pushed(
         name,
         reference,
         digest,
-        media_type,
+        None,
         body,
     );
 }
@@ -47,7 +47,7 @@ pub(super) fn manifest_pulled(
         name,
         reference,
         &m.digest,
-        m.media_type.clone(),
+        Some(&m.media_type),
         &m.body,
     );
 }
@@ -77,11 +77,18 @@ pub(super) fn manifest_deleted(
 /// A blob stored by an upload's final PUT or a monolithic POST (action
 /// `push`).
 pub(super) fn blob_pushed(state: &AppState, req: &Req, name: &RepoName, d: &Digest, size: u64) {
-    blob_event(state, req, Action::Push, name, d, size, None);
+    blob_event(state, req, Action::Push, name, d, Some(size), None);
 }
 
-/// A blob served by GET, also by redirect (action `pull`).
-pub(super) fn blob_pulled(state: &AppState, req: &Req, name: &RepoName, d: &Digest, size: u64) {
+/// A blob served by GET, also by redirect (action `pull`); `size` is
+/// unknown for a pull-through fetch whose upstream did not announce it.
+pub(super) fn blob_pulled(
+    state: &AppState,
+    req: &Req,
+    name: &RepoName,
+    d: &Digest,
+    size: Option<u64>,
+) {
     blob_event(state, req, Action::Pull, name, d, size, None);
 }
 
@@ -94,7 +101,7 @@ pub(super) fn blob_mounted(
     d: &Digest,
     size: u64,
 ) {
-    blob_event(state, req, Action::Mount, name, d, size, Some(from));
+    blob_event(state, req, Action::Mount, name, d, Some(size), Some(from));
 }
 
 /// A blob unlinked from a repository (action `delete`).
@@ -114,11 +121,11 @@ fn manifest_event(
     name: &RepoName,
     reference: &Reference,
     digest: &Digest,
-    media_type: String,
+    media_type: Option<&str>,
     body: &[u8],
 ) {
     emit(state, req, action, |n| Target {
-        media_type: Some(media_type),
+        media_type: Some(media_type.map_or_else(|| media_type_of(body), str::to_owned)),
         digest: Some(digest.to_string()),
         size: Some(body.len() as u64),
         length: Some(body.len() as u64),
@@ -148,14 +155,14 @@ fn blob_event(
     action: Action,
     name: &RepoName,
     d: &Digest,
-    size: u64,
+    size: Option<u64>,
     from: Option<&RepoName>,
 ) {
     emit(state, req, action, |n| Target {
         media_type: Some(BLOB_MEDIA_TYPE.to_owned()),
         digest: Some(d.to_string()),
-        size: Some(size),
-        length: Some(size),
+        size,
+        length: size,
         repository: name.to_string(),
         from_repository: from.map(ToString::to_string),
         url: Some(content_url(state, n, req, &format!("/v2/{name}/blobs/{d}"))),

@@ -11,7 +11,7 @@ use super::events;
 use super::request::Req;
 use super::response::{docker_content_digest, empty, hv, location};
 use super::{ApiError, AppState};
-use crate::registry::{MAX_MANIFEST_SIZE, Reference, RegistryError, RepoName, media_type_of};
+use crate::registry::{MAX_MANIFEST_SIZE, Reference, RegistryError, RepoName};
 
 /// A request on one manifest.
 pub(super) async fn handle(
@@ -80,15 +80,7 @@ async fn put_manifest(
         .registry
         .put_manifest(name, reference, content_type.as_deref(), body.clone())
         .await?;
-    events::manifest_pushed(
-        state,
-        req,
-        name,
-        reference,
-        &put.digest,
-        media_type_of(&body),
-        &body,
-    );
+    events::manifest_pushed(state, req, name, reference, &put.digest, &body);
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
     h.insert(
