@@ -4,13 +4,15 @@
 //! `into_make_service_with_connect_info::<SocketAddr>()` so redirects can
 //! see the client's address.
 //!
-//! Here: the router, its layers (body timeout, access log, configured
-//! headers), `/debug/health`, and the dispatch of a parsed [`routes::Route`]
+//! Here: the router, its layers (body timeout, access log, request ids
+//! ([`request_id`]), configured headers), `/debug/health`, and the
+//! dispatch of a parsed [`routes::Route`]
 //! to the module of its resource — `blobs`, `uploads`, `manifests`,
 //! `listings` (tags, catalog, referrers). `request` reads what a request
 //! carries (query, `Range`, `Content-Range`, names and digests), `response`
 //! builds the headers the API answers with, `errors` maps registry errors
-//! to the spec's codes and bodies.
+//! to the spec's codes and bodies, `events` builds the notification events
+//! the handlers emit.
 
 mod blobs;
 mod errors;
