@@ -321,11 +321,28 @@ async fn ignored_actions_and_media_types_are_not_sent() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let events = rx.wait_for(2).await;
+    let config_digest = common::sha256(br#"{"architecture":"amd64","os":"linux","seed":"s"}"#);
+    let r = reg
+        .client
+        .delete(reg.url(&format!("/v2/a/b/blobs/{config_digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let events = rx.wait_for(3).await;
     assert_eq!(
         actions(&events),
-        [format!("push {OCI_MANIFEST}"), "delete -".to_owned()],
+        [
+            format!("push {OCI_MANIFEST}"),
+            "delete -".to_owned(),
+            "delete -".to_owned()
+        ],
         "blob pushes and pulls are filtered: {events:#?}"
+    );
+    assert_eq!(
+        events[2]["target"],
+        serde_json::json!({"repository": "a/b", "digest": config_digest}),
+        "a blob delete names the digest"
     );
     assert_eq!(events[0]["target"]["digest"], md);
     assert_eq!(
