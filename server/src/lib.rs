@@ -15,6 +15,8 @@
 //!   (the upstream registry's client: token and Basic auth, bounded reads),
 //!   [`proxy::fetch`] (single-flight blob fetches that store while they
 //!   stream) and [`proxy::expiry`] (`ttl`).
+//! - [`notify`]: notifications (`notifications:`): events POSTed to
+//!   webhook endpoints, each with its own bounded queue and sender.
 
 pub mod auth;
 pub mod check;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod gc;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod registry;
 pub mod serve;

@@ -723,3 +723,67 @@ mod tests {
         assert_eq!(upload_post(None), UploadPost::Session);
     }
 }
+
+/// The notification endpoints' counters
+/// ([`crate::notify::Notifier::stats`]), read at each scrape.
+#[derive(Debug)]
+pub struct NotifyCollector(pub Arc<crate::notify::Notifier>);
+
+impl Collector for NotifyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        let labels: Vec<[(&str, &str); 1]> = stats
+            .iter()
+            .map(|e| [("endpoint", e.name.as_str())])
+            .collect();
+        let events: Vec<[(&str, &str); 2]> = stats
+            .iter()
+            .flat_map(|e| {
+                [
+                    [("endpoint", e.name.as_str()), ("result", "sent")],
+                    [("endpoint", e.name.as_str()), ("result", "dropped")],
+                ]
+            })
+            .collect();
+        let counts: Vec<(&[(&str, &str)], u64)> = events
+            .iter()
+            .zip(stats.iter().flat_map(|e| [e.sent, e.dropped]))
+            .map(|(l, n)| (&l[..], n))
+            .collect();
+        series_of(
+            &mut encoder,
+            "notification_events",
+            "Notification events by endpoint and result (dropped: the endpoint's queue was full)",
+            MetricType::Counter,
+            &counts,
+        )?;
+        let series = |f: fn(&crate::notify::EndpointStats) -> u64| -> Vec<(&[(&str, &str)], u64)> {
+            labels
+                .iter()
+                .zip(&stats)
+                .map(|(l, e)| (&l[..], f(e)))
+                .collect()
+        };
+        series_of(
+            &mut encoder,
+            "notification_delivery_failures",
+            "Failed delivery attempts by endpoint (each retry counts)",
+            MetricType::Counter,
+            &series(|e| e.failures),
+        )?;
+        series_of(
+            &mut encoder,
+            "notification_queue_length",
+            "Events waiting or being delivered, by endpoint",
+            MetricType::Gauge,
+            &series(|e| e.queued as u64),
+        )?;
+        series_of(
+            &mut encoder,
+            "notification_endpoint_failing",
+            "1 while an endpoint has failed `threshold` consecutive deliveries",
+            MetricType::Gauge,
+            &series(|e| u64::from(e.failing)),
+        )
+    }
+}

@@ -126,6 +126,14 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             })?))
         }
     };
+    let notifier = crate::notify::Notifier::start(
+        &config.notifications,
+        crate::notify::source_addr(&config.http.addr),
+        config.http.tls.is_some(),
+        crate::notify::DEFAULT_QUEUE_CAPACITY,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", config.origin))?
+    .map(Arc::new);
     let metrics = config
         .http
         .debug
@@ -135,6 +143,9 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             let mut extra: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
             if let Some(p) = &proxy {
                 extra.push(Box::new(crate::metrics::ProxyCollector(Arc::clone(p))));
+            }
+            if let Some(n) = &notifier {
+                extra.push(Box::new(crate::metrics::NotifyCollector(Arc::clone(n))));
             }
             crate::metrics::Metrics::new(&registry, extra)
         });
@@ -151,6 +162,7 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         auth,
         proxy,
         metrics,
+        notifier,
     })
 }
 

@@ -124,6 +124,10 @@ fn configs_of(section: &str, value: &Value) -> Vec<Value> {
         vec![json!({"version": value, "storage": {"inmemory": null}})]
     } else if section == "proxy" {
         vec![json!({"version": 0.1, "storage": {"inmemory": null}, section: placeholders(value)})]
+    } else if section == "notifications" {
+        vec![
+            json!({"version": 0.1, "storage": {"inmemory": null}, section: without_type_names(value)}),
+        ]
     } else {
         vec![json!({"version": 0.1, "storage": {"inmemory": null}, section: value})]
     }
@@ -140,6 +144,26 @@ fn placeholders(value: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(a) if a.len() == 1 && a[0].is_string() => a[0].clone(),
+        other => other.clone(),
+    }
+}
+
+/// The reference writes an endpoint's `headers` as `<http.Header>`, the
+/// name of its Go type (distribution's parser would refuse that string
+/// too): such keys are left out.
+fn without_type_names(value: &Value) -> Value {
+    let type_name = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| s.starts_with('<') && s.ends_with('>'))
+    };
+    match value {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !type_name(v))
+                .map(|(k, v)| (k.clone(), without_type_names(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_type_names).collect()),
         other => other.clone(),
     }
 }

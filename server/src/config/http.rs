@@ -154,6 +154,39 @@ struct H2c {
     enabled: Option<bool>,
 }
 
+/// The pairs of a map of header names to one value or a list of values
+/// (`http.headers`, `notifications.endpoints[].headers`), one pair per
+/// value, in name order; numbers and booleans are written as YAML gives
+/// them.
+///
+/// # Errors
+/// A name or value that is not a valid HTTP header, naming `key`.
+pub(super) fn header_pairs(
+    key: &str,
+    map: BTreeMap<String, Value>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    for (name, values) in map {
+        let values = match values {
+            Value::Array(a) => a,
+            one => vec![one],
+        };
+        for v in values {
+            let v = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || axum::http::HeaderValue::from_str(&v).is_err()
+            {
+                return Err(format!("{key}: {name}: {v:?} is not a valid HTTP header"));
+            }
+            headers.push((name.clone(), v));
+        }
+    }
+    Ok(headers)
+}
+
 impl Section {
     /// The checked `http` settings.
     ///
@@ -195,27 +228,7 @@ impl Section {
                 }
             }
         };
-        let mut headers = Vec::new();
-        for (name, values) in self.headers {
-            let values = match values {
-                Value::Array(a) => a,
-                one => vec![one],
-            };
-            for v in values {
-                let v = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                    || axum::http::HeaderValue::from_str(&v).is_err()
-                {
-                    return Err(format!(
-                        "http.headers: {name}: {v:?} is not a valid HTTP header"
-                    ));
-                }
-                headers.push((name.clone(), v));
-            }
-        }
+        let headers = header_pairs("http.headers", self.headers)?;
         let defaults = HttpLimits::default();
         let limits = HttpLimits {
             header_timeout: self.headertimeout.map_or(defaults.header_timeout, |d| d.0),

@@ -62,7 +62,6 @@ const KEYS: &[(&str, Rule)] = &[
     ("log.hooks", Rule::Ignore("")),
     ("storage.cache", Rule::Ignore("")),
     ("storage.tag", Rule::Ignore("")),
-    ("notifications", Rule::Ignore("")),
     ("redis", Rule::Ignore("")),
     ("health", Rule::Ignore("")),
     ("reporting", Rule::Ignore("")),

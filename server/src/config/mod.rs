@@ -33,7 +33,8 @@
 //!    `storage` other than its settings `delete`, `redirect`, `maintenance`,
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
-//!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`); a key no section knows
+//!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`,
+//!    `notifications`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -51,6 +52,7 @@ mod env;
 mod http;
 mod keys;
 mod log;
+mod notifications;
 mod proxy;
 mod storage;
 mod validation;
@@ -64,6 +66,10 @@ use serde_json::{Map, Value};
 pub use self::auth::AuthConfig;
 pub use self::http::{DEFAULT_DRAIN_TIMEOUT, DebugConfig, HttpConfig, HttpLimits, TlsSettings};
 pub use self::log::{LogConfig, LogFormat};
+pub use self::notifications::{
+    DEFAULT_BACKOFF as DEFAULT_NOTIFY_BACKOFF, DEFAULT_THRESHOLD as DEFAULT_NOTIFY_THRESHOLD,
+    DEFAULT_TIMEOUT as DEFAULT_NOTIFY_TIMEOUT, EndpointConfig, NotificationsConfig,
+};
 pub use self::proxy::{DEFAULT_TTL as DEFAULT_PROXY_TTL, ProxyConfig};
 pub use self::storage::{StorageConfig, UploadPurging};
 pub use self::value::ConfigDuration;
@@ -129,6 +135,9 @@ pub struct Config {
     /// `proxy`: a pull-through cache of this upstream; `None` for an
     /// ordinary registry.
     pub proxy: Option<ProxyConfig>,
+    /// `notifications`: webhooks told of pushes, pulls, mounts and
+    /// deletes; no endpoints when the section is absent.
+    pub notifications: NotificationsConfig,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -146,6 +155,7 @@ struct File {
     validation: validation::Section,
     auth: auth::Section,
     proxy: Option<proxy::Section>,
+    notifications: notifications::Section,
 }
 
 impl Config {
@@ -229,6 +239,7 @@ impl Config {
             auth: file.auth.resolve().map_err(&invalid)?,
             manifest_urls: file.validation.resolve().map_err(&invalid)?,
             proxy: file.proxy.unwrap_or_default().resolve().map_err(&invalid)?,
+            notifications: file.notifications.resolve().map_err(&invalid)?,
             warnings,
         })
     }
@@ -482,7 +493,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_named_in_warnings() {
         let c = Config::from_yaml(
-            "storage:\n  inmemory:\nhttp:\n  addr: :1\n  adr: :2\nfrobnicate: 1\nnotifications: {}\n",
+            "storage:\n  inmemory:\nhttp:\n  addr: :1\n  adr: :2\nfrobnicate: 1\nreporting: {}\n",
             "t.yml",
             [],
         )
@@ -490,7 +501,7 @@ mod tests {
         let w = c.warnings.join("\n");
         assert!(w.contains("`http.adr`"), "{w}");
         assert!(w.contains("`frobnicate`"), "{w}");
-        assert!(w.contains("`notifications` is not used"), "{w}");
+        assert!(w.contains("`reporting` is not used"), "{w}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use regstore_core::RedirectMethod;
 
+use super::events;
 use super::request::{Req, parse_range};
 use super::response::{docker_content_digest, empty, hv};
 use super::{ApiError, AppState};
@@ -21,21 +22,30 @@ pub(super) async fn handle(
     req: &Req,
 ) -> Result<Response, ApiError> {
     match req.method {
-        Method::GET | Method::HEAD => get_blob(state, name, d, req).await,
+        Method::GET | Method::HEAD => {
+            let (resp, size) = get_blob(state, name, d, req).await?;
+            if req.method == Method::GET {
+                events::blob_pulled(state, req, name, d, size);
+            }
+            Ok(resp)
+        }
         Method::DELETE => {
             state.registry.delete_blob(name, d).await?;
+            events::blob_deleted(state, req, name, d);
             Ok(empty(StatusCode::ACCEPTED))
         }
         ref m => Err(ApiError::method_not_allowed(m, "a blob")),
     }
 }
 
+/// The answer to a GET or HEAD, and the blob's size when known (a
+/// pull-through fetch may not announce it).
 async fn get_blob(
     state: &AppState,
     name: &RepoName,
     d: &Digest,
     req: &Req,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, Option<u64>), ApiError> {
     let reg = &state.registry;
     let get = req.method == Method::GET;
     let info = match (reg.stat_blob(name, d).await, &state.proxy) {
@@ -49,9 +59,14 @@ async fn get_blob(
             match proxy.blob_miss(reg, name, d, get).await? {
                 BlobMiss::Adopted(info) => info,
                 BlobMiss::Upstream(size) => {
-                    return Ok(blob_response(d, req.header(&header::RANGE), size)?.0);
+                    return Ok((
+                        blob_response(d, req.header(&header::RANGE), size)?.0,
+                        Some(size),
+                    ));
                 }
-                BlobMiss::Fetching(size, bytes) => return fetched(d, req, size, bytes),
+                BlobMiss::Fetching(size, bytes) => {
+                    return Ok((fetched(d, req, size, bytes)?, size));
+                }
             }
         }
         (Err(e), _) => return Err(e.into()),
@@ -67,14 +82,14 @@ async fn get_blob(
             .insert(header::LOCATION, hv(url.as_str()));
         resp.headers_mut()
             .insert(docker_content_digest(), hv(&d.to_string()));
-        return Ok(resp);
+        return Ok((resp, Some(info.size)));
     }
     let (mut resp, start, len) = blob_response(d, req.header(&header::RANGE), info.size)?;
     if get && len > 0 {
         let stream = reg.read_blob(d, start).await?;
         *resp.body_mut() = Body::from_stream(limit(stream, len));
     }
-    Ok(resp)
+    Ok((resp, Some(info.size)))
 }
 
 /// A blob being fetched by the pull-through cache, as the request asks:

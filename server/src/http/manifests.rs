@@ -7,6 +7,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::events;
 use super::request::Req;
 use super::response::{docker_content_digest, empty, hv, location};
 use super::{ApiError, AppState};
@@ -37,11 +38,15 @@ pub(super) async fn handle(
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.body.len()));
             h.insert(docker_content_digest(), hv(&m.digest.to_string()));
             h.insert(header::ETAG, hv(&format!("\"{}\"", m.digest)));
+            if req.method == Method::GET {
+                events::manifest_pulled(state, req, name, reference, &m);
+            }
             Ok(resp)
         }
         Method::PUT => put_manifest(state, name, reference, req, body).await,
         Method::DELETE => {
             reg.delete_manifest(name, reference).await?;
+            events::manifest_deleted(state, req, name, reference);
             Ok(empty(StatusCode::ACCEPTED))
         }
         ref m => Err(ApiError::method_not_allowed(m, "a manifest")),
@@ -73,8 +78,9 @@ async fn put_manifest(
         })?;
     let put = state
         .registry
-        .put_manifest(name, reference, content_type.as_deref(), body)
+        .put_manifest(name, reference, content_type.as_deref(), body.clone())
         .await?;
+    events::manifest_pushed(state, req, name, reference, &put.digest, &body);
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
     h.insert(

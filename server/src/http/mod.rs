@@ -4,19 +4,23 @@
 //! `into_make_service_with_connect_info::<SocketAddr>()` so redirects can
 //! see the client's address.
 //!
-//! Here: the router, its layers (body timeout, access log, configured
-//! headers), `/debug/health`, and the dispatch of a parsed [`routes::Route`]
+//! Here: the router, its layers (body timeout, access log, request ids
+//! ([`request_id`]), configured headers), `/debug/health`, and the
+//! dispatch of a parsed [`routes::Route`]
 //! to the module of its resource — `blobs`, `uploads`, `manifests`,
 //! `listings` (tags, catalog, referrers). `request` reads what a request
 //! carries (query, `Range`, `Content-Range`, names and digests), `response`
 //! builds the headers the API answers with, `errors` maps registry errors
-//! to the spec's codes and bodies.
+//! to the spec's codes and bodies, `events` builds the notification events
+//! the handlers emit.
 
 mod blobs;
 mod errors;
+mod events;
 mod listings;
 mod manifests;
 mod request;
+pub mod request_id;
 mod response;
 pub mod routes;
 mod uploads;
@@ -66,6 +70,9 @@ pub struct AppState {
     /// `http.debug.prometheus`: what requests record; `None` when metrics
     /// are off (nothing is recorded).
     pub metrics: Option<crate::metrics::Metrics>,
+    /// `notifications`: where events about pushes, pulls, mounts and
+    /// deletes go; `None` without an enabled endpoint.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
@@ -84,10 +91,12 @@ pub fn router(state: AppState) -> Router {
     } else {
         routes
     };
-    let routes = routes.layer(axum::middleware::map_response_with_state(
-        state.clone(),
-        add_configured_headers,
-    ));
+    let routes = routes
+        .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            add_configured_headers,
+        ));
     let routes = match &state.metrics {
         Some(m) => routes.layer(axum::middleware::from_fn_with_state(m.clone(), track)),
         None => routes,
@@ -177,9 +186,6 @@ fn vars(state: &AppState, started: std::time::Instant) -> Response {
     response::json_response(StatusCode::OK, body.to_string())
 }
 
-/// One `info` line per request: method, path, user (when authenticated;
-/// never a password or token), status, time to the response head (bodies
-/// stream on afterwards).
 /// A request body that sends nothing for `idle` ends with an error, which
 /// the handlers treat as a cut connection (an upload keeps what arrived).
 async fn body_timeout(State(idle): State<std::time::Duration>, request: Request) -> Request {
@@ -214,8 +220,15 @@ async fn body_timeout(State(idle): State<std::time::Duration>, request: Request)
     })
 }
 
+/// One `info` line per request: method, path, request id, user (when
+/// authenticated; never a password or token), status, time to the
+/// response head (bodies stream on afterwards).
 async fn access_log(request: Request, next: axum::middleware::Next) -> Response {
     let method = request.method().clone();
+    let request_id = request
+        .extensions()
+        .get::<request_id::RequestId>()
+        .map(|r| r.0.clone());
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let resp = next.run(request).await;
@@ -227,6 +240,7 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
         target: "regstore::access",
         %method,
         path,
+        request_id,
         user,
         status = resp.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
@@ -276,33 +290,21 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
         }
         return resp;
     };
-    // Without auth nothing reads the host or the scopes: no request pays
-    // for them.
+    // Without auth nothing reads the scopes: no request pays for them.
     let auth_on = state.auth.enabled();
-    let host = auth_on
-        .then(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        })
-        .flatten();
     let route_name = crate::metrics::RouteName(route.name());
-    let req = Req::from_parts(parts);
+    let mut req = Req::from_parts(parts);
     let method = req.method.clone();
     let needs = if auth_on {
         route.needs(&method, req.param("mount").and(req.param("from")))
     } else {
         Vec::new()
     };
-    let identity = state
-        .auth
-        .authenticate(&req.headers, host.as_deref(), &needs)
-        .await;
+    let host = if auth_on { req.host.as_deref() } else { None };
+    let identity = state.auth.authenticate(&req.headers, host, &needs).await;
     let mut resp = match identity {
         Ok(identity) => {
+            req.user = identity.user().map(str::to_owned);
             let handled = match state.auth.authorize(&identity, &needs) {
                 Ok(()) => handle(&state, &identity, route, req, body).await,
                 Err(denied) => Err(denied),

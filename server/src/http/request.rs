@@ -19,7 +19,14 @@ pub(super) struct Req {
     pub(super) method: Method,
     pub(super) headers: HeaderMap,
     query: HashMap<String, String>,
-    peer: Option<SocketAddr>,
+    pub(super) peer: Option<SocketAddr>,
+    /// The request's id ([`super::request_id`]); empty when the router's
+    /// layer did not run (handlers called directly).
+    pub(super) request_id: String,
+    /// `Host`, else the authority of the request line.
+    pub(super) host: Option<String>,
+    /// The authenticated user, once the request is authorized.
+    pub(super) user: Option<String>,
 }
 
 impl Req {
@@ -37,12 +44,25 @@ impl Req {
                 m
             })
             .unwrap_or_default();
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         Req {
             method: parts.method,
             peer: parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0),
+            request_id: parts
+                .extensions
+                .get::<super::request_id::RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+            host,
+            user: None,
             headers: parts.headers,
             query,
         }

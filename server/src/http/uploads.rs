@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
 
+use super::events;
 use super::request::{Req, chunk_start, digest_param};
 use super::response::{blob_created, empty, location, upload_response};
 use super::{ApiError, AppState};
@@ -67,14 +68,16 @@ async fn start_upload(
     if let (Some(mount), Some(from)) = (req.param("mount"), req.param("from")) {
         let d = digest_param(mount)?;
         if let Ok(from) = RepoName::parse(from)
-            && reg.mount_blob(name, &from, &d).await?.is_some()
+            && let Some(info) = reg.mount_blob(name, &from, &d).await?
         {
+            events::blob_mounted(state, req, name, &from, &d, info.size);
             return Ok(blob_created(state, name, &d));
         }
     }
     if let Some(d) = req.param("digest") {
         let d = digest_param(d)?;
         let info = reg.put_blob(name, &d, body.into_data_stream()).await?;
+        events::blob_pushed(state, req, name, &info.digest, info.size);
         return Ok(blob_created(state, name, &info.digest));
     }
     let uuid = reg.start_upload(name).await?;
@@ -135,5 +138,6 @@ async fn put_upload(
         .complete_upload(name, uuid, &d, start, body.into_data_stream())
         .await
         .map_err(|e| upload_error(state, name, uuid, e))?;
+    events::blob_pushed(state, req, name, &info.digest, info.size);
     Ok(blob_created(state, name, &info.digest))
 }

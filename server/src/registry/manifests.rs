@@ -352,7 +352,7 @@ fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
 
 /// The media type of stored manifest bytes: its `mediaType`, else inferred
 /// from its shape (read without building the document).
-fn media_type_of(body: &[u8]) -> String {
+pub fn media_type_of(body: &[u8]) -> String {
     let Ok(doc) = from_json::<MediaTypeOnly>(body) else {
         return ManifestKind::OciManifest.media_type().to_owned();
     };

@@ -18,7 +18,7 @@ use regstore_core::{Driver, RedirectRequest, WalkControl};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use manifests::{
     MAX_MANIFEST_SIZE, ManifestKind, PutManifest, REFERRERS_PAGE_BYTES, References, Referrer,
-    StoredManifest, references,
+    StoredManifest, media_type_of, references,
 };
 pub use names::{NameError, NameKind, Reference, RepoName, Tag};
 pub use uploads::{

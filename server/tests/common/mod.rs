@@ -57,6 +57,8 @@ pub struct TestRegistry {
     pub proxy: Option<std::sync::Arc<regstore_server::proxy::Proxy>>,
     /// `http://addr` of the debug server, when `http.debug.addr` is set.
     pub debug: Option<String>,
+    /// The notifier, when the config has enabled `notifications` endpoints.
+    pub notifier: Option<std::sync::Arc<regstore_server::notify::Notifier>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -98,6 +100,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     let state = serve::app_state(&config).await.expect("driver builds");
     let registry = state.registry.clone();
     let proxy = state.proxy.clone();
+    let notifier = state.notifier.clone();
     serve::spawn_maintenance(&config, &registry);
     let debug = serve::spawn_debug(&config, &state)
         .await
@@ -123,6 +126,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         registry,
         proxy,
         debug,
+        notifier,
         stop: Some(tx),
     }
 }
