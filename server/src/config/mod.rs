@@ -33,7 +33,8 @@
 //!    `storage` other than its settings `delete`, `redirect`, `maintenance`,
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
-//!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`); a key no section knows
+//!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`,
+//!    `health`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -48,6 +49,7 @@
 mod access;
 mod auth;
 mod env;
+mod health;
 mod http;
 mod keys;
 mod log;
@@ -62,7 +64,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use self::auth::AuthConfig;
-pub use self::http::{DEFAULT_DRAIN_TIMEOUT, HttpConfig, HttpLimits, TlsSettings};
+pub use self::health::{
+    DEFAULT_CHECK_TIMEOUT, DEFAULT_INTERVAL as DEFAULT_HEALTH_INTERVAL, DEFAULT_STORAGE_THRESHOLD,
+    FileCheck, HealthConfig, HttpCheck, Periodic, TcpCheck,
+};
+pub use self::http::{
+    CorsConfig, DEFAULT_CORS_ALLOWED_HEADERS, DEFAULT_CORS_EXPOSED_HEADERS, DEFAULT_CORS_METHODS,
+    DEFAULT_DRAIN_TIMEOUT, HttpConfig, HttpLimits, TlsSettings,
+};
 pub use self::log::{LogConfig, LogFormat};
 pub use self::proxy::{DEFAULT_TTL as DEFAULT_PROXY_TTL, ProxyConfig};
 pub use self::storage::{StorageConfig, UploadPurging};
@@ -129,6 +138,8 @@ pub struct Config {
     /// `proxy`: a pull-through cache of this upstream; `None` for an
     /// ordinary registry.
     pub proxy: Option<ProxyConfig>,
+    /// `health`: the periodic checks `/debug/health` reports.
+    pub health: HealthConfig,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -146,6 +157,7 @@ struct File {
     validation: validation::Section,
     auth: auth::Section,
     proxy: Option<proxy::Section>,
+    health: health::Section,
 }
 
 impl Config {
@@ -229,6 +241,7 @@ impl Config {
             auth: file.auth.resolve().map_err(&invalid)?,
             manifest_urls: file.validation.resolve().map_err(&invalid)?,
             proxy: file.proxy.unwrap_or_default().resolve().map_err(&invalid)?,
+            health: file.health.resolve().map_err(&invalid)?,
             warnings,
         })
     }

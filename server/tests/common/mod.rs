@@ -96,7 +96,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     let state = serve::app_state(&config).await.expect("driver builds");
     let registry = state.registry.clone();
     let proxy = state.proxy.clone();
-    serve::spawn_maintenance(&config, &registry);
+    serve::spawn_maintenance(&config, &state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
