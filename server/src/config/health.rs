@@ -287,6 +287,7 @@ mod tests {
     #[test]
     fn absent_or_disabled_means_no_periodic_checks() {
         assert_eq!(load("").unwrap(), HealthConfig::default());
+        assert_eq!(load("health:\n").unwrap(), HealthConfig::default());
         let c = load("health:\n  storagedriver:\n    enabled: false\n").unwrap();
         assert!(!c.any(), "{c:?}");
     }

@@ -157,7 +157,7 @@ struct File {
     validation: validation::Section,
     auth: auth::Section,
     proxy: Option<proxy::Section>,
-    health: health::Section,
+    health: Option<health::Section>,
 }
 
 impl Config {
@@ -241,7 +241,11 @@ impl Config {
             auth: file.auth.resolve().map_err(&invalid)?,
             manifest_urls: file.validation.resolve().map_err(&invalid)?,
             proxy: file.proxy.unwrap_or_default().resolve().map_err(&invalid)?,
-            health: file.health.resolve().map_err(&invalid)?,
+            health: file
+                .health
+                .unwrap_or_default()
+                .resolve()
+                .map_err(&invalid)?,
             warnings,
         })
     }

@@ -55,6 +55,8 @@ pub struct TestRegistry {
     pub registry: regstore_server::registry::Registry,
     /// The pull-through cache, when the config has `proxy`.
     pub proxy: Option<std::sync::Arc<regstore_server::proxy::Proxy>>,
+    /// The `health` checks the server runs.
+    pub health: regstore_server::health::HealthChecks,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -96,6 +98,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     let state = serve::app_state(&config).await.expect("driver builds");
     let registry = state.registry.clone();
     let proxy = state.proxy.clone();
+    let health = state.health.clone();
     serve::spawn_maintenance(&config, &state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -116,6 +119,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         dir,
         registry,
         proxy,
+        health,
         stop: Some(tx),
     }
 }
