@@ -348,3 +348,52 @@ async fn run_check(inner: Weak<Inner>, index: usize) {
         tokio::time::sleep(interval).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_check(threshold: u32) -> Check {
+        Check::new(
+            "h:1".into(),
+            Kind::Tcp {
+                addr: "h:1".into(),
+                timeout: Duration::from_secs(1),
+            },
+            Periodic {
+                interval: Duration::from_secs(1),
+                threshold,
+            },
+        )
+    }
+
+    #[test]
+    fn a_check_fails_after_threshold_consecutive_failures_and_passes_at_one_success() {
+        let c = tcp_check(3);
+        assert!(!c.status().failing, "passing before its first run");
+        c.record(Some("one".into()));
+        c.record(Some("two".into()));
+        let s = c.status();
+        assert!(!s.failing, "{s:?}");
+        assert_eq!(
+            (s.consecutive_failures, s.last_error.as_deref()),
+            (2, Some("two"))
+        );
+        c.record(Some("three".into()));
+        assert!(c.status().failing);
+        c.record(Some("four".into()));
+        assert_eq!(c.status().consecutive_failures, 4);
+        c.record(None);
+        assert_eq!(
+            c.status(),
+            CheckStatus {
+                name: "h:1".into(),
+                failing: false,
+                consecutive_failures: 0,
+                last_error: None,
+            }
+        );
+        c.record(Some("again".into()));
+        assert!(!c.status().failing, "the count starts over");
+    }
+}
