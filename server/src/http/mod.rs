@@ -74,7 +74,7 @@ pub struct AppState {
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
-/// (the health checks, see [`health`]), and the `/v2/` API; with
+/// (the health checks, [`crate::health`]), and the `/v2/` API; with
 /// `http.cors`, CORS headers on every answer to an allowed origin and
 /// preflights answered before authentication.
 pub fn router(state: AppState) -> Router {
