@@ -7,6 +7,8 @@
 //! - [`http`]: the OCI Distribution v1.1 HTTP API on it (axum).
 //! - [`serve`]: config → driver → listener, graceful shutdown.
 //! - [`config`]: distribution's `config.yml` and `REGISTRY_*` overrides.
+//! - [`health`]: the `health` section's periodic checks, reported by
+//!   `/debug/health`; a failing one takes the `/v2/` API out of service.
 //! - [`gc`]: garbage collection, offline and online.
 //! - [`metrics`]: Prometheus metrics (`http.debug.prometheus`).
 //! - [`check`]: the storage check (`regstore check`): blobs re-hashed,
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod check;
 pub mod config;
 pub mod gc;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod notify;

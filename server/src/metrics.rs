@@ -787,3 +787,39 @@ impl Collector for NotifyCollector {
         )
     }
 }
+
+/// The health checks' states ([`crate::health::HealthChecks::statuses`]),
+/// read at each scrape.
+#[derive(Debug)]
+pub struct HealthCollector(pub crate::health::HealthChecks);
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let statuses = self.0.statuses();
+        let labels: Vec<[(&str, &str); 1]> = statuses
+            .iter()
+            .map(|c| [("check", c.name.as_str())])
+            .collect();
+        let series = |f: fn(&crate::health::CheckStatus) -> u64| -> Vec<(&[(&str, &str)], u64)> {
+            labels
+                .iter()
+                .zip(&statuses)
+                .map(|(l, c)| (&l[..], f(c)))
+                .collect()
+        };
+        series_of(
+            &mut encoder,
+            "health_check_failing",
+            "1 while a health check has failed `threshold` consecutive runs (the API answers 503)",
+            MetricType::Gauge,
+            &series(|c| u64::from(c.failing)),
+        )?;
+        series_of(
+            &mut encoder,
+            "health_check_consecutive_failures",
+            "Failed runs of a health check since its last success",
+            MetricType::Gauge,
+            &series(|c| u64::from(c.consecutive_failures)),
+        )
+    }
+}

@@ -118,6 +118,9 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         ),
         Some(rules) => auth.with_access(rules.clone()),
     };
+    let health = crate::health::HealthChecks::new(&config.health, registry.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.origin))?;
+    let cors = config.http.cors.clone().map(Arc::new);
     let proxy = match &config.proxy {
         None => None,
         Some(p) => {
@@ -147,9 +150,12 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
             if let Some(n) = &notifier {
                 extra.push(Box::new(crate::metrics::NotifyCollector(Arc::clone(n))));
             }
+            extra.push(Box::new(crate::metrics::HealthCollector(health.clone())));
             crate::metrics::Metrics::new(&registry, extra)
         });
     Ok(AppState {
+        health,
+        cors,
         registry,
         base_url: if config.http.relative_urls {
             None
@@ -169,8 +175,8 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
 /// How often an unreachable backend is checked again after startup.
 const STARTUP_RECHECK: Duration = Duration::from_secs(15);
 
-/// Asks the backend one cheap question (the stat `/debug/health` also
-/// makes) before serving, so that a configuration the backend refuses is
+/// Asks the backend one cheap question (the listing `/debug/health` also
+/// makes, [`Registry::check_health`]) before serving, so that a configuration the backend refuses is
 /// found at startup rather than by the first client.
 ///
 /// - Credentials refused or missing ([`ErrorKind::Credentials`]): an error,
@@ -540,11 +546,15 @@ pub async fn purge_uploads(registry: Registry, purging: UploadPurging) {
     }
 }
 
-/// Starts the configured background work on `registry`: upload purging
+/// Starts the configured background work of `state`: upload purging
 /// ([`purge_uploads`]), online garbage collection
-/// ([`crate::gc::online::run`]) and the pull-through cache's expiry
-/// ([`crate::proxy::expiry::run`]). The tasks run until the runtime stops.
-pub fn spawn_maintenance(config: &Config, registry: &Registry) {
+/// ([`crate::gc::online::run`]), the pull-through cache's expiry
+/// ([`crate::proxy::expiry::run`]) and the `health` checks
+/// ([`crate::health::HealthChecks::spawn`]). The tasks run until the
+/// runtime stops (the health checks' also when `state` is dropped).
+pub fn spawn_maintenance(config: &Config, state: &AppState) {
+    let registry = &state.registry;
+    state.health.spawn();
     if let Some(purging) = config.storage.upload_purging.clone() {
         tokio::spawn(purge_uploads(registry.clone(), purging));
     }
@@ -638,7 +648,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let state = app_state(&config).await?;
     check_backend(&state.registry, &config.origin).await?;
-    spawn_maintenance(&config, &state.registry);
+    spawn_maintenance(&config, &state);
     spawn_debug(&config, &state).await?;
     let addr = resolve_addr(&config.http.addr).await?;
     let listener = TcpListener::bind(addr)

@@ -34,6 +34,9 @@ pub struct HttpConfig {
     pub h2c: bool,
     /// `http.debug`: the debug server; `None` without `http.debug.addr`.
     pub debug: Option<DebugConfig>,
+    /// `http.cors` (a regstore extension): cross-origin access for
+    /// browsers; `None` sends no CORS headers.
+    pub cors: Option<CorsConfig>,
 }
 
 /// `http.debug`: a second listener for operators (`/debug/health`,
@@ -114,6 +117,7 @@ pub(super) struct Section {
     http2: Http2,
     h2c: H2c,
     debug: Option<Debug>,
+    cors: Option<Cors>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,7 +159,8 @@ struct H2c {
 }
 
 /// The pairs of a map of header names to one value or a list of values
-/// (`http.headers`, `notifications.endpoints[].headers`), one pair per
+/// (`http.headers`, `notifications.endpoints[].headers`,
+/// `health.http[].headers`), one pair per
 /// value, in name order; numbers and booleans are written as YAML gives
 /// them.
 ///
@@ -229,6 +234,7 @@ impl Section {
             }
         };
         let headers = header_pairs("http.headers", self.headers)?;
+        let cors = self.cors.map(Cors::resolve).transpose()?;
         let defaults = HttpLimits::default();
         let limits = HttpLimits {
             header_timeout: self.headertimeout.map_or(defaults.header_timeout, |d| d.0),
@@ -281,6 +287,213 @@ impl Section {
             drain_timeout: self.draintimeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
             limits,
             h2c: self.h2c.enabled.unwrap_or(false),
+            cors,
         })
+    }
+}
+
+/// Methods a cross-origin request may use when `allowedmethods` is not given.
+pub const DEFAULT_CORS_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
+
+/// Request headers a cross-origin request may send when `allowedheaders` is
+/// not given: what a browser client of the API sends (credentials, content
+/// negotiation of manifests, ranged blob reads, digests of pushes).
+pub const DEFAULT_CORS_ALLOWED_HEADERS: &[&str] = &[
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Range",
+    "Docker-Content-Digest",
+];
+
+/// Response headers a browser script may read when `exposedheaders` is not
+/// given: what a client of the API needs beyond the CORS-safelisted ones.
+pub const DEFAULT_CORS_EXPOSED_HEADERS: &[&str] = &[
+    "Docker-Content-Digest",
+    "Link",
+    "Content-Range",
+    "WWW-Authenticate",
+    "Docker-Distribution-API-Version",
+    "Location",
+];
+
+/// `http.cors`: which web origins may call the API from a browser, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// `allowedorigins`: origins as browsers send them
+    /// (`https://ui.example.com`); `*` allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// `allowedmethods` (default [`DEFAULT_CORS_METHODS`]).
+    pub allowed_methods: Vec<String>,
+    /// `allowedheaders` (default [`DEFAULT_CORS_ALLOWED_HEADERS`]).
+    pub allowed_headers: Vec<String>,
+    /// `exposedheaders` (default [`DEFAULT_CORS_EXPOSED_HEADERS`]).
+    pub exposed_headers: Vec<String>,
+    /// `allowcredentials`: browsers may send cookies and `Authorization`.
+    pub allow_credentials: bool,
+    /// `maxage`: how long a browser may cache a preflight's answer; `None`
+    /// sends no `Access-Control-Max-Age`.
+    pub max_age: Option<Duration>,
+}
+
+impl CorsConfig {
+    /// Whether `allowedorigins` holds `*`.
+    pub fn any_origin(&self) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*")
+    }
+
+    /// Whether a request from `origin` gets CORS headers.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any_origin()
+            || self
+                .allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Cors {
+    allowedorigins: Vec<String>,
+    allowedmethods: Option<Vec<String>>,
+    allowedheaders: Option<Vec<String>>,
+    exposedheaders: Option<Vec<String>>,
+    #[serde(deserialize_with = "flag")]
+    allowcredentials: Option<bool>,
+    maxage: Option<ConfigDuration>,
+}
+
+impl Cors {
+    /// # Errors
+    /// No origin, an origin with a path, a method or header name that is
+    /// not valid HTTP, naming the key.
+    fn resolve(self) -> Result<CorsConfig, String> {
+        if self.allowedorigins.is_empty() {
+            return Err("http.cors.allowedorigins must list at least one origin (or \"*\")".into());
+        }
+        for o in &self.allowedorigins {
+            let ok = o == "*"
+                || url::Url::parse(o).is_ok_and(|u| {
+                    u.has_host() && u.path() == "/" && !o.ends_with('/') && u.query().is_none()
+                });
+            if !ok {
+                return Err(format!(
+                    "http.cors.allowedorigins: {o:?} is not an origin (scheme://host[:port], or \"*\")"
+                ));
+            }
+        }
+        let list = |key: &str, given: Option<Vec<String>>, default: &[&str], method: bool| {
+            let values = given.unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect());
+            for v in &values {
+                let ok = if method {
+                    axum::http::Method::from_bytes(v.as_bytes()).is_ok()
+                } else {
+                    axum::http::HeaderName::from_bytes(v.as_bytes()).is_ok()
+                };
+                if !ok {
+                    return Err(format!("http.cors.{key}: {v:?} is not a valid HTTP name"));
+                }
+            }
+            Ok(values)
+        };
+        Ok(CorsConfig {
+            allowed_methods: list(
+                "allowedmethods",
+                self.allowedmethods,
+                DEFAULT_CORS_METHODS,
+                true,
+            )?,
+            allowed_headers: list(
+                "allowedheaders",
+                self.allowedheaders,
+                DEFAULT_CORS_ALLOWED_HEADERS,
+                false,
+            )?,
+            exposed_headers: list(
+                "exposedheaders",
+                self.exposedheaders,
+                DEFAULT_CORS_EXPOSED_HEADERS,
+                false,
+            )?,
+            allowed_origins: self.allowedorigins,
+            allow_credentials: self.allowcredentials.unwrap_or(false),
+            max_age: self.maxage.map(|d| d.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn load(http: &str) -> Result<Option<CorsConfig>, String> {
+        Config::from_yaml(
+            &format!("version: 0.1\nstorage:\n  inmemory:\nhttp:\n{http}"),
+            "t.yml",
+            [],
+        )
+        .map(|c| c.http.cors)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cors_is_off_by_default_and_has_documented_defaults() {
+        assert_eq!(load("  addr: :1\n").unwrap(), None);
+        let c = load("  cors:\n    allowedorigins: ['https://ui.example.com']\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.allowed_methods, DEFAULT_CORS_METHODS);
+        assert_eq!(c.allowed_headers, DEFAULT_CORS_ALLOWED_HEADERS);
+        assert_eq!(c.exposed_headers, DEFAULT_CORS_EXPOSED_HEADERS);
+        assert!(!c.allow_credentials);
+        assert_eq!(c.max_age, None);
+        assert!(c.allows("https://UI.example.com") && !c.allows("https://evil.example"));
+        assert!(!c.any_origin());
+    }
+
+    #[test]
+    fn cors_keys_are_read() {
+        let c = load(
+            "  cors:\n    allowedorigins: ['*']\n    allowedmethods: [GET, PUT]\n    allowedheaders: [X-A]\n    exposedheaders: [X-B]\n    allowcredentials: true\n    maxage: 10m\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(c.any_origin() && c.allows("http://anything"));
+        assert_eq!(c.allowed_methods, ["GET", "PUT"]);
+        assert_eq!(c.allowed_headers, ["X-A"]);
+        assert_eq!(c.exposed_headers, ["X-B"]);
+        assert!(c.allow_credentials);
+        assert_eq!(c.max_age, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn unusable_cors_settings_name_the_key() {
+        for (yaml, says) in [
+            (
+                "  cors:\n    maxage: 1m\n",
+                "http.cors.allowedorigins must list",
+            ),
+            (
+                "  cors:\n    allowedorigins: ['https://ui/path']\n",
+                "is not an origin",
+            ),
+            (
+                "  cors:\n    allowedorigins: [ui.example.com]\n",
+                "is not an origin",
+            ),
+            (
+                "  cors:\n    allowedorigins: ['*']\n    allowedheaders: ['a b']\n",
+                "http.cors.allowedheaders",
+            ),
+            (
+                "  cors:\n    allowedorigins: ['*']\n    maxage: soon\n",
+                "http.cors.maxage",
+            ),
+        ] {
+            let e = load(yaml).unwrap_err();
+            assert!(e.contains(says), "{yaml}: {e}");
+        }
     }
 }

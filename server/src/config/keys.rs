@@ -63,7 +63,6 @@ const KEYS: &[(&str, Rule)] = &[
     ("storage.cache", Rule::Ignore("")),
     ("storage.tag", Rule::Ignore("")),
     ("redis", Rule::Ignore("")),
-    ("health", Rule::Ignore("")),
     ("reporting", Rule::Ignore("")),
     ("compatibility", Rule::Ignore("")),
     ("policy", Rule::Ignore("")),
@@ -132,7 +131,7 @@ mod tests {
         let mut doc = serde_json::json!({
             "http": {"secret": "s", "prefix": "/", "tls": {"ciphersuites": ["x"]}},
             "redis": {"addr": "x"},
-            "health": null,
+            "reporting": null,
         });
         take(&mut doc, &mut warnings).unwrap();
         assert_eq!(doc, serde_json::json!({"http": {"tls": {}}}));

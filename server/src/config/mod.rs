@@ -34,7 +34,7 @@
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
 //!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`,
-//!    `notifications`); a key no section knows
+//!    `notifications`, `health`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -49,6 +49,7 @@
 mod access;
 mod auth;
 mod env;
+mod health;
 mod http;
 mod keys;
 mod log;
@@ -64,7 +65,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use self::auth::AuthConfig;
-pub use self::http::{DEFAULT_DRAIN_TIMEOUT, DebugConfig, HttpConfig, HttpLimits, TlsSettings};
+pub use self::health::{
+    DEFAULT_CHECK_TIMEOUT, DEFAULT_INTERVAL as DEFAULT_HEALTH_INTERVAL, DEFAULT_STORAGE_THRESHOLD,
+    FileCheck, HealthConfig, HttpCheck, Periodic, TcpCheck,
+};
+pub use self::http::{
+    CorsConfig, DEFAULT_CORS_ALLOWED_HEADERS, DEFAULT_CORS_EXPOSED_HEADERS, DEFAULT_CORS_METHODS,
+    DEFAULT_DRAIN_TIMEOUT, DebugConfig, HttpConfig, HttpLimits, TlsSettings,
+};
 pub use self::log::{LogConfig, LogFormat};
 pub use self::notifications::{
     DEFAULT_BACKOFF as DEFAULT_NOTIFY_BACKOFF, DEFAULT_THRESHOLD as DEFAULT_NOTIFY_THRESHOLD,
@@ -138,6 +146,8 @@ pub struct Config {
     /// `notifications`: webhooks told of pushes, pulls, mounts and
     /// deletes; no endpoints when the section is absent.
     pub notifications: NotificationsConfig,
+    /// `health`: the periodic checks `/debug/health` reports.
+    pub health: HealthConfig,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -156,6 +166,7 @@ struct File {
     auth: auth::Section,
     proxy: Option<proxy::Section>,
     notifications: notifications::Section,
+    health: Option<health::Section>,
 }
 
 impl Config {
@@ -240,6 +251,11 @@ impl Config {
             manifest_urls: file.validation.resolve().map_err(&invalid)?,
             proxy: file.proxy.unwrap_or_default().resolve().map_err(&invalid)?,
             notifications: file.notifications.resolve().map_err(&invalid)?,
+            health: file
+                .health
+                .unwrap_or_default()
+                .resolve()
+                .map_err(&invalid)?,
             warnings,
         })
     }

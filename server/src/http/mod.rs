@@ -4,9 +4,10 @@
 //! `into_make_service_with_connect_info::<SocketAddr>()` so redirects can
 //! see the client's address.
 //!
-//! Here: the router, its layers (body timeout, access log, request ids
-//! ([`request_id`]), configured headers), `/debug/health`, and the
-//! dispatch of a parsed [`routes::Route`]
+//! Here: the router, its layers (body timeout, CORS, access log, request
+//! ids ([`request_id`]), configured headers, metrics), `/debug/health` and
+//! the 503 of the API while a health check fails, the debug server's
+//! routes, and the dispatch of a parsed [`routes::Route`]
 //! to the module of its resource — `blobs`, `uploads`, `manifests`,
 //! `listings` (tags, catalog, referrers). `request` reads what a request
 //! carries (query, `Range`, `Content-Range`, names and digests), `response`
@@ -15,6 +16,7 @@
 //! the handlers emit.
 
 mod blobs;
+mod cors;
 mod errors;
 mod events;
 mod listings;
@@ -73,10 +75,18 @@ pub struct AppState {
     /// `notifications`: where events about pushes, pulls, mounts and
     /// deletes go; `None` without an enabled endpoint.
     pub notifier: Option<Arc<crate::notify::Notifier>>,
+    /// `health`: the checks `/debug/health` reports; while one fails the
+    /// `/v2/` API answers 503.
+    pub health: crate::health::HealthChecks,
+    /// `http.cors`: cross-origin access for browsers; `None` sends no CORS
+    /// headers.
+    pub cors: Option<Arc<crate::config::CorsConfig>>,
 }
 
 /// The whole HTTP surface: `/` (200 for load balancers), `/debug/health`
-/// (checks the driver), and the `/v2/` API.
+/// (the health checks, [`crate::health`]), and the `/v2/` API; with
+/// `http.cors`, CORS headers on every answer to an allowed origin and
+/// preflights answered before authentication.
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/", axum::routing::get(|| async { StatusCode::OK }))
@@ -86,6 +96,13 @@ pub fn router(state: AppState) -> Router {
             state.limits.body_timeout,
             body_timeout,
         ));
+    let routes = match &state.cors {
+        Some(cors) => routes.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(cors),
+            cors::layer,
+        )),
+        None => routes,
+    };
     let routes = if state.access_log {
         routes.layer(axum::middleware::from_fn(access_log))
     } else {
@@ -256,28 +273,106 @@ async fn add_configured_headers(State(state): State<AppState>, mut resp: Respons
     resp
 }
 
-async fn health(State(state): State<AppState>) -> Response {
-    match state.registry.check_health().await {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response(),
-        Err(e) => ApiError::new(
+/// `/debug/health`: 200 when no check fails, 503 when one does; the body is
+/// distribution's, a JSON map of each failing check's name to its error
+/// (`{}` when all pass). With `?verbose` (or `?verbose=true`/`1`) the body
+/// lists every check instead: `{"checks": [{"name", "failing",
+/// "consecutive_failures", "last_error"}]}` (a regstore extension; the
+/// default body stays what distribution's clients read).
+///
+/// The checks are [`crate::health::HealthChecks::report`]'s: the periodic
+/// ones as their last runs left them, and, without
+/// `health.storagedriver.enabled`, one storage request made now.
+async fn health(State(state): State<AppState>, request: Request) -> Response {
+    let verbose = request.uri().query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == "verbose" && matches!(v.as_ref(), "" | "true" | "1"))
+    });
+    let report = state.health.report().await;
+    let status = if report.iter().any(|c| c.failing) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = if verbose {
+        let checks: Vec<serde_json::Value> = report
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "failing": c.failing,
+                    "consecutive_failures": c.consecutive_failures,
+                    "last_error": c.last_error,
+                })
+            })
+            .collect();
+        serde_json::json!({ "checks": checks })
+    } else {
+        failing_map(&report)
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// distribution's health body: failing check name → its error.
+fn failing_map(checks: &[crate::health::CheckStatus]) -> serde_json::Value {
+    serde_json::Value::Object(
+        checks
+            .iter()
+            .filter(|c| c.failing)
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    serde_json::Value::from(c.last_error.clone().unwrap_or_default()),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// 503 `UNAVAILABLE` naming the failing health checks (detail: the same map
+/// as `/debug/health`), or `None` when none fails.
+fn unavailable(state: &AppState) -> Option<ApiError> {
+    let failing = state.health.failing();
+    if failing.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = failing.iter().map(|c| c.name.as_str()).collect();
+    Some(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             format!(
-                "storage driver {} is unhealthy: {e}",
-                state.registry.driver().name()
+                "the registry is out of service while health checks fail: {}",
+                names.join(", ")
             ),
         )
-        .into_response(),
-    }
+        .detail(failing_map(&failing)),
+    )
+}
+
+/// A HEAD answer: the headers of GET (`Content-Length` kept), no body.
+fn without_body(resp: Response) -> Response {
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, Body::empty())
 }
 
 async fn api(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if parts.uri.path().starts_with("/v2")
+        && let Some(e) = unavailable(&state)
+    {
+        let mut resp = e.into_response();
+        if parts.method == Method::HEAD {
+            resp = without_body(resp);
+        }
+        add_api_version(&mut resp);
+        return resp;
+    }
     let Some(route) = routes::parse(parts.uri.path()) else {
         let mut resp = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -316,10 +411,7 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
         Err(e) => e.into_response(),
     };
     if method == Method::HEAD {
-        // HEAD answers carry the headers of GET and no body; keep the
-        // Content-Length the handler set.
-        let (parts, _) = resp.into_parts();
-        resp = Response::from_parts(parts, Body::empty());
+        resp = without_body(resp);
     }
     add_api_version(&mut resp);
     resp.extensions_mut().insert(route_name);

@@ -902,7 +902,7 @@ fn unreachable(url: &str, e: &reqwest::Error) -> UpstreamError {
 
 /// An error and its sources, `: `-separated (reqwest's own message names
 /// the URL, which the variant already does; the causes say what failed).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut source = e.source();
     if e.is::<reqwest::Error>() && source.is_some() {

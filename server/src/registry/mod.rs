@@ -575,19 +575,26 @@ impl Registry {
         Ok(false)
     }
 
-    /// Health check: the driver answers a stat of the layout's root
-    /// ([`layout::ROOT`]) within [`HEALTH_TIMEOUT`]; not-found (an empty
-    /// store) is healthy. Not `/`: object-store drivers answer a stat of
-    /// the root without asking the backend. Bounded
-    /// so that a load balancer's probe, or startup, is not held by a
-    /// client's own retries against a backend that does not answer.
+    /// Health check: the driver lists the direct children of the layout's
+    /// root ([`layout::ROOT`]) within [`HEALTH_TIMEOUT`]; not-found (an
+    /// empty store) is healthy.
+    ///
+    /// Why a listing of the root: it always reaches the backend, and is its
+    /// cheapest question. A stat of `/` does not (object-store drivers answer
+    /// it without a request), and a stat of the root costs object stores a
+    /// `HEAD` plus a listing without delimiter (a page of up to 1,000 keys).
+    /// The listing is one delimited list request on S3, Azure, GCS and Swift
+    /// (its answer holds the few top-level prefixes, `blobs/` and
+    /// `repositories/`), a `readdir` on the filesystem. Bounded so that a
+    /// load balancer's probe, or startup, is not held by a client's own
+    /// retries against a backend that does not answer.
     ///
     /// # Errors
     /// `Storage` when the backend does not answer properly (its error keeps
     /// its kind: `Credentials` for refused credentials), or in time
     /// (a `Backend` error saying so).
     pub async fn check_health(&self) -> Result<()> {
-        match tokio::time::timeout(HEALTH_TIMEOUT, self.driver.stat(layout::ROOT)).await {
+        match tokio::time::timeout(HEALTH_TIMEOUT, self.driver.list(layout::ROOT)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if e.is_not_found() => Ok(()),
             Ok(Err(e)) => Err(e.into()),

@@ -59,6 +59,8 @@ pub struct TestRegistry {
     pub debug: Option<String>,
     /// The notifier, when the config has enabled `notifications` endpoints.
     pub notifier: Option<std::sync::Arc<regstore_server::notify::Notifier>>,
+    /// The `health` checks the server runs.
+    pub health: regstore_server::health::HealthChecks,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -101,7 +103,8 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
     let registry = state.registry.clone();
     let proxy = state.proxy.clone();
     let notifier = state.notifier.clone();
-    serve::spawn_maintenance(&config, &registry);
+    let health = state.health.clone();
+    serve::spawn_maintenance(&config, &state);
     let debug = serve::spawn_debug(&config, &state)
         .await
         .expect("debug server binds")
@@ -127,6 +130,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         proxy,
         debug,
         notifier,
+        health,
         stop: Some(tx),
     }
 }
