@@ -289,8 +289,18 @@ start_swift_keystone_proxy() {
   fi
   token=$(keystone_sh token)
   url=$(keystone_sh env | sed -n 's/^REGSTORE_KEYSTONE_SWIFT_STORAGE_URL=//p')
-  if ! curl -sf -X PUT -H "X-Auth-Token: $token" "$url/$BUCKET" >/dev/null ||
-    ! curl -sf -X POST -H "X-Auth-Token: $token" -H "X-Account-Meta-Temp-URL-Key: $SWIFT_TEMPURL_KEY" "$url" >/dev/null; then
+  # The middleware validates the token with Keystone over a kept-alive
+  # connection that Keystone may have just closed (it then answers 401 once,
+  # "RemoteDisconnected"): a few tries before calling it a refusal.
+  local try ok=0
+  for try in 1 2 3 4 5; do
+    if curl -sf -X PUT -H "X-Auth-Token: $token" "$url/$BUCKET" >/dev/null &&
+      curl -sf -X POST -H "X-Auth-Token: $token" -H "X-Account-Meta-Temp-URL-Key: $SWIFT_TEMPURL_KEY" "$url" >/dev/null; then
+      ok=1; break
+    fi
+    sleep 1
+  done
+  if [ "$ok" != 1 ]; then
     echo "backends.sh: swift: the Keystone proxy refuses a Keystone token at $url; its log:" >&2
     tail -n 30 "$STATE/log/swift-proxy-keystone.log" >&2
     return 1

@@ -2,13 +2,14 @@
 # Installs the real registry clients and servers the server tests drive:
 # skopeo, podman, umoci + busybox-static (to build a test image offline),
 # Debian's docker-registry (docker/distribution 2.8.2, for the storage
-# compatibility tests), openssl and curl (TLS test). Idempotent; needs root
+# compatibility tests), openssl and curl (TLS test), chromium (headless, for
+# the CORS browser test). Idempotent; needs root
 # (or sudo) and Debian's apt.
 #
 #   scripts/clients.sh install
 set -euo pipefail
 
-PACKAGES=(skopeo podman docker-registry umoci busybox-static openssl curl)
+PACKAGES=(skopeo podman docker-registry umoci busybox-static openssl curl chromium)
 # Program each package provides, to tell whether it is installed.
 declare -A PROVIDES=(
   [skopeo]=/usr/bin/skopeo
@@ -18,6 +19,7 @@ declare -A PROVIDES=(
   [busybox-static]=/bin/busybox
   [openssl]=/usr/bin/openssl
   [curl]=/usr/bin/curl
+  [chromium]=/usr/bin/chromium
 )
 
 as_root() {

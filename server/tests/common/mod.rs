@@ -98,6 +98,12 @@ pub async fn start(driver: &str, storage_extra: &str, extra: &str) -> TestRegist
 
 /// A registry from a whole config text; `dir` is kept alive with it.
 pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
+    start_yaml_on(yaml, dir, 0).await
+}
+
+/// [`start_yaml`] on a given loopback port (0: any free one), for tests
+/// whose config must name the registry's own address.
+pub async fn start_yaml_on(yaml: &str, dir: tempfile::TempDir, port: u16) -> TestRegistry {
     let config = Config::from_yaml(yaml, "test config", []).expect("test config is valid");
     let state = serve::app_state(&config).await.expect("driver builds");
     let registry = state.registry.clone();
@@ -109,7 +115,7 @@ pub async fn start_yaml(yaml: &str, dir: tempfile::TempDir) -> TestRegistry {
         .await
         .expect("debug server binds")
         .map(|a| format!("http://{a}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");

@@ -10,6 +10,7 @@
 //! target/release/server-bench --auth --quick
 //! target/release/server-bench --proxy    # the pull-through cache, 512 MiB blob
 //! target/release/server-bench --metrics  # manifest GET with and without Prometheus metrics
+//! target/release/server-bench --notify   # 4 KiB pushes with and without a hung webhook
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
@@ -25,6 +26,7 @@
 
 mod auth;
 mod metrics;
+mod notify;
 mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,8 @@ struct Options {
     proxy: bool,
     /// `--metrics`: what recording metrics costs, instead.
     metrics: bool,
+    /// `--notify`: what a dead notification endpoint costs pushes, instead.
+    notify: bool,
     /// `--proxy`: the upstream's link speed (none: loopback).
     upstream_mibps: Option<f64>,
 }
@@ -70,6 +74,7 @@ impl Options {
             rounds: 20,
             proxy: false,
             metrics: false,
+            notify: false,
             upstream_mibps: None,
         };
         let mut args = std::env::args().skip(1);
@@ -107,6 +112,7 @@ impl Options {
                 "--auth" => o.auth = true,
                 "--proxy" => o.proxy = true,
                 "--metrics" => o.metrics = true,
+                "--notify" => o.notify = true,
                 "--upstream-mibps" => {
                     o.upstream_mibps = Some(
                         value("--upstream-mibps")?
@@ -123,7 +129,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -407,6 +413,8 @@ async fn main() {
         proxy::run(&o).await
     } else if o.metrics {
         metrics::run(&o).await
+    } else if o.notify {
+        notify::run(&o).await
     } else {
         run(o).await
     };
