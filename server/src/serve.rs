@@ -228,6 +228,12 @@ pub async fn check_backend(registry: &Registry, origin: &str) -> anyhow::Result<
 /// The one-line startup error for credentials the backend refused (at
 /// build or at the first request), with where to change them.
 fn credentials_refused(e: &regstore_core::Error, driver: &str, origin: &str) -> anyhow::Error {
+    // One line: a backend's answer may carry a multi-line (XML) body.
+    let e = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     anyhow::anyhow!(
         "{e} (check the credentials under storage.{driver} in {origin}, or the environment they come from)"
     )
