@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use regstore_core::RedirectMethod;
 
 use super::events;
@@ -87,7 +87,7 @@ async fn get_blob(
     let (mut resp, start, len) = blob_response(d, req.header(&header::RANGE), info.size)?;
     if get && len > 0 {
         let stream = reg.read_blob(d, start).await?;
-        *resp.body_mut() = Body::from_stream(limit(stream, len));
+        *resp.body_mut() = Body::from_stream(byte_range(stream, 0, len));
     }
     Ok((resp, Some(info.size)))
 }
@@ -112,7 +112,7 @@ fn fetched(
     let (mut resp, start, len) = blob_response(d, req.header(&header::RANGE), size)?;
     if len > 0 {
         *resp.body_mut() = Body::from_stream(
-            crate::proxy::range_of(bytes, start, len).map(|r| r.map_err(std::io::Error::other)),
+            byte_range(bytes, start, len).map(|r| r.map_err(std::io::Error::other)),
         );
     }
     Ok(resp)
@@ -165,23 +165,53 @@ fn blob_response(
     Ok((resp, start, len))
 }
 
-/// The first `len` bytes of a stream.
-fn limit(
-    stream: regstore_core::ByteStream,
-    len: u64,
-) -> impl futures_util::Stream<Item = regstore_core::Result<Bytes>> + Send {
-    stream.scan(len, |left, item| {
+/// Bytes `skip..skip + len` of a stream of chunks: what a `Range` takes
+/// from a stored blob (read from its offset, so `skip` is 0) or from a
+/// pull-through fetch (which always starts at the blob's first byte).
+fn byte_range<S, E>(stream: S, skip: u64, len: u64) -> impl Stream<Item = Result<Bytes, E>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: Send,
+{
+    stream.scan((skip, len), |(skip, left), item| {
         let out = match item {
+            Err(e) => Some(Err(e)),
             Ok(_) if *left == 0 => None,
             Ok(mut chunk) => {
+                let drop = (*skip).min(chunk.len() as u64);
+                *skip -= drop;
+                let mut chunk = chunk.split_off(drop as usize);
                 if chunk.len() as u64 > *left {
                     chunk.truncate(*left as usize);
                 }
                 *left -= chunk.len() as u64;
                 Some(Ok(chunk))
             }
-            Err(e) => Some(Err(e)),
         };
         std::future::ready(out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_range_skips_and_stops_across_chunks() {
+        let chunks: Vec<Result<bytes::Bytes, String>> = (0u8..10)
+            .map(|i| Ok(bytes::Bytes::from(vec![i; 4])))
+            .collect();
+        let s = futures_util::stream::iter(chunks);
+        let got: Vec<u8> = byte_range(s, 6, 7)
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
+        assert_eq!(got, [1, 1, 2, 2, 2, 2, 3]);
+        let whole = futures_util::stream::iter(vec![Ok::<_, String>(Bytes::from(vec![7u8; 10]))]);
+        let got: Vec<u8> = byte_range(whole, 0, 4)
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
+        assert_eq!(got, [7, 7, 7, 7], "from the start, cut at the length");
+    }
 }

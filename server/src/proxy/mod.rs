@@ -37,7 +37,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 
 use crate::config::ProxyConfig;
 use crate::registry::{
@@ -461,32 +460,6 @@ fn accept_types(client: &[&str]) -> Vec<String> {
     out
 }
 
-/// Skips the first `skip` bytes of a fetch's stream and ends it after
-/// `len` more: a `Range` answered from a fetch in flight.
-pub fn range_of(
-    bytes: BlobBytes,
-    skip: u64,
-    len: u64,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Send {
-    bytes.scan((skip, len), |(skip, left), item| {
-        let out = match item {
-            Err(e) => Some(Err(e)),
-            Ok(_) if *left == 0 => None,
-            Ok(mut chunk) => {
-                let drop = (*skip).min(chunk.len() as u64);
-                *skip -= drop;
-                let mut chunk = chunk.split_off(drop as usize);
-                if chunk.len() as u64 > *left {
-                    chunk.truncate(*left as usize);
-                }
-                *left -= chunk.len() as u64;
-                Some(Ok(chunk))
-            }
-        };
-        std::future::ready(out)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,18 +477,5 @@ mod tests {
         );
         assert_eq!(got.len(), upstream::DEFAULT_ACCEPT.len());
         assert!(got.iter().all(|t| t != "*/*"));
-    }
-
-    #[tokio::test]
-    async fn a_range_of_a_fetch_skips_and_stops_across_chunks() {
-        let chunks: Vec<Result<bytes::Bytes, String>> = (0u8..10)
-            .map(|i| Ok(bytes::Bytes::from(vec![i; 4])))
-            .collect();
-        let s: BlobBytes = Box::pin(futures_util::stream::iter(chunks));
-        let got: Vec<u8> = range_of(s, 6, 7)
-            .map(|c| c.unwrap().to_vec())
-            .concat()
-            .await;
-        assert_eq!(got, [1, 1, 2, 2, 2, 2, 3]);
     }
 }
