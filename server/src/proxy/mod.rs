@@ -37,7 +37,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 use crate::config::ProxyConfig;
 use crate::registry::{
     BlobInfo, Digest, Reference, Registry, RegistryError, RepoName, StoredManifest, Tag,

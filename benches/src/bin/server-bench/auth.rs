@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use regstore_benches::registry::{Rate, Target};
 use reqwest::header::HeaderValue;
 
-use super::{Options, Proc, ms, start_regstore};
+use super::{Options, Proc, ms, push_small_image, start_regstore};
 
 /// distribution's and `htpasswd -B`'s default cost.
 const BCRYPT_COST: u32 = 10;
@@ -182,14 +182,8 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         start_regstore(o, "regstore-token", &root, Some(&d.join("token.yml"))).await?;
 
     // One image, pushed without auth; the others read the same root.
+    let config = push_small_image(&none_base, REPO).await?;
     let push = Target::new(&none_base);
-    let config = push
-        .push_small(REPO, bytes::Bytes::from_static(b"{\"os\":\"linux\"}"))
-        .await
-        .map_err(|e| format!("push: {e}"))?;
-    push.push_manifest(REPO, "v1", &config, 14)
-        .await
-        .map_err(|e| format!("push: {e}"))?;
 
     for (base, name) in [(&htp_base, htp.name), (&tok_base, tok.name)] {
         let r = push

@@ -289,6 +289,58 @@ async fn start_nginx(o: &Options, dir: &Path) -> Result<(Proc, String), String> 
     Ok((p, base))
 }
 
+/// The start of the config of each `regstore serve` a comparison runs:
+/// the filesystem driver at `root`, no access log (one line per request
+/// would cost more than what is measured).
+fn quiet_config(root: &Path) -> String {
+    format!(
+        "version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+        root.display()
+    )
+}
+
+/// The `http` section serving Prometheus metrics on the debug port.
+fn debug_metrics_config(port: u16) -> String {
+    format!("http:\n  debug:\n    addr: 127.0.0.1:{port}\n    prometheus:\n      enabled: true\n")
+}
+
+/// The metrics page of the debug server on `port`.
+async fn scrape_metrics(port: u16) -> Result<String, String> {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    Target::new(format!("http://127.0.0.1:{port}"))
+        .client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("scrape {url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("scrape {url}: {e}"))
+}
+
+/// The sum of the samples of a metrics page whose line starts with
+/// `prefix` and contains each of `parts`.
+fn metric_sum(page: &str, prefix: &str, parts: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Pushes a small image (a 14-byte config, no layer) as `repo:v1`
+/// through `base`; returns the config's digest.
+async fn push_small_image(base: &str, repo: &str) -> Result<String, String> {
+    let push = Target::new(base);
+    let config = push
+        .push_small(repo, bytes::Bytes::from_static(b"{\"os\":\"linux\"}"))
+        .await
+        .map_err(|e| format!("push: {e}"))?;
+    push.push_manifest(repo, "v1", &config, 14)
+        .await
+        .map_err(|e| format!("push: {e}"))?;
+    Ok(config)
+}
+
 /// One registry's figures.
 #[derive(Default)]
 struct Figures {

@@ -11,7 +11,10 @@ use std::time::Instant;
 
 use regstore_benches::registry::{Rate, Target};
 
-use super::{Options, free_port, start_regstore};
+use super::{
+    Options, debug_metrics_config, free_port, metric_sum, push_small_image, quiet_config,
+    scrape_metrics, start_regstore,
+};
 
 const REPO: &str = "bench/metrics";
 const CONNECTIONS: usize = 32;
@@ -26,29 +29,16 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     let debug_port = free_port();
     let off_cfg = dir.path().join("off.yml");
     let on_cfg = dir.path().join("on.yml");
-    let storage = format!(
-        "version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
-        root.display()
-    );
+    let storage = quiet_config(&root);
     std::fs::write(&off_cfg, &storage).map_err(|e| e.to_string())?;
     std::fs::write(
         &on_cfg,
-        format!(
-            "{storage}http:\n  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus:\n      enabled: true\n"
-        ),
+        format!("{storage}{}", debug_metrics_config(debug_port)),
     )
     .map_err(|e| e.to_string())?;
     let (_off, off) = start_regstore(o, "regstore-metrics-off", &root, Some(&off_cfg)).await?;
     let (_on, on) = start_regstore(o, "regstore-metrics-on", &root, Some(&on_cfg)).await?;
-
-    let push = Target::new(&off);
-    let config = push
-        .push_small(REPO, bytes::Bytes::from_static(b"{\"os\":\"linux\"}"))
-        .await
-        .map_err(|e| format!("push: {e}"))?;
-    push.push_manifest(REPO, "v1", &config, 14)
-        .await
-        .map_err(|e| format!("push: {e}"))?;
+    push_small_image(&off, REPO).await?;
 
     let targets = [
         ("metrics off", Target::new(&off)),
@@ -86,24 +76,11 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     let per_sec = |r: &Option<Rate>| r.as_ref().map_or(0.0, Rate::per_second);
     let (off_rate, on_rate) = (per_sec(&rates[0]), per_sec(&rates[1]));
 
-    let scraped = Target::new(format!("http://127.0.0.1:{debug_port}"))
-        .client
-        .get(format!("http://127.0.0.1:{debug_port}/metrics"))
-        .send()
-        .await
-        .map_err(|e| format!("scrape: {e}"))?
-        .text()
-        .await
-        .map_err(|e| format!("scrape: {e}"))?;
-    let recorded: f64 = scraped
-        .lines()
-        .filter(|l| {
-            l.starts_with("regstore_http_requests_total{")
-                && l.contains("route=\"manifest\"")
-                && l.contains("status=\"200\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let recorded = metric_sum(
+        &scrape_metrics(debug_port).await?,
+        "regstore_http_requests_total{",
+        &["route=\"manifest\"", "status=\"200\""],
+    );
     println!("| manifest GET, {CONNECTIONS} connections | req/s | ratio | goal |");
     println!("|---|---:|---:|---|");
     println!("| {} | {off_rate:.0} | | |", targets[0].0);

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use regstore_benches::registry::{Rate, Target};
 
-use super::{Options, free_port, ms, start_regstore};
+use super::{
+    Options, debug_metrics_config, free_port, metric_sum, ms, quiet_config, scrape_metrics,
+    start_regstore,
+};
 
 const REPO: &str = "bench/notify";
 const THREADS: usize = 16;
@@ -35,17 +38,15 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         }
     });
     let debug_port = free_port();
-    let base = format!(
-        "version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
-        root.display()
-    );
+    let base = quiet_config(&root);
     let none_cfg = dir.path().join("none.yml");
     let hung_cfg = dir.path().join("hung.yml");
     std::fs::write(&none_cfg, &base).map_err(|e| e.to_string())?;
     std::fs::write(
         &hung_cfg,
         format!(
-            "{base}http:\n  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus:\n      enabled: true\nnotifications:\n  endpoints:\n    - name: hung\n      url: http://{hung_addr}/events\n      timeout: 5s\n      threshold: 3\n      backoff: 1s\n"
+            "{base}{}notifications:\n  endpoints:\n    - name: hung\n      url: http://{hung_addr}/events\n      timeout: 5s\n      threshold: 3\n      backoff: 1s\n",
+            debug_metrics_config(debug_port)
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -78,22 +79,8 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     // The hung endpoint's deliveries time out (5 s) at least three times in
     // a row before it counts as failing.
     tokio::time::sleep(Duration::from_secs(16)).await;
-    let metrics = Target::new(format!("http://127.0.0.1:{debug_port}"))
-        .client
-        .get(format!("http://127.0.0.1:{debug_port}/metrics"))
-        .send()
-        .await
-        .map_err(|e| format!("scrape: {e}"))?
-        .text()
-        .await
-        .map_err(|e| format!("scrape: {e}"))?;
-    let sample = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let metrics = scrape_metrics(debug_port).await?;
+    let sample = |prefix: &str| metric_sum(&metrics, prefix, &[]);
     let failing = sample("regstore_notification_endpoint_failing{");
     let waiting = sample("regstore_notification_queue_length{")
         + sample("regstore_notification_events_total{endpoint=\"hung\",result=\"dropped\"}");
