@@ -76,14 +76,21 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
             }
         }
     }
-    // The hung endpoint's deliveries time out (5 s) at least three times in
-    // a row before it counts as failing.
-    tokio::time::sleep(Duration::from_secs(16)).await;
-    let metrics = scrape_metrics(debug_port).await?;
-    let sample = |prefix: &str| metric_sum(&metrics, prefix, &[]);
-    let failing = sample("regstore_notification_endpoint_failing{");
-    let waiting = sample("regstore_notification_queue_length{")
-        + sample("regstore_notification_events_total{endpoint=\"hung\",result=\"dropped\"}");
+    // The hung endpoint's deliveries time out (5 s) three times in a row,
+    // with backoff between, before it counts as failing: poll for that
+    // (a quick run's pushes end long before it).
+    let started = std::time::Instant::now();
+    let (failing, waiting) = loop {
+        let metrics = scrape_metrics(debug_port).await?;
+        let sample = |prefix: &str| metric_sum(&metrics, prefix, &[]);
+        let failing = sample("regstore_notification_endpoint_failing{");
+        let waiting = sample("regstore_notification_queue_length{")
+            + sample("regstore_notification_events_total{endpoint=\"hung\",result=\"dropped\"}");
+        if failing == 1.0 || started.elapsed() > Duration::from_secs(60) {
+            break (failing, waiting);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     if failing != 1.0 || waiting < 1.0 {
         return Err(format!(
             "the hung endpoint should be failing with events waiting: failing={failing}, waiting or dropped={waiting}"
