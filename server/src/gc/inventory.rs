@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use futures_util::{StreamExt, TryStreamExt};
 use regstore_core::{Driver, FileInfo, WalkControl};
 
 use crate::registry::layout;
@@ -88,6 +89,34 @@ fn link(digest: Digest, fi: &FileInfo) -> Link {
         path: fi.path.as_str().to_owned(),
         mod_time: fi.mod_time,
     }
+}
+
+/// What the link files at `links` hold, read `concurrency` at a time, each
+/// with its key: the digest, or (`Err`) "`<path>` names no digest (why)".
+/// A link that is gone is left out.
+///
+/// # Errors
+/// The driver's, for a read that fails otherwise.
+pub async fn read_links<K: Send>(
+    driver: &Driver,
+    links: Vec<(K, String)>,
+    concurrency: usize,
+) -> regstore_core::Result<Vec<(K, Result<Digest, String>)>> {
+    futures_util::stream::iter(links)
+        .map(|(key, path)| async move {
+            match driver.get_content(&path).await {
+                Ok(b) => Ok(Some((
+                    key,
+                    layout::parse_link(&b).map_err(|e| format!("{path} names no digest ({e})")),
+                ))),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_filter_map(|found| std::future::ready(Ok(found)))
+        .try_collect()
+        .await
 }
 
 /// Walks `repositories/` once. A missing directory is an empty registry.

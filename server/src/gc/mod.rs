@@ -441,28 +441,11 @@ async fn read_tags(
         .enumerate()
         .flat_map(|(i, (_, r))| r.tags.iter().map(move |(_, path)| (i, path.clone())))
         .collect();
-    let results: Vec<(usize, String, Option<bytes::Bytes>)> = futures_util::stream::iter(reads)
-        .map(|(i, path)| {
-            let driver = driver.clone();
-            async move {
-                match driver.get_content(&path).await {
-                    Ok(b) => Ok((i, path, Some(b))),
-                    Err(e) if e.is_not_found() => Ok((i, path, None)),
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect()
-        .await?;
     let mut out = Vec::new();
-    for (i, path, bytes) in results {
-        let Some(bytes) = bytes else { continue };
-        match layout::parse_link(&bytes) {
+    for (i, read) in inventory::read_links(driver, reads, concurrency).await? {
+        match read {
             Ok(d) => out.push((i, d)),
-            Err(e) => report
-                .warnings
-                .push(format!("tag link {path} names no digest ({e}); skipped")),
+            Err(why) => report.warnings.push(format!("tag link {why}; skipped")),
         }
     }
     Ok(out)

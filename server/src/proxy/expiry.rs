@@ -28,8 +28,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
-
 use crate::gc::{self, GcError, Options, inventory};
 use crate::registry::lease::{self, LeaseError};
 use crate::registry::{Digest, Registry, layout};
@@ -106,21 +104,10 @@ pub async fn expire(
             .map(|l| &l.digest)
             .collect();
         if !expired.is_empty() {
-            let tags = futures_util::stream::iter(repo.tags.iter().cloned())
-                .map(|(tag, path)| async move {
-                    match driver.get_content(path).await {
-                        Ok(b) => Ok(layout::parse_link(&b).ok().map(|d| (tag, d))),
-                        Err(e) if e.is_not_found() => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                })
-                .buffer_unordered(16)
-                .collect::<Vec<_>>()
-                .await;
-            for t in tags {
-                if let Some((tag, d)) = t?
-                    && expired.contains(&d)
-                {
+            // A tag link that names no digest points at nothing to expire.
+            let reads = repo.tags.to_vec();
+            for (tag, read) in inventory::read_links(driver, reads, 16).await? {
+                if read.is_ok_and(|d| expired.contains(&d)) {
                     tag_dirs.push(layout::tag_dir(name, &tag));
                 }
             }
