@@ -38,8 +38,18 @@
 #          `stop swift` stop it; SWIFT_KEYSTONE=0 leaves it out. `start
 #          keystone swift` starts Keystone first whatever the order. On 19037
 #          a tempauth token or a request to an AUTH_ account gets 401/403.
+#   redis  redis-server 7 (Debian), 127.0.0.1:19040, 4096 databases, no
+#          password, nothing saved to disk (the blob-descriptor cache tests;
+#          each test registry takes its own database).
+#   mysql  MariaDB 10.11 (Debian's mariadb-server), 127.0.0.1:19041, user
+#          regstore / regstore, who may create and drop databases; database
+#          "regstore". A fresh data directory at each start.
+#   postgres  PostgreSQL 15 (Debian), 127.0.0.1:19042, role regstore /
+#          regstore with CREATEDB; database "regstore". A fresh cluster at
+#          each start, run as the `postgres` user when started by root
+#          (PostgreSQL refuses to run as root).
 #
-# usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs swift keystone]
+# usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs swift keystone redis mysql postgres]
 #
 # install is idempotent (skips what is there). start waits until each server
 # answers and creates the bucket/container; stop kills by the PID file written
@@ -53,6 +63,9 @@ AZURE_PORT=${AZURE_PORT:-19010}
 GCS_PORT=${GCS_PORT:-19020}
 SWIFT_PORT=${SWIFT_PORT:-19030}  # proxy; the other five ports follow it
 KEYSTONE_PORT=${KEYSTONE_PORT:-$((SWIFT_PORT + 6))}  # 19036
+REDIS_PORT=${REDIS_PORT:-19040}
+MYSQL_PORT=${MYSQL_PORT:-19041}
+POSTGRES_PORT=${POSTGRES_PORT:-19042}
 KEYSTONE_ROOT=$STATE/keystone
 SWIFT_ROOT=$STATE/swift
 SWIFT_PARTS="swift-memcached swift-account swift-container swift-object swift-proxy"
@@ -92,11 +105,11 @@ spawn() { # name command...
 
 listening() { bash -c ": </dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
-stop_one() {
+stop_one() { # name [signal]
   local f="$STATE/run/$1.pid" pid
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if kill "$pid" 2>/dev/null; then
+  if kill "-${2:-TERM}" "$pid" 2>/dev/null; then
     for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
@@ -142,6 +155,24 @@ install_keystone() {
     return 0
   apt_install "${pkgs[@]}"
 }
+install_redis() {
+  command -v redis-server >/dev/null && return 0
+  apt_install redis-server
+}
+install_mysql() {
+  command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null && command -v mariadb >/dev/null &&
+    return 0
+  apt_install mariadb-server mariadb-client
+}
+pg_bin() { # the newest installed PostgreSQL's bin directory
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && [ -x "$d/postgres" ] && echo "$d"
+}
+install_postgres() {
+  pg_bin >/dev/null && return 0
+  apt_install postgresql
+}
 
 start_s3() {
   running s3 && return 0
@@ -170,6 +201,77 @@ start_gcs() {
   wait_for gcs 30 curl -sf "http://127.0.0.1:$GCS_PORT/_internal/healthcheck"
   curl -sf -X POST -H 'Content-Type: application/json' -d "{\"name\":\"$BUCKET\"}" \
     "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null
+}
+
+free_port() { # name port
+  if listening "$2"; then
+    echo "backends.sh: $1: something not started by this script listens on 127.0.0.1:$2" >&2
+    return 1
+  fi
+}
+start_redis() {
+  running redis && return 0
+  stop_one redis
+  free_port redis "$REDIS_PORT"
+  mkdir -p "$STATE/data/redis"
+  spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --databases 4096 \
+    --save '' --appendonly no --dir "$STATE/data/redis" --protected-mode no
+  wait_for redis 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG"
+}
+mysql_sock() { echo "$STATE/run/mysql.sock"; }
+start_mysql() {
+  running mysql && return 0
+  stop_one mysql
+  free_port mysql "$MYSQL_PORT"
+  local data=$STATE/data/mysql user=()
+  rm -rf "$data" && mkdir -p "$data"
+  if [ "$(id -u)" = 0 ]; then user=(--user=root); fi
+  mariadb-install-db --no-defaults --datadir="$data" "${user[@]}" --auth-root-authentication-method=socket \
+    --skip-test-db >>"$STATE/log/mysql.log" 2>&1
+  spawn mysql mariadbd --no-defaults --datadir="$data" "${user[@]}" --bind-address=127.0.0.1 \
+    --port="$MYSQL_PORT" --socket="$(mysql_sock)" --pid-file="$STATE/run/mysqld.pid" \
+    --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=64M --max-connections=500
+  wait_for mysql 60 mysql_ready_or_dead
+  if ! running mysql; then
+    echo "backends.sh: mysql exited; its log:" >&2; tail -n 30 "$STATE/log/mysql.log" >&2; return 1
+  fi
+  mariadb --no-defaults --socket="$(mysql_sock)" -uroot -e "
+    CREATE USER 'regstore'@'%' IDENTIFIED BY 'regstore';
+    GRANT ALL PRIVILEGES ON *.* TO 'regstore'@'%';
+    CREATE DATABASE regstore;"
+}
+mysql_ready_or_dead() { ! running mysql || mariadb --no-defaults --socket="$(mysql_sock)" -uroot -e 'SELECT 1'; }
+# PostgreSQL refuses to run as root: as root, the cluster belongs to the
+# `postgres` user that Debian's package creates. setpriv execs (no process
+# in between), so the PID that spawn records is the server's.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
+}
+start_postgres() {
+  running postgres && return 0
+  stop_one postgres
+  free_port postgres "$POSTGRES_PORT"
+  local bin data=$STATE/data/postgres sock=$STATE/run/postgres
+  bin=$(pg_bin) || { echo "backends.sh: postgres: no PostgreSQL under /usr/lib/postgresql (\`install postgres\`)" >&2; return 1; }
+  rm -rf "$data" "$sock" && mkdir -p "$data" "$sock"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$data" "$sock"; fi
+  # Passwords over TCP, trust on the private socket (the script's own setup).
+  as_pg "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    -E UTF8 --locale=C.UTF-8 >>"$STATE/log/postgres.log" 2>&1
+  # Not pg_ctl: spawn keeps the server's PID (it runs in the foreground).
+  local pg=("$bin/postgres")
+  if [ "$(id -u)" = 0 ]; then pg=(setpriv --reuid=postgres --regid=postgres --init-groups -- "${pg[@]}"); fi
+  spawn postgres "${pg[@]}" -D "$data" -p "$POSTGRES_PORT" -k "$sock" \
+    -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off
+  wait_for postgres 60 postgres_ready_or_dead
+  if ! running postgres; then
+    echo "backends.sh: postgres exited; its log:" >&2; tail -n 30 "$STATE/log/postgres.log" >&2; return 1
+  fi
+  as_pg "$bin/psql" -h "$sock" -p "$POSTGRES_PORT" -U postgres -q -v ON_ERROR_STOP=1 \
+    -c "CREATE ROLE regstore LOGIN PASSWORD 'regstore' CREATEDB" -c "CREATE DATABASE regstore OWNER regstore"
+}
+postgres_ready_or_dead() {
+  ! running postgres || "$(pg_bin)/pg_isready" -q -h "$STATE/run/postgres" -p "$POSTGRES_PORT"
 }
 
 keystone_sh() { KEYSTONE_ROOT=$KEYSTONE_ROOT KEYSTONE_PORT=$KEYSTONE_PORT SWIFT_PORT=$SWIFT_PORT "$HERE/keystone.sh" "$@"; }
@@ -322,14 +424,18 @@ print_env() {
         echo "REGSTORE_SWIFT_PASSWORD=testing"
         echo "REGSTORE_SWIFT_TEMPURL_KEY=$SWIFT_TEMPURL_KEY" ;;
       keystone) keystone_sh env ;;
+      redis) echo "REGSTORE_REDIS_ADDR=127.0.0.1:$REDIS_PORT" ;;
+      mysql) echo "REGSTORE_MYSQL_URL=mysql://regstore:regstore@127.0.0.1:$MYSQL_PORT" ;;
+      postgres) echo "REGSTORE_POSTGRES_URL=postgres://regstore:regstore@127.0.0.1:$POSTGRES_PORT" ;;
     esac
   done
 }
 
 cmd=${1:-}; shift || true
-targets=${*:-s3 azure gcs keystone swift}
+targets=${*:-s3 azure gcs keystone swift redis mysql postgres}
 for t in $targets; do
-  case $t in s3|azure|gcs|swift|keystone) ;; *) echo "backends.sh: unknown backend $t (s3 azure gcs swift keystone)" >&2; exit 2 ;; esac
+  case $t in s3|azure|gcs|swift|keystone|redis|mysql|postgres) ;;
+    *) echo "backends.sh: unknown backend $t (s3 azure gcs swift keystone redis mysql postgres)" >&2; exit 2 ;; esac
 done
 case $cmd in
   install) for t in $targets; do "install_$t"; done ;;
@@ -337,7 +443,16 @@ case $cmd in
     # Keystone before Swift, which configures its proxy for a running Keystone.
     if [[ " $targets " == *" keystone "* ]]; then targets="keystone ${targets/keystone/}"; fi
     for t in $targets; do "start_$t"; done ;;
-  stop) for t in $targets; do case $t in swift|keystone) "stop_$t" ;; *) stop_one "$t" ;; esac; done ;;
+  stop)
+    for t in $targets; do
+      case $t in
+        swift|keystone) "stop_$t" ;;
+        # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every
+        # client to leave; SIGINT is its fast one.
+        postgres) stop_one postgres INT ;;
+        *) stop_one "$t" ;;
+      esac
+    done ;;
   status)
     for t in $targets; do
       if [ "$t" = swift ]; then
@@ -352,5 +467,5 @@ case $cmd in
       elif running "$t"; then echo "$t: running, pid $(cat "$STATE/run/$t.pid")"; else echo "$t: stopped"; fi
     done ;;
   env) print_env $targets ;;
-  *) echo "usage: $0 install|start|stop|status|env [s3 azure gcs swift keystone]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|env [s3 azure gcs swift keystone redis mysql postgres]" >&2; exit 2 ;;
 esac
