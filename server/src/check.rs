@@ -581,10 +581,13 @@ pub async fn check(registry: &Registry, opts: &Options) -> Result<CheckReport, C
         let mut remaining = Vec::with_capacity(problems.len());
         for p in problems {
             match repair(driver, &p).await? {
-                Some(removed) => report.repaired.push(Repaired {
-                    problem: p,
-                    removed,
-                }),
+                Some(removed) => {
+                    forget_repaired(registry, &p).await;
+                    report.repaired.push(Repaired {
+                        problem: p,
+                        removed,
+                    });
+                }
                 None => remaining.push(p),
             }
         }
@@ -626,6 +629,26 @@ pub async fn check(registry: &Registry, opts: &Options) -> Result<CheckReport, C
     report.problems = problems;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Tells the registry's blob-descriptor cache what a repaired dangling
+/// link says: the blob's data is gone, and so is a `_layers` link.
+async fn forget_repaired(registry: &Registry, p: &Problem) {
+    let (
+        Some(cache),
+        Problem::DanglingLink {
+            repo, kind, digest, ..
+        },
+    ) = (registry.blob_cache(), p)
+    else {
+        return;
+    };
+    if matches!(kind, LinkKind::Layer) {
+        cache
+            .forget_members(&[(repo.clone(), digest.clone())])
+            .await;
+    }
+    cache.forget_descriptors(std::slice::from_ref(digest)).await;
 }
 
 /// Removes what a dangling link problem names; returns what was removed,

@@ -21,6 +21,7 @@
 //!   webhook endpoints, each with its own bounded queue and sender.
 
 pub mod auth;
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod gc;

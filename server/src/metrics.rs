@@ -18,6 +18,7 @@
 //!   histograms, and the requests sent to the backend (cloud drivers).
 //! - **Pull-through cache** hits, misses, revalidations and bytes fetched,
 //!   when the registry is one.
+//! - **Blob-descriptor cache** hits, misses and errors, when there is one.
 //!
 //! Every name starts with `regstore_`; the README's "Operating regstore"
 //! lists them.
@@ -600,6 +601,44 @@ where
         }
     }
     Ok(())
+}
+
+/// The blob-descriptor cache's counters ([`crate::cache::CacheStats`]),
+/// read at each scrape, labelled by its kind (`inmemory`, `redis`).
+#[derive(Debug)]
+pub struct BlobCacheCollector(pub crate::cache::BlobDescriptorCache);
+
+impl Collector for BlobCacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let labels: &[(&str, &str)] = &[("cache", self.0.kind())];
+        for (name, help, n) in [
+            (
+                "storage_cache_hits",
+                "Blob-descriptor cache lookups answered from the cache, by cache kind",
+                &s.hits,
+            ),
+            (
+                "storage_cache_misses",
+                "Blob-descriptor cache lookups the storage answered, by cache kind (errors included)",
+                &s.misses,
+            ),
+            (
+                "storage_cache_errors",
+                "Blob-descriptor cache operations that failed (the storage answered instead), by cache kind",
+                &s.errors,
+            ),
+        ] {
+            series_of(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Counter,
+                &[(labels, n.load(Ordering::Relaxed))],
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The pull-through cache's counters ([`crate::proxy::Proxy::stats`]),

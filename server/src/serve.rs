@@ -66,7 +66,7 @@ pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
             )));
         }
     };
-    Ok(Registry::new(
+    let registry = Registry::new(
         driver,
         Settings {
             delete_enabled: config.storage.delete_enabled,
@@ -74,7 +74,14 @@ pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
             read_only: config.storage.read_only,
             manifest_urls: config.manifest_urls.clone(),
         },
-    ))
+    );
+    Ok(match &config.blob_cache {
+        None => registry,
+        Some(c) => registry.with_blob_cache(
+            crate::cache::BlobDescriptorCache::from_config(c)
+                .map_err(|e| anyhow::anyhow!("storage.cache in {}: {e}", config.origin))?,
+        ),
+    })
 }
 
 /// The app state a config describes, with its driver built. The built-in
@@ -151,6 +158,9 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
                 extra.push(Box::new(crate::metrics::NotifyCollector(Arc::clone(n))));
             }
             extra.push(Box::new(crate::metrics::HealthCollector(health.clone())));
+            if let Some(c) = registry.blob_cache() {
+                extra.push(Box::new(crate::metrics::BlobCacheCollector(c.clone())));
+            }
             crate::metrics::Metrics::new(&registry, extra)
         });
     Ok(AppState {

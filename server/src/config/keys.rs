@@ -60,9 +60,7 @@ const KEYS: &[(&str, Rule)] = &[
         ),
     ),
     ("log.hooks", Rule::Ignore("")),
-    ("storage.cache", Rule::Ignore("")),
     ("storage.tag", Rule::Ignore("")),
-    ("redis", Rule::Ignore("")),
     ("reporting", Rule::Ignore("")),
     ("compatibility", Rule::Ignore("")),
     ("policy", Rule::Ignore("")),
@@ -130,8 +128,8 @@ mod tests {
         let mut warnings = Vec::new();
         let mut doc = serde_json::json!({
             "http": {"secret": "s", "prefix": "/", "tls": {"ciphersuites": ["x"]}},
-            "redis": {"addr": "x"},
-            "reporting": null,
+            "reporting": {"bugsnag": {}},
+            "compatibility": null,
         });
         take(&mut doc, &mut warnings).unwrap();
         assert_eq!(doc, serde_json::json!({"http": {"tls": {}}}));
@@ -140,7 +138,10 @@ mod tests {
             warnings[0].contains("`http.tls.ciphersuites`"),
             "{warnings:?}"
         );
-        assert!(warnings[1].contains("`redis` is not used"), "{warnings:?}");
+        assert!(
+            warnings[1].contains("`reporting` is not used"),
+            "{warnings:?}"
+        );
 
         let mut doc = serde_json::json!({"http": {"prefix": "/v"}});
         let e = take(&mut doc, &mut warnings).unwrap_err();

@@ -34,7 +34,7 @@
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
 //!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`,
-//!    `notifications`, `health`); a key no section knows
+//!    `notifications`, `health`, `storage.cache` with `redis`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -48,6 +48,7 @@
 
 mod access;
 mod auth;
+mod cache;
 mod env;
 mod health;
 mod http;
@@ -65,6 +66,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use self::auth::AuthConfig;
+pub use self::cache::{
+    BlobCacheConfig, DEFAULT_BLOB_DESCRIPTOR_SIZE,
+    DEFAULT_DIAL_TIMEOUT as DEFAULT_REDIS_DIAL_TIMEOUT,
+    DEFAULT_READ_TIMEOUT as DEFAULT_REDIS_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT as DEFAULT_REDIS_WRITE_TIMEOUT, RedisConfig,
+};
 pub use self::health::{
     DEFAULT_CHECK_TIMEOUT, DEFAULT_INTERVAL as DEFAULT_HEALTH_INTERVAL, DEFAULT_STORAGE_THRESHOLD,
     FileCheck, HealthConfig, HttpCheck, Periodic, TcpCheck,
@@ -148,6 +155,9 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// `health`: the periodic checks `/debug/health` reports.
     pub health: HealthConfig,
+    /// `storage.cache` (with `redis`): the blob-descriptor cache; `None`
+    /// without one.
+    pub blob_cache: Option<BlobCacheConfig>,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -167,6 +177,7 @@ struct File {
     proxy: Option<proxy::Section>,
     notifications: notifications::Section,
     health: Option<health::Section>,
+    redis: cache::RedisSection,
 }
 
 impl Config {
@@ -223,7 +234,7 @@ impl Config {
 
         let mut unknown = Vec::new();
         let mut note_unknown = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
-        let file: File = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        let mut file: File = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
             &doc,
             &mut note_unknown,
         ))
@@ -242,6 +253,8 @@ impl Config {
                 )));
             }
         }
+        let blob_cache = cache::resolve(std::mem::take(&mut file.storage.cache), file.redis)
+            .map_err(&invalid)?;
         Ok(Config {
             origin: origin.to_owned(),
             storage: file.storage.resolve(driver, file.middleware),
@@ -256,6 +269,7 @@ impl Config {
                 .unwrap_or_default()
                 .resolve()
                 .map_err(&invalid)?,
+            blob_cache,
             warnings,
         })
     }
@@ -509,7 +523,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_named_in_warnings() {
         let c = Config::from_yaml(
-            "storage:\n  inmemory:\nhttp:\n  addr: :1\n  adr: :2\nfrobnicate: 1\nreporting: {}\n",
+            "storage:\n  inmemory:\nhttp:\n  addr: :1\n  adr: :2\nfrobnicate: 1\nreporting: {}\nredis:\n  adr: x\n",
             "t.yml",
             [],
         )
@@ -518,6 +532,7 @@ mod tests {
         assert!(w.contains("`http.adr`"), "{w}");
         assert!(w.contains("`frobnicate`"), "{w}");
         assert!(w.contains("`reporting` is not used"), "{w}");
+        assert!(w.contains("`redis.adr`"), "{w}");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub(super) struct Section {
     delete: Delete,
     redirect: Redirect,
     maintenance: Maintenance,
+    /// `storage.cache`, resolved with `redis` by the config's reader.
+    pub(super) cache: super::cache::CacheSection,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,7 +35,8 @@
 //!   period keeps its blob, so no link a push is relying on is removed.
 //!
 //! Uploads in progress are never touched (upload purging removes abandoned
-//! ones).
+//! ones). The registry's blob-descriptor cache ([`crate::cache`]) forgets
+//! the deleted blobs and `_layers` links once they are gone.
 //!
 //! # Cost on object stores
 //! Two walks (one flat listing each, 1,000 keys per request) find every
@@ -360,6 +361,13 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
     let links = links_to(&repos, &doomed_blobs);
     let links_deleted = links.len();
     delete_files(driver, links).await?;
+    if let Some(cache) = registry.blob_cache() {
+        // Memberships first: a descriptor that goes takes them along.
+        cache
+            .forget_members(&layers_of(&repos, &doomed_blobs))
+            .await;
+        cache.forget_descriptors(&doomed_blobs).await;
+    }
     finish(
         &mut report,
         doomed_blobs,
@@ -388,6 +396,20 @@ fn links_to(repos: &[(RepoName, Repository)], blobs: &[Digest]) -> Vec<String> {
         })
         .filter(|l| gone.contains(&l.digest))
         .map(|l| l.path.clone())
+        .collect()
+}
+
+/// The `_layers` links (repository, digest) that name one of `blobs`.
+fn layers_of(repos: &[(RepoName, Repository)], blobs: &[Digest]) -> Vec<(RepoName, Digest)> {
+    let gone: HashSet<&Digest> = blobs.iter().collect();
+    repos
+        .iter()
+        .flat_map(|(name, r)| {
+            r.layers
+                .iter()
+                .filter(|l| gone.contains(&l.digest))
+                .map(move |l| (name.clone(), l.digest.clone()))
+        })
         .collect()
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::gc::{self, GcError, Options, inventory};
 use crate::registry::lease::{self, LeaseError};
-use crate::registry::{Digest, Registry, layout};
+use crate::registry::{Digest, Registry, RepoName, layout};
 
 /// Time between turns for `ttl`: half of it, between 1 s and 1 h.
 pub fn period(ttl: Duration) -> Duration {
@@ -95,6 +95,7 @@ pub async fn expire(
     let repos = inventory::repositories(driver).await?;
     let mut out = Expired::default();
     let mut links: Vec<String> = Vec::new();
+    let mut layer_links: Vec<(RepoName, Digest)> = Vec::new();
     let mut tag_dirs = Vec::new();
     for (name, repo) in &repos.repos {
         let expired: HashSet<&Digest> = repo
@@ -119,14 +120,11 @@ pub async fn expire(
                 .filter(|l| expired.contains(&l.digest))
                 .map(|l| l.path.clone()),
         );
-        let layers: Vec<String> = repo
-            .layers
-            .iter()
-            .filter(|l| old(l.mod_time))
-            .map(|l| l.path.clone())
-            .collect();
+        let layers: Vec<&inventory::Link> =
+            repo.layers.iter().filter(|l| old(l.mod_time)).collect();
         out.layer_links += layers.len();
-        links.extend(layers);
+        links.extend(layers.iter().map(|l| l.path.clone()));
+        layer_links.extend(layers.iter().map(|l| (name.clone(), l.digest.clone())));
     }
     // Tags first: a tag never points at a revision that is gone.
     for dir in &tag_dirs {
@@ -139,6 +137,9 @@ pub async fn expire(
     out.tags = tag_dirs.len();
     if !links.is_empty() {
         driver.delete_files(&links).await?;
+    }
+    if let Some(cache) = registry.blob_cache() {
+        cache.forget_members(&layer_links).await;
     }
     out.collection = gc::collect(
         registry,

@@ -463,7 +463,7 @@ impl Registry {
         // Bytes that garbage collection is deleting are written afresh
         // once it is done.
         self.gc_fence.wait_until_undoomed(Some(name), &digest).await;
-        if self.blob_size(&digest).await? != Some(body.len() as u64) {
+        if self.stored_blob_size(&digest).await? != Some(body.len() as u64) {
             self.driver
                 .put_content(layout::blob_data(&digest), body)
                 .await?;

@@ -15,6 +15,8 @@ mod uploads;
 
 use regstore_core::{Driver, RedirectRequest, WalkControl};
 
+use crate::cache::{BlobDescriptorCache, Descriptor};
+
 pub use digest::{Algorithm, Digest, Hasher};
 pub use manifests::{
     MAX_MANIFEST_SIZE, ManifestKind, PutManifest, REFERRERS_PAGE_BYTES, References, Referrer,
@@ -235,6 +237,7 @@ pub struct Registry {
     upload_locks: std::sync::Arc<UploadLocks>,
     manifest_budget: std::sync::Arc<tokio::sync::Semaphore>,
     gc_fence: std::sync::Arc<fence::GcFence>,
+    blob_cache: Option<BlobDescriptorCache>,
 }
 
 /// A blob found in a repository.
@@ -257,7 +260,25 @@ impl Registry {
                 MANIFEST_BUDGET / 1024,
             )),
             gc_fence: Default::default(),
+            blob_cache: None,
         }
+    }
+
+    /// This registry answering blob lookups (`HEAD`/`GET` of a blob, mount
+    /// sources, a manifest's references) from `cache` where it can, and
+    /// keeping it up to date with what goes through it (see
+    /// [`crate::cache`]).
+    pub fn with_blob_cache(mut self, cache: BlobDescriptorCache) -> Registry {
+        self.blob_cache = Some(cache);
+        self
+    }
+
+    /// The blob-descriptor cache, if there is one: whatever deletes blob
+    /// data or `_layers` links outside this type must tell it
+    /// ([`BlobDescriptorCache::forget_descriptors`],
+    /// [`BlobDescriptorCache::forget_members`]).
+    pub fn blob_cache(&self) -> Option<&BlobDescriptorCache> {
+        self.blob_cache.as_ref()
     }
 
     /// The fence between this registry's requests and an online garbage
@@ -336,8 +357,23 @@ impl Registry {
         }
     }
 
-    /// Size of the blob's data, `None` if the registry does not hold it.
+    /// Size of the blob's data, `None` if the registry does not hold it:
+    /// from the cache, else from the storage (and then cached).
     async fn blob_size(&self, d: &Digest) -> Result<Option<u64>> {
+        if let Some(c) = &self.blob_cache
+            && let Some(desc) = c.descriptor(d).await
+        {
+            return Ok(Some(desc.size));
+        }
+        let size = self.stored_blob_size(d).await?;
+        if let (Some(c), Some(size)) = (&self.blob_cache, size) {
+            c.set_descriptor(d, &Descriptor::blob(size)).await;
+        }
+        Ok(size)
+    }
+
+    /// Size of the blob's data as the storage says it, never the cache's.
+    async fn stored_blob_size(&self, d: &Digest) -> Result<Option<u64>> {
         match self.driver.stat(layout::blob_data(d)).await {
             Ok(fi) if !fi.is_dir => Ok(Some(fi.size)),
             Ok(_) => Ok(None),
@@ -346,20 +382,42 @@ impl Registry {
         }
     }
 
-    /// The blob `d` as seen from repository `name`: linked there and present.
+    /// The blob `d` as seen from repository `name`: linked there and
+    /// present. Answered by the blob-descriptor cache when it knows both;
+    /// else by the storage, whose answer is then cached.
     ///
     /// # Errors
-    /// `BlobUnknown` if it is not linked in `name` or its data is gone.
+    /// `BlobUnknown` if it is not linked in `name` or its data is gone (or
+    /// garbage collection is deleting it), `Storage`.
     pub async fn stat_blob(&self, name: &RepoName, d: &Digest) -> Result<BlobInfo> {
-        // A blob that garbage collection is deleting is gone already.
+        // A blob that garbage collection is deleting is gone already,
+        // whatever the cache says.
         if !self.gc_fence.use_digest(d) {
             return Err(RegistryError::BlobUnknown(d.clone()));
         }
+        let Some(cache) = &self.blob_cache else {
+            return self.stat_stored_blob(name, d).await;
+        };
+        if let Some(desc) = cache.member(name, d).await {
+            return Ok(BlobInfo {
+                digest: d.clone(),
+                size: desc.size,
+            });
+        }
+        let info = self.stat_stored_blob(name, d).await?;
+        cache
+            .add_member(name, d, &Descriptor::blob(info.size))
+            .await;
+        Ok(info)
+    }
+
+    /// [`Registry::stat_blob`] from the storage alone (no fence, no cache).
+    async fn stat_stored_blob(&self, name: &RepoName, d: &Digest) -> Result<BlobInfo> {
         let linked = self.read_link(&layout::layer_link(name, d)).await?;
         if linked.as_ref() != Some(d) {
             return Err(RegistryError::BlobUnknown(d.clone()));
         }
-        match self.blob_size(d).await? {
+        match self.stored_blob_size(d).await? {
             Some(size) => Ok(BlobInfo {
                 digest: d.clone(),
                 size,
@@ -395,9 +453,14 @@ impl Registry {
             .await?)
     }
 
-    /// Links an existing blob into a repository.
-    async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
-        self.write_link(&layout::layer_link(name, d), d).await
+    /// Links an existing blob of `size` bytes into a repository, and tells
+    /// the cache.
+    async fn link_blob(&self, name: &RepoName, d: &Digest, size: u64) -> Result<()> {
+        self.write_link(&layout::layer_link(name, d), d).await?;
+        if let Some(c) = &self.blob_cache {
+            c.add_member(name, d, &Descriptor::blob(size)).await;
+        }
+        Ok(())
     }
 
     /// Removes the blob from the repository (the data stays until garbage
@@ -407,10 +470,23 @@ impl Registry {
     /// `Unsupported` if deletes are disabled, `BlobUnknown`.
     pub async fn delete_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
         self.check_delete_enabled()?;
-        self.stat_blob(name, d).await?;
+        // The storage decides: a cached membership whose link is gone
+        // (deleted through another instance) must not make this a 503.
+        let forget = || async {
+            if let Some(c) = &self.blob_cache {
+                c.forget_members(&[(name.clone(), d.clone())]).await;
+            }
+        };
+        if let Err(e) = self.stat_stored_blob(name, d).await {
+            if matches!(e, RegistryError::BlobUnknown(_)) {
+                forget().await;
+            }
+            return Err(e);
+        }
         let link = layout::layer_link(name, d);
         let dir = link.trim_end_matches("/link");
         self.driver.delete(dir).await?;
+        forget().await;
         Ok(())
     }
 
@@ -428,7 +504,7 @@ impl Registry {
     ) -> Result<Option<BlobInfo>> {
         match self.stat_blob(from, d).await {
             Ok(info) => {
-                self.link_blob(name, d).await?;
+                self.link_blob(name, d, info.size).await?;
                 Ok(Some(info))
             }
             Err(RegistryError::BlobUnknown(_)) => Ok(None),
@@ -450,7 +526,7 @@ impl Registry {
         let Some(size) = self.blob_size(d).await? else {
             return Ok(None);
         };
-        self.link_blob(name, d).await?;
+        self.link_blob(name, d, size).await?;
         Ok(Some(BlobInfo {
             digest: d.clone(),
             size,

@@ -602,7 +602,13 @@ impl Registry {
             self.driver.rename(&data, layout::blob_data(digest)).await?;
             self.delete_if_exists(&layout::upload_dir(name, uuid))
                 .await?;
-            self.link_blob(name, digest).await?;
+            // The copy just stored may differ in size from a damaged one
+            // the cache knew.
+            if let Some(c) = &self.blob_cache {
+                c.set_descriptor(digest, &crate::cache::Descriptor::blob(size))
+                    .await;
+            }
+            self.link_blob(name, digest, size).await?;
             Ok(BlobInfo {
                 digest: digest.clone(),
                 size,
