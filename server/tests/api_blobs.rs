@@ -1,4 +1,5 @@
-//! Blob and upload endpoints over HTTP, on inmemory and filesystem.
+//! Blob and upload endpoints over HTTP, on every setup of `common::setups`:
+//! inmemory, filesystem, and with the in-memory and Redis blob-descriptor caches.
 
 mod common;
 
@@ -8,7 +9,7 @@ use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn base_root_and_health_answer() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
@@ -41,7 +42,7 @@ async fn base_root_and_health_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monolithic_push_then_head_get_and_ranges() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let d = sha256(&data);
@@ -126,7 +127,7 @@ async fn monolithic_push_then_head_get_and_ranges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_digest_is_refused_and_stores_nothing() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let wrong = sha256(b"something else");
         let r = reg
@@ -181,7 +182,7 @@ async fn a_wrong_digest_is_refused_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_then_monolithic_put_and_empty_blob() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         for data in [&b"hello monolithic"[..], b""] {
             let loc = begin(&reg, "m").await;
@@ -215,7 +216,7 @@ async fn post_then_monolithic_put_and_empty_blob() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_upload_with_status_and_out_of_order_chunk() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 256) as u8).collect();
         let d = sha256(&data);
@@ -301,7 +302,7 @@ async fn chunked_upload_with_status_and_out_of_order_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_patch_without_content_range_and_final_put_without_body() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let parts: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 300_000]).collect();
         let all: Vec<u8> = parts.concat();
@@ -350,7 +351,7 @@ async fn streamed_patch_without_content_range_and_final_put_without_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sha512_digests_for_one_shot_and_chunked_uploads() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let data = b"sha512 content".repeat(1000);
         let d = sha512(&data);
@@ -408,7 +409,7 @@ async fn sha512_digests_for_one_shot_and_chunked_uploads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_unknown_sessions() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let loc = begin(&reg, "u").await;
         let r = reg.client.patch(&loc).body("partial").send().await.unwrap();
@@ -438,7 +439,7 @@ async fn cancel_and_unknown_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_repository_mount_or_fallback_to_upload() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let d = reg.push_blob("src/repo", b"mount me").await;
         let r = reg
@@ -474,7 +475,7 @@ async fn cross_repository_mount_or_fallback_to_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_delete_and_deletes_disabled() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, DELETE_ON, "").await;
         let d = reg.push_blob("del", b"bye").await;
         let d2 = reg.push_blob("keep", b"bye").await;
@@ -532,7 +533,7 @@ async fn blob_delete_and_deletes_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_of_one_blob_all_succeed() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = std::sync::Arc::new(start(driver, "", "").await);
         let data = b"same bytes everywhere".repeat(5000);
         let d = sha256(&data);
@@ -577,7 +578,7 @@ async fn concurrent_uploads_of_one_blob_all_succeed() {
                 .unwrap();
             assert_eq!(sha256(&r.bytes().await.unwrap()), d);
         }
-        if driver == "filesystem" {
+        if driver.starts_with("filesystem") {
             let blobs = reg.dir.path().join("root/docker/registry/v2/blobs/sha256");
             let count = walk_count(&blobs);
             assert_eq!(count, 1, "stored once");
@@ -656,7 +657,7 @@ async fn purging_removes_only_uploads_older_than_the_cutoff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_keeps_what_arrived_and_the_upload_resumes() {
     use tokio::io::AsyncWriteExt;
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
         let loc = begin(&reg, "cut").await;

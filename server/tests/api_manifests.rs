@@ -1,4 +1,5 @@
-//! Manifests, tags, catalog, referrers and name rules over HTTP.
+//! Manifests, tags, catalog, referrers and name rules over HTTP, on every
+//! setup of `common::setups` (drivers, with and without blob-descriptor caches).
 
 mod common;
 
@@ -13,7 +14,7 @@ async fn json(r: reqwest::Response) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_and_pull_a_manifest_by_tag_and_digest() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let (manifest, d) = reg.push_image("lib/app", "v1", "one").await;
         for reference in ["v1", d.as_str()] {
@@ -82,7 +83,7 @@ async fn push_and_pull_a_manifest_by_tag_and_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_schema2_manifest_list_and_oci_index() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let cfg = reg.push_blob("d", b"{\"os\":\"linux\"}").await;
         let layer = reg.push_blob("d", b"layer bytes").await;
@@ -148,7 +149,7 @@ async fn docker_schema2_manifest_list_and_oci_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_manifests_are_refused_and_change_nothing() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let (good, d) = reg.push_image("b", "t", "good").await;
         let cfg = reg.push_blob("b", b"{}").await;
@@ -224,7 +225,7 @@ async fn broken_manifests_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_by_digest_including_sha512() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let cfg = reg.push_blob("p", b"{}").await;
         let m = oci_manifest(&cfg, 2, &[], None);
@@ -253,7 +254,7 @@ async fn put_by_digest_including_sha512() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_deletes_by_digest_and_by_tag() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, DELETE_ON, "").await;
         let (_, d) = reg.push_image("del", "a", "x").await;
         let cfg = reg.push_blob("del", b"{}").await;
@@ -346,7 +347,7 @@ async fn manifest_deletes_by_digest_and_by_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_header_and_referrers_with_artifact_type_filter() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let (subject_body, subject) = reg.push_image("art", "v1", "base").await;
         let empty = reg.push_blob("art", b"{}").await;
@@ -434,7 +435,7 @@ async fn subject_header_and_referrers_with_artifact_type_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_list_paginates_in_order() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let cfg = reg.push_blob("t/x", b"{}").await;
         let m = oci_manifest(&cfg, 2, &[], None);
@@ -511,7 +512,7 @@ async fn tags_list_paginates_in_order() {
 /// distribution 2.x does (a blob pushed, no manifest yet is enough), each
 /// once, and pages with `last` run across both kinds.
 async fn catalog_lists_repositories_with_layers_or_manifests_in_pages() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         let r = reg
             .client
@@ -876,7 +877,7 @@ async fn manifest_pushes_share_a_bounded_memory_budget() {
 /// an unknown name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_tag_in_a_repository_with_only_blobs_is_manifest_unknown() {
-    for driver in DRIVERS {
+    for driver in setups() {
         let reg = start(driver, "", "").await;
         reg.push_blob("blobs/only", b"some layer").await;
         let r = reg

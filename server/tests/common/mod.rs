@@ -79,12 +79,27 @@ impl Drop for TestRegistry {
     }
 }
 
-/// The drivers every API test runs on: `inmemory`, and `filesystem` in a
-/// temporary directory. `extra` is YAML appended to the config (top-level
-/// sections, or `storage` settings written as `  delete: …` lines after the
-/// driver).
-pub async fn start(driver: &str, storage_extra: &str, extra: &str) -> TestRegistry {
+/// A registry on `setup`: a driver (`inmemory`, or `filesystem` in a
+/// temporary directory), optionally with a blob-descriptor cache:
+/// `filesystem+inmemory-cache`, `inmemory+redis-cache` (a database of its
+/// own on the test Redis, [`redis_test_db`]; the caller checked that
+/// Redis is there, as [`setups`] does). `extra` is YAML appended to the
+/// config (top-level sections, or `storage` settings written as
+/// `  delete: …` lines after the driver).
+pub async fn start(setup: &str, storage_extra: &str, extra: &str) -> TestRegistry {
     let dir = tempfile::tempdir().expect("temp dir");
+    let (driver, cache) = setup.split_once('+').unwrap_or((setup, ""));
+    let (cache_yaml, redis_yaml) = match cache {
+        "" => (String::new(), String::new()),
+        "inmemory-cache" => (cache_section("inmemory"), String::new()),
+        "redis-cache" => {
+            let addr = std::env::var("REGSTORE_REDIS_ADDR")
+                .expect("setup with redis-cache: REGSTORE_REDIS_ADDR is set (see setups())");
+            let db = redis_test_db(&addr).await;
+            (cache_section("redis"), redis_section(&addr, db))
+        }
+        other => panic!("unknown cache {other:?} in test setup {setup:?}"),
+    };
     let driver_yaml = match driver {
         "filesystem" => format!(
             "  filesystem:\n    rootdirectory: {}\n",
@@ -92,8 +107,86 @@ pub async fn start(driver: &str, storage_extra: &str, extra: &str) -> TestRegist
         ),
         other => format!("  {other}:\n"),
     };
-    let yaml = format!("version: 0.1\nstorage:\n{driver_yaml}{storage_extra}{extra}");
+    let yaml =
+        format!("version: 0.1\nstorage:\n{driver_yaml}{cache_yaml}{storage_extra}{extra}{redis_yaml}");
     start_yaml(&yaml, dir).await
+}
+
+/// `storage.cache` lines (after the driver) for `blobdescriptor: kind`.
+pub fn cache_section(kind: &str) -> String {
+    format!("  cache:\n    blobdescriptor: {kind}\n")
+}
+
+/// A top-level `redis` section for `addr`, database `db`, with short
+/// timeouts (a test Redis on loopback answers in well under a second).
+pub fn redis_section(addr: &str, db: u32) -> String {
+    format!(
+        "redis:\n  addr: {addr}\n  db: {db}\n  dialtimeout: 2s\n  readtimeout: 2s\n  writetimeout: 2s\n"
+    )
+}
+
+/// The test Redis (`REGSTORE_REDIS_ADDR`, from `scripts/backends.sh env
+/// redis`), if it is set and answers; else `None` after saying so, or a
+/// failure under `REGSTORE_REQUIRE_BACKENDS=1`.
+pub fn redis_addr() -> Option<String> {
+    let found = std::env::var("REGSTORE_REDIS_ADDR")
+        .map_err(|_| {
+            "REGSTORE_REDIS_ADDR is not set (scripts/backends.sh start redis; eval \"$(scripts/backends.sh env redis)\")".to_owned()
+        })
+        .and_then(|addr| {
+            let sock: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|e| format!("REGSTORE_REDIS_ADDR={addr}: {e}"))?;
+            std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+                .map_err(|e| format!("redis at {addr}: {e}"))?;
+            Ok(addr)
+        });
+    regstore_testenv::backend::skip_unless_required("redis", found)
+}
+
+/// A Redis database of its own for one test registry (nextest runs tests
+/// in parallel processes): `INCR regstore-test:next-db` on database 0 picks
+/// one of 1..=4095 (the test Redis has 4096), which is emptied first.
+///
+/// # Panics
+/// Redis at `addr` does not answer.
+pub async fn redis_test_db(addr: &str) -> u32 {
+    let mut c = redis_connection(addr, 0).await;
+    let n: u64 = redis::cmd("INCR")
+        .arg("regstore-test:next-db")
+        .query_async(&mut c)
+        .await
+        .expect("INCR on the test redis");
+    let db = u32::try_from(n % 4095 + 1).expect("below 4096");
+    let mut c = redis_connection(addr, db).await;
+    let () = redis::cmd("FLUSHDB")
+        .query_async(&mut c)
+        .await
+        .expect("FLUSHDB on the test redis");
+    db
+}
+
+/// A connection to database `db` of the Redis at `addr`.
+///
+/// # Panics
+/// Redis does not answer.
+pub async fn redis_connection(addr: &str, db: u32) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{addr}/{db}"))
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("redis at {addr}: {e}"))
+}
+
+/// What the API suites (`api_blobs`, `api_manifests`) run on: each driver,
+/// the filesystem with the in-memory blob-descriptor cache, and inmemory
+/// with the Redis cache when the test Redis is there ([`redis_addr`]).
+pub fn setups() -> Vec<&'static str> {
+    let mut setups = vec!["inmemory", "filesystem", "filesystem+inmemory-cache"];
+    if redis_addr().is_some() {
+        setups.push("inmemory+redis-cache");
+    }
+    setups
 }
 
 /// A registry from a whole config text; `dir` is kept alive with it.
