@@ -107,8 +107,9 @@ pub async fn start(setup: &str, storage_extra: &str, extra: &str) -> TestRegistr
         ),
         other => format!("  {other}:\n"),
     };
-    let yaml =
-        format!("version: 0.1\nstorage:\n{driver_yaml}{cache_yaml}{storage_extra}{extra}{redis_yaml}");
+    let yaml = format!(
+        "version: 0.1\nstorage:\n{driver_yaml}{cache_yaml}{storage_extra}{extra}{redis_yaml}"
+    );
     start_yaml(&yaml, dir).await
 }
 
