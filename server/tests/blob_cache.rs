@@ -161,7 +161,10 @@ async fn a_collected_blob_is_404_with_every_cache() {
         );
         assert_eq!(report.blobs_deleted[0].0.to_string(), d, "{setup}");
         assert!(
-            !reg.registry.holds_blob(&report.blobs_deleted[0].0).await.unwrap(),
+            !reg.registry
+                .holds_blob(&report.blobs_deleted[0].0)
+                .await
+                .unwrap(),
             "{setup}: the descriptor went with the data"
         );
         for repo in ["r", "q"] {

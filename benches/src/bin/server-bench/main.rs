@@ -11,6 +11,7 @@
 //! target/release/server-bench --proxy    # the pull-through cache, 512 MiB blob
 //! target/release/server-bench --metrics  # manifest GET with and without Prometheus metrics
 //! target/release/server-bench --notify   # 4 KiB pushes with and without a hung webhook
+//! target/release/server-bench --blob-cache  # blob HEAD on s3 (moto): no cache, inmemory, redis
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
@@ -25,6 +26,7 @@
 //! pulling from upstream directly and from a plain regstore.
 
 mod auth;
+mod blob_cache;
 mod metrics;
 mod notify;
 mod proxy;
@@ -55,6 +57,8 @@ struct Options {
     metrics: bool,
     /// `--notify`: what a dead notification endpoint costs pushes, instead.
     notify: bool,
+    /// `--blob-cache`: blob HEAD on s3 with and without the blob-descriptor cache, instead.
+    blob_cache: bool,
     /// `--proxy`: the upstream's link speed (none: loopback).
     upstream_mibps: Option<f64>,
 }
@@ -75,6 +79,7 @@ impl Options {
             proxy: false,
             metrics: false,
             notify: false,
+            blob_cache: false,
             upstream_mibps: None,
         };
         let mut args = std::env::args().skip(1);
@@ -113,6 +118,7 @@ impl Options {
                 "--proxy" => o.proxy = true,
                 "--metrics" => o.metrics = true,
                 "--notify" => o.notify = true,
+                "--blob-cache" => o.blob_cache = true,
                 "--upstream-mibps" => {
                     o.upstream_mibps = Some(
                         value("--upstream-mibps")?
@@ -129,7 +135,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --blob-cache [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -214,16 +220,29 @@ async fn start_regstore(
     root: &Path,
     config: Option<&Path>,
 ) -> Result<(Proc, String), String> {
+    serve_regstore(o, name, Some(root), config).await
+}
+
+/// [`start_regstore`] on whatever storage `config` names when `root` is
+/// `None` (the filesystem driver under `root` otherwise).
+async fn serve_regstore(
+    o: &Options,
+    name: &'static str,
+    root: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<(Proc, String), String> {
     let port = free_port();
     let mut cmd = Command::new(&o.regstore);
     cmd.arg("serve");
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
+    if let Some(root) = root {
+        cmd.env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root);
+    }
     let p = spawn(
         name,
         cmd.env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
             .env(
                 "REGSTORE_LOG",
                 if std::env::var_os("SERVER_BENCH_LOGS").is_some() {
@@ -467,6 +486,8 @@ async fn main() {
         metrics::run(&o).await
     } else if o.notify {
         notify::run(&o).await
+    } else if o.blob_cache {
+        blob_cache::run(&o).await
     } else {
         run(o).await
     };
