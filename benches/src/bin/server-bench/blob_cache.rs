@@ -117,9 +117,10 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", i.name))?;
     }
     let started = Instant::now();
+    let count = instances.len();
     for round in 0..o.rounds {
-        for k in 0..instances.len() {
-            let i = &mut instances[(round + k) % instances.len()];
+        for k in 0..count {
+            let i = &mut instances[(round + k) % count];
             let before = backend_requests(i.debug_port).await?;
             let r = i
                 .target
