@@ -237,9 +237,11 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
+        // Killed and waited for by Drop, also if it never answers.
+        let redis = PrivateRedis(child);
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return PrivateRedis(child);
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
