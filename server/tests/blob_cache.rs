@@ -344,3 +344,52 @@ async fn redis_going_away_costs_errors_never_requests() {
     }
     assert!(resumed, "hits resume once Redis is back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_repair_and_proxy_expiry_tell_the_cache() {
+    use regstore_server::registry::{Digest, layout};
+    for setup in cached_setups() {
+        // A blob whose data vanished behind the registry's back: the cache
+        // still answers, until `check --repair` removes the dangling link.
+        let reg = start(setup, "", "").await;
+        let d = reg.push_blob("r", b"its data vanishes").await;
+        let digest: Digest = d.parse().unwrap();
+        assert_eq!(head(&reg, "r", &d).await, StatusCode::OK, "{setup}");
+        reg.registry
+            .driver()
+            .delete(&layout::blob_data(&digest))
+            .await
+            .unwrap();
+        assert_eq!(
+            head(&reg, "r", &d).await,
+            StatusCode::OK,
+            "{setup}: the cache answers (so what follows shows the repair told it)"
+        );
+        let report = regstore_server::check::check(
+            &reg.registry,
+            &regstore_server::check::Options {
+                repair: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.repaired.len(), 1, "{setup}: {}", report.summary());
+        assert_eq!(head(&reg, "r", &d).await, StatusCode::NOT_FOUND, "{setup}");
+
+        // Expiry deletes layer links older than the ttl (all of them, an
+        // hour from now); the cache must not keep answering for them.
+        let reg = start(setup, "", "").await;
+        let d = reg.push_blob("r", b"expires").await;
+        assert_eq!(head(&reg, "r", &d).await, StatusCode::OK, "{setup}");
+        let expired = regstore_server::proxy::expiry::expire(
+            &reg.registry,
+            Duration::from_secs(1),
+            std::time::SystemTime::now() + Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        assert_eq!(expired.layer_links, 1, "{setup}");
+        assert_eq!(head(&reg, "r", &d).await, StatusCode::NOT_FOUND, "{setup}");
+    }
+}

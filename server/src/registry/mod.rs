@@ -477,6 +477,9 @@ impl Registry {
                 c.forget_members(&[(name.clone(), d.clone())]).await;
             }
         };
+        if !self.gc_fence.use_digest(d) {
+            return Err(RegistryError::BlobUnknown(d.clone()));
+        }
         if let Err(e) = self.stat_stored_blob(name, d).await {
             if matches!(e, RegistryError::BlobUnknown(_)) {
                 forget().await;
