@@ -34,7 +34,7 @@
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
 //!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`,
-//!    `notifications`, `health`); a key no section knows
+//!    `notifications`, `health`, `catalog`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -48,6 +48,7 @@
 
 mod access;
 mod auth;
+mod catalog;
 mod env;
 mod health;
 mod http;
@@ -65,6 +66,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use self::auth::AuthConfig;
+pub use self::catalog::{CatalogConfig, SQL_SCHEMES, redact as redact_url};
 pub use self::health::{
     DEFAULT_CHECK_TIMEOUT, DEFAULT_INTERVAL as DEFAULT_HEALTH_INTERVAL, DEFAULT_STORAGE_THRESHOLD,
     FileCheck, HealthConfig, HttpCheck, Periodic, TcpCheck,
@@ -148,6 +150,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// `health`: the periodic checks `/debug/health` reports.
     pub health: HealthConfig,
+    /// `catalog` (a regstore extension): where `_catalog` reads names from.
+    pub catalog: CatalogConfig,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -167,6 +171,7 @@ struct File {
     proxy: Option<proxy::Section>,
     notifications: notifications::Section,
     health: Option<health::Section>,
+    catalog: Option<catalog::Section>,
 }
 
 impl Config {
@@ -253,6 +258,11 @@ impl Config {
             notifications: file.notifications.resolve().map_err(&invalid)?,
             health: file
                 .health
+                .unwrap_or_default()
+                .resolve()
+                .map_err(&invalid)?,
+            catalog: file
+                .catalog
                 .unwrap_or_default()
                 .resolve()
                 .map_err(&invalid)?,

@@ -96,6 +96,7 @@ pub async fn expire(
     let mut out = Expired::default();
     let mut links: Vec<String> = Vec::new();
     let mut tag_dirs = Vec::new();
+    let mut emptied = Vec::new();
     for (name, repo) in &repos.repos {
         let expired: HashSet<&Digest> = repo
             .revisions
@@ -111,6 +112,9 @@ pub async fn expire(
                     tag_dirs.push(layout::tag_dir(name, &tag));
                 }
             }
+        }
+        if !expired.is_empty() {
+            emptied.push(name);
         }
         out.manifests += expired.len();
         links.extend(
@@ -140,6 +144,8 @@ pub async fn expire(
     if !links.is_empty() {
         driver.delete_files(&links).await?;
     }
+    // Repositories whose every manifest expired leave the catalog index.
+    registry.forget_if_no_manifests(&emptied).await;
     out.collection = gc::collect(
         registry,
         &Options {
