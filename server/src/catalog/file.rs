@@ -192,10 +192,7 @@ mod tests {
         index.add("a").await.unwrap();
         index.remove("b/x").await.unwrap();
         index.remove("never").await.unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "a\na-b\nc_d\n"
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\na-b\nc_d\n");
         let again = FileIndex::open(&path).await.unwrap();
         assert_eq!(again.page("", None, 10).await, ["a", "a-b", "c_d"]);
         assert_eq!(again.page("a", None, 1).await, ["a-b"]);

@@ -241,7 +241,9 @@ impl SqlIndex {
             }
         }
         .map_err(|e| self.error(e))?;
-        rows.iter().map(|r| name_of(r).map_err(|e| self.error(e))).collect()
+        rows.iter()
+            .map(|r| name_of(r).map_err(|e| self.error(e)))
+            .collect()
     }
 
     /// Whether the table has no row.

@@ -176,7 +176,11 @@ mod tests {
         assert_eq!(
             load(
                 "catalog:\n  index: sql\n  url: sqlite:///a.db\n",
-                &[("REGISTRY_CATALOG_INDEX", "file"), ("REGISTRY_CATALOG_URL", ""), ("REGISTRY_CATALOG_PATH", "/r")]
+                &[
+                    ("REGISTRY_CATALOG_INDEX", "file"),
+                    ("REGISTRY_CATALOG_URL", ""),
+                    ("REGISTRY_CATALOG_PATH", "/r")
+                ]
             )
             .unwrap(),
             CatalogConfig::File { path: "/r".into() },
@@ -203,7 +207,10 @@ mod tests {
     #[test]
     fn unusable_settings_name_the_key() {
         for (yaml, says) in [
-            ("catalog:\n  index: redis\n", "catalog.index: unknown index \"redis\""),
+            (
+                "catalog:\n  index: redis\n",
+                "catalog.index: unknown index \"redis\"",
+            ),
             ("catalog:\n  index: sql\n", "needs catalog.url"),
             ("catalog:\n  index: file\n", "needs catalog.path"),
             (
@@ -211,7 +218,10 @@ mod tests {
                 "catalog.url: \"oracle://u:xxx@db/x\"",
             ),
             ("catalog:\n  index: sql\n  url: catalog.db\n", "catalog.url"),
-            ("catalog:\n  url: sqlite:///a.db\n", "set catalog.index to sql"),
+            (
+                "catalog:\n  url: sqlite:///a.db\n",
+                "set catalog.index to sql",
+            ),
             ("catalog:\n  path: /a\n", "set catalog.index to file"),
             (
                 "catalog:\n  index: file\n  path: /a\n  url: sqlite:///a.db\n",
