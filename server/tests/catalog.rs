@@ -185,8 +185,11 @@ async fn start_on(
     start_yaml(&yaml, dir).await
 }
 
+/// One catalog page: its names and the path of its `Link`, if any.
+type Page = (Vec<String>, Option<String>);
+
 /// The names of one catalog page and the path of its `Link`, if any.
-async fn page(api: &Api, path: &str) -> (Vec<String>, Option<String>) {
+async fn page(api: &Api, path: &str) -> Page {
     let r = api.client.get(api.url(path)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{path}");
     let link = header(&r, "link");
@@ -200,7 +203,7 @@ async fn page(api: &Api, path: &str) -> (Vec<String>, Option<String>) {
 }
 
 /// Every page from `first` on, following `Link`, each with its link.
-async fn pages(api: &Api, first: &str) -> Vec<(Vec<String>, Option<String>)> {
+async fn pages(api: &Api, first: &str) -> Vec<Page> {
     let mut out = Vec::new();
     let mut next = Some(first.to_owned());
     while let Some(path) = next {
@@ -265,7 +268,7 @@ const NAMES: [&str; 8] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_index_gives_the_same_pages_for_the_same_pushes_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut answers: Vec<(&str, Vec<Vec<(Vec<String>, Option<String>)>>)> = Vec::new();
+    let mut answers: Vec<(&str, Vec<Vec<Page>>)> = Vec::new();
     for index in indexes(dir.path()).await {
         let reg = start_with(&index.yaml, "").await;
         let mut images = Vec::new();
