@@ -626,3 +626,30 @@ async fn an_empty_index_is_filled_from_storage_at_startup_and_a_full_one_is_kept
         "a non-empty index is not rebuilt at startup"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_of_untagged_manifests_drops_the_repositories_it_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!(
+        "catalog:\n  index: sql\n  url: sqlite://{}\n",
+        dir.path().join("c.db").display()
+    );
+    let reg = start_with(&catalog, "").await;
+    push(&reg, "tagged", "kept").await;
+    reg.push_manifest_of("untagged", None, b"{}", &[b"layer"], false, None)
+        .await;
+    let (names, _) = page(&reg, "/v2/_catalog").await;
+    assert_eq!(names, ["tagged", "untagged"]);
+    let report = regstore_server::gc::collect(
+        &reg.registry,
+        &regstore_server::gc::Options {
+            delete_untagged: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.manifests_deleted.len(), 1);
+    let (names, _) = page(&reg, "/v2/_catalog").await;
+    assert_eq!(names, ["tagged"], "gc -m emptied `untagged`");
+}

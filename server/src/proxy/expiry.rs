@@ -96,7 +96,7 @@ pub async fn expire(
     let mut out = Expired::default();
     let mut links: Vec<String> = Vec::new();
     let mut tag_dirs = Vec::new();
-    let mut emptied = Vec::new();
+    let mut touched = Vec::new();
     for (name, repo) in &repos.repos {
         let expired: HashSet<&Digest> = repo
             .revisions
@@ -114,7 +114,7 @@ pub async fn expire(
             }
         }
         if !expired.is_empty() {
-            emptied.push(name);
+            touched.push(name);
         }
         out.manifests += expired.len();
         links.extend(
@@ -144,8 +144,8 @@ pub async fn expire(
     if !links.is_empty() {
         driver.delete_files(&links).await?;
     }
-    // Repositories whose every manifest expired leave the catalog index.
-    registry.forget_if_no_manifests(&emptied).await;
+    // Repositories left without manifests leave the catalog index.
+    registry.forget_if_no_manifests(&touched).await;
     out.collection = gc::collect(
         registry,
         &Options {
