@@ -12,7 +12,9 @@
 //!   ([`bench`](mod@bench));
 //! - `regstore garbage-collect`: delete unreferenced blobs ([`gc`](mod@gc));
 //! - `regstore check`: verify every blob, link and manifest in storage,
-//!   optionally removing dangling links ([`check`](mod@check)).
+//!   optionally removing dangling links ([`check`](mod@check));
+//! - `regstore catalog rebuild`: fill the catalog index from storage
+//!   ([`catalog`](mod@catalog)).
 //!
 //! [`main`] is the whole program: the `regstore` binary is one call to it,
 //! and a binary with drivers of its own (see `examples/out-of-tree-driver`)
@@ -27,6 +29,7 @@ use regstore_core::params::parse_pairs;
 use regstore_server::config::Config;
 
 pub mod bench;
+pub mod catalog;
 pub mod check;
 pub mod conformance;
 pub mod drivers;
@@ -143,6 +146,10 @@ pub enum Command {
     /// directory) and nothing else: exit code 0 then if every problem found
     /// was repaired. Exit code 2 when the check cannot run (config, storage).
     Check(check::CheckArgs),
+    /// Manage the catalog index (`catalog.index: file | sql`, a regstore
+    /// extension): `regstore catalog rebuild [CONFIG]` fills it from the
+    /// storage, replacing its content, and prints the count and the time.
+    Catalog(catalog::CatalogArgs),
 }
 
 /// Which backend to use: a config file or a driver and its parameters.
@@ -219,6 +226,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Check(args) => {
             init_logging("warn");
             check::check(args).await
+        }
+        Command::Catalog(args) => {
+            init_logging("warn");
+            catalog::catalog(args).await
         }
     }
 }

@@ -19,9 +19,12 @@
 //!   stream) and [`proxy::expiry`] (`ttl`).
 //! - [`notify`]: notifications (`notifications:`): events POSTed to
 //!   webhook endpoints, each with its own bounded queue and sender.
+//! - [`catalog`]: the catalog index (`catalog:`): file or SQL, so that
+//!   `/v2/_catalog` and its search do not walk the storage.
 
 pub mod auth;
 pub mod cache;
+pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod gc;

@@ -66,6 +66,9 @@ pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
             )));
         }
     };
+    let catalog = crate::catalog::CatalogIndex::open(&config.catalog)
+        .await
+        .with_context(|| format!("cannot open the catalog index of {}", config.origin))?;
     let registry = Registry::new(
         driver,
         Settings {
@@ -74,7 +77,8 @@ pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
             read_only: config.storage.read_only,
             manifest_urls: config.manifest_urls.clone(),
         },
-    );
+    )
+    .with_catalog(catalog);
     Ok(match &config.blob_cache {
         None => registry,
         Some(c) => registry.with_blob_cache(
@@ -84,15 +88,41 @@ pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
     })
 }
 
-/// The app state a config describes, with its driver built. The built-in
-/// drivers and middleware are registered here; a binary with drivers of
-/// its own registers them before.
+/// Fills the catalog index from the storage when it is empty (first start
+/// on a new file or database); a no-op without an index or when it holds
+/// names. Logs how many and how long.
+///
+/// # Errors
+/// The storage walk or the index fails.
+pub async fn rebuild_catalog_if_empty(registry: &Registry) -> anyhow::Result<()> {
+    let index = registry.catalog_index();
+    if index.is_storage() || !index.is_empty().await? {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let count = registry
+        .rebuild_catalog()
+        .await
+        .context("cannot fill the empty catalog index from storage")?;
+    tracing::info!(
+        index = index.kind(),
+        repositories = count,
+        seconds = started.elapsed().as_secs_f64(),
+        "catalog index was empty: filled from storage"
+    );
+    Ok(())
+}
+
+/// The app state a config describes, with its driver built and its
+/// catalog index filled if empty. The built-in drivers and middleware are
+/// registered here; a binary with drivers of its own registers them before.
 ///
 /// # Errors
 /// The driver cannot be built (unknown driver, bad parameters, backend
 /// unreachable at startup).
 pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
     let registry = registry(config).await?;
+    rebuild_catalog_if_empty(&registry).await?;
     let mut headers = Vec::new();
     for (k, v) in &config.http.headers {
         headers.push((

@@ -64,7 +64,10 @@ const KEYS: &[(&str, Rule)] = &[
     ("reporting", Rule::Ignore("")),
     ("compatibility", Rule::Ignore("")),
     ("policy", Rule::Ignore("")),
-    ("catalog", Rule::Ignore("")),
+    (
+        "catalog.maxentries",
+        Rule::Ignore("(distribution 3) a catalog page holds at most 1000 names, or n"),
+    ),
     (
         "middleware.registry",
         Rule::Ignore("only middleware.storage is supported"),
@@ -150,5 +153,15 @@ mod tests {
         let mut doc = serde_json::json!({"auth": {"silly": {"realm": "x"}}});
         let e = take(&mut doc, &mut warnings).unwrap_err();
         assert!(e.starts_with("`auth.silly`"), "{e}");
+    }
+
+    #[test]
+    fn catalog_is_read_but_distribution_3s_maxentries_is_not() {
+        let mut warnings = Vec::new();
+        let mut doc = serde_json::json!({"catalog": {"index": "sql", "maxentries": 100}});
+        take(&mut doc, &mut warnings).unwrap();
+        assert_eq!(doc, serde_json::json!({"catalog": {"index": "sql"}}));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("`catalog.maxentries`"), "{warnings:?}");
     }
 }

@@ -34,7 +34,7 @@
 //!    `cache`, `tag` names the driver);
 //! 4. the rest is read into one typed struct per section (`storage`,
 //!    `http`, `log`, `auth`, `middleware`, `validation`, `proxy`,
-//!    `notifications`, `health`, `storage.cache` with `redis`); a key no section knows
+//!    `notifications`, `health`, `storage.cache` with `redis`, `catalog`); a key no section knows
 //!    gives a warning naming its path, a value of the wrong type an error
 //!    naming its path.
 //!
@@ -49,6 +49,7 @@
 mod access;
 mod auth;
 mod cache;
+mod catalog;
 mod env;
 mod health;
 mod http;
@@ -72,6 +73,7 @@ pub use self::cache::{
     DEFAULT_READ_TIMEOUT as DEFAULT_REDIS_READ_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT as DEFAULT_REDIS_WRITE_TIMEOUT, RedisConfig,
 };
+pub use self::catalog::{CatalogConfig, SQL_SCHEMES, redact as redact_url};
 pub use self::health::{
     DEFAULT_CHECK_TIMEOUT, DEFAULT_INTERVAL as DEFAULT_HEALTH_INTERVAL, DEFAULT_STORAGE_THRESHOLD,
     FileCheck, HealthConfig, HttpCheck, Periodic, TcpCheck,
@@ -158,6 +160,8 @@ pub struct Config {
     /// `storage.cache` (with `redis`): the blob-descriptor cache; `None`
     /// without one.
     pub blob_cache: Option<BlobCacheConfig>,
+    /// `catalog` (a regstore extension): where `_catalog` reads names from.
+    pub catalog: CatalogConfig,
     /// Warnings about keys that are not used, to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -178,6 +182,7 @@ struct File {
     notifications: notifications::Section,
     health: Option<health::Section>,
     redis: cache::RedisSection,
+    catalog: Option<catalog::Section>,
 }
 
 impl Config {
@@ -270,6 +275,11 @@ impl Config {
                 .resolve()
                 .map_err(&invalid)?,
             blob_cache,
+            catalog: file
+                .catalog
+                .unwrap_or_default()
+                .resolve()
+                .map_err(&invalid)?,
             warnings,
         })
     }

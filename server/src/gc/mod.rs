@@ -347,6 +347,11 @@ pub async fn collect(registry: &Registry, opts: &Options) -> Result<Report, GcEr
         );
     }
     delete_files(driver, manifest_links).await?;
+    // Repositories left without manifests leave the catalog index.
+    let touched: HashSet<&RepoName> = doomed_manifests.iter().map(|m| &m.repo).collect();
+    registry
+        .forget_if_no_manifests(&touched.into_iter().collect::<Vec<_>>())
+        .await;
 
     let gone: HashSet<&Digest> = doomed_blobs.iter().collect();
     delete_files(

@@ -117,6 +117,17 @@ impl From<RegistryError> for ApiError {
                 tracing::error!(problem = %what, "storage is inconsistent");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
             }
+            E::Catalog(inner) => {
+                // As a storage failure: the detail (database host, file
+                // path) goes to the log.
+                tracing::warn!(error = %inner, "catalog index error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "the catalog index (catalog.index) failed; retry later",
+                )
+                .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
             E::Storage(inner) => {
                 // The detail (paths on the server, backend answers) goes to
                 // the log; the client learns which kind of failure it was.

@@ -2,7 +2,8 @@
 //! `n` and `last`, and a `Link` to the next page) and
 //! `/v2/<name>/referrers/<digest>` (an image index, filtered by
 //! `artifactType`). With `auth.access`, the catalog lists only the
-//! repositories the caller may pull.
+//! repositories the caller may pull. `/v2/_catalog?q=TERM` searches the
+//! catalog index (a regstore extension).
 
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
@@ -70,7 +71,7 @@ async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, 
     if more && let Some(last) = page.last() {
         resp.headers_mut().insert(
             header::LINK,
-            page_link(&format!("/v2/{name}/tags/list"), n, last),
+            page_link(&format!("/v2/{name}/tags/list"), &[], n, last),
         );
     }
     Ok(resp)
@@ -78,18 +79,44 @@ async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, 
 
 /// The repositories `who` may pull (all, without access rules): a page
 /// holds up to `n` of them when more exist, so the `Link` stays right.
+///
+/// `q=TERM` (a regstore extension) searches: only names containing TERM,
+/// paginated the same way (the `Link` keeps `q`). It needs a catalog index
+/// (400 naming `catalog.index` otherwise), and TERM may hold only what a
+/// repository name may (400 naming the character otherwise).
 async fn catalog(state: &AppState, who: &Identity, req: &Req) -> Result<Response, ApiError> {
     let n = page_size(req, MAX_CATALOG_ENTRIES)?.min(MAX_CATALOG_ENTRIES);
     let last = match req.param("last") {
         Some(l) => Some(repo(l)?),
         None => None,
     };
+    let term = match req.param("q") {
+        None => None,
+        Some(q) => {
+            let index = state.registry.catalog_index();
+            if index.is_storage() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "UNSUPPORTED",
+                    "searching repositories (q=) needs a catalog index: set catalog.index to file or sql (it is storage)",
+                )
+                .detail(json!({ "key": "catalog.index", "index": index.kind() })));
+            }
+            let term = crate::catalog::search_term(q)
+                .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", m))?;
+            Some(term)
+        }
+    };
     let visible = |name: &str| state.auth.may_pull(who, name);
-    let (names, more) = state.registry.catalog(n, last.as_ref(), &visible).await?;
+    let (names, more) = state
+        .registry
+        .catalog(n, last.as_ref(), term, &visible)
+        .await?;
     let mut resp = json_response(StatusCode::OK, json!({ "repositories": names }).to_string());
     if more && let Some(last) = names.last() {
+        let keep: Vec<(&str, &str)> = term.map(|t| ("q", t)).into_iter().collect();
         resp.headers_mut()
-            .insert(header::LINK, page_link("/v2/_catalog", n, last));
+            .insert(header::LINK, page_link("/v2/_catalog", &keep, n, last));
     }
     Ok(resp)
 }

@@ -72,8 +72,14 @@ pub(super) fn upload_response(
     resp
 }
 
-pub(super) fn page_link(path: &str, n: usize, last: &str) -> HeaderValue {
-    let q: String = form_urlencoded::Serializer::new(String::new())
+/// `Link: <path?[keep&]n=…&last=…>; rel="next"`; `keep` are the query
+/// pairs the next page repeats (a catalog search's `q`).
+pub(super) fn page_link(path: &str, keep: &[(&str, &str)], n: usize, last: &str) -> HeaderValue {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in keep {
+        q.append_pair(k, v);
+    }
+    let q = q
         .append_pair("n", &n.to_string())
         .append_pair("last", last)
         .finish();

@@ -97,6 +97,7 @@ pub async fn expire(
     let mut links: Vec<String> = Vec::new();
     let mut layer_links: Vec<(RepoName, Digest)> = Vec::new();
     let mut tag_dirs = Vec::new();
+    let mut touched = Vec::new();
     for (name, repo) in &repos.repos {
         let expired: HashSet<&Digest> = repo
             .revisions
@@ -112,6 +113,9 @@ pub async fn expire(
                     tag_dirs.push(layout::tag_dir(name, &tag));
                 }
             }
+        }
+        if !expired.is_empty() {
+            touched.push(name);
         }
         out.manifests += expired.len();
         links.extend(
@@ -141,6 +145,8 @@ pub async fn expire(
     if let Some(cache) = registry.blob_cache() {
         cache.forget_members(&layer_links).await;
     }
+    // Repositories left without manifests leave the catalog index.
+    registry.forget_if_no_manifests(&touched).await;
     out.collection = gc::collect(
         registry,
         &Options {

@@ -480,6 +480,7 @@ impl Registry {
             self.write_link(&layout::tag_current_link(name, tag), &digest)
                 .await?;
         }
+        self.note_manifest_stored(name).await?;
         tracing::debug!(kind = ?parsed.kind, %digest, %name, "manifest stored");
         Ok(PutManifest {
             digest,
@@ -578,6 +579,7 @@ impl Registry {
             self.delete_if_exists(link.trim_end_matches("/link"))
                 .await?;
         }
+        self.forget_if_no_manifests(&[name]).await;
         Ok(())
     }
 

@@ -96,6 +96,9 @@ pub enum RegistryError {
     /// The storage backend failed.
     #[error("storage: {0}")]
     Storage(#[from] regstore_core::Error),
+    /// The catalog index (`catalog.index: file | sql`) failed.
+    #[error("catalog index: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 /// How long [`Registry::check_health`] waits for the backend.
@@ -238,6 +241,17 @@ pub struct Registry {
     manifest_budget: std::sync::Arc<tokio::sync::Semaphore>,
     gc_fence: std::sync::Arc<fence::GcFence>,
     blob_cache: Option<BlobDescriptorCache>,
+    catalog: std::sync::Arc<crate::catalog::CatalogIndex>,
+}
+
+/// Which directories make a repository for a walk of `repositories/`
+/// ([`Registry::walk_repositories`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepositoryMarker {
+    /// `_layers` or `_manifests`: distribution 2.x's catalog.
+    LayersOrManifests,
+    /// `_manifests` only: what the catalog index lists.
+    Manifests,
 }
 
 /// A blob found in a repository.
@@ -261,6 +275,7 @@ impl Registry {
             )),
             gc_fence: Default::default(),
             blob_cache: None,
+            catalog: Default::default(),
         }
     }
 
@@ -279,6 +294,19 @@ impl Registry {
     /// [`BlobDescriptorCache::forget_members`]).
     pub fn blob_cache(&self) -> Option<&BlobDescriptorCache> {
         self.blob_cache.as_ref()
+    }
+
+    /// This registry with `index` as its catalog index (default: none,
+    /// [`crate::catalog::CatalogIndex::Storage`]): manifest pushes and
+    /// deletes keep it current, and [`Registry::catalog`] reads it.
+    pub fn with_catalog(mut self, index: crate::catalog::CatalogIndex) -> Registry {
+        self.catalog = std::sync::Arc::new(index);
+        self
+    }
+
+    /// The catalog index.
+    pub fn catalog_index(&self) -> &crate::catalog::CatalogIndex {
+        &self.catalog
     }
 
     /// The fence between this registry's requests and an online garbage
@@ -545,61 +573,133 @@ impl Registry {
     }
 
     /// Up to `n` repository names after `last` for which `visible` is
-    /// true, in storage walk order, and whether more visible ones follow.
-    /// Names `visible` refuses are walked past without counting, so a page
-    /// is full whenever more visible names exist (at the cost of walking
-    /// the hidden ones).
+    /// true, and whether more visible ones follow. Names `visible` refuses
+    /// are passed over without counting, so a page is full whenever more
+    /// visible names exist (at the cost of reading the hidden ones).
     ///
-    /// A repository is a directory holding `_manifests`, as distribution
-    /// decides; repositories with only blobs or uploads are not listed.
+    /// Without an index (`catalog.index: storage`) the storage is walked,
+    /// in walk order, and a repository is a directory holding `_layers` or
+    /// `_manifests`, as distribution 2.x lists it. With an index, names
+    /// come from it in byte order, only repositories holding manifests, and
+    /// only those containing `term` when one is given (a search).
     ///
     /// # Errors
-    /// `Storage`.
+    /// `Storage`, `Catalog`; `Unsupported` for a `term` without an index.
     pub async fn catalog(
         &self,
         n: usize,
         last: Option<&RepoName>,
+        term: Option<&str>,
         visible: &(dyn Fn(&str) -> bool + Send + Sync),
     ) -> Result<(Vec<String>, bool)> {
+        if !self.catalog.is_storage() {
+            return self.indexed_catalog(n, last, term, visible).await;
+        }
+        if term.is_some() {
+            return Err(RegistryError::Unsupported(
+                "searching repositories needs a catalog index: set catalog.index to file or sql"
+                    .into(),
+            ));
+        }
         let mut names = Vec::new();
         let mut more = false;
-        let start_after = last.map(layout::repository);
+        self.walk_repositories(last, RepositoryMarker::LayersOrManifests, |repo| {
+            if !visible(&repo) {
+                return true;
+            }
+            if names.len() == n {
+                more = true;
+                return false;
+            }
+            names.push(repo);
+            true
+        })
+        .await?;
+        Ok((names, more))
+    }
+
+    /// [`Registry::catalog`] from the index: pages of `n + 1` names until
+    /// `n` visible ones and one more are found, or the index ends.
+    async fn indexed_catalog(
+        &self,
+        n: usize,
+        last: Option<&RepoName>,
+        term: Option<&str>,
+        visible: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<(Vec<String>, bool)> {
+        let batch = n.saturating_add(1);
+        let mut after = last.map(|l| l.as_str().to_owned()).unwrap_or_default();
+        let mut names = Vec::new();
+        loop {
+            let page = self.catalog.page(&after, term, batch).await?;
+            let ended = page.len() < batch;
+            for name in page {
+                if visible(&name) {
+                    if names.len() == n {
+                        return Ok((names, true));
+                    }
+                    names.push(name.clone());
+                }
+                after = name;
+            }
+            if ended {
+                return Ok((names, false));
+            }
+        }
+    }
+
+    /// Walks `repositories/` in storage walk order (pre-order, siblings in
+    /// byte order: `a`, `a/b`, `a-b`), calling `visit` once per repository
+    /// `marker` recognises, after `start_after` (not included), until it
+    /// returns false. The one walker of repositories: the catalog without
+    /// an index, and the index's rebuild, use it.
+    ///
+    /// # Errors
+    /// `Storage` (an absent `repositories/` is no repository, not an error).
+    pub async fn walk_repositories(
+        &self,
+        start_after: Option<&RepoName>,
+        marker: RepositoryMarker,
+        mut visit: impl FnMut(String) -> bool + Send,
+    ) -> Result<()> {
+        let start = start_after.map(layout::repository);
         let prefix = format!("{}/", layout::REPOSITORIES);
+        let mut met: Option<String> = start_after.map(|l| l.as_str().to_owned());
         let walked = self
             .driver
-            .walk(layout::REPOSITORIES, start_after.as_deref(), |fi| {
+            .walk(layout::REPOSITORIES, start.as_deref(), |fi| {
                 let Some(file) = fi.path.file_name() else {
                     return Ok(WalkControl::Continue);
                 };
                 if !fi.is_dir {
                     return Ok(WalkControl::Continue);
                 }
-                // A repository exists once it holds layers or manifests
-                // (distribution 2.x lists it at `_layers`). Both sort
-                // next to each other among its children (`_` comes after
-                // every other character a name's path may start with), so
-                // one repository is met at most twice in a row.
-                if file == "_layers" || file == "_manifests" {
+                // `_layers` and `_manifests` sort next to each other among
+                // a repository's children (`_` comes after every other
+                // character a name's path may start with), so one
+                // repository is met at most twice in a row.
+                let counts = match marker {
+                    RepositoryMarker::LayersOrManifests => {
+                        file == "_layers" || file == "_manifests"
+                    }
+                    RepositoryMarker::Manifests => file == "_manifests",
+                };
+                if counts {
                     let repo = fi
                         .path
                         .parent()
                         .map(|p| p.as_str().trim_start_matches(prefix.as_str()).to_owned())
                         .unwrap_or_default();
-                    if Some(repo.as_str()) == last.map(RepoName::as_str)
-                        || names.last() == Some(&repo)
-                    {
-                        // Met already (its `_layers`), or `last` itself,
-                        // which the walk resumes after and so meets again.
+                    // Met already (its `_layers`), or `start_after`
+                    // itself, which the walk resumes after and so meets
+                    // again.
+                    if met.as_deref() == Some(repo.as_str()) {
                         return Ok(WalkControl::SkipDir);
                     }
-                    if !visible(&repo) {
-                        return Ok(WalkControl::SkipDir);
-                    }
-                    if names.len() == n {
-                        more = true;
+                    met = Some(repo.clone());
+                    if !visit(repo) {
                         return Ok(WalkControl::Stop);
                     }
-                    names.push(repo);
                     return Ok(WalkControl::SkipDir);
                 }
                 if file.starts_with('_') {
@@ -609,10 +709,89 @@ impl Registry {
             })
             .await;
         match walked {
-            Ok(()) => Ok((names, more)),
-            Err(e) if e.is_not_found() => Ok((Vec::new(), false)),
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Records that a manifest was stored in `name`: the index lists it
+    /// from now on (an insert-if-absent, done on every manifest put: one
+    /// cheap statement, where checking storage first would cost a backend
+    /// request as well).
+    ///
+    /// # Errors
+    /// `Catalog`: the push fails, and its retry (idempotent) adds it.
+    pub(crate) async fn note_manifest_stored(&self, name: &RepoName) -> Result<()> {
+        Ok(self.catalog.add(name.as_str()).await?)
+    }
+
+    /// After manifests of `names` were deleted: takes each repository that
+    /// holds no manifest any more (its `_manifests` is no longer a
+    /// directory) out of the index.
+    ///
+    /// It removes first and looks at the storage after: a push of a first
+    /// manifest on another instance writes its revision link before it
+    /// adds the name, so either that add comes after this removal, or the
+    /// look that follows the removal sees the revision and adds the name
+    /// back. (Looking first could see no manifest, then lose the other
+    /// instance's add to this removal.) Failures are logged, not returned:
+    /// the manifests are deleted already; `regstore catalog rebuild`
+    /// repairs the index.
+    pub async fn forget_if_no_manifests(&self, names: &[&RepoName]) {
+        if self.catalog.is_storage() {
+            return;
+        }
+        for name in names {
+            let result = async {
+                self.catalog.remove(name.as_str()).await?;
+                if self.holds_manifests(name).await? {
+                    self.catalog.add(name.as_str()).await?;
+                }
+                Ok::<_, RegistryError>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(
+                    repository = %name,
+                    error = %e,
+                    "the catalog index could not be updated after a delete; run `regstore catalog rebuild`"
+                );
+            }
+        }
+    }
+
+    /// Whether `name`'s `_manifests` is a directory (the filesystem driver
+    /// prunes empty directories; object stores have none).
+    async fn holds_manifests(&self, name: &RepoName) -> Result<bool> {
+        match self.driver.stat(layout::manifests_dir(name)).await {
+            Ok(fi) => Ok(fi.is_dir),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fills the catalog index from the storage: every repository holding
+    /// manifests, replacing what the index held. Returns how many.
+    ///
+    /// # Errors
+    /// `Storage`, `Catalog` (the index keeps its old content then);
+    /// `Unsupported` without an index.
+    pub async fn rebuild_catalog(&self) -> Result<usize> {
+        if self.catalog.is_storage() {
+            return Err(RegistryError::Unsupported(
+                "catalog.index is storage: there is no index to rebuild".into(),
+            ));
+        }
+        let mut names = Vec::new();
+        self.walk_repositories(None, RepositoryMarker::Manifests, |repo| {
+            names.push(repo);
+            true
+        })
+        .await?;
+        let count = names.len();
+        self.catalog.replace_all(names).await?;
+        Ok(count)
     }
 
     /// Every tag of the repository, sorted.

@@ -12,6 +12,7 @@
 //! target/release/server-bench --metrics  # manifest GET with and without Prometheus metrics
 //! target/release/server-bench --notify   # 4 KiB pushes with and without a hung webhook
 //! target/release/server-bench --blob-cache  # blob HEAD on s3 (moto): no cache, inmemory, redis
+//! target/release/server-bench --catalog --repos 1000,10000   # _catalog: walk vs sqlite vs mysql on s3
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
@@ -27,6 +28,7 @@
 
 mod auth;
 mod blob_cache;
+mod catalog;
 mod metrics;
 mod notify;
 mod proxy;
@@ -61,6 +63,11 @@ struct Options {
     blob_cache: bool,
     /// `--proxy`: the upstream's link speed (none: loopback).
     upstream_mibps: Option<f64>,
+    /// `--catalog`: `_catalog` pages from the storage walk and the indexes.
+    catalog: bool,
+    /// `--catalog`: repository counts to measure (`--repos 1000,10000`);
+    /// empty: `repos`.
+    catalog_sizes: Vec<usize>,
 }
 
 impl Options {
@@ -81,6 +88,8 @@ impl Options {
             notify: false,
             blob_cache: false,
             upstream_mibps: None,
+            catalog: false,
+            catalog_sizes: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -105,9 +114,16 @@ impl Options {
                         .map_err(|e| format!("--requests: {e}"))?
                 }
                 "--repos" => {
-                    o.repos = value("--repos")?
-                        .parse()
-                        .map_err(|e| format!("--repos: {e}"))?
+                    let sizes = value("--repos")?
+                        .split(',')
+                        .map(|n| n.trim().parse::<usize>())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("--repos: {e}"))?;
+                    if sizes.is_empty() || sizes.contains(&0) {
+                        return Err("--repos: give counts above 0".into());
+                    }
+                    o.repos = sizes[0];
+                    o.catalog_sizes = sizes;
                 }
                 "--rounds" => {
                     o.rounds = value("--rounds")?
@@ -119,6 +135,7 @@ impl Options {
                 "--metrics" => o.metrics = true,
                 "--notify" => o.notify = true,
                 "--blob-cache" => o.blob_cache = true,
+                "--catalog" => o.catalog = true,
                 "--upstream-mibps" => {
                     o.upstream_mibps = Some(
                         value("--upstream-mibps")?
@@ -135,7 +152,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --blob-cache [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --blob-cache [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n       server-bench --catalog [--repos N[,N…]] [--requests N]   (s3 on moto; REGSTORE_MYSQL_URL for mysql)\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -488,6 +505,8 @@ async fn main() {
         notify::run(&o).await
     } else if o.blob_cache {
         blob_cache::run(&o).await
+    } else if o.catalog {
+        catalog::run(&o).await
     } else {
         run(o).await
     };
