@@ -5,11 +5,11 @@
 //! rebuilds from storage (at startup when empty, and of 1,000
 //! repositories).
 //!
-//! MySQL/MariaDB and PostgreSQL come from `REGSTORE_MYSQL_URL` and
-//! `REGSTORE_POSTGRES_URL` (`scripts/backends.sh env`), URLs without a
-//! database: each test creates its own `regstore_t_<random>` and drops it.
-//! Unset or unreachable, those cases are skipped, and fail under
-//! `REGSTORE_REQUIRE_BACKENDS=1`.
+//! MySQL/MariaDB and PostgreSQL are the servers `scripts/backends.sh`
+//! starts (or `REGSTORE_MYSQL_URL` and `REGSTORE_POSTGRES_URL`, URLs
+//! without a database; see `regstore_testenv::backend`): each test creates
+//! its own `regstore_t_<random>` and drops it. Unreachable, those cases
+//! are skipped, and fail under `REGSTORE_REQUIRE_BACKENDS=1`.
 
 mod common;
 
@@ -18,6 +18,7 @@ use std::time::Duration;
 use common::users::{as_user, write_htpasswd};
 use common::{Api, DELETE_ON, TestRegistry, expect_error, header, start_yaml};
 use regstore_server::registry::{Digest, RepoName, RepositoryMarker, layout};
+use regstore_testenv::backend;
 use reqwest::StatusCode;
 use sqlx::Row as _;
 
@@ -33,14 +34,10 @@ struct TestDb {
 }
 
 impl TestDb {
-    /// A fresh database on the server `var` names; `None` (skipped) when
-    /// it is unset or unreachable.
-    async fn create(var: &str) -> Option<TestDb> {
-        let server = regstore_testenv::backend::skip_unless_required(
-            var,
-            std::env::var(var)
-                .map_err(|_| format!("{var} is not set (scripts/backends.sh start mysql postgres; scripts/backends.sh env)")),
-        )?;
+    /// A fresh database on `server` (a URL without a database, from the
+    /// environment variable `var` or its default); `None` (skipped) when
+    /// it is unreachable.
+    async fn create(var: &str, server: String) -> Option<TestDb> {
         let server = server.trim_end_matches('/').to_owned();
         let postgres = server.starts_with("postgres");
         let name = format!("regstore_t_{:016x}", rand_u64());
@@ -149,11 +146,11 @@ async fn indexes(dir: &std::path::Path) -> Vec<Index> {
             db: None,
         },
     ];
-    for (label, var) in [
-        ("mysql", "REGSTORE_MYSQL_URL"),
-        ("postgres", "REGSTORE_POSTGRES_URL"),
+    for (label, var, url) in [
+        ("mysql", "REGSTORE_MYSQL_URL", backend::mysql_url()),
+        ("postgres", "REGSTORE_POSTGRES_URL", backend::postgres_url()),
     ] {
-        if let Some(db) = TestDb::create(var).await {
+        if let Some(db) = TestDb::create(var, url).await {
             out.push(Index {
                 label,
                 yaml: format!("catalog:\n  index: sql\n  url: {}\n", db.url),
@@ -475,15 +472,22 @@ async fn access_rules_filter_index_pages_and_searches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_instances_on_one_mariadb_list_100_concurrent_first_pushes() {
-    let Some(db) = TestDb::create("REGSTORE_MYSQL_URL").await else {
+async fn two_instances_on_one_bucket_and_one_mariadb_list_100_concurrent_first_pushes() {
+    let Some(db) = TestDb::create("REGSTORE_MYSQL_URL", backend::mysql_url()).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let catalog = format!("catalog:\n  index: sql\n  url: {}\n", db.url);
-    let a = start_on(&root, &catalog, "", tempfile::tempdir().unwrap()).await;
-    let b = start_on(&root, &catalog, "", tempfile::tempdir().unwrap()).await;
+    // One bucket (a root of its own on moto) for both instances.
+    let Some(params) = backend::emulator_params_or_skip("s3").await else {
+        return;
+    };
+    let yaml = serde_json::json!({
+        "version": "0.1",
+        "storage": { "s3": params, "delete": { "enabled": true } },
+        "catalog": { "index": "sql", "url": db.url },
+    })
+    .to_string();
+    let a = start_yaml(&yaml, tempfile::tempdir().unwrap()).await;
+    let b = start_yaml(&yaml, tempfile::tempdir().unwrap()).await;
     // 0..60 on a, 40..100 on b: 20 repositories first-pushed on both at once.
     let names: Vec<String> = (0..100).map(|i| format!("load/r{i:03}")).collect();
     let mut tasks = tokio::task::JoinSet::new();

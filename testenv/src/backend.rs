@@ -45,6 +45,29 @@ pub fn unique_root(label: &str) -> String {
     format!("regstore-tests/{label}-{}-{nanos}-{n}", std::process::id())
 }
 
+/// The test Redis, `host:port`: `REGSTORE_REDIS_ADDR`, else where
+/// `scripts/backends.sh start redis` runs it (`127.0.0.1:19040`, 4096
+/// databases).
+pub fn redis_addr() -> String {
+    std::env::var("REGSTORE_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:19040".into())
+}
+
+/// The test MySQL/MariaDB server as a URL without a database:
+/// `REGSTORE_MYSQL_URL`, else where `scripts/backends.sh start mysql` runs
+/// it (user `regstore`, who may create and drop databases).
+pub fn mysql_url() -> String {
+    std::env::var("REGSTORE_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://regstore:regstore@127.0.0.1:19041".into())
+}
+
+/// The test PostgreSQL server as a URL without a database:
+/// `REGSTORE_POSTGRES_URL`, else where `scripts/backends.sh start postgres`
+/// runs it (role `regstore` with CREATEDB).
+pub fn postgres_url() -> String {
+    std::env::var("REGSTORE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://regstore:regstore@127.0.0.1:19042".into())
+}
+
 /// A `reqwest` client builder that works in any test or benchmark process.
 ///
 /// The cloud drivers build reqwest with rustls but without a bundled crypto

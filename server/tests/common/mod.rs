@@ -93,8 +93,7 @@ pub async fn start(setup: &str, storage_extra: &str, extra: &str) -> TestRegistr
         "" => (String::new(), String::new()),
         "inmemory-cache" => (cache_section("inmemory"), String::new()),
         "redis-cache" => {
-            let addr = std::env::var("REGSTORE_REDIS_ADDR")
-                .expect("setup with redis-cache: REGSTORE_REDIS_ADDR is set (see setups())");
+            let addr = regstore_testenv::backend::redis_addr();
             let db = redis_test_db(&addr).await;
             (cache_section("redis"), redis_section(&addr, db))
         }
@@ -126,22 +125,19 @@ pub fn redis_section(addr: &str, db: u32) -> String {
     )
 }
 
-/// The test Redis (`REGSTORE_REDIS_ADDR`, from `scripts/backends.sh env
-/// redis`), if it is set and answers; else `None` after saying so, or a
-/// failure under `REGSTORE_REQUIRE_BACKENDS=1`.
+/// The test Redis ([`regstore_testenv::backend::redis_addr`]), if it
+/// answers; else `None` after saying so, or a failure under
+/// `REGSTORE_REQUIRE_BACKENDS=1`.
 pub fn redis_addr() -> Option<String> {
-    let found = std::env::var("REGSTORE_REDIS_ADDR")
-        .map_err(|_| {
-            "REGSTORE_REDIS_ADDR is not set (scripts/backends.sh start redis; eval \"$(scripts/backends.sh env redis)\")".to_owned()
-        })
-        .and_then(|addr| {
-            let sock: std::net::SocketAddr = addr
-                .parse()
-                .map_err(|e| format!("REGSTORE_REDIS_ADDR={addr}: {e}"))?;
+    let addr = regstore_testenv::backend::redis_addr();
+    let found = addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| format!("REGSTORE_REDIS_ADDR={addr}: {e}"))
+        .and_then(|sock| {
             std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
-                .map_err(|e| format!("redis at {addr}: {e}"))?;
-            Ok(addr)
-        });
+                .map_err(|e| format!("redis at {addr}: {e} (scripts/backends.sh start redis)"))
+        })
+        .map(|_| addr.clone());
     regstore_testenv::backend::skip_unless_required("redis", found)
 }
 

@@ -1,8 +1,8 @@
 //! `server-bench --blob-cache`: blob HEAD on s3 (moto, from
 //! `scripts/backends.sh start s3`) without a blob-descriptor cache, with
-//! `blobdescriptor: inmemory` and with `blobdescriptor: redis` (the Redis of
-//! `REGSTORE_REDIS_ADDR`, from `scripts/backends.sh env redis`; without it
-//! that row is left out, saying so).
+//! `blobdescriptor: inmemory` and with `blobdescriptor: redis` (the Redis
+//! `scripts/backends.sh start redis` runs, or `REGSTORE_REDIS_ADDR`; when it
+//! does not answer, that row is left out, saying so).
 //!
 //! Three `regstore serve` processes share one bucket prefix (redirects
 //! off, so a HEAD is answered by the registry); one small image is pushed
@@ -53,7 +53,16 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         .await
         .map_err(|e| format!("s3 (moto): {e} (scripts/backends.sh start s3)"))?;
     let params = serde_json::to_string(&params).map_err(|e| e.to_string())?;
-    let redis = std::env::var("REGSTORE_REDIS_ADDR").ok();
+    let redis = {
+        let addr = regstore_testenv::backend::redis_addr();
+        match regstore_testenv::backend::reachable(&format!("redis://{addr}")).await {
+            Ok(()) => Some(addr),
+            Err(e) => {
+                eprintln!("redis: {e}; no redis row");
+                None
+            }
+        }
+    };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut configs = vec![("no cache", String::new(), String::new())];
     configs.push((
@@ -61,15 +70,12 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         "  cache:\n    blobdescriptor: inmemory\n".to_owned(),
         String::new(),
     ));
-    match &redis {
-        Some(addr) => configs.push((
+    if let Some(addr) = &redis {
+        configs.push((
             "redis",
             "  cache:\n    blobdescriptor: redis\n".to_owned(),
             format!("redis:\n  addr: {addr}\n  db: {REDIS_DB}\n"),
-        )),
-        None => eprintln!(
-            "REGSTORE_REDIS_ADDR is not set: no redis row (scripts/backends.sh start redis; eval \"$(scripts/backends.sh env redis)\")"
-        ),
+        ));
     }
     let mut instances = Vec::new();
     for (name, cache, redis) in configs {

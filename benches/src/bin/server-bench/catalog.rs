@@ -1,7 +1,8 @@
 //! `server-bench --catalog`: `/v2/_catalog?n=100`, its first page and a
 //! middle page, on s3 (moto) with `--repos N` repositories (several sizes:
 //! `--repos 1000,10000`), served from the storage walk, from SQLite and
-//! from MySQL/MariaDB (`REGSTORE_MYSQL_URL`, skipped when unset).
+//! from MySQL/MariaDB (the one `scripts/backends.sh start mysql` runs, or
+//! `REGSTORE_MYSQL_URL`; left out when it does not answer).
 //!
 //! Each registry runs in this process (the server library on a loopback
 //! port), so no release build of the `regstore` binary is needed. The
@@ -30,10 +31,16 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     };
     let requests = o.requests.clamp(1, 200);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mysql = std::env::var("REGSTORE_MYSQL_URL").ok();
-    if mysql.is_none() {
-        eprintln!("REGSTORE_MYSQL_URL is not set: mysql is left out");
-    }
+    let mysql = {
+        let url = regstore_testenv::backend::mysql_url();
+        match regstore_testenv::backend::reachable(&url).await {
+            Ok(()) => Some(url),
+            Err(e) => {
+                eprintln!("mysql: {e}; mysql is left out");
+                None
+            }
+        }
+    };
     println!(
         "| repositories | index | populate s | first page p50 ms | p99 ms | middle page p50 ms | p99 ms |"
     );
