@@ -105,7 +105,7 @@ async fn monolithic_push_then_head_get_and_ranges() {
             .await
             .unwrap();
         assert_eq!(header(&r, "content-range"), "bytes */100000");
-        expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN").await;
+        expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
 
         // The blob is in a/b only.
         let r = reg

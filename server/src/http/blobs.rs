@@ -120,7 +120,9 @@ fn fetched(
 
 /// The headers of a blob of `size` bytes as asked (whole, or the `range`
 /// header's bytes), with an empty body: the response, and the offset and
-/// length of the bytes it is to carry.
+/// length of the bytes it is to carry. A `Range` that cannot be served is
+/// 416 `RANGE_INVALID` (distribution's code for it; the blob is known, so
+/// not `BLOB_UNKNOWN`) with `Content-Range: bytes */<size>`.
 fn blob_response(
     d: &Digest,
     range: Option<&str>,
@@ -131,7 +133,7 @@ fn blob_response(
         Some(v) => parse_range(v, size).map_err(|()| {
             ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "BLOB_UNKNOWN",
+                "RANGE_INVALID",
                 format!("range {v:?} is not satisfiable for a blob of {size} bytes"),
             )
             .header(header::CONTENT_RANGE, hv(&format!("bytes */{size}")))

@@ -162,7 +162,9 @@ pub(super) fn chunk_start(req: &Req) -> Result<Option<u64>, ApiError> {
     let length = req
         .header(&header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok());
-    if end < start || length.is_some_and(|l| l != end - start + 1) {
+    // Checked: `0-18446744073709551615` is 2^64 bytes, one more than a u64.
+    let chunk_len = end.checked_sub(start).and_then(|d| d.checked_add(1));
+    if chunk_len.is_none() || length.is_some_and(|l| Some(l) != chunk_len) {
         return Err(RegistryError::SizeInvalid(format!(
             "Content-Range {v} does not match Content-Length {}",
             length.map_or("(none)".into(), |l| l.to_string())
@@ -205,5 +207,9 @@ mod tests {
         assert_eq!(parse_content_range("0-99"), Some((0, 99)));
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 9)));
         assert_eq!(parse_content_range("x"), None);
+        assert_eq!(
+            parse_content_range("0-18446744073709551615"),
+            Some((0, u64::MAX))
+        );
     }
 }
