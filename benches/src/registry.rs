@@ -1,6 +1,6 @@
 //! Registry workloads over HTTP against any OCI Distribution registry at a
 //! base URL: pushes (one request, 8 MiB chunks, many small blobs), pulls,
-//! manifest GET and blob HEAD under concurrency, and the catalog.
+//! manifest GET and blob HEAD under concurrency, the catalog and tag lists.
 //!
 //! Used by the `server-bench` binary, which runs the same work against
 //! `regstore serve`, Debian's `docker-registry` and nginx. Every function
@@ -476,15 +476,57 @@ impl Target {
         Ok(())
     }
 
+    /// Pushes one small config blob to `repo` and `count` tags `t<i>` of
+    /// one manifest referencing it, from `threads` tasks.
+    pub async fn populate_tags(&self, repo: &str, count: usize, threads: usize) -> Result<()> {
+        let config = Bytes::from_static(b"{\"architecture\":\"amd64\",\"os\":\"linux\"}");
+        let size = config.len();
+        let digest = self.push_small(repo, config).await?;
+        let mut tasks = Vec::new();
+        for t in 0..threads {
+            let me = self.clone();
+            let (repo, digest) = (repo.to_owned(), digest.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = t;
+                while i < count {
+                    me.push_manifest(&repo, &format!("t{i:05}"), &digest, size)
+                        .await?;
+                    i += threads;
+                }
+                Ok::<_, BenchError>(())
+            }));
+        }
+        for t in tasks {
+            t.await
+                .map_err(|e| BenchError::Content(format!("a tag task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// GETs the tags of `repo` (`?n=` when `n` is given), following `Link`
+    /// pages; returns the tags.
+    pub async fn tags(&self, repo: &str, n: Option<usize>) -> Result<Vec<String>> {
+        let query = n.map(|n| format!("?n={n}")).unwrap_or_default();
+        let first = format!("{}/v2/{repo}/tags/list{query}", self.base);
+        self.pages(first, "tags").await
+    }
+
     /// GETs the catalog with `n`, following `Link` pages; returns the names.
     pub async fn catalog(&self, n: usize) -> Result<Vec<String>> {
+        self.pages(format!("{}/v2/_catalog?n={n}", self.base), "repositories")
+            .await
+    }
+
+    /// GETs `first` and the pages its `Link` headers lead to; returns the
+    /// strings of the array `key` of every page, in order.
+    async fn pages(&self, first: String, key: &str) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        let mut next = Some(format!("{}/v2/_catalog?n={n}", self.base));
+        let mut next = Some(first);
         let mut pages = 0;
         while let Some(url) = next.take() {
             pages += 1;
             if pages > 10_000 {
-                return Err(BenchError::Content("the catalog never ends".into()));
+                return Err(BenchError::Content(format!("{key}: the list never ends")));
             }
             let r = self.client.get(&url).send().await.map_err(http(&url))?;
             let r = expect(&url, r, StatusCode::OK).await?;
@@ -497,8 +539,8 @@ impl Target {
                 .map(|p| self.absolute(p));
             let body: serde_json::Value =
                 serde_json::from_slice(&r.bytes().await.map_err(http(&url))?)
-                    .map_err(|e| BenchError::Content(format!("catalog is not JSON: {e}")))?;
-            for v in body["repositories"].as_array().into_iter().flatten() {
+                    .map_err(|e| BenchError::Content(format!("{key}: not JSON: {e}")))?;
+            for v in body[key].as_array().into_iter().flatten() {
                 if let Some(s) = v.as_str() {
                     names.push(s.to_owned());
                 }

@@ -256,7 +256,8 @@ impl Driver {
         let mut children = self
             .run(Op::List, path, self.shared.backend.list(&p))
             .await?;
-        children.sort();
+        // Siblings: their names alone give their walk order.
+        children.sort_unstable_by(|a, b| a.file_name().cmp(&b.file_name()));
         Ok(children)
     }
 

@@ -159,8 +159,23 @@ pub fn check_segment(seg: &str) -> std::result::Result<(), &'static str> {
 }
 
 impl Ord for StoragePath {
+    /// Segment by segment, each by bytes; computed as one byte-wise pass
+    /// in which `/` ranks below every other byte. The two agree: at the
+    /// first byte where two paths differ, a `/` (or the end) on one side
+    /// means its segment there is a prefix of the other's, which sorts
+    /// first; two other bytes differ inside the same segment. Sorting the
+    /// children of a large directory (a tag list, `repositories/`) compares
+    /// paths that share a long prefix, so this is on the listing paths.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.segments().cmp(other.segments())
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let rank = |c: u8| if c == b'/' { 0 } else { c };
+        match (a.get(same), b.get(same)) {
+            (Some(&x), Some(&y)) => rank(x).cmp(&rank(y)),
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        }
     }
 }
 
@@ -237,6 +252,20 @@ mod tests {
         v.sort();
         let s: Vec<_> = v.iter().map(|x| x.as_str()).collect();
         assert_eq!(s, ["/", "/a", "/a/x", "/a/x/y", "/a-b", "/b"]);
+    }
+
+    #[test]
+    fn byte_wise_order_agrees_with_segment_order() {
+        let all = [
+            "/", "/a", "/a-b", "/a.b", "/a/x", "/a/x-y", "/a/x/y", "/ab", "/a_", "/A", "/a/-",
+            "/a-/b", "/a.", "/a/.b", "/0", "/z/z/z", "/a/b/c/d", "/a/b-c",
+        ];
+        for x in all {
+            for y in all {
+                let want = p(x).segments().cmp(p(y).segments());
+                assert_eq!(p(x).cmp(&p(y)), want, "{x} vs {y}");
+            }
+        }
     }
 
     #[test]

@@ -124,7 +124,11 @@ where
     Ok(())
 }
 
+/// The children of one directory in walk order. Siblings share their
+/// parent, so comparing their names alone gives the order of their paths
+/// at a fraction of the cost (a directory of 100,000 repositories sorts
+/// 1.7 million times per catalog page).
 fn sorted(mut children: Vec<Listed>) -> std::vec::IntoIter<Listed> {
-    children.sort_by(|a, b| a.path().cmp(b.path()));
+    children.sort_unstable_by(|a, b| a.path().file_name().cmp(&b.path().file_name()));
     children.into_iter()
 }

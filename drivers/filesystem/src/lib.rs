@@ -97,7 +97,6 @@ use bytes::Bytes;
 use regstore_core::{
     BuildFuture, ByteStream, Capabilities, DriverFactory, Error, FileInfo, FileWriter, Listed,
     ParamKind, ParamSpec, Params, Result, StorageDriver, StoragePath, WalkVisitor, async_trait,
-    check_segment,
 };
 
 use crate::dirs::{link_into, move_into_place, prune_empty_dirs, rename_into};
@@ -224,29 +223,9 @@ impl FilesystemDriver {
         self.max_threads
     }
 
-    /// The committed children of `dir` with what `stat` would say of each
-    /// (names that are not valid segments, such as `~staging`, are hidden;
-    /// entries removed meanwhile are left out).
+    /// [`read_dir_infos`] on a blocking thread.
     async fn read_dir_infos(&self, dir: StoragePath) -> Result<Vec<Listed>> {
-        self.run(move |l| {
-            let mut children = Vec::new();
-            for (child, entry) in valid_entries(l, &dir)? {
-                // Follows symlinks, as `stat` does.
-                let meta = match fs::metadata(entry.path()) {
-                    Ok(m) => m,
-                    Err(e) if is_missing(&e) => continue,
-                    Err(e) => return Err(e).at("stat", &entry.path()).map_err(Error::from),
-                };
-                let mtime = meta.modified().at("modification time of", &entry.path())?;
-                if meta.is_dir() {
-                    children.push(Listed::Info(FileInfo::dir(child, Some(mtime))));
-                } else if meta.is_file() {
-                    children.push(Listed::Info(FileInfo::file(child, meta.len(), mtime)));
-                }
-            }
-            Ok(children)
-        })
-        .await
+        self.run(move |l| read_dir_infos(l, &dir)).await
     }
 
     /// Runs `f` with the layout on a blocking thread.
@@ -258,6 +237,44 @@ impl FilesystemDriver {
         let layout = Arc::clone(&self.layout);
         blocking(move || f(&layout)).await
     }
+}
+
+/// The committed children of `dir` for a walk (names that are not valid
+/// segments, such as `~staging`, are hidden; entries removed meanwhile are
+/// left out): files with their size and modification time, directories
+/// without a time. A directory's kind comes from the `readdir` entry
+/// itself, so it costs no `stat`: a catalog walk meets thousands of
+/// directories and no file, and no walker reads a directory's time (the
+/// contract lets directories have none, as on object stores; `stat` still
+/// gives it). Files, symbolic links and entries of unknown kind are
+/// `stat`ed (following links, as `stat` does).
+fn read_dir_infos(l: &Layout, dir: &StoragePath) -> Result<Vec<Listed>> {
+    let mut children = Vec::new();
+    for (child, entry) in valid_entries(l, dir)? {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            children.push(Listed::Info(FileInfo::dir(child, None)));
+            continue;
+        }
+        let meta = match fs::metadata(entry.path()) {
+            Ok(m) => m,
+            Err(e) if is_missing(&e) => continue,
+            Err(e) => return Err(e).at("stat", &entry.path()).map_err(Error::from),
+        };
+        if meta.is_dir() {
+            children.push(Listed::Info(FileInfo::dir(child, None)));
+        } else if meta.is_file() {
+            let mtime = meta.modified().at("modification time of", &entry.path())?;
+            children.push(Listed::Info(FileInfo::file(child, meta.len(), mtime)));
+        }
+    }
+    Ok(children)
+}
+
+/// Whether the current task runs on tokio's multi-threaded runtime, where
+/// `block_in_place` may be used (it panics on the current-thread one).
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// The entries of committed directory `dir` whose names are valid path
@@ -280,8 +297,9 @@ fn valid_entries(l: &Layout, dir: &StoragePath) -> Result<Vec<(StoragePath, fs::
         };
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if check_segment(name).is_ok() {
-            children.push((dir.join(name)?, entry));
+        // `join` checks the segment (once) as it builds the path.
+        if let Ok(child) = dir.join(name) {
+            children.push((child, entry));
         }
     }
     Ok(children)
@@ -409,14 +427,42 @@ impl StorageDriver for FilesystemDriver {
         .await
     }
 
-    /// One `readdir` per directory, each entry's kind, size and time taken
-    /// from it in the same blocking call: no `stat` per entry.
+    /// One `readdir` per directory entered, with a `stat` per file (not
+    /// per directory: directories come without a modification time, see
+    /// [`read_dir_infos`]).
+    ///
+    /// On tokio's multi-threaded runtime the whole walk is one blocking
+    /// section (`block_in_place`: the worker hands its other tasks to
+    /// another thread), the visitor called between the reads. The visitor
+    /// decides whether a directory is read at all (`SkipDir`), so reading
+    /// ahead of it would read what walks must not (a catalog stops at
+    /// `_layers`); and a trip to the blocking pool per directory costs
+    /// more than the `readdir` itself (see `docs/listing-perf.md`).
+    /// Elsewhere (a current-thread runtime, where blocking in
+    /// place is not allowed) each directory is read on the blocking pool.
+    /// Either way the order, `start_after` and `SkipDir` are
+    /// [`regstore_core::walk_listing`]'s. A timeout around the walk fires
+    /// only after it (a walk of 100,000 repositories takes well under a
+    /// second).
     async fn walk(
         &self,
         path: &StoragePath,
         start_after: Option<&StoragePath>,
         visitor: &mut WalkVisitor<'_>,
     ) -> Result<()> {
+        if on_multi_thread_runtime() {
+            let layout = &*self.layout;
+            let runtime = tokio::runtime::Handle::current();
+            return tokio::task::block_in_place(|| {
+                runtime.block_on(regstore_core::walk_listing(
+                    self,
+                    path,
+                    start_after,
+                    visitor,
+                    |dir| Box::pin(std::future::ready(read_dir_infos(layout, &dir))),
+                ))
+            });
+        }
         regstore_core::walk_listing(self, path, start_after, visitor, |dir| {
             Box::pin(self.read_dir_infos(dir))
         })

@@ -198,3 +198,95 @@ async fn a_committed_object_has_no_open_writer() {
     assert_eq!(&d.get_content("/up/data").await.unwrap()[..], b"fresh");
     assert_eq!(&d.get_content("/blob").await.unwrap()[..], b"verified");
 }
+
+/// Walks `/t` (after `start_after`) and returns what it visited,
+/// skipping directories named `_skip`.
+async fn walk_skipping(d: &Driver, start_after: Option<&str>) -> Vec<(String, u64, bool)> {
+    let mut seen = Vec::new();
+    d.walk("/t", start_after, |fi| {
+        seen.push((fi.path.to_string(), fi.size, fi.is_dir));
+        Ok(if fi.path.file_name() == Some("_skip") {
+            regstore_core::WalkControl::SkipDir
+        } else {
+            regstore_core::WalkControl::Continue
+        })
+    })
+    .await
+    .unwrap();
+    seen
+}
+
+/// The walk runs in one blocking section on the multi-threaded runtime and
+/// per directory on the blocking pool elsewhere: both visit the same
+/// entries, in the same order, and neither enters a skipped directory.
+/// Directories come without a modification time, files with theirs.
+#[test]
+fn walk_is_the_same_on_either_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let fill = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let d = driver(&root);
+    fill.block_on(async {
+        for p in [
+            "/t/a/x",
+            "/t/a-b",
+            "/t/a/_skip/deep",
+            "/t/b/c/d",
+            "/t/a.b/y",
+        ] {
+            d.put_content(p, Bytes::from_static(b"12345"))
+                .await
+                .unwrap();
+        }
+    });
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for hint in [None, Some("/t/a/_skip"), Some("/t/a-b")] {
+        let one = current.block_on(walk_skipping(&d, hint));
+        let other = multi.block_on(async {
+            let d = d.clone();
+            let hint = hint.map(str::to_owned);
+            tokio::spawn(async move { walk_skipping(&d, hint.as_deref()).await })
+                .await
+                .unwrap()
+        });
+        assert_eq!(one, other, "start_after {hint:?}");
+        if hint.is_none() {
+            let paths: Vec<&str> = one.iter().map(|(p, _, _)| p.as_str()).collect();
+            assert_eq!(
+                paths,
+                [
+                    "/t/a",
+                    "/t/a/_skip",
+                    "/t/a/x",
+                    "/t/a-b",
+                    "/t/a.b",
+                    "/t/a.b/y",
+                    "/t/b",
+                    "/t/b/c",
+                    "/t/b/c/d",
+                ]
+            );
+            assert!(one.contains(&("/t/a/x".to_owned(), 5, false)));
+            current.block_on(async {
+                let mut times = Vec::new();
+                d.walk("/t", None, |fi| {
+                    times.push((fi.is_dir, fi.mod_time.is_some()));
+                    Ok(regstore_core::WalkControl::Continue)
+                })
+                .await
+                .unwrap();
+                assert!(times.iter().all(|&(is_dir, has_time)| is_dir != has_time));
+            });
+        }
+    }
+}

@@ -53,21 +53,33 @@ pub(super) async fn handle_referrers(
 }
 
 async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, ApiError> {
-    let all = match &state.proxy {
+    let mut all = match &state.proxy {
         None => state.registry.tags(name).await?,
         Some(proxy) => proxy.tags(&state.registry, name).await?,
     };
+    // The storage's list comes sorted; an upstream's need not.
+    if !all.is_sorted() {
+        all.sort_unstable();
+    }
     let n = page_size(req, usize::MAX)?;
-    let after: Vec<String> = match req.param("last") {
-        Some(last) => all.into_iter().filter(|t| t.as_str() > last).collect(),
-        None => all,
-    };
-    let more = after.len() > n;
-    let page: Vec<String> = after.into_iter().take(n).collect();
-    let mut resp = json_response(
-        StatusCode::OK,
-        json!({ "name": name.as_str(), "tags": page }).to_string(),
-    );
+    let (page, more) = tags_page(&all, req.param("last"), n);
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let body = serde_json::to_string(&TagList {
+        name: name.as_str(),
+        tags: page,
+    })
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            format!("the tag list could not be written as JSON: {e}"),
+        )
+    })?;
+    let mut resp = json_response(StatusCode::OK, body);
     if more && let Some(last) = page.last() {
         resp.headers_mut().insert(
             header::LINK,
@@ -75,6 +87,14 @@ async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, 
         );
     }
     Ok(resp)
+}
+
+/// The page of the sorted `tags` after `last` (all when `None`), at most
+/// `n` long, and whether more follow; a slice, nothing copied.
+fn tags_page<'a>(tags: &'a [String], last: Option<&str>, n: usize) -> (&'a [String], bool) {
+    let start = last.map_or(0, |l| tags.partition_point(|t| t.as_str() <= l));
+    let rest = &tags[start..];
+    (&rest[..n.min(rest.len())], rest.len() > n)
 }
 
 /// The repositories `who` may pull (all, without access rules): a page
@@ -163,4 +183,21 @@ async fn referrers(
         resp.headers_mut().insert(header::LINK, hv(&link));
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tags_page;
+
+    #[test]
+    fn tags_page_resumes_after_last_and_says_whether_more_follow() {
+        let tags: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert_eq!(tags_page(&tags, None, 2), (&tags[..2], true));
+        assert_eq!(tags_page(&tags, Some("b"), 2), (&tags[2..], false));
+        assert_eq!(tags_page(&tags, Some("bb"), 1), (&tags[2..3], true));
+        assert_eq!(tags_page(&tags, Some("d"), 5), (&tags[4..], false));
+        assert_eq!(tags_page(&tags, None, usize::MAX), (&tags[..], false));
+        assert_eq!(tags_page(&tags, None, 0), (&tags[..0], true));
+        assert_eq!(tags_page(&[], None, 0), (&tags[..0], false));
+    }
 }

@@ -685,19 +685,20 @@ impl Registry {
                     RepositoryMarker::Manifests => file == "_manifests",
                 };
                 if counts {
-                    let repo = fi
-                        .path
-                        .parent()
-                        .map(|p| p.as_str().trim_start_matches(prefix.as_str()).to_owned())
+                    // `<prefix><repo>/<file>`, sliced rather than built:
+                    // this runs for every repository of a catalog walk.
+                    let full = fi.path.as_str();
+                    let repo = full
+                        .get(prefix.len()..full.len() - file.len() - 1)
                         .unwrap_or_default();
                     // Met already (its `_layers`), or `start_after`
                     // itself, which the walk resumes after and so meets
-                    // again.
-                    if met.as_deref() == Some(repo.as_str()) {
+                    // again; or no name at all (`repositories/_layers`).
+                    if repo.is_empty() || met.as_deref() == Some(repo) {
                         return Ok(WalkControl::SkipDir);
                     }
-                    met = Some(repo.clone());
-                    if !visit(repo) {
+                    met = Some(repo.to_owned());
+                    if !visit(repo.to_owned()) {
                         return Ok(WalkControl::Stop);
                     }
                     return Ok(WalkControl::SkipDir);
@@ -794,20 +795,19 @@ impl Registry {
         Ok(count)
     }
 
-    /// Every tag of the repository, sorted.
+    /// Every tag of the repository, sorted (byte order): one listing of
+    /// `_manifests/tags/`, nothing read per tag.
     ///
     /// # Errors
     /// `NameUnknown` if the repository has no manifests, `Storage`.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
         match self.driver.list(layout::tags_dir(name)).await {
-            Ok(children) => {
-                let mut tags: Vec<String> = children
-                    .iter()
-                    .filter_map(|p| p.file_name().map(str::to_owned))
-                    .collect();
-                tags.sort();
-                Ok(tags)
-            }
+            // `list` sorts in walk order, which for the children of one
+            // directory is the byte order of their names.
+            Ok(children) => Ok(children
+                .iter()
+                .filter_map(|p| p.file_name().map(str::to_owned))
+                .collect()),
             Err(e) if e.is_not_found() => {
                 if self.repository_exists(name).await? {
                     Ok(Vec::new())

@@ -6,6 +6,7 @@
 //! cargo build --release -p regstore-cli -p regstore-benches
 //! target/release/server-bench            # 512 MiB blob, 2,000 small pushes, …
 //! target/release/server-bench --quick    # small sizes, a smoke run
+//! target/release/server-bench --listings --repos 1000 --tags 1000   # catalog and tag lists only
 //! target/release/server-bench --auth     # no auth vs htpasswd vs token, 20 rounds
 //! target/release/server-bench --auth --quick
 //! target/release/server-bench --proxy    # the pull-through cache, 512 MiB blob
@@ -18,7 +19,9 @@
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
 //! chunks, pull, manifest GET and blob HEAD with 32 connections (rate, p50,
 //! p99), 4 KiB pushes with 16 client tasks, listing a catalog of 1,000
-//! repositories, and each server's peak RSS (VmHWM).
+//! repositories, listing 1,000 tags of one repository (with `n=1000` and
+//! without `n`), and each server's peak RSS (VmHWM). `--listings` measures
+//! only the catalog and the tag lists.
 //!
 //! `server-bench --auth` ([`auth`]) measures instead what access control
 //! costs: regstore without auth, with `auth.htpasswd` and with `auth.token`,
@@ -49,6 +52,10 @@ struct Options {
     small: usize,
     requests: usize,
     repos: usize,
+    /// Tags of the repository whose tag list is measured.
+    tags: usize,
+    /// `--listings`: only the catalog and tag-list rows.
+    listings: bool,
     /// `--auth`: the access-control benchmark instead.
     auth: bool,
     /// `--auth`: rounds of each configuration.
@@ -81,6 +88,8 @@ impl Options {
             small: 2000,
             requests: 20_000,
             repos: 1000,
+            tags: 1000,
+            listings: false,
             auth: false,
             rounds: 20,
             proxy: false,
@@ -125,6 +134,15 @@ impl Options {
                     o.repos = sizes[0];
                     o.catalog_sizes = sizes;
                 }
+                "--tags" => {
+                    o.tags = value("--tags")?
+                        .parse()
+                        .map_err(|e| format!("--tags: {e}"))?;
+                    if o.tags == 0 {
+                        return Err("--tags: give a count above 0".into());
+                    }
+                }
+                "--listings" => o.listings = true,
                 "--rounds" => {
                     o.rounds = value("--rounds")?
                         .parse()
@@ -152,7 +170,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --blob-cache [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n       server-bench --catalog [--repos N[,N…]] [--requests N]   (s3 on moto, MariaDB of scripts/backends.sh)\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--tags N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --listings [--repos N] [--tags N]   (catalog and tag lists only)\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --blob-cache [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n       server-bench --catalog [--repos N[,N…]] [--requests N]   (s3 on moto, MariaDB of scripts/backends.sh)\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -387,7 +405,71 @@ struct Figures {
     head: Option<Rate>,
     small: Option<Rate>,
     catalog_ms: f64,
+    /// `GET /v2/<name>/tags/list?n=1000`, median.
+    tags_n_ms: f64,
+    /// `GET /v2/<name>/tags/list` (no `n`), median.
+    tags_all_ms: f64,
     rss_mib: f64,
+}
+
+/// How many times each listing is fetched; the figure is the median.
+const LISTING_ROUNDS: usize = 7;
+
+/// The median of `LISTING_ROUNDS` runs of `fetch`, in ms; each run's
+/// answer must hold `want` entries (after `check`).
+async fn median_ms<F, Fut>(
+    what: &str,
+    want: usize,
+    check: impl Fn(&[String]) -> usize,
+    mut fetch: F,
+) -> Result<f64, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, regstore_benches::registry::BenchError>>,
+{
+    let mut times = Vec::new();
+    for _ in 0..LISTING_ROUNDS {
+        let t0 = Instant::now();
+        let got = fetch().await.map_err(|e| format!("{what}: {e}"))?;
+        times.push(t0.elapsed());
+        let found = check(&got);
+        if found != want {
+            return Err(format!("{what}: lists {found} of {want}"));
+        }
+    }
+    times.sort();
+    Ok(ms(times[times.len() / 2]))
+}
+
+/// Fills the catalog (`o.repos` repositories `cat/…`) and one repository
+/// with `o.tags` tags, then times the catalog (`n=1000`, following pages)
+/// and the tag list (`n=1000` and without `n`).
+async fn measure_listings(
+    o: &Options,
+    t: &Target,
+    proc: &Proc,
+    f: &mut Figures,
+) -> Result<(), String> {
+    let e = |x: regstore_benches::registry::BenchError| format!("{}: {x}", proc.name);
+    t.populate_catalog(o.repos, 16).await.map_err(e)?;
+    t.populate_tags("bench/tagged", o.tags, 16)
+        .await
+        .map_err(e)?;
+    let cat = |names: &[String]| names.iter().filter(|n| n.starts_with("cat/")).count();
+    f.catalog_ms = median_ms(&format!("{} catalog", proc.name), o.repos, cat, || {
+        t.catalog(1000)
+    })
+    .await?;
+    let all = |tags: &[String]| tags.len();
+    f.tags_n_ms = median_ms(&format!("{} tags ?n=1000", proc.name), o.tags, all, || {
+        t.tags("bench/tagged", Some(1000))
+    })
+    .await?;
+    f.tags_all_ms = median_ms(&format!("{} tags", proc.name), o.tags, all, || {
+        t.tags("bench/tagged", None)
+    })
+    .await?;
+    Ok(())
 }
 
 async fn run_registry(
@@ -462,22 +544,7 @@ async fn run_registry(
             .map_err(e)?,
     );
 
-    t.populate_catalog(o.repos, 16).await.map_err(e)?;
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        let names = t.catalog(1000).await.map_err(e)?;
-        times.push(t0.elapsed());
-        let cat = names.iter().filter(|n| n.starts_with("cat/")).count();
-        if cat != o.repos {
-            return Err(format!(
-                "{}: catalog lists {cat} of {} repositories",
-                proc.name, o.repos
-            ));
-        }
-    }
-    times.sort();
-    f.catalog_ms = times[times.len() / 2].as_secs_f64() * 1000.0;
+    measure_listings(o, &t, proc, &mut f).await?;
     f.rss_mib = proc.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     Ok(f)
 }
@@ -507,6 +574,8 @@ async fn main() {
         blob_cache::run(&o).await
     } else if o.catalog {
         catalog::run(&o).await
+    } else if o.listings {
+        run_listings(&o).await
     } else {
         run(o).await
     };
@@ -630,13 +699,7 @@ async fn run(o: Options) -> Result<(), String> {
         "push/s",
         &format!("≥ 5×: {}", verdict(rate(&r.small) >= 5.0 * rate(&d.small))),
     );
-    println!(
-        "| catalog of {} repositories (median of 5) | {:.1} ms | {:.1} ms | {:.2}× faster | — |",
-        o.repos,
-        r.catalog_ms,
-        d.catalog_ms,
-        d.catalog_ms / r.catalog_ms.max(1e-9)
-    );
+    print_listing_rows(&o, r, d);
     println!(
         "| peak RSS | {:.1} MiB | {:.1} MiB | {:.2}× | no larger: {} |",
         r.rss_mib,
@@ -644,5 +707,63 @@ async fn run(o: Options) -> Result<(), String> {
         r.rss_mib / d.rss_mib.max(1e-9),
         verdict(r.rss_mib <= d.rss_mib)
     );
+    Ok(())
+}
+
+/// The catalog and tag-list rows: time, and how many times faster
+/// regstore is, against the goals of issue 23.
+fn print_listing_rows(o: &Options, r: &Figures, d: &Figures) {
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let row = |name: String, a: f64, b: f64, times_faster: f64| {
+        println!(
+            "| {name} (median of {LISTING_ROUNDS}) | {a:.2} ms | {b:.2} ms | {:.2}× faster | ≥ {times_faster}× faster: {} |",
+            b / a.max(1e-9),
+            verdict(a * times_faster <= b)
+        );
+    };
+    row(
+        format!("catalog of {} repositories, n=1000", o.repos),
+        r.catalog_ms,
+        d.catalog_ms,
+        5.0,
+    );
+    row(
+        format!("tags list of {} tags, n=1000", o.tags),
+        r.tags_n_ms,
+        d.tags_n_ms,
+        2.0,
+    );
+    row(
+        format!("tags list of {} tags, no n", o.tags),
+        r.tags_all_ms,
+        d.tags_all_ms,
+        2.0,
+    );
+}
+
+/// `--listings`: only the catalog and the tag lists, on both registries.
+async fn run_listings(o: &Options) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    eprintln!("regstore serve…");
+    let regstore = {
+        let root = dir.path().join("regstore-root");
+        let config = dir.path().join("regstore.yml");
+        std::fs::write(&config, quiet_config(&root)).map_err(|e| e.to_string())?;
+        let (p, base) = start_regstore(o, "regstore", &root, Some(&config)).await?;
+        let mut f = Figures::default();
+        measure_listings(o, &Target::new(&base), &p, &mut f).await?;
+        f
+    };
+    eprintln!("docker-registry…");
+    let distribution = {
+        let root = dir.path().join("distribution-root");
+        let (p, base) = start_docker_registry(o, &root, dir.path()).await?;
+        let mut f = Figures::default();
+        measure_listings(o, &Target::new(&base), &p, &mut f).await?;
+        f
+    };
+    println!("| measure | regstore | docker-registry 2.8.2 | ratio | target |");
+    println!("|---|---:|---:|---:|---|");
+    print_listing_rows(o, &regstore, &distribution);
     Ok(())
 }
