@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use regstore_benches::registry::{Rate, Target};
 use reqwest::header::HeaderValue;
 
-use super::{Options, Proc, ms, push_small_image, start_regstore};
+use super::{Options, Proc, hammer_small_manifest, ms, push_small_image, start_regstore};
 
 /// distribution's and `htpasswd -B`'s default cost.
 const BCRYPT_COST: u32 = 10;
@@ -115,15 +115,7 @@ fn bcrypt_check() -> Result<Duration, String> {
 }
 
 async fn hammer_manifest(t: &Target, n: usize) -> Result<Rate, String> {
-    t.hammer(
-        reqwest::Method::GET,
-        &format!("/v2/{REPO}/manifests/v1"),
-        Some(MANIFEST_TYPE),
-        CONNECTIONS,
-        n,
-    )
-    .await
-    .map_err(|e| e.to_string())
+    hammer_small_manifest(t, REPO, CONNECTIONS, n).await
 }
 
 async fn hammer_head(t: &Target, digest: &str, n: usize) -> Result<Rate, String> {

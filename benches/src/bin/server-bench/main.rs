@@ -395,6 +395,25 @@ async fn push_small_image(base: &str, repo: &str) -> Result<String, String> {
     Ok(config)
 }
 
+/// `n` GETs of `repo:v1` (the manifest [`push_small_image`] pushes) as an
+/// OCI manifest, over `connections` connections at once.
+async fn hammer_small_manifest(
+    t: &Target,
+    repo: &str,
+    connections: usize,
+    n: usize,
+) -> Result<Rate, String> {
+    t.hammer(
+        reqwest::Method::GET,
+        &format!("/v2/{repo}/manifests/v1"),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        connections,
+        n,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
 /// One registry's figures.
 #[derive(Default)]
 struct Figures {

@@ -12,13 +12,12 @@ use std::time::Instant;
 use regstore_benches::registry::{Rate, Target};
 
 use super::{
-    Options, debug_metrics_config, free_port, metric_sum, push_small_image, quiet_config,
-    scrape_metrics, start_regstore,
+    Options, debug_metrics_config, free_port, hammer_small_manifest, metric_sum, push_small_image,
+    quiet_config, scrape_metrics, start_regstore,
 };
 
 const REPO: &str = "bench/metrics";
 const CONNECTIONS: usize = 32;
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 pub(super) async fn run(o: &Options) -> Result<(), String> {
     if o.rounds == 0 || o.requests == 0 {
@@ -44,29 +43,15 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         ("metrics off", Target::new(&off)),
         ("metrics on", Target::new(&on)),
     ];
-    let hammer = |t: &Target, n: usize| {
-        let t = t.clone();
-        async move {
-            t.hammer(
-                reqwest::Method::GET,
-                &format!("/v2/{REPO}/manifests/v1"),
-                Some(MANIFEST_TYPE),
-                CONNECTIONS,
-                n,
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }
-    };
     for (_, t) in &targets {
-        hammer(t, 4 * CONNECTIONS).await?;
+        hammer_small_manifest(t, REPO, CONNECTIONS, 4 * CONNECTIONS).await?;
     }
     let mut rates: [Option<Rate>; 2] = [None, None];
     let started = Instant::now();
     for round in 0..o.rounds {
         for i in 0..2 {
             let k = (round + i) % 2;
-            let r = hammer(&targets[k].1, o.requests).await?;
+            let r = hammer_small_manifest(&targets[k].1, REPO, CONNECTIONS, o.requests).await?;
             match &mut rates[k] {
                 Some(total) => total.add(r),
                 None => rates[k] = Some(r),
