@@ -387,7 +387,7 @@ impl Writer {
     /// Appends `data` (empty data is a no-op).
     ///
     /// # Errors
-    /// `Backend`; after an error the writer should be cancelled.
+    /// `Backend`; after an error the writer should be rolled back or cancelled.
     pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
         if data.is_empty() {
@@ -446,6 +446,23 @@ impl Writer {
         } = self;
         driver.run(Op::Cancel, path.as_str(), inner.cancel()).await
     }
+
+    /// Ends the session discarding what it wrote: a resumed writer stays
+    /// as it was resumed, a fresh one is cancelled (see
+    /// [`FileWriter::rollback`]).
+    ///
+    /// # Errors
+    /// `Backend`, `Unsupported`; the writer should then be cancelled.
+    pub async fn rollback(self) -> Result<()> {
+        let Writer {
+            inner,
+            driver,
+            path,
+        } = self;
+        driver
+            .run(Op::Rollback, path.as_str(), inner.rollback())
+            .await
+    }
 }
 
 #[async_trait]
@@ -464,6 +481,9 @@ impl FileWriter for Writer {
     }
     async fn cancel(self: Box<Self>) -> Result<()> {
         Writer::cancel(*self).await
+    }
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        Writer::rollback(*self).await
     }
 }
 

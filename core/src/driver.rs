@@ -329,13 +329,31 @@ pub trait FileWriter: Send + fmt::Debug {
 
     /// Persists everything written so that `writer(path, true)` — in this
     /// process or another — can resume; publishes nothing.
+    ///
+    /// All or nothing: when it fails, the writer is left as
+    /// [`FileWriter::rollback`] would leave it, as far as the backend allows
+    /// (a driver that cannot take back what it sent says so in its docs).
     async fn close(self: Box<Self>) -> Result<()>;
 
-    /// Publishes everything written at the path, atomically.
+    /// Publishes everything written at the path, atomically. When it fails,
+    /// the committed object is unchanged and the writer is left as after a
+    /// failed [`FileWriter::close`].
     async fn commit(self: Box<Self>) -> Result<()>;
 
     /// Discards everything written, earlier sessions included.
     async fn cancel(self: Box<Self>) -> Result<()>;
+
+    /// Ends this session discarding what it wrote: a resumed writer is left
+    /// closed exactly as it was when `writer(path, true)` opened it, so the
+    /// next `writer(path, true)` resumes at that size; a writer opened afresh
+    /// is cancelled. This is what lets a caller make a failed request change
+    /// nothing (the registry's uploads).
+    ///
+    /// # Errors
+    /// `Backend`; [`Error::Unsupported`] when the backend cannot take back
+    /// bytes it already received (a GCS resumable session that was sent a
+    /// part). After an error the writer's state is unspecified: cancel it.
+    async fn rollback(self: Box<Self>) -> Result<()>;
 }
 
 /// How many paths the default of [`StorageDriver::delete_files`] deletes at once.

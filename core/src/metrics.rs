@@ -31,6 +31,8 @@ pub enum Op {
     Commit,
     /// `FileWriter::cancel`
     Cancel,
+    /// `FileWriter::rollback`
+    Rollback,
     /// `stat`
     Stat,
     /// `list`
@@ -49,7 +51,7 @@ pub enum Op {
 
 impl Op {
     /// How many operations there are.
-    const COUNT: usize = 16;
+    const COUNT: usize = 17;
 
     /// All operations, in declaration order.
     pub const ALL: [Op; Op::COUNT] = [
@@ -62,6 +64,7 @@ impl Op {
         Op::Close,
         Op::Commit,
         Op::Cancel,
+        Op::Rollback,
         Op::Stat,
         Op::List,
         Op::Rename,
@@ -83,6 +86,7 @@ impl Op {
             Op::Close => "close",
             Op::Commit => "commit",
             Op::Cancel => "cancel",
+            Op::Rollback => "rollback",
             Op::Stat => "stat",
             Op::List => "list",
             Op::Rename => "rename",

@@ -171,6 +171,25 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         }
     }
 
+    /// Takes back parts `from..to` of `upload`, sent by a writer session
+    /// that is being rolled back; the parts before `from` stay. The default
+    /// does nothing: where completing an upload names the parts it keeps
+    /// (S3 multipart, Azure block lists), parts left out are dropped by the
+    /// store, and a later part with the same number replaces one.
+    ///
+    /// # Errors
+    /// `Unsupported` where parts cannot be taken back (a GCS resumable
+    /// session keeps every byte it was sent); `Backend`.
+    async fn discard_parts(
+        &self,
+        _key: &Path,
+        _upload: &str,
+        _from: usize,
+        _to: usize,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether any object of this backend may be composite (see
     /// [`Backend::is_composite`]). When not, a batch of file deletes
     /// (`delete_files`) goes straight to batched delete requests without

@@ -98,6 +98,11 @@ pub(crate) struct ObjectWriter<B> {
     tail_len: usize,
     /// Whether a state object may exist and must be removed at the end.
     has_state: bool,
+    /// Opened with `append`: the state object still describes the writer
+    /// as it was resumed (this session's parts come after `resumed_parts`).
+    resumed: bool,
+    resumed_parts: usize,
+    resumed_with_upload: bool,
 }
 
 impl<B: Backend> fmt::Debug for ObjectWriter<B> {
@@ -129,11 +134,16 @@ impl<B: Backend> ObjectWriter<B> {
             tail: Vec::new(),
             tail_len: 0,
             has_state: previous.is_some(),
+            resumed: append,
+            resumed_parts: 0,
+            resumed_with_upload: false,
         };
         match (previous, append) {
             (Some(state), true) => {
                 w.upload = state.upload;
                 w.parts = state.parts;
+                w.resumed_parts = w.parts.len();
+                w.resumed_with_upload = w.upload.is_some();
                 w.tail_len = state.tail.len();
                 if !state.tail.is_empty() {
                     w.tail.push(state.tail);
@@ -210,6 +220,44 @@ impl<B: Backend> ObjectWriter<B> {
         Ok(())
     }
 
+    /// Takes back what this session sent, leaving the state object (which
+    /// only `close` writes) to describe the writer: a multipart upload this
+    /// session started is aborted, parts it added past the resumed ones
+    /// (and, after a failed commit, the last part) are discarded. A fresh
+    /// writer is cancelled.
+    async fn take_back(self: Box<Self>, also_last: bool) -> Result<()> {
+        if !self.resumed {
+            return self.cancel().await;
+        }
+        match &self.upload {
+            Some(upload) if !self.resumed_with_upload => {
+                self.inner.backend.abort_upload(&self.key, upload).await
+            }
+            Some(upload) => {
+                let to = self.parts.len() + usize::from(also_last);
+                if to > self.resumed_parts {
+                    self.inner
+                        .backend
+                        .discard_parts(&self.key, upload, self.resumed_parts, to)
+                        .await
+                } else {
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// After a failed `close` or `commit`: takes back the session (see
+    /// [`ObjectWriter::take_back`]); the caller reports the first error.
+    async fn take_back_after(self: Box<Self>, error: Error, also_last: bool) -> Result<()> {
+        let key = self.key.clone();
+        if let Err(e) = self.take_back(also_last).await {
+            tracing::warn!(key = %key, error = %e, "cannot take back a failed writer session");
+        }
+        Err(error)
+    }
+
     async fn remove_state(&self) -> Result<()> {
         if self.has_state {
             self.inner.delete_keys(vec![self.state_key.clone()]).await?;
@@ -237,21 +285,27 @@ impl<B: Backend> FileWriter for ObjectWriter<B> {
             tail: Bytes::new(),
         };
         let payload = state.encode(&self.tail)?;
-        self.inner.backend.put(&self.state_key, payload).await
+        match self.inner.backend.put(&self.state_key, payload).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.take_back_after(e, false).await,
+        }
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
         let total = self.size();
         let tail_len = self.tail_len;
         let last = self.take_front(tail_len);
-        match &self.upload {
-            None => self.inner.backend.put(&self.key, last).await?,
+        let published = match &self.upload {
+            None => self.inner.backend.put(&self.key, last).await,
             Some(upload) => {
                 self.inner
                     .backend
                     .complete_upload(&self.key, upload, &self.parts, last, total)
-                    .await?
+                    .await
             }
+        };
+        if let Err(e) = published {
+            return self.take_back_after(e, true).await;
         }
         self.remove_state().await
     }
@@ -261,6 +315,10 @@ impl<B: Backend> FileWriter for ObjectWriter<B> {
             self.inner.backend.abort_upload(&self.key, upload).await?;
         }
         self.remove_state().await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.take_back(false).await
     }
 }
 

@@ -45,6 +45,8 @@ table![
     reader_with_offset,
     continue_stream_append_large,
     continue_stream_append_small,
+    rollback_small,
+    rollback_large,
     read_nonexistent_stream,
     write_zero_byte_stream_then_append,
     write_zero_byte_content_then_append,
@@ -346,6 +348,77 @@ async fn continue_stream_append_large(cx: &Ctx) -> CaseResult {
 
 async fn continue_stream_append_small(cx: &Ctx) -> CaseResult {
     continue_stream_append(cx, 32).await
+}
+
+/// `rollback` (a regstore addition to the contract): a rolled-back session
+/// leaves no trace. A fresh writer rolled back is gone; a resumed one
+/// resumes at the size it was resumed at, and what the session wrote is
+/// not in the object committed later. With `chunk` past a driver's part
+/// size a rollback may be `Unsupported` (a backend that cannot take parts
+/// back); the writer must then still be discardable.
+async fn rollback_sessions(cx: &Ctx, chunk: u64) -> CaseResult {
+    let path = cx.path(32);
+    let mut rng = cx.fork_rng();
+    let c = chunk as usize;
+    let first = rng.bytes(c);
+    let dropped = rng.bytes(c);
+    let second = rng.bytes(c);
+
+    let mut w = cx.driver.writer(&path, false).await?;
+    write_in_pieces(&mut w, &first).await?;
+    w.rollback().await?;
+    let r = cx.driver.writer(&path, true).await;
+    expect_error(
+        r.map(|w| w.size()),
+        ErrorKind::PathNotFound,
+        cx.name(),
+        "resuming a fresh writer that was rolled back",
+    )?;
+
+    let mut w = cx.driver.writer(&path, false).await?;
+    write_in_pieces(&mut w, &first).await?;
+    w.close().await?;
+
+    let mut w = cx.driver.writer(&path, true).await?;
+    write_in_pieces(&mut w, &dropped).await?;
+    ensure_eq!(w.size(), 2 * chunk, "size before the rollback");
+    match w.rollback().await {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::Unsupported && chunk >= MIB as u64 => {
+            // Cannot take back what a part sent: discarding must still work.
+            cx.driver.writer(&path, false).await?.cancel().await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    let mut w = cx.driver.writer(&path, true).await?;
+    ensure_eq!(w.size(), chunk, "size resumed after a rollback");
+    write_in_pieces(&mut w, &second).await?;
+    w.close().await?;
+
+    // A session that wrote nothing rolls back to where it was too.
+    let w = cx.driver.writer(&path, true).await?;
+    ensure_eq!(w.size(), 2 * chunk, "size resumed after the second session");
+    w.rollback().await?;
+
+    let w = cx.driver.writer(&path, true).await?;
+    ensure_eq!(w.size(), 2 * chunk, "size resumed after an empty rollback");
+    w.commit().await?;
+    let got = cx.driver.get_content(&path).await?;
+    let mut want = BytesMut::with_capacity(2 * c);
+    want.extend_from_slice(&first);
+    want.extend_from_slice(&second);
+    ensure_bytes!(got, want, "content without the rolled-back session");
+    Ok(())
+}
+
+async fn rollback_small(cx: &Ctx) -> CaseResult {
+    rollback_sessions(cx, 32).await
+}
+
+async fn rollback_large(cx: &Ctx) -> CaseResult {
+    rollback_sessions(cx, 10 * MIB as u64).await
 }
 
 async fn read_nonexistent_stream(cx: &Ctx) -> CaseResult {

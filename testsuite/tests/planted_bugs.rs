@@ -22,6 +22,8 @@ enum Bug {
     WalkOutOfOrder,
     /// `stat` reports one byte too many for files (for the model test).
     StatOffByOne,
+    /// `rollback` keeps what the session wrote (it closes the writer).
+    RollbackKeeps,
 }
 
 #[derive(Debug)]
@@ -51,6 +53,9 @@ impl StorageDriver for Buggy {
                 inner: Box::new(w),
                 tail: Vec::new(),
             }));
+        }
+        if self.bug == Bug::RollbackKeeps {
+            return Ok(Box::new(KeepingWriter(Box::new(w))));
         }
         Ok(Box::new(w))
     }
@@ -136,6 +141,34 @@ impl FileWriter for TailLosingWriter {
     async fn cancel(self: Box<Self>) -> Result<()> {
         self.inner.cancel().await
     }
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.inner.rollback().await
+    }
+}
+
+#[derive(Debug)]
+struct KeepingWriter(Box<dyn FileWriter>);
+
+#[async_trait]
+impl FileWriter for KeepingWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.0.write(data).await
+    }
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn close(self: Box<Self>) -> Result<()> {
+        self.0.close().await
+    }
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.0.commit().await
+    }
+    async fn cancel(self: Box<Self>) -> Result<()> {
+        self.0.cancel().await
+    }
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.0.close().await
+    }
 }
 
 async fn outcome(name: &str, driver: Driver) -> Outcome {
@@ -179,6 +212,11 @@ async fn prefix_delete_in_a_batch_is_caught() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_losing_the_tail_is_caught() {
     caught(Bug::AppendLosesTail, "continue_stream_append_small").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_that_keeps_the_session_is_caught() {
+    caught(Bug::RollbackKeeps, "rollback_small").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

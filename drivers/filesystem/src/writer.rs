@@ -36,6 +36,8 @@ struct FsWriter {
     /// The write in flight; gives back its buffer (cleared) when done.
     pending: Option<tokio::task::JoinHandle<Result<Vec<u8>>>>,
     size: u64,
+    /// The size it was resumed at; `None` for a writer opened afresh.
+    resumed_at: Option<u64>,
 }
 
 impl FsWriter {
@@ -44,7 +46,7 @@ impl FsWriter {
         path: StoragePath,
         staged: PathBuf,
         file: File,
-        size: u64,
+        resumed_at: Option<u64>,
     ) -> Box<dyn FileWriter> {
         Box::new(FsWriter {
             layout,
@@ -53,8 +55,22 @@ impl FsWriter {
             file: Arc::new(file),
             buf: Vec::new(),
             pending: None,
-            size,
+            size: resumed_at.unwrap_or(0),
+            resumed_at,
         })
+    }
+
+    /// After a failure: what this session wrote is cut off again (a fresh
+    /// writer's file emptied) and the cut made durable, so the staging file
+    /// is what the last close left. The error is the caller's to report;
+    /// a failure here is logged.
+    async fn take_back(&mut self) {
+        let _ = self.settle().await;
+        self.buf.clear();
+        let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
+        let size = self.resumed_at.unwrap_or(0);
+        let cut = blocking(move || Ok(cut(&file, &staged, size)?)).await;
+        log_cut(cut, &self.path);
     }
 
     /// Waits for the write in flight; its buffer, if there was one.
@@ -129,18 +145,30 @@ impl FileWriter for FsWriter {
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {
-        self.persist().await?;
         let staged = self.staged.clone();
-        blocking(move || {
-            // Make the staging file's name durable too.
-            let dir = parent_of(&staged)?;
-            Ok(sync_dir(dir).at("sync directory", dir)?)
-        })
-        .await
+        let closed = match self.persist().await {
+            Ok(()) => {
+                blocking(move || {
+                    // Make the staging file's name durable too.
+                    let dir = parent_of(&staged)?;
+                    Ok(sync_dir(dir).at("sync directory", dir)?)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if closed.is_err() {
+            self.take_back().await;
+        }
+        closed
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        self.persist().await?;
+        if let Err(e) = self.persist().await {
+            self.take_back().await;
+            return Err(e);
+        }
+        let size = self.resumed_at.unwrap_or(0);
         let FsWriter {
             layout,
             path,
@@ -159,6 +187,10 @@ impl FileWriter for FsWriter {
             }
             // An unfinished writer that `delete` removed meanwhile is not found.
             let moved = move_into_place(&layout.root, &staged, &full, &layout.staging, &path);
+            if moved.is_err() && is_same_file(&file, &staged).unwrap_or(false) {
+                // Still staged: back to what the last close left.
+                log_cut(cut(&file, &staged, size), &path);
+            }
             drop(file);
             moved
         })
@@ -185,6 +217,30 @@ impl FileWriter for FsWriter {
             Ok(())
         })
         .await
+    }
+
+    async fn rollback(mut self: Box<Self>) -> Result<()> {
+        if self.resumed_at.is_none() {
+            return self.cancel().await;
+        }
+        let _ = self.settle().await;
+        let size = self.resumed_at.unwrap_or(0);
+        let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
+        // Dropping `self` afterwards closes the file: the lock goes with it.
+        blocking(move || Ok(cut(&file, &staged, size)?)).await
+    }
+}
+
+/// Cuts the staging file back to `size` bytes, durably.
+fn cut(file: &File, staged: &Path, size: u64) -> FsResult<()> {
+    file.set_len(size).at("truncate", staged)?;
+    file.sync_data().at("sync", staged)
+}
+
+/// Logs a failed [`cut`] after a failure: the caller reports the failure.
+fn log_cut<E: std::fmt::Display>(r: std::result::Result<(), E>, path: &StoragePath) {
+    if let Err(e) = r {
+        tracing::warn!(path = %path, error = %e, "cannot take back a failed writer session");
     }
 }
 
@@ -235,7 +291,7 @@ pub(crate) fn open(
     if append {
         if let Some(file) = open_locked(&staged, &path, OpenOptions::new().append(true))? {
             let size = file.metadata().at("stat", &staged)?.len();
-            return Ok(FsWriter::boxed(layout, path, staged, file, size));
+            return Ok(FsWriter::boxed(layout, path, staged, file, Some(size)));
         }
         let full = layout.committed(&path);
         match fs::metadata(&full) {
@@ -267,7 +323,7 @@ pub(crate) fn open(
         .at("create", &staged)?;
         if let Some(file) = open_locked(&staged, &path, OpenOptions::new().write(true))? {
             file.set_len(0).at("truncate", &staged)?;
-            return Ok(FsWriter::boxed(layout, path, staged, file, 0));
+            return Ok(FsWriter::boxed(layout, path, staged, file, None));
         }
         // Removed between creating and locking it: create it again.
         if !retry.again() {

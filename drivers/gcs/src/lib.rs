@@ -546,6 +546,18 @@ impl Backend for GcsBackend {
             .map(drop)
     }
 
+    async fn discard_parts(
+        &self,
+        key: &Path,
+        _upload: &str,
+        _from: usize,
+        _to: usize,
+    ) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "taking back bytes sent to the resumable upload session of {key}"
+        )))
+    }
+
     async fn abort_upload(&self, key: &Path, upload: &str) -> Result<()> {
         // GCS answers 499 to a cancelled session; gone is gone either way.
         match self

@@ -220,6 +220,7 @@ impl StorageDriver for InMemoryDriver {
             chunks,
             tail: BytesMut::new(),
             size,
+            resumed: append,
         }))
     }
 
@@ -291,6 +292,8 @@ struct InMemoryWriter {
     chunks: Vec<Bytes>,
     tail: BytesMut,
     size: u64,
+    /// Opened with `append`: its closed state is still in `pending`.
+    resumed: bool,
 }
 
 impl InMemoryWriter {
@@ -346,6 +349,16 @@ impl FileWriter for InMemoryWriter {
         let (driver, path, _) = self.finish();
         driver.lock().pending.remove(&path);
         Ok(())
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        // A resumed writer worked on a copy: what `pending` holds is the
+        // state it was resumed from.
+        if self.resumed {
+            Ok(())
+        } else {
+            self.cancel().await
+        }
     }
 }
 

@@ -205,6 +205,15 @@ impl Backend for SwiftBackend {
         self.delete_segments(upload).await
     }
 
+    async fn discard_parts(&self, _key: &Path, upload: &str, from: usize, to: usize) -> Result<()> {
+        // Segments are named by index: left behind, one past the parts a
+        // later completion names would outlive the object.
+        let names = (from..to)
+            .map(|i| Path::parse(self.segment(upload, i)).map_err(Error::backend))
+            .collect::<Result<Vec<_>>>()?;
+        regstore_objectstore::delete_keys(self.store.as_ref(), names).await
+    }
+
     fn may_hold_composites(&self) -> bool {
         true
     }

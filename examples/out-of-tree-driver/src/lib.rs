@@ -225,6 +225,7 @@ impl StorageDriver for FlatDirDriver {
             staging,
             target,
             size,
+            resumed_at: append.then_some(size),
         }))
     }
 
@@ -310,6 +311,8 @@ struct FlatDirWriter {
     staging: PathBuf,
     target: PathBuf,
     size: u64,
+    /// The size `writer(path, true)` found; `None` for a fresh writer.
+    resumed_at: Option<u64>,
 }
 
 #[async_trait]
@@ -344,5 +347,14 @@ impl FileWriter for FlatDirWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::backend(e)),
         }
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        let Some(size) = self.resumed_at else {
+            return self.cancel().await;
+        };
+        // Cut back to what the last close left, durably.
+        self.file.set_len(size).await.map_err(Error::backend)?;
+        self.file.sync_all().await.map_err(Error::backend)
     }
 }

@@ -17,11 +17,13 @@
 //!
 //! Operations are named as in the driver contract: `get_content`,
 //! `put_content`, `reader`, `writer`, `write`, `close`, `commit`, `cancel`,
-//! `stat`, `list`, `rename`, `delete`, `delete_files` (one draw per call,
+//! `rollback`, `stat`, `list`, `rename`, `delete`, `delete_files` (one draw per call,
 //! however many paths), `walk`. Kinds:
 //!
 //! - `error`: the call fails at once with a backend error; the inner driver
-//!   is not called, so nothing changes.
+//!   is not called, so nothing changes — except that a failed `close` or
+//!   `commit` rolls the inner writer back, as the contract asks of a real
+//!   one (a failed `rollback` leaves it as it was: unspecified).
 //! - `timeout`: the call hangs for `timeout`, then fails the same way.
 //! - `latency`: the call waits `latency`, then runs normally.
 //! - `shortread` (`reader`, `get_content`): the read stream delivers part of
@@ -464,14 +466,20 @@ impl FileWriter for FaultyWriter {
     async fn close(self: Box<Self>) -> Result<()> {
         match self.decider.before(Op::Close, &self.path).await? {
             None => self.inner.close().await,
-            Some(_) => Err(injected("error", Op::Close, &self.path)),
+            Some(_) => {
+                let _ = self.inner.rollback().await;
+                Err(injected("error", Op::Close, &self.path))
+            }
         }
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
         match self.decider.before(Op::Commit, &self.path).await? {
             None => self.inner.commit().await,
-            Some(_) => Err(injected("error", Op::Commit, &self.path)),
+            Some(_) => {
+                let _ = self.inner.rollback().await;
+                Err(injected("error", Op::Commit, &self.path))
+            }
         }
     }
 
@@ -479,6 +487,13 @@ impl FileWriter for FaultyWriter {
         match self.decider.before(Op::Cancel, &self.path).await? {
             None => self.inner.cancel().await,
             Some(_) => Err(injected("error", Op::Cancel, &self.path)),
+        }
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        match self.decider.before(Op::Rollback, &self.path).await? {
+            None => self.inner.rollback().await,
+            Some(_) => Err(injected("error", Op::Rollback, &self.path)),
         }
     }
 }

@@ -204,6 +204,11 @@ impl FileWriter for SlowWriter {
         tokio::time::sleep(self.delay).await;
         self.inner.cancel().await
     }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.rollback().await
+    }
 }
 
 #[cfg(test)]

@@ -4,11 +4,25 @@
 //!
 //! An upload's writer at `_uploads/<uuid>/data` is closed (not committed)
 //! between requests; the driver contract keeps its bytes invisible until
-//! commit and lets `writer(path, append = true)` continue it. After each
-//! request the hash state for the new size is stored beside it (about 100
-//! bytes). Completion commits the writer, moves the data to the blob's place
-//! and links the blob into the repository — a blob becomes visible only
-//! whole and verified.
+//! commit and lets `writer(path, append = true)` continue it. Each request
+//! stores the hash state for its new size beside it (about 100 bytes).
+//! Completion commits the writer, moves the data to the blob's place and
+//! links the blob into the repository — a blob becomes visible only whole
+//! and verified.
+//!
+//! # A failed request changes nothing
+//!
+//! A PATCH or PUT either succeeds or leaves the upload at its last
+//! acknowledged size, with that size's hash state, so the client can send
+//! the same request again: a body that breaks off, a backend error while
+//! writing, a failed state save or close, a failed commit — each takes back
+//! what the request wrote ([`regstore_core::FileWriter::rollback`]; a failed
+//! `close` or `commit` takes itself back). When a driver cannot take bytes
+//! back (GCS, once a part went to its resumable session) or the rollback
+//! itself fails, the upload is discarded and the next request on it answers
+//! `BLOB_UPLOAD_UNKNOWN`, which clients answer by starting the blob again.
+//! After a commit the upload cannot be resumed; a failure while moving or
+//! linking the blob discards it the same way.
 //!
 //! # Integrity
 //!
@@ -26,12 +40,16 @@
 //!   holder crashed); a request that cannot get it by the same deadline is
 //!   refused the same way. Beneath that, drivers that can enforce one open
 //!   writer per path do (filesystem: an `flock` on the staging file).
-//! - **The hash state follows the data.** A request closes (flushes and
-//!   persists) its writer first and only then stores the hash state for the
-//!   new size; the state records the byte count it covers, and a request
-//!   that resumes checks it against the writer's size: a mismatch, or a
-//!   size with no state, answers `BLOB_UPLOAD_INVALID` and nothing is
-//!   committed.
+//! - **The hash state comes before the data.** A request stores the hash
+//!   state for its new size first and only then closes (flushes and
+//!   persists) its writer, and a failed close leaves the writer at its old
+//!   size, so a writer is never closed at a size with no state. A state left
+//!   by a failed close covers exactly the bytes that request hashed and
+//!   is replaced by the next request that reaches its size. The state
+//!   records the byte count it covers, and a request that resumes checks it
+//!   against the writer's size: a mismatch, or a size with no state (a
+//!   rollback and the discard after it both failed), answers
+//!   `BLOB_UPLOAD_INVALID` and nothing is committed.
 //! - **Publishing.** The digest is checked before the writer commits; the
 //!   committing writer is the only open writer of the upload (above), and
 //!   the filesystem driver keeps its lock until the file has been renamed
@@ -318,8 +336,19 @@ impl Registry {
             .stat(layout::upload_started_at(name, uuid))
             .await
         {
-            Ok(_) => Ok(self.driver.writer(&data, false).await?),
-            Err(e) if e.is_not_found() => Err(RegistryError::BlobUploadUnknown(uuid.to_owned())),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                return Err(RegistryError::BlobUploadUnknown(uuid.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // No data, but hash states: the upload received bytes and then lost
+        // them (its data was published and the clean-up failed). Starting
+        // afresh would append the client's next bytes at offset 0.
+        let states = layout::upload_hash_states(name, uuid, RESUMABLE_ALGORITHM);
+        match self.driver.stat(&states).await {
+            Ok(_) => Err(RegistryError::BlobUploadUnknown(uuid.to_owned())),
+            Err(e) if e.is_not_found() => Ok(self.driver.writer(&data, false).await?),
             Err(e) => Err(e.into()),
         }
     }
@@ -332,7 +361,8 @@ impl Registry {
         self.with_upload(name, uuid, |deadline| async move {
             let writer = self.resume_writer(name, uuid, deadline).await?;
             let size = writer.size();
-            writer.close().await?;
+            // Nothing was written: ending the session changes nothing.
+            writer.rollback().await?;
             Ok(UploadStatus {
                 uuid: uuid.to_owned(),
                 size,
@@ -359,8 +389,9 @@ impl Registry {
         let state = loop {
             match self.driver.get_content(&path).await {
                 Ok(state) => break state,
-                // Another process may have closed the writer and not yet
-                // saved the state that covers it: wait for it a little.
+                // The state is stored before the writer is closed, but a
+                // store may show a fresh object late (or an instance of an
+                // earlier version saved it after closing): wait a little.
                 Err(e) if e.is_not_found() && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -383,44 +414,98 @@ impl Registry {
         }
     }
 
-    /// Closes the writer — its bytes flushed and persisted — and then saves
-    /// the hash state covering them, so the upload can be continued by this
-    /// or another instance. In this order a saved state never covers bytes
-    /// the storage does not hold; a crash in between leaves a size with no
-    /// state, which the next request reports as `BLOB_UPLOAD_INVALID`.
+    /// Ends a request whose body was all written: saves the hash state for
+    /// the new size, then closes the writer (its bytes flushed and
+    /// persisted). A failure to save the state takes the request back; a
+    /// failed close takes itself back (the driver contract). Either way a
+    /// failed request leaves the upload where it was, and a state is never
+    /// missing for a size the writer was closed at.
     ///
-    /// `covered` is the byte count the hasher has seen; a writer of another
-    /// size is closed without a state (`BlobUploadInvalid`).
+    /// `start` is the size the request resumed at, `covered` the byte count
+    /// the hasher has seen; a writer of another size is taken back
+    /// (`BlobUploadInvalid`).
     async fn suspend(
         &self,
         name: &RepoName,
         uuid: &str,
         w: Writer,
         h: &Hasher,
+        start: u64,
         covered: u64,
     ) -> Result<u64> {
         let size = w.size();
-        w.close().await?;
         if size != covered {
-            return Err(hashed_other_bytes(uuid, size, covered));
+            return Err(self
+                .take_back(name, uuid, w, hashed_other_bytes(uuid, size, covered))
+                .await);
         }
-        if size > 0 && h.algorithm() == RESUMABLE_ALGORITHM {
-            self.driver
-                .put_content(
-                    layout::upload_hash_state(name, uuid, RESUMABLE_ALGORITHM, size),
-                    encode_state(size, h),
-                )
-                .await?;
+        if size > start && h.algorithm() == RESUMABLE_ALGORITHM {
+            let state = layout::upload_hash_state(name, uuid, RESUMABLE_ALGORITHM, size);
+            if let Err(e) = self.driver.put_content(state, encode_state(size, h)).await {
+                return Err(self.take_back(name, uuid, w, e.into()).await);
+            }
         }
+        w.close().await?;
         Ok(size)
+    }
+
+    /// Ends a request that failed after opening the upload's writer: what it
+    /// wrote is taken back, so the upload stays at its last acknowledged
+    /// size with that size's hash state, and the same request can be sent
+    /// again. When the writer cannot be taken back, the upload is discarded
+    /// instead (the next request on it answers `BLOB_UPLOAD_UNKNOWN`), so it
+    /// can never go on from bytes no hash state covers. Returns `error`.
+    async fn take_back(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        w: Writer,
+        error: RegistryError,
+    ) -> RegistryError {
+        let Err(e) = w.rollback().await else {
+            return error;
+        };
+        tracing::warn!(upload = uuid, error = %e, "cannot take back a failed upload request; discarding the upload");
+        if let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await {
+            tracing::warn!(upload = uuid, error = %e, "cannot discard a damaged upload");
+        }
+        error
+    }
+
+    /// The writer and hasher for a request on an upload: resumed where the
+    /// last acknowledged request left it, after checking `start` (from
+    /// `Content-Range`) against its size.
+    async fn resume(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        start: Option<u64>,
+        fresh: Algorithm,
+        deadline: Instant,
+    ) -> Result<(Writer, Hasher)> {
+        let w = self.resume_writer(name, uuid, deadline).await?;
+        let size = w.size();
+        let hasher = match starts_at(start, size) {
+            Ok(()) => self.load_hasher(name, uuid, size, fresh, deadline).await,
+            Err(e) => Err(e),
+        };
+        match hasher {
+            Ok(h) => Ok((w, h)),
+            Err(e) => {
+                // Nothing was written: ending the session changes nothing.
+                w.rollback().await?;
+                Err(e)
+            }
+        }
     }
 
     /// Appends a request body to an upload; returns the new size.
     ///
     /// `start` (from `Content-Range`) must equal the bytes already received,
     /// and `length` (from `Content-Length`), when given, is checked against
-    /// what arrives. If the body breaks off, what arrived is kept and the
-    /// client may resume from the reported size.
+    /// what arrives. A request that fails (its body broke off, the storage
+    /// failed) keeps nothing of its body: the upload stays at the size it
+    /// had, and the same request may be sent again (see the module docs).
     ///
     /// # Errors
     /// `BlobUploadUnknown`, `RangeInvalid`, `BlobUploadInvalid` (body broke
@@ -437,45 +522,23 @@ impl Registry {
         E: std::fmt::Display,
     {
         self.with_upload(name, uuid, |deadline| async move {
-            let mut w = self.resume_writer(name, uuid, deadline).await?;
-            let size = w.size();
-            if let Err(e) = starts_at(start, size) {
-                w.close().await?;
-                return Err(e);
-            }
-            let mut h = match self
-                .load_hasher(name, uuid, size, RESUMABLE_ALGORITHM, deadline)
-                .await
-            {
-                Ok(h) => h,
-                Err(e) => {
-                    w.close().await?;
-                    return Err(e);
-                }
-            };
+            let (mut w, mut h) = self
+                .resume(name, uuid, start, RESUMABLE_ALGORITHM, deadline)
+                .await?;
+            let resumed_at = w.size();
             let mut fed = 0;
-            match feed(&mut w, &mut h, body, &mut fed).await {
-                Ok(()) => {
-                    let size = self.suspend(name, uuid, w, &h, size + fed).await?;
-                    Ok(UploadStatus {
-                        uuid: uuid.to_owned(),
-                        size,
-                    })
-                }
-                Err(FeedError::Body(message)) => {
-                    let size = self.suspend(name, uuid, w, &h, size + fed).await?;
-                    Err(RegistryError::BlobUploadInvalid(format!(
-                        "the request body broke off ({message}); {size} bytes are kept, resume from there"
-                    )))
-                }
-                Err(FeedError::Storage(e)) => {
-                    // The writer's state is unknown after a failed write: close it
-                    // if it still can be; the saved hash states tell the next
-                    // request whether the upload can go on.
-                    let _ = w.close().await;
-                    Err(e.into())
-                }
+            if let Err(e) = feed(&mut w, &mut h, body, &mut fed).await {
+                return Err(self
+                    .take_back(name, uuid, w, e.into_error(resumed_at))
+                    .await);
             }
+            let size = self
+                .suspend(name, uuid, w, &h, resumed_at, resumed_at + fed)
+                .await?;
+            Ok(UploadStatus {
+                uuid: uuid.to_owned(),
+                size,
+            })
         })
         .await
     }
@@ -525,42 +588,20 @@ impl Registry {
         E: std::fmt::Display,
     {
         self.with_upload(name, uuid, |deadline| async move {
-            let mut w = self.resume_writer(name, uuid, deadline).await?;
+            let (mut w, mut h) = self
+                .resume(name, uuid, start, digest.algorithm(), deadline)
+                .await?;
             let resumed_at = w.size();
-            if let Err(e) = starts_at(start, resumed_at) {
-                w.close().await?;
-                return Err(e);
-            }
-            let mut h = match self
-                .load_hasher(name, uuid, resumed_at, digest.algorithm(), deadline)
-                .await
-            {
-                Ok(h) => h,
-                Err(e) => {
-                    w.close().await?;
-                    return Err(e);
-                }
-            };
             let mut fed = 0;
-            match feed(&mut w, &mut h, body, &mut fed).await {
-                Ok(()) => {}
-                Err(FeedError::Body(message)) => {
-                    let size = self.suspend(name, uuid, w, &h, resumed_at + fed).await?;
-                    return Err(RegistryError::BlobUploadInvalid(format!(
-                        "the request body broke off ({message}); {size} bytes are kept, resume from there"
-                    )));
-                }
-                Err(FeedError::Storage(e)) => {
-                    let _ = w.close().await;
-                    return Err(e.into());
-                }
+            if let Err(e) = feed(&mut w, &mut h, body, &mut fed).await {
+                return Err(self.take_back(name, uuid, w, e.into_error(resumed_at)).await);
             }
             let size = w.size();
             if size != resumed_at + fed {
                 // The writer holds bytes the hash did not see (or the other way
                 // round): nothing can be published from it.
-                let _ = w.close().await;
-                return Err(hashed_other_bytes(uuid, size, resumed_at + fed));
+                let e = hashed_other_bytes(uuid, size, resumed_at + fed);
+                return Err(self.take_back(name, uuid, w, e).await);
             }
             let verified = h.algorithm() == digest.algorithm();
             if verified {
@@ -579,42 +620,72 @@ impl Registry {
             if verified && let Some(f) = on_verified.take() {
                 f(size);
             }
+            // A failed commit takes itself back (the driver contract): the
+            // upload stays where it was and the request can be sent again.
             w.commit().await?;
-            let data = layout::upload_data(name, uuid);
-            if !verified {
-                let actual = self.hash_stored(&data, digest.algorithm()).await?;
-                if actual != *digest {
-                    self.delete_if_exists(&layout::upload_dir(name, uuid))
-                        .await?;
-                    return Err(RegistryError::DigestMismatch {
-                        expected: digest.clone(),
-                        actual,
-                    });
-                }
-                if let Some(f) = on_verified.take() {
-                    f(size);
-                }
+            // Committed, the upload cannot be resumed: if publishing fails
+            // from here, it is discarded and the client starts again.
+            let published = self
+                .publish(name, uuid, digest, size, verified, on_verified)
+                .await;
+            if published.is_err()
+                && let Err(e) = self
+                    .delete_if_exists(&layout::upload_dir(name, uuid))
+                    .await
+            {
+                tracing::warn!(upload = uuid, error = %e, "cannot discard an upload that failed to publish");
             }
-            // Replaces a stored copy too: what was just verified is what every
-            // repository linking the digest is served from now on. A copy
-            // that garbage collection is deleting goes first.
-            self.gc_fence.wait_until_undoomed(None, digest).await;
-            self.driver.rename(&data, layout::blob_data(digest)).await?;
-            self.delete_if_exists(&layout::upload_dir(name, uuid))
-                .await?;
-            // The copy just stored may differ in size from a damaged one
-            // the cache knew.
-            if let Some(c) = &self.blob_cache {
-                c.set_descriptor(digest, &crate::cache::Descriptor::blob(size))
-                    .await;
-            }
-            self.link_blob(name, digest, size).await?;
-            Ok(BlobInfo {
-                digest: digest.clone(),
-                size,
-            })
+            published
         })
         .await
+    }
+
+    /// Moves an upload's committed data to the blob's place and links it
+    /// into `name`; then removes the upload (a failure there is only
+    /// logged: the blob is stored and linked, and the purge removes what
+    /// is left). Data not hashed on the way in (`verified == false`) is
+    /// hashed first.
+    async fn publish(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        digest: &Digest,
+        size: u64,
+        verified: bool,
+        mut on_verified: Option<Verified>,
+    ) -> Result<BlobInfo> {
+        let data = layout::upload_data(name, uuid);
+        if !verified {
+            let actual = self.hash_stored(&data, digest.algorithm()).await?;
+            if actual != *digest {
+                return Err(RegistryError::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                });
+            }
+            if let Some(f) = on_verified.take() {
+                f(size);
+            }
+        }
+        // Replaces a stored copy too: what was just verified is what every
+        // repository linking the digest is served from now on. A copy
+        // that garbage collection is deleting goes first.
+        self.gc_fence.wait_until_undoomed(None, digest).await;
+        self.driver.rename(&data, layout::blob_data(digest)).await?;
+        // The copy just stored may differ in size from a damaged one
+        // the cache knew.
+        if let Some(c) = &self.blob_cache {
+            c.set_descriptor(digest, &crate::cache::Descriptor::blob(size))
+                .await;
+        }
+        self.link_blob(name, digest, size).await?;
+        if let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await {
+            tracing::warn!(upload = uuid, error = %e, "cannot remove a finished upload");
+        }
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size,
+        })
     }
 
     async fn hash_stored(&self, path: &str, algorithm: Algorithm) -> Result<Digest> {
@@ -709,6 +780,18 @@ impl Registry {
 enum FeedError {
     Body(String),
     Storage(regstore_core::Error),
+}
+
+impl FeedError {
+    /// What the client is told; the upload stays at `kept` bytes.
+    fn into_error(self, kept: u64) -> RegistryError {
+        match self {
+            FeedError::Body(message) => RegistryError::BlobUploadInvalid(format!(
+                "the request body broke off ({message}); none of it was kept: the upload stays at {kept} bytes, send the request again"
+            )),
+            FeedError::Storage(e) => e.into(),
+        }
+    }
 }
 
 /// Streams `body` into the writer, hashing each byte once after it is
