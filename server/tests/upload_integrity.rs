@@ -723,3 +723,48 @@ async fn a_live_lease_of_another_instance_blocks_and_an_expired_one_is_taken_ove
         assert_eq!(assert_blob_hashes(&a, &backend, "leased", &d).await, body);
     }
 }
+
+/// Bytes past the last acknowledged request with no hash state (what a
+/// crash mid-PATCH leaves in a filesystem staging file) discard the upload:
+/// the next request answers 404 BLOB_UPLOAD_UNKNOWN naming why, the upload
+/// is gone, and nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_of_a_request_cut_by_a_crash_discard_the_upload() {
+    let reg = start("filesystem", DELETE_ON, "").await;
+    let data: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+    let loc = begin(&reg, "torn").await;
+    assert_eq!(
+        patch(&reg, &loc, 0, &data[..200]).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let uuid = loc
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let staged = reg.dir.path().join(format!(
+        "root/~staging/docker/registry/v2/repositories/torn/_uploads/{uuid}/data~writer"
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&staged)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &data[200..260]).unwrap();
+    drop(f);
+    let r = patch(&reg, &loc, 200, &data[200..]).await;
+    let body = expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert!(
+        body.contains("260 bytes") && body.contains("start the blob again"),
+        "{body}"
+    );
+    let r = reg.client.get(&loc).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert!(!staged.exists(), "the torn upload's data is removed");
+    assert_eq!(
+        blob_status(&reg, "torn", &sha256(&data)).await,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -63,7 +63,7 @@ impl From<RegistryError> for ApiError {
         match &e {
             E::BlobUnknown(d) => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", message)
                 .detail(json!({ "digest": d.to_string() })),
-            E::BlobUploadUnknown(_) => {
+            E::BlobUploadUnknown(_) | E::UploadDiscarded { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", message)
             }
             E::BlobUploadInvalid(_) => {

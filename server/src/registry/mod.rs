@@ -38,6 +38,15 @@ pub enum RegistryError {
     /// No upload session with this id.
     #[error("no upload session {0}")]
     BlobUploadUnknown(String),
+    /// The upload was found damaged and removed (answered like an unknown
+    /// upload, so clients start the blob again): `why` says what was wrong.
+    #[error("upload {uuid} was discarded: {why}; start the blob again")]
+    UploadDiscarded {
+        /// The session id.
+        uuid: String,
+        /// What was wrong with it.
+        why: String,
+    },
     /// The upload cannot continue (e.g. its hash state is lost).
     #[error("{0}")]
     BlobUploadInvalid(String),

@@ -47,9 +47,11 @@
 //!   by a failed close covers exactly the bytes that request hashed and
 //!   is replaced by the next request that reaches its size. The state
 //!   records the byte count it covers, and a request that resumes checks it
-//!   against the writer's size: a mismatch, or a size with no state (a
-//!   rollback and the discard after it both failed), answers
-//!   `BLOB_UPLOAD_INVALID` and nothing is committed.
+//!   against the writer's size: a mismatch answers `BLOB_UPLOAD_INVALID`
+//!   and nothing is committed; a size with no state (bytes of a request cut
+//!   off by a crash, on a driver whose writer grows before `close`: the
+//!   filesystem) discards the upload, answered `BLOB_UPLOAD_UNKNOWN`, so
+//!   the client starts the blob again.
 //! - **Publishing.** The digest is checked before the writer commits; the
 //!   committing writer is the only open writer of the upload (above), and
 //!   the filesystem driver keeps its lock until the file has been renamed
@@ -347,7 +349,10 @@ impl Registry {
         // afresh would append the client's next bytes at offset 0.
         let states = layout::upload_hash_states(name, uuid, RESUMABLE_ALGORITHM);
         match self.driver.stat(&states).await {
-            Ok(_) => Err(RegistryError::BlobUploadUnknown(uuid.to_owned())),
+            Ok(_) => Err(RegistryError::UploadDiscarded {
+                uuid: uuid.to_owned(),
+                why: "its data is gone (published by a request whose clean-up failed)".into(),
+            }),
             Err(e) if e.is_not_found() => Ok(self.driver.writer(&data, false).await?),
             Err(e) => Err(e.into()),
         }
@@ -359,7 +364,11 @@ impl Registry {
     /// `BlobUploadUnknown`, `Storage`.
     pub async fn upload_status(&self, name: &RepoName, uuid: &str) -> Result<UploadStatus> {
         self.with_upload(name, uuid, |deadline| async move {
-            let writer = self.resume_writer(name, uuid, deadline).await?;
+            // Checked like a request that brings bytes: the size reported is
+            // one an acknowledged request ended at.
+            let (writer, _) = self
+                .resume(name, uuid, None, RESUMABLE_ALGORITHM, deadline)
+                .await?;
             let size = writer.size();
             // Nothing was written: ending the session changes nothing.
             writer.rollback().await?;
@@ -395,10 +404,17 @@ impl Registry {
                 Err(e) if e.is_not_found() && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                // Bytes past the last acknowledged request: a server that
+                // stopped mid-request (or a rollback and the discard after
+                // it that both failed). Nothing can tell which bytes a client
+                // had acknowledged, so the upload cannot go on.
                 Err(e) if e.is_not_found() => {
-                    return Err(RegistryError::BlobUploadInvalid(format!(
-                        "upload {uuid} holds {size} bytes but no hash state for them; start the upload again"
-                    )));
+                    return Err(RegistryError::UploadDiscarded {
+                        uuid: uuid.to_owned(),
+                        why: format!(
+                            "it holds {size} bytes and no acknowledged request ended there (a request was cut off by a crash)"
+                        ),
+                    });
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -485,12 +501,20 @@ impl Registry {
     ) -> Result<(Writer, Hasher)> {
         let w = self.resume_writer(name, uuid, deadline).await?;
         let size = w.size();
-        let hasher = match starts_at(start, size) {
-            Ok(()) => self.load_hasher(name, uuid, size, fresh, deadline).await,
+        // The state first: a size no acknowledged request ended at is
+        // discarded whatever the request says.
+        let hasher = match self.load_hasher(name, uuid, size, fresh, deadline).await {
+            Ok(h) => starts_at(start, size).map(|()| h),
             Err(e) => Err(e),
         };
         match hasher {
             Ok(h) => Ok((w, h)),
+            Err(e @ RegistryError::UploadDiscarded { .. }) => {
+                w.cancel().await?;
+                self.delete_if_exists(&layout::upload_dir(name, uuid))
+                    .await?;
+                Err(e)
+            }
             Err(e) => {
                 // Nothing was written: ending the session changes nothing.
                 w.rollback().await?;
