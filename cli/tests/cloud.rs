@@ -15,31 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::image::{build_image, manifest_of_layout, run, tools};
-use common::{Server, serve, sha256};
-
-/// A config.yml for `driver` on its emulator, written into `dir`, or `None`
-/// when the emulator is unreachable outside CI. The driver's chunk size is
-/// set to its minimum so small uploads already span several parts.
-async fn config(driver: &str, dir: &Path) -> Option<PathBuf> {
-    let mut params = regstore_testenv::backend::emulator_params_or_skip(driver).await?;
-    let chunk = match driver {
-        "s3" => "5MiB",
-        "gcs" => "256KiB",
-        "swift" => "1MiB",
-        _ => "1MiB",
-    };
-    params.insert("chunksize".into(), chunk.into());
-    // YAML is a superset of JSON: the config is written as JSON so the
-    // parameters (a PEM key among them) need no YAML quoting.
-    let yaml = serde_json::json!({
-        "version": "0.1",
-        "log": { "level": "info" },
-        "storage": { driver: params, "delete": { "enabled": true } },
-    });
-    let path = dir.join("config.yml");
-    std::fs::write(&path, yaml.to_string()).expect("write config");
-    Some(path)
-}
+use common::{Server, cloud_config as config, serve, sha256};
 
 fn serve_with(dir: &Path, config: &Path) -> Server {
     serve(

@@ -1,7 +1,7 @@
 //! The `regstore` binary as a child process: run to the end, or serve.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -73,6 +73,30 @@ pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
             panic!("regstore serve did not start: {:?}", log.lock().unwrap());
         }
     }
+}
+
+/// A config.yml for `driver` on its emulator, written into `dir`, or `None`
+/// when the emulator is unreachable outside CI. The driver's chunk size is
+/// set to its minimum so small uploads already span several parts.
+pub async fn cloud_config(driver: &str, dir: &Path) -> Option<PathBuf> {
+    let mut params = regstore_testenv::backend::emulator_params_or_skip(driver).await?;
+    let chunk = match driver {
+        "s3" => "5MiB",
+        "gcs" => "256KiB",
+        "swift" => "1MiB",
+        _ => "1MiB",
+    };
+    params.insert("chunksize".into(), chunk.into());
+    // YAML is a superset of JSON: the config is written as JSON so the
+    // parameters (a PEM key among them) need no YAML quoting.
+    let yaml = serde_json::json!({
+        "version": "0.1",
+        "log": { "level": "info" },
+        "storage": { driver: params, "delete": { "enabled": true } },
+    });
+    let path = dir.join("config.yml");
+    std::fs::write(&path, yaml.to_string()).expect("write config");
+    Some(path)
 }
 
 /// A blob upload in three pieces across `regstore serve` processes sharing
