@@ -57,12 +57,12 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert!(tag.is_err() && digest.is_err(), "{s:?}"),
     }
     // `name:tag` and `name@digest`, as clients write them.
-    if let Some((n, r)) = s.split_once('@').or_else(|| s.rsplit_once(':')) {
-        if let (Ok(n), Ok(r)) = (RepoName::parse(n), Reference::parse(r)) {
-            valid_path(layout::manifests_dir(&n));
-            if let Reference::Tag(t) = r {
-                valid_path(layout::tag_dir(&n, &t));
-            }
+    if let Some((n, r)) = s.split_once('@').or_else(|| s.rsplit_once(':'))
+        && let (Ok(n), Ok(r)) = (RepoName::parse(n), Reference::parse(r))
+    {
+        valid_path(layout::manifests_dir(&n));
+        if let Reference::Tag(t) = r {
+            valid_path(layout::tag_dir(&n, &t));
         }
     }
 });
