@@ -27,6 +27,8 @@ pub mod cache;
 pub mod catalog;
 pub mod check;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod health;
 pub mod http;

@@ -569,14 +569,7 @@ impl S3Backend {
             Ok(body) => body,
             Err(e) => return failed(e),
         };
-        // `<CopyPartResult>` with the part's ETag, or `<Error>` — which S3
-        // may also send with 200 once the copy has started.
-        let answer: PartCopyAnswer = quick_xml::de::from_str(&body).unwrap_or_default();
-        let transient = matches!(
-            answer.code.as_deref(),
-            Some("InternalError" | "SlowDown" | "ServiceUnavailable" | "RequestTimeout")
-        );
-        let outcome = part_copy_outcome(status, &body, answer, (from, to, number));
+        let (transient, outcome) = read_part_copy(status, &body, (from, to, number));
         if is_retryable_status(status.as_u16()) || transient {
             return Verdict::Retry {
                 why: format!("HTTP {status}"),
@@ -596,6 +589,51 @@ impl S3Backend {
             attributes,
             ..PutOptions::default()
         }
+    }
+}
+
+/// Reads an UploadPartCopy answer: whether it reports an error S3 calls
+/// transient, and the part it names or the error it reports.
+fn read_part_copy(
+    status: reqwest::StatusCode,
+    body: &str,
+    ids: (&Path, &Path, usize),
+) -> (bool, Result<PartId>) {
+    // `<CopyPartResult>` with the part's ETag, or `<Error>` — which S3
+    // may also send with 200 once the copy has started.
+    let answer: PartCopyAnswer = quick_xml::de::from_str(body).unwrap_or_default();
+    let transient = matches!(
+        answer.code.as_deref(),
+        Some("InternalError" | "SlowDown" | "ServiceUnavailable" | "RequestTimeout")
+    );
+    (transient, part_copy_outcome(status, body, answer, ids))
+}
+
+/// Entry points for the fuzz targets in `fuzz/` (see `docs/fuzzing.md`).
+/// Not a stable API; nothing else should call these. Bucket listings are
+/// parsed by `object_store`, not here, so the only S3 XML this crate reads
+/// itself is the UploadPartCopy answer.
+#[doc(hidden)]
+pub mod fuzzing {
+    use object_store::path::Path;
+
+    /// An UploadPartCopy answer with HTTP `status` and `body` as the driver
+    /// reads it: whether it is retried as transient, and the part's ETag or
+    /// the error message.
+    ///
+    /// # Errors
+    /// `status` is not an HTTP status code (100..=999).
+    pub fn part_copy_answer(
+        status: u16,
+        body: &str,
+    ) -> Result<(bool, Result<String, String>), String> {
+        let status = reqwest::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
+        let (from, to) = (Path::from("from"), Path::from("to"));
+        let (transient, outcome) = super::read_part_copy(status, body, (&from, &to, 1));
+        Ok((
+            transient,
+            outcome.map(|p| p.content_id).map_err(|e| e.to_string()),
+        ))
     }
 }
 

@@ -79,6 +79,8 @@ pub mod auth;
 mod backend;
 mod builder;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod recent;
 mod slo;
 pub mod store;

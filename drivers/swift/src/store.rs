@@ -30,6 +30,9 @@ use crate::recent::Recent;
 mod delete;
 mod listing;
 
+// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use listing::parse_page;
+
 use listing::{dir_prefix, path_of};
 
 /// `ObjectMeta::version` of a static large object's manifest, in listings

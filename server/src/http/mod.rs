@@ -41,6 +41,8 @@ use routes::Route;
 
 use crate::registry::{Reference, Registry, RegistryError};
 use request::{Req, digest_param, repo};
+// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use request::{parse_content_range, parse_range};
 
 /// `Docker-Distribution-API-Version`, sent on every `/v2/` response.
 pub const API_VERSION: &str = "registry/2.0";

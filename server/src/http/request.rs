@@ -100,7 +100,7 @@ pub(super) fn digest_param(s: &str) -> Result<Digest, ApiError> {
 
 /// A byte range of a blob of `size` bytes: `(start, length)`, `Ok(None)` for
 /// no (or an ignorable multi-) range, `Err` for an unsatisfiable one.
-pub(super) fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+pub(crate) fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -135,7 +135,7 @@ pub(super) fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, 
 
 /// `Content-Range: <start>-<end>` of a chunk (also accepted with a `bytes`
 /// prefix); `None` if absent.
-pub(super) fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
     let v = v
         .strip_prefix("bytes=")

@@ -106,19 +106,19 @@ impl Referrer {
 
 /// What a manifest says about the rest of the registry.
 #[derive(Debug)]
-struct Parsed {
-    kind: ManifestKind,
+pub(crate) struct Parsed {
+    pub(crate) kind: ManifestKind,
     /// Blobs (config, layers) that must be in the repository.
-    blobs: Vec<Digest>,
+    pub(crate) blobs: Vec<Digest>,
     /// Child manifests (index entries) that must be in the repository.
-    manifests: Vec<Digest>,
-    subject: Option<Digest>,
-    artifact_type: Option<String>,
-    annotations: Option<Map<String, Value>>,
+    pub(crate) manifests: Vec<Digest>,
+    pub(crate) subject: Option<Digest>,
+    pub(crate) artifact_type: Option<String>,
+    pub(crate) annotations: Option<Map<String, Value>>,
     /// Layers fetched from elsewhere (non-empty `urls`): where (e.g.
     /// `layers[2]`) and the URLs, checked against
     /// [`ManifestUrls`](super::ManifestUrls) instead of the repository.
-    foreign: Vec<(String, Vec<String>)>,
+    pub(crate) foreign: Vec<(String, Vec<String>)>,
 }
 
 fn invalid(message: impl Into<String>) -> RegistryError {
@@ -281,7 +281,12 @@ fn bare_media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or("").trim()
 }
 
-fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
+/// Parses and validates a pushed manifest or index (`content_type` is the
+/// request's `Content-Type`, if any).
+///
+/// # Errors
+/// [`RegistryError::ManifestInvalid`] saying what is wrong.
+pub(crate) fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
     let doc: Document = from_json(body).map_err(invalid)?;
     match doc.schema_version {
         Some(2) => {}

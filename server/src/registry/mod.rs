@@ -22,6 +22,8 @@ pub use manifests::{
     MAX_MANIFEST_SIZE, ManifestKind, PutManifest, REFERRERS_PAGE_BYTES, References, Referrer,
     StoredManifest, media_type_of, references,
 };
+// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use manifests::{Parsed, parse as parse_manifest};
 pub use names::{NameError, NameKind, Reference, RepoName, Tag};
 pub use uploads::{
     PurgeReport, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, Verified, new_upload_id,

@@ -109,7 +109,7 @@ impl SwiftStore {
             return Err(status_error(resp, "listing", &what).await);
         }
         let body = resp.bytes().await.map_err(generic)?;
-        serde_json::from_slice(&body).map_err(|e| generic(format!("Swift listing of {what}: {e}")))
+        parse_page(&body, &what)
     }
 
     /// Every object under `prefix` after `offset`, page by page.
@@ -161,9 +161,18 @@ impl SwiftStore {
     }
 }
 
+/// One page of a JSON container listing (`what` names the directory in
+/// the error).
+///
+/// # Errors
+/// The body is not a JSON array of listing entries.
+pub(crate) fn parse_page(body: &[u8], what: &str) -> object_store::Result<Vec<Entry>> {
+    serde_json::from_slice(body).map_err(|e| generic(format!("Swift listing of {what}: {e}")))
+}
+
 /// One entry of a JSON container listing.
 #[derive(serde::Deserialize)]
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub(super) name: Option<String>,
     pub(super) subdir: Option<String>,
     #[serde(default)]
@@ -178,7 +187,11 @@ pub(super) fn path_of(name: &str) -> object_store::Result<Path> {
 }
 
 impl Entry {
-    pub(super) fn meta(self) -> object_store::Result<Option<ObjectMeta>> {
+    /// The object this entry lists (`None` for a `subdir` entry).
+    ///
+    /// # Errors
+    /// The name is not a valid object path.
+    pub(crate) fn meta(self) -> object_store::Result<Option<ObjectMeta>> {
         let Some(name) = self.name else {
             return Ok(None);
         };
