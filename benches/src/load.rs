@@ -405,8 +405,9 @@ impl Setup {
 }
 
 /// Starts the `regstore` binary at `regstore` as `setup` says, runs the
-/// load against it ([`run`]) with the instances' memory sampled, and stops
-/// the processes.
+/// load against it ([`run`]) with the instances' memory sampled, stops
+/// the processes and removes the filesystem setup's storage (a temporary
+/// directory) before returning.
 ///
 /// # Errors
 /// Invalid options, a server that does not start, or a client task that
@@ -451,6 +452,11 @@ pub async fn run_setup(
     let mut report = run(&instances, o).await?;
     report.setup = setup.name().to_owned();
     drop(procs);
+    // Removing a filesystem root after minutes of load can take minutes
+    // (one discard per file on this VM): off the runtime's threads.
+    tokio::task::spawn_blocking(move || drop(dir))
+        .await
+        .map_err(|e| LoadError::Task(format!("removing the storage: {e}")))?;
     Ok(report)
 }
 
@@ -878,11 +884,8 @@ impl Client {
             let shared = k < o.shared_layers();
             if shared {
                 match self.rng.below(3) {
-                    0 => {
-                        if self.blob_exists(&repo, layer).await? {
-                            continue;
-                        }
-                    }
+                    // Already there: nothing to push.
+                    0 if self.blob_exists(&repo, layer).await? => continue,
                     1 if o.repos > 1 => {
                         let skip = self.rng.below(o.repos as u64 - 1);
                         let from = self.repo(i + 1 + skip);
@@ -963,7 +966,7 @@ impl Client {
                 self.pull(&other, &reference).await?;
             }
         }
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             self.check_tag(&repo, &tag, i).await?;
         }
         Ok(())
