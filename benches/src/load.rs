@@ -225,7 +225,8 @@ pub struct Memory {
 /// What a run measured.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    /// What was run against (`fs`, `s3-pair`).
+    /// What was run against: the [`Setup`]'s name (`fs`, `s3-pair`), or
+    /// the instances' names joined by ` + ` (from [`run`]).
     pub setup: String,
     /// How many instances served it.
     pub instances: usize,
@@ -506,6 +507,11 @@ pub async fn run(instances: &[Instance], o: &LoadOptions) -> Result<Report, Load
         }));
     }
     let mut report = Report {
+        setup: instances
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
         instances: instances.len(),
         clients: o.clients,
         ..Report::default()

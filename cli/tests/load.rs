@@ -107,3 +107,48 @@ async fn load_two_instances_on_one_s3_bucket() {
         .expect("load run");
     check(&r, 2);
 }
+
+/// The engine sees a lost session: two instances that do not share
+/// storage (each on a filesystem root of its own) cannot continue each
+/// other's uploads, so the alternating clients must count sessions lost
+/// and `BLOB_UPLOAD_UNKNOWN` answers; a clean report above means something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_counts_sessions_lost_by_instances_that_share_nothing() {
+    use regstore_benches::load::Instance;
+    use regstore_benches::process::{quiet_config, serve_regstore};
+    use regstore_benches::registry::Target;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut procs = Vec::new();
+    let mut instances = Vec::new();
+    for name in ["apart-a", "apart-b"] {
+        let config = dir.path().join(format!("{name}.yml"));
+        std::fs::write(&config, quiet_config(&dir.path().join(name))).expect("config");
+        let (p, base) = serve_regstore(regstore(), name, None, Some(&config))
+            .await
+            .expect("regstore serve");
+        instances.push(Instance {
+            name: name.to_owned(),
+            target: Target::new(base),
+            pid: Some(p.pid()),
+        });
+        procs.push(p);
+    }
+    let o = LoadOptions {
+        clients: 4,
+        iterations: Some(3),
+        ..short()
+    };
+    let r = load::run(&instances, &o).await.expect("load run");
+    eprintln!("{}", r.to_markdown());
+    assert!(r.sessions_lost > 0, "no session counted lost");
+    assert!(
+        r.errors
+            .keys()
+            .any(|k| k.contains("404 BLOB_UPLOAD_UNKNOWN")),
+        "{:?}",
+        r.errors
+    );
+    assert!(r.error_count() >= r.sessions_lost);
+    assert_eq!(r.memory.len(), 2);
+}
