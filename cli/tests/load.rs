@@ -17,7 +17,7 @@ use std::time::Duration;
 use regstore_benches::load::{self, LoadOptions, Op, Report, Setup};
 
 /// Bound on each instance's peak RSS (`VmHWM`) during the short run, for
-/// the debug build the tests run. The release build under the full load
+/// the build of `regstore` the tests run. The release build under the full load
 /// stays far below it (docs/reliability.md).
 const RSS_LIMIT_MIB: u64 = 128;
 
