@@ -6,6 +6,8 @@
 //! workload functions are what gets timed. Everything lives under the
 //! `root` the caller passes, which the caller deletes afterwards.
 
+pub mod load;
+pub mod process;
 pub mod registry;
 pub mod relay;
 pub mod report;

@@ -61,6 +61,16 @@ impl Latencies {
         v[i.min(v.len() - 1)]
     }
 
+    /// Records one more.
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// Records all of `other`'s too.
+    pub fn append(&mut self, other: Latencies) {
+        self.0.extend(other.0);
+    }
+
     /// How many were recorded.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -94,7 +104,7 @@ impl Rate {
     pub fn add(&mut self, other: Rate) {
         self.ops += other.ops;
         self.elapsed += other.elapsed;
-        self.latencies.0.extend(other.latencies.0);
+        self.latencies.append(other.latencies);
     }
 }
 

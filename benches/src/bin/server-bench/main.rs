@@ -37,9 +37,10 @@ mod notify;
 mod proxy;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use regstore_benches::process::{self, Proc, free_port, quiet_config, spawn, wait_ready};
 use regstore_benches::registry::{Generator, Rate, Target};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -181,71 +182,6 @@ impl Options {
     }
 }
 
-/// A server process, killed when dropped.
-struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Proc {
-    fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(15999)
-}
-
-async fn wait_ready(url: &str, name: &str) -> Result<(), String> {
-    let client = regstore_testenv::backend::http_client()
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))?;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        // 401: up, and asking for credentials (auth is configured).
-        if let Ok(r) = client.get(url).send().await
-            && (r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("{name} did not answer {url} within 30 s"))
-}
-
-/// Starts a server; its stderr goes to `$SERVER_BENCH_LOGS/<name>.log` when
-/// that variable names a directory, else nowhere.
-fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc, String> {
-    let stderr = match std::env::var_os("SERVER_BENCH_LOGS") {
-        Some(dir) => std::fs::File::create(Path::new(&dir).join(format!("{name}.log")))
-            .map(Stdio::from)
-            .map_err(|e| format!("log file for {name}: {e}"))?,
-        None => Stdio::null(),
-    };
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
-    Ok(Proc { child, name })
-}
-
 /// Starts `regstore serve` (as `name`) with the filesystem driver at `root`
 /// and, if given, a config file (whose other settings the environment
 /// overrides).
@@ -266,30 +202,9 @@ async fn serve_regstore(
     root: Option<&Path>,
     config: Option<&Path>,
 ) -> Result<(Proc, String), String> {
-    let port = free_port();
-    let mut cmd = Command::new(&o.regstore);
-    cmd.arg("serve");
-    if let Some(config) = config {
-        cmd.arg("--config").arg(config);
-    }
-    if let Some(root) = root {
-        cmd.env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root);
-    }
-    let p = spawn(
-        name,
-        cmd.env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env(
-                "REGSTORE_LOG",
-                if std::env::var_os("SERVER_BENCH_LOGS").is_some() {
-                    "info"
-                } else {
-                    "warn"
-                },
-            ),
-    )?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{base}/v2/"), p.name).await?;
-    Ok((p, base))
+    process::serve_regstore(&o.regstore, name, root, config)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn start_docker_registry(
@@ -313,9 +228,12 @@ async fn start_docker_registry(
             .arg("serve")
             .arg(&config)
             .env_remove("AWS_CA_BUNDLE"),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{base}/v2/"), p.name).await?;
+    wait_ready(&format!("{base}/v2/"), p.name)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((p, base))
 }
 
@@ -337,20 +255,13 @@ async fn start_nginx(o: &Options, dir: &Path) -> Result<(Proc, String), String> 
             .arg(dir)
             .arg("-c")
             .arg(&conf),
-    )?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{base}/ready"), p.name).await?;
-    Ok((p, base))
-}
-
-/// The start of the config of each `regstore serve` a comparison runs:
-/// the filesystem driver at `root`, no access log (one line per request
-/// would cost more than what is measured).
-fn quiet_config(root: &Path) -> String {
-    format!(
-        "version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
-        root.display()
     )
+    .map_err(|e| e.to_string())?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/ready"), p.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((p, base))
 }
 
 /// The `http` section serving Prometheus metrics on the debug port.
