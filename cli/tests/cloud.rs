@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::image::{build_image, manifest_of_layout, run, tools};
 use common::{Server, cloud_config as config, serve, sha256};

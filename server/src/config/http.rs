@@ -62,8 +62,8 @@ pub struct HttpLimits {
     /// no next request for this long is closed.
     pub header_timeout: Duration,
     /// `http.bodytimeout` (default 60s): a request body that sends no byte
-    /// for this long is cut off (an upload keeps what arrived, as after a
-    /// cut connection).
+    /// for this long is cut off (an upload keeps none of it, as after a cut
+    /// connection: the same request can be sent again).
     pub body_timeout: Duration,
     /// `http.maxconnections` (default 4096): connections served at once;
     /// more wait in the listen backlog until one closes. Keep the process's

@@ -206,7 +206,7 @@ fn vars(state: &AppState, started: std::time::Instant) -> Response {
 }
 
 /// A request body that sends nothing for `idle` ends with an error, which
-/// the handlers treat as a cut connection (an upload keeps what arrived).
+/// the handlers treat as a cut connection (an upload keeps none of it).
 async fn body_timeout(State(idle): State<std::time::Duration>, request: Request) -> Request {
     if matches!(
         *request.method(),

@@ -906,9 +906,17 @@ impl Registry {
                     report.kept += 1;
                     continue;
                 }
-                if !dry_run && let Err(e) = self.driver.delete(upload.as_str()).await {
-                    tracing::warn!(upload = %upload, error = %e, "cannot purge upload");
-                    continue;
+                if !dry_run {
+                    match self.driver.delete(upload.as_str()).await {
+                        Ok(()) => {}
+                        // Finished (and removed) since the listing: a
+                        // finishing upload has no `startedat` any more.
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => {
+                            tracing::warn!(upload = %upload, error = %e, "cannot purge upload");
+                            continue;
+                        }
+                    }
                 }
                 report.purged.push(upload.to_string());
             }
