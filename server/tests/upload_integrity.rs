@@ -768,3 +768,40 @@ async fn bytes_of_a_request_cut_by_a_crash_discard_the_upload() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// An upload whose data was committed but not moved to the blob's place
+/// (the server stopped while completing it) answers 404
+/// BLOB_UPLOAD_UNKNOWN naming why, not a 500 on every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_committed_but_not_published_is_discarded() {
+    let reg = start("filesystem", DELETE_ON, "").await;
+    let data: Vec<u8> = (0..300u32).map(|i| (i * 5) as u8).collect();
+    let loc = begin(&reg, "halfway").await;
+    assert_eq!(
+        patch(&reg, &loc, 0, &data).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let uuid = loc
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let upload = format!("docker/registry/v2/repositories/halfway/_uploads/{uuid}");
+    let staged = reg
+        .dir
+        .path()
+        .join(format!("root/~staging/{upload}/data~writer"));
+    let committed = reg.dir.path().join(format!("root/{upload}/data"));
+    std::fs::rename(&staged, &committed).expect("commit by hand");
+    let r = reg
+        .client
+        .put(with_digest(&loc, &sha256(&data)))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert!(body.contains("committed but not published"), "{body}");
+}

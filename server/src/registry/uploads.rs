@@ -331,6 +331,15 @@ impl Registry {
         match self.driver.writer(&data, true).await {
             Ok(w) => return Ok(w),
             Err(e) if e.is_not_found() => {}
+            // Committed but not moved to the blob's place: the server
+            // stopped while completing it. The digest it was verified
+            // against is not kept, so the upload cannot be finished.
+            Err(e) if e.kind() == regstore_core::ErrorKind::Unsupported => {
+                return Err(RegistryError::UploadDiscarded {
+                    uuid: uuid.to_owned(),
+                    why: "its data was committed but not published (the server stopped while completing it)".into(),
+                });
+            }
             Err(e) => return Err(e.into()),
         }
         match self
