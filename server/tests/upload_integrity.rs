@@ -40,6 +40,12 @@ async fn s3_params() -> Option<RawParams> {
     Some(params)
 }
 
+/// The session id at the end of an upload URL (before any query).
+fn upload_uuid(loc: &str) -> String {
+    let last = loc.rsplit('/').next().unwrap_or_default();
+    last.split('?').next().unwrap_or_default().to_owned()
+}
+
 /// A request written by hand; the body may be sent in pieces.
 struct RawRequest {
     sock: TcpStream,
@@ -327,14 +333,7 @@ async fn a_hash_state_for_other_bytes_is_refused() {
         patch(&reg, &loc, 0, &data[..200]).await.status(),
         StatusCode::ACCEPTED
     );
-    let uuid = loc
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let uuid = upload_uuid(&loc);
     let states = reg.dir.path().join(format!(
         "root/docker/registry/v2/repositories/state/_uploads/{uuid}/hashstates/regstore-sha256"
     ));
@@ -737,14 +736,7 @@ async fn bytes_of_a_request_cut_by_a_crash_discard_the_upload() {
         patch(&reg, &loc, 0, &data[..200]).await.status(),
         StatusCode::ACCEPTED
     );
-    let uuid = loc
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let uuid = upload_uuid(&loc);
     let staged = reg.dir.path().join(format!(
         "root/~staging/docker/registry/v2/repositories/torn/_uploads/{uuid}/data~writer"
     ));
@@ -781,14 +773,7 @@ async fn an_upload_committed_but_not_published_is_discarded() {
         patch(&reg, &loc, 0, &data).await.status(),
         StatusCode::ACCEPTED
     );
-    let uuid = loc
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let uuid = upload_uuid(&loc);
     let upload = format!("docker/registry/v2/repositories/halfway/_uploads/{uuid}");
     let staged = reg
         .dir
