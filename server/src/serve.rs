@@ -75,7 +75,8 @@ pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
             delete_enabled: config.storage.delete_enabled,
             redirect: !config.storage.redirect_disabled,
             read_only: config.storage.read_only,
-            manifest_urls: config.manifest_urls.clone(),
+            manifest_urls: config.validation.manifest_urls.clone(),
+            max_manifest_references: config.validation.max_manifest_references,
         },
     )
     .with_catalog(catalog);

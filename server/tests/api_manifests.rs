@@ -838,6 +838,66 @@ async fn layer_urls_follow_validation_manifests_urls() {
     assert!(e.contains("(unclosed") && e.contains("allow"), "{e}");
 }
 
+/// `validation.manifests.maxreferences` bounds the descriptors a pushed
+/// manifest or index carries (counting the config), named in the error;
+/// at the limit a push goes through, however often a digest repeats; 0 is
+/// a config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_references_are_limited() {
+    let reg = start(
+        "inmemory",
+        "",
+        "validation:\n  manifests:\n    maxreferences: 4\n",
+    )
+    .await;
+    let cfg = reg.push_blob("r", b"{}").await;
+    let layer = reg.push_blob("r", b"layer").await;
+    let image = |n: usize| {
+        let layers = vec![(layer.as_str(), 5); n];
+        oci_manifest(&cfg, 2, &layers, None)
+    };
+    let r = reg
+        .put_manifest("r", "three", OCI_MANIFEST, &image(3))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "config + 3 layers = 4");
+    let r = reg.put_manifest("r", "four", OCI_MANIFEST, &image(4)).await;
+    let msg = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    assert!(
+        msg.contains("5 references") && msg.contains("maxreferences") && msg.contains("(4)"),
+        "{msg}"
+    );
+    let r = reg
+        .client
+        .get(reg.url("/v2/r/manifests/four"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "nothing stored");
+
+    let child = sha256(&image(3));
+    let entry = format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{child}","size":1}}"#);
+    let index = |n: usize| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+            vec![entry.as_str(); n].join(",")
+        )
+        .into_bytes()
+    };
+    let r = reg.put_manifest("r", "i4", OCI_INDEX, &index(4)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg.put_manifest("r", "i5", OCI_INDEX, &index(5)).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+
+    let e = regstore_server::config::Config::from_yaml(
+        "version: 0.1\nstorage:\n  inmemory:\nvalidation:\n  manifests:\n    maxreferences: 0\n",
+        "test",
+        [],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("maxreferences"), "{e}");
+}
+
 /// The memory manifest pushes take together is bounded: with the budget
 /// taken by pushes of the largest size, another push waits (its body is not
 /// read) until one of them ends, and then goes through.

@@ -367,8 +367,12 @@ fn rows(c: &Ctx) -> Vec<Row> {
     let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     let oci = |extra: &str| c.manifest(&[c.layer.as_str()], Some(extra));
     let missing = sha256(b"never pushed");
-    let mut layers: Vec<&str> = vec![c.layer.as_str(); 9_999];
-    layers.push(missing.as_str());
+    // A layer list of `n` entries, the last one never pushed.
+    let layers = |n: usize| {
+        let mut l = vec![c.layer.as_str(); n - 1];
+        l.push(missing.as_str());
+        c.manifest(&l, None)
+    };
     let index = format!(
         "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{missing}\",\"size\":10}}]}}"
     );
@@ -942,11 +946,18 @@ fn rows(c: &Ctx) -> Vec<Row> {
             Ok(201),
         ),
         row(
-            "10,000 layers, the last one missing",
+            "999 layers (with the config, the default limit of 1,000 references), the last one missing",
             req("PUT", &put_m("t"))
                 .header("Content-Type", OCI_MANIFEST)
-                .body(c.manifest(&layers, None)),
+                .body(layers(999)),
             Error(400, BLOB_UNKNOWN_IN_MANIFEST),
+        ),
+        row(
+            "10,000 layers: beyond validation.manifests.maxreferences",
+            req("PUT", &put_m("t"))
+                .header("Content-Type", OCI_MANIFEST)
+                .body(layers(10_000)),
+            Error(400, MANIFEST_INVALID),
         ),
         row(
             "manifest of unknown media type",

@@ -89,6 +89,7 @@ pub use self::notifications::{
 };
 pub use self::proxy::{DEFAULT_TTL as DEFAULT_PROXY_TTL, ProxyConfig};
 pub use self::storage::{StorageConfig, UploadPurging};
+pub use self::validation::ValidationConfig;
 pub use self::value::ConfigDuration;
 pub use regstore_core::StorageSpec;
 
@@ -147,8 +148,9 @@ pub struct Config {
     pub log: LogConfig,
     /// `auth`.
     pub auth: AuthConfig,
-    /// `validation`: the foreign-layer URL rules for manifests.
-    pub manifest_urls: crate::registry::ManifestUrls,
+    /// `validation`: the foreign-layer URL rules and reference limit for
+    /// pushed manifests.
+    pub validation: ValidationConfig,
     /// `proxy`: a pull-through cache of this upstream; `None` for an
     /// ordinary registry.
     pub proxy: Option<ProxyConfig>,
@@ -266,7 +268,7 @@ impl Config {
             http: file.http.resolve().map_err(&invalid)?,
             log: file.log.resolve(file.loglevel),
             auth: file.auth.resolve().map_err(&invalid)?,
-            manifest_urls: file.validation.resolve().map_err(&invalid)?,
+            validation: file.validation.resolve().map_err(&invalid)?,
             proxy: file.proxy.unwrap_or_default().resolve().map_err(&invalid)?,
             notifications: file.notifications.resolve().map_err(&invalid)?,
             health: file

@@ -1,7 +1,10 @@
 //! Manifests: validation on push, storage as blobs with revision and tag
 //! links, deletes, and the referrers index.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
+use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
@@ -13,6 +16,9 @@ use super::{Registry, RegistryError, Result, layout};
 /// Largest manifest accepted or read (distribution's limit since its
 /// CVE-2023-2253 fix: 4 MiB).
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// How many of a pushed manifest's references are looked up at once.
+const REFERENCE_LOOKUPS: usize = 16;
 
 /// The manifest formats the registry stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -434,6 +440,14 @@ impl Registry {
         }
         let parsed = parse(&body, content_type)?;
         if pushed {
+            let references = parsed.blobs.len() + parsed.manifests.len() + parsed.foreign.len();
+            let most = self.settings.max_manifest_references;
+            if references > most {
+                return Err(invalid(format!(
+                    "{references} references (config, layers or manifests), more than \
+                     validation.manifests.maxreferences allows ({most})"
+                )));
+            }
             for (at, urls) in &parsed.foreign {
                 self.settings.manifest_urls.check(at, urls)?;
             }
@@ -451,19 +465,8 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
-        for b in parsed.blobs.iter().filter(|_| pushed) {
-            match self.stat_blob(name, b).await {
-                Ok(_) => {}
-                Err(RegistryError::BlobUnknown(d)) => {
-                    return Err(RegistryError::ManifestBlobUnknown(d));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        for m in parsed.manifests.iter().filter(|_| pushed) {
-            if !self.has_manifest(name, m).await? {
-                return Err(RegistryError::ManifestBlobUnknown(m.clone()));
-            }
+        if pushed {
+            self.check_references(name, &parsed).await?;
         }
         // Bytes that garbage collection is deleting are written afresh
         // once it is done.
@@ -491,6 +494,48 @@ impl Registry {
             digest,
             subject: parsed.subject,
         })
+    }
+
+    /// Fails with `ManifestBlobUnknown` naming the first (in manifest
+    /// order) of `parsed`'s blobs or child manifests that is not in `name`.
+    /// Each distinct digest is looked up once, [`REFERENCE_LOOKUPS`] at a
+    /// time.
+    async fn check_references(&self, name: &RepoName, parsed: &Parsed) -> Result<()> {
+        let mut seen = HashSet::new();
+        let blobs = parsed.blobs.iter().map(|d| (d, false));
+        let children = parsed.manifests.iter().map(|d| (d, true));
+        let distinct = blobs.chain(children).filter(|(d, _)| seen.insert(*d));
+        let lookups: Vec<_> = distinct
+            .map(|(d, manifest)| self.has_reference(name, d, manifest))
+            .collect();
+        let mut lookups = stream::iter(lookups).buffered(REFERENCE_LOOKUPS);
+        while let Some(lookup) = lookups.next().await {
+            let (d, found) = lookup?;
+            if !found {
+                return Err(RegistryError::ManifestBlobUnknown(d.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `d` is in `name`: a manifest, or else a blob; with the
+    /// digest, for [`Registry::check_references`].
+    async fn has_reference<'a>(
+        &self,
+        name: &RepoName,
+        d: &'a Digest,
+        manifest: bool,
+    ) -> Result<(&'a Digest, bool)> {
+        let found = if manifest {
+            self.has_manifest(name, d).await?
+        } else {
+            match self.stat_blob(name, d).await {
+                Ok(_) => true,
+                Err(RegistryError::BlobUnknown(_)) => false,
+                Err(e) => return Err(e),
+            }
+        };
+        Ok((d, found))
     }
 
     /// Whether `d` is a manifest of `name`.

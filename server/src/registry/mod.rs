@@ -131,7 +131,18 @@ pub struct Settings {
     /// `validation.manifests.urls`: which foreign-layer URLs manifests may
     /// carry.
     pub manifest_urls: ManifestUrls,
+    /// `validation.manifests.maxreferences`: the most blobs (config and
+    /// layers) or child manifests a pushed manifest may reference. Each is
+    /// looked up before the push is accepted, so the limit bounds the
+    /// storage requests one push can cause.
+    pub max_manifest_references: usize,
 }
+
+/// Default of [`Settings::max_manifest_references`]: far above any image a
+/// container runtime can run (overlayfs stacks at most 128 layers) and any
+/// multi-platform index, far below the ~20,000 descriptors that fit in the
+/// 4 MiB manifest limit.
+pub const DEFAULT_MAX_MANIFEST_REFERENCES: usize = 1000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -140,6 +151,7 @@ impl Default for Settings {
             redirect: true,
             read_only: false,
             manifest_urls: ManifestUrls::default(),
+            max_manifest_references: DEFAULT_MAX_MANIFEST_REFERENCES,
         }
     }
 }
