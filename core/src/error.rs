@@ -265,6 +265,29 @@ impl Error {
         }
     }
 
+    /// Whether the backend ran out of space: a `Backend` error with an I/O
+    /// error of kind `StorageFull` (ENOSPC) or `QuotaExceeded` (EDQUOT)
+    /// among its causes. Not worth retrying until space is freed; what the
+    /// failed operation wrote is taken back as for any other failure.
+    pub fn is_storage_full(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match self {
+            Error::Backend { cause, .. } => Some(cause.as_ref()),
+            _ => None,
+        };
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+
     /// The driver this error names (empty before the wrapper saw it).
     pub fn driver(&self) -> &'static str {
         match self {
@@ -343,6 +366,19 @@ impl From<std::io::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_full_is_found_among_the_causes() {
+        use std::io::{Error as Io, ErrorKind as K};
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing /a")]
+        struct Wrapped(#[source] Io);
+        assert!(Error::backend(Io::from(K::StorageFull)).is_storage_full());
+        assert!(Error::backend(Io::from(K::QuotaExceeded)).is_storage_full());
+        assert!(Error::backend(Wrapped(Io::from(K::StorageFull))).is_storage_full());
+        assert!(!Error::backend(Io::from(K::TimedOut)).is_storage_full());
+        assert!(!Error::not_found("/a").is_storage_full());
+    }
 
     #[test]
     fn named_fills_an_empty_name_only_once() {

@@ -144,6 +144,16 @@ impl From<RegistryError> for ApiError {
                             "the storage backend ({driver}) refuses the registry's credentials"
                         ),
                     )
+                } else if inner.is_storage_full() {
+                    // Retrying does not help until an operator frees space.
+                    tracing::error!(error = %inner, "the storage is full");
+                    ApiError::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "UNAVAILABLE",
+                        format!(
+                            "the storage ({driver}) has no space left; this request stored nothing"
+                        ),
+                    )
                 } else if matches!(inner, regstore_core::Error::Backend { .. }) {
                     ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
