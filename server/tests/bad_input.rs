@@ -1160,8 +1160,8 @@ fn memory_kib(field: &str) -> u64 {
 /// driver's writer, so a slow client holds what one connection and one
 /// writer hold, whatever it sends: hyper's read buffer (at most about 400
 /// KiB) and the filesystem writer's two buffers (one filling, one being
-/// written; 1 MiB each, grown past it by the chunk that fills them) —
-/// about 3.4 MiB measured. A server that gathered bodies before storing
+/// written; 1 MiB each) — about 2.6 MiB measured (3.5 MiB while the
+/// writer's buffers could grow past 1 MiB). A server that gathered bodies before storing
 /// them would hold the 8 MiB each client has sent on top of that (over
 /// 1 GiB for 100), far above the bound, so the test fails then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,7 +124,7 @@ impl FsWriter {
 
 #[async_trait]
 impl FileWriter for FsWriter {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
+    async fn write(&mut self, mut data: Bytes) -> Result<()> {
         self.size += data.len() as u64;
         if self.buf.is_empty() && data.len() >= WRITE_BUFFER {
             // Large writes go out as they came, without a copy.
@@ -133,9 +133,18 @@ impl FileWriter for FsWriter {
             }
             return Ok(());
         }
-        self.buf.extend_from_slice(&data);
-        if self.buf.len() >= WRITE_BUFFER {
-            self.flush().await?;
+        // The buffer never grows past WRITE_BUFFER: a writer holds at most
+        // two of them (one filling, one being written), whatever the sizes
+        // of the writes.
+        while !data.is_empty() {
+            if self.buf.capacity() < WRITE_BUFFER {
+                self.buf.reserve_exact(WRITE_BUFFER - self.buf.len());
+            }
+            let part = data.split_to(data.len().min(WRITE_BUFFER - self.buf.len()));
+            self.buf.extend_from_slice(&part);
+            if self.buf.len() == WRITE_BUFFER {
+                self.flush().await?;
+            }
         }
         Ok(())
     }
