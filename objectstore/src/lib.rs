@@ -233,6 +233,31 @@ impl<B: Backend> ObjectDriver<B> {
     }
 }
 
+/// A run of keys in byte order that is also a run of the walk order.
+struct KeyRange {
+    /// Listed below this directory key (`None`: the whole store).
+    prefix: Option<Path>,
+    /// After this key (exclusive).
+    offset: Option<Path>,
+    /// Ends before the first key at or after this string.
+    end: Option<String>,
+}
+
+impl KeyRange {
+    /// Everything below `prefix`.
+    fn all(prefix: Option<Path>) -> Self {
+        KeyRange {
+            prefix,
+            offset: None,
+            end: None,
+        }
+    }
+}
+
+/// A segment that sorts after every segment a storage path may hold (its
+/// characters are `A-Z a-z 0-9 . _ -`): `S/~` is after every key below `S`.
+const AFTER_EVERY_SEGMENT: &str = "~";
+
 impl<B: Backend> Inner<B> {
     fn key(&self, path: &StoragePath) -> Path {
         Path::from_iter(
@@ -242,6 +267,48 @@ impl<B: Backend> Inner<B> {
                 .chain(path.segments())
                 .map(object_store::path::PathPart::from),
         )
+    }
+
+    /// The key ranges holding, in walk order, what comes after `hint` in a
+    /// walk of `path`: the hint's descendants; then, from the hint up to
+    /// `path`'s child on its way, for each of those `S` (child of `P`): the
+    /// children of `P` named `S`'s name followed by `-` or `.` (keys between
+    /// `S` and `S/`; they sort before `S/` byte-wise but after `S`'s subtree
+    /// in the walk, see order.rs), then the rest of `P` (keys after `S/~`).
+    /// So a resumed walk lists only what follows the hint, however far down
+    /// the hint is (a single offset could only resume at its first segment
+    /// below `path`, re-listing that segment's whole subtree). A hint not
+    /// below `path` gives one range of everything.
+    fn resume_ranges(&self, path: &StoragePath, hint: &StoragePath) -> Vec<KeyRange> {
+        let dir_key = |p: &StoragePath| {
+            let k = self.key(p);
+            (!k.as_ref().is_empty()).then_some(k)
+        };
+        if hint.relative_to(path).is_none_or(str::is_empty) {
+            return vec![KeyRange::all(dir_key(path))];
+        }
+        let mut ranges = vec![KeyRange::all(Some(self.key(hint)))];
+        let mut s = hint.clone();
+        while let Some(parent) = s.parent() {
+            let key = self.key(&s);
+            ranges.push(KeyRange {
+                prefix: dir_key(&parent),
+                offset: Some(key.clone()),
+                end: Some(format!("{key}/")),
+            });
+            ranges.push(KeyRange {
+                prefix: dir_key(&parent),
+                // Parsed, not built from parts: a part would be
+                // percent-encoded (`%7E`), which sorts first.
+                offset: Path::parse(format!("{key}/{AFTER_EVERY_SEGMENT}")).ok(),
+                end: None,
+            });
+            if parent == *path {
+                break;
+            }
+            s = parent;
+        }
+        ranges
     }
 
     /// Directory holding the writer state of `path` and of everything below.
@@ -581,18 +648,11 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
     ) -> Result<()> {
         let key = self.inner.key(path);
         let prefix = (!key.as_ref().is_empty()).then_some(&key);
-        // Keys that come after the hint in walk order all sort byte-wise
-        // after the hint's first segment below `path` (see order.rs).
-        let offset = start_after
-            .and_then(|h| h.relative_to(path))
-            .and_then(|rel| rel.split('/').next())
-            .and_then(|first| path.join(first).ok())
-            .map(|p| self.inner.key(&p));
-        let mut listing = match &offset {
-            Some(o) => self.inner.store().list_with_offset(prefix, o),
-            None => self.inner.store().list(prefix),
+        let ranges = match start_after {
+            Some(hint) => self.inner.resume_ranges(path, hint),
+            None => vec![KeyRange::all(prefix.cloned())],
         };
-        let mut reorder = Reorder::new(path);
+        let resumed = start_after.is_some();
         let mut skipping: Option<StoragePath> = None;
         let mut seen_any = false;
         let mut visit = |info: FileInfo, skipping: &mut Option<StoragePath>| -> Result<bool> {
@@ -618,45 +678,64 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
                 WalkControl::Continue => Ok(true),
             }
         };
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| map_err(e, &key))?;
-            // Some servers (Azurite) ignore the offset; it is only a saving.
-            if offset.as_ref().is_some_and(|o| meta.location <= *o) {
-                continue;
-            }
-            seen_any = true;
-            let Some(file) = self.inner.path_of(&meta.location) else {
-                continue;
+        for range in ranges {
+            let mut listing = match &range.offset {
+                Some(o) => self
+                    .inner
+                    .store()
+                    .list_with_offset(range.prefix.as_ref(), o),
+                None => self.inner.store().list(range.prefix.as_ref()),
             };
-            if !path.is_ancestor_of(&file) {
-                continue;
-            }
-            let mut dirs = Vec::new();
-            let mut d = file.parent();
-            while let Some(dir) = d {
-                if dir == *path {
+            // Each range is a run of the walk: its entries are re-ordered
+            // among themselves, and all come after the previous range's.
+            let mut reorder = Reorder::new(path);
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| map_err(e, &key))?;
+                // Some servers (Azurite) ignore the offset; it is only a saving.
+                if range.offset.as_ref().is_some_and(|o| meta.location <= *o) {
+                    continue;
+                }
+                if range
+                    .end
+                    .as_deref()
+                    .is_some_and(|end| meta.location.as_ref() >= end)
+                {
                     break;
                 }
-                d = dir.parent();
-                dirs.push(dir);
+                seen_any = true;
+                let Some(file) = self.inner.path_of(&meta.location) else {
+                    continue;
+                };
+                if !path.is_ancestor_of(&file) {
+                    continue;
+                }
+                let mut dirs = Vec::new();
+                let mut d = file.parent();
+                while let Some(dir) = d {
+                    if dir == *path {
+                        break;
+                    }
+                    d = dir.parent();
+                    dirs.push(dir);
+                }
+                dirs.reverse();
+                reorder.push(FileInfo::file(file, meta.size, mod_time(&meta)), dirs);
+                while let Some(info) = reorder.ready() {
+                    if !visit(info, &mut skipping)? {
+                        return Ok(());
+                    }
+                }
             }
-            dirs.reverse();
-            reorder.push(FileInfo::file(file, meta.size, mod_time(&meta)), dirs);
-            while let Some(info) = reorder.ready() {
+            for info in reorder.drain() {
                 if !visit(info, &mut skipping)? {
                     return Ok(());
                 }
             }
         }
-        for info in reorder.drain() {
-            if !visit(info, &mut skipping)? {
-                return Ok(());
-            }
-        }
         if !seen_any && !path.is_root() {
-            // With an offset, an empty listing may only mean nothing is
-            // left after the hint.
-            let exists = offset.is_some()
+            // Resumed, an empty listing may only mean nothing is left
+            // after the hint.
+            let exists = resumed
                 && match self.inner.store().list(prefix).next().await {
                     Some(Ok(_)) => true,
                     Some(Err(e)) => return Err(map_err(e, &key)),

@@ -16,6 +16,7 @@ table![
     walk_start_after_directory,
     walk_start_after_after_everything,
     walk_start_after_nonexistent,
+    walk_start_after_near_siblings,
     walk_stop_early,
     walk_error_propagation,
     walk_entry_removed_during_walk,
@@ -28,12 +29,13 @@ table![
 /// plain string order of full paths (`/a-b` < `/a/1`) differs from walk
 /// order, and so that byte order of `- . 0 Z _ a` is exercised.
 const FILES: &[&str] = &[
-    "a/1", "a/2", "a-b", "b/c/1", "b/c/2", "b/d", "e", "-x", ".x", "0", "Z", "_",
+    "a/1", "a/2", "a-b", "b/c/1", "b/c/2", "b/c-x", "b/d", "e", "-x", ".x", "0", "Z", "_",
 ];
 
 /// The fixture's entries in walk order, files and directories.
 const ORDER: &[&str] = &[
-    "-x", ".x", "0", "Z", "_", "a", "a/1", "a/2", "a-b", "b", "b/c", "b/c/1", "b/c/2", "b/d", "e",
+    "-x", ".x", "0", "Z", "_", "a", "a/1", "a/2", "a-b", "b", "b/c", "b/c/1", "b/c/2", "b/c-x",
+    "b/d", "e",
 ];
 
 async fn fixture(cx: &Ctx) -> Result<String, Failure> {
@@ -149,6 +151,27 @@ async fn walk_start_after_after_everything(cx: &Ctx) -> CaseResult {
 async fn walk_start_after_nonexistent(cx: &Ctx) -> CaseResult {
     // b/bb does not exist and sorts between b and b/c.
     start_after(cx, "b/bb", Some("b/c")).await
+}
+
+/// Hints whose walk continues with a sibling that sorts before the hint's
+/// subtree byte-wise (`a-b` < `a/…`, `b/c-x` < `b/c/…`) but after it in the
+/// walk: a driver that resumes a listing from the hint's key (or from any
+/// key below its first segment) must still find them.
+async fn walk_start_after_near_siblings(cx: &Ctx) -> CaseResult {
+    let root = fixture(cx).await?;
+    for (hint, first) in [
+        ("a/2", "a-b"),
+        ("b/c/2", "b/c-x"),
+        ("b/c-x", "b/d"),
+        ("b/c", "b/c/1"),
+        ("b/c/1/deeper", "b/c/2"),
+    ] {
+        let hint = format!("{root}/{hint}");
+        let seen = walk_paths(cx, &root, Some(&hint)).await?;
+        let from = ORDER.iter().position(|p| *p == first).unwrap_or(0);
+        ensure_eq!(seen, under(&root, &ORDER[from..]), "walk after {hint}");
+    }
+    Ok(())
 }
 
 async fn walk_stop_early(cx: &Ctx) -> CaseResult {
