@@ -14,6 +14,11 @@
 //!   [`LEASE_TTL`] ahead. The holder renews it every [`LEASE_RENEW`] while
 //!   its request runs, and deletes it when the request ends (also when the
 //!   request's connection died).
+//! - A lease of this process that may be left in storage with no request
+//!   holding it (its delete failed, or its create failed in a way that may
+//!   have stored it: a backend that died mid-request) is taken back by the
+//!   next request of this process on that upload at once; other instances
+//!   wait for it to expire.
 //! - A lease whose holder vanished (a crashed process) expires. Taking an
 //!   expired lease over goes through a second create-if-absent, of
 //!   `lease-taken/<id of the expired lease>`: of two instances that find
@@ -170,9 +175,27 @@ pub(crate) async fn acquire(
         return Ok(None);
     }
     let mine = LeaseRecord::new(LEASE_TTL);
+    let taken = take(driver, path, &mine, deadline).await;
+    if let Err(LeaseError::Storage(_)) = &taken {
+        // A write of `mine` may have stored it although its answer was
+        // lost (a backend that died mid-request): no request holds it, so
+        // the next request of this process takes it back at once instead
+        // of waiting [`LEASE_TTL`] for it to expire.
+        left_behind_ids().insert(mine.id.clone());
+    }
+    taken
+}
+
+/// The loop of [`acquire`] for the record `mine`.
+async fn take(
+    driver: &Driver,
+    path: &str,
+    mine: &LeaseRecord,
+    deadline: Instant,
+) -> Result<Option<Lease>, LeaseError> {
     loop {
         if driver.put_content_if_absent(path, mine.encode()).await? {
-            return Ok(Some(Lease::start(driver, path, mine)));
+            return Ok(Some(Lease::start(driver, path, mine.clone())));
         }
         match driver.get_content(path).await {
             // Released in between: ask again at once.
@@ -181,7 +204,7 @@ pub(crate) async fn acquire(
             Ok(bytes) => match LeaseRecord::decode(&bytes) {
                 // A retried create whose first try did store.
                 Some(held) if held.id == mine.id => {
-                    return Ok(Some(Lease::start(driver, path, mine)));
+                    return Ok(Some(Lease::start(driver, path, mine.clone())));
                 }
                 // This process's own lease that a finished request could
                 // not delete (a storage failure): no request of ours holds
@@ -191,7 +214,7 @@ pub(crate) async fn acquire(
                 Some(held) if left_behind(&held.id) => {
                     driver.put_content(path, mine.encode()).await?;
                     forget_left_behind(&held.id);
-                    return Ok(Some(Lease::start(driver, path, mine)));
+                    return Ok(Some(Lease::start(driver, path, mine.clone())));
                 }
                 Some(held) if !held.expired() => {}
                 // Expired, or not a lease at all: take it over, once.
@@ -204,7 +227,7 @@ pub(crate) async fn acquire(
                     {
                         tracing::warn!(lease = path, "took over an expired upload lease");
                         driver.put_content(path, mine.encode()).await?;
-                        return Ok(Some(Lease::start(driver, path, mine)));
+                        return Ok(Some(Lease::start(driver, path, mine.clone())));
                     }
                 }
             },
