@@ -583,9 +583,11 @@ async fn restart_test(driver: &str, stop: Stop) {
     })
     .await;
     let acked_before = run.acked();
+    // The instance's calls block (processes, polling): off the runtime's
+    // workers, so that the clients and the registry go on meanwhile.
     match stop {
-        Stop::Kill => backend.kill(),
-        Stop::Terminate => backend.terminate(),
+        Stop::Kill => tokio::task::block_in_place(|| backend.kill()),
+        Stop::Terminate => tokio::task::block_in_place(|| backend.terminate()),
         Stop::Pause => backend.signal("STOP").expect("SIGSTOP"),
     }
     run.phase.store(Phase::Down as usize, Ordering::SeqCst);
@@ -593,15 +595,13 @@ async fn restart_test(driver: &str, stop: Stop) {
     tokio::time::sleep(OUTAGE).await;
     match stop {
         Stop::Pause => backend.signal("CONT").expect("SIGCONT"),
-        _ => backend
-            .respawn()
+        _ => tokio::task::block_in_place(|| backend.respawn())
             .unwrap_or_else(|e| panic!("{driver}: restart: {e}")),
     }
     let down_for = down_at.elapsed();
     run.phase.store(Phase::After as usize, Ordering::SeqCst);
     if stop != Stop::Pause {
-        backend
-            .ready()
+        tokio::task::block_in_place(|| backend.ready())
             .unwrap_or_else(|e| panic!("{driver}: restarted: {e}"));
     }
 
