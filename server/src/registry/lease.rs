@@ -18,7 +18,8 @@
 //!   holding it (its delete failed, or its create failed in a way that may
 //!   have stored it: a backend that died mid-request) is taken back by the
 //!   next request of this process on that upload at once; other instances
-//!   wait for it to expire.
+//!   wait for it to expire. So is a take-over this process claimed but
+//!   could not complete (the claim stays, the expired lease with it).
 //! - A lease whose holder vanished (a crashed process) expires. Taking an
 //!   expired lease over goes through a second create-if-absent, of
 //!   `lease-taken/<id of the expired lease>`: of two instances that find
@@ -221,10 +222,11 @@ async fn take(
                 held => {
                     let old = held.map(|h| h.id).unwrap_or_else(|| sha_id(&bytes));
                     let claim = format!("{}/lease-taken/{old}", parent(path));
-                    if driver
+                    let claimed = driver
                         .put_content_if_absent(&claim, mine.id.clone())
                         .await?
-                    {
+                        || own_failed_claim(driver, &claim).await?;
+                    if claimed {
                         tracing::warn!(lease = path, "took over an expired upload lease");
                         driver.put_content(path, mine.encode()).await?;
                         return Ok(Some(Lease::start(driver, path, mine.clone())));
@@ -236,6 +238,27 @@ async fn take(
             return Err(LeaseError::Held);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the take-over claim at `claim` is this process's own, left by a
+/// take-over that failed after claiming (so its lease write never
+/// happened, and without this every later request would wait for a
+/// take-over that nobody can make). Forgets it: the caller takes over.
+///
+/// # Errors
+/// The storage failed to read the claim.
+async fn own_failed_claim(driver: &Driver, claim: &str) -> regstore_core::Result<bool> {
+    let id = match driver.get_content(claim).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if left_behind(&id) {
+        forget_left_behind(&id);
+        Ok(true)
+    } else {
+        Ok(false)
     }
 }
 
@@ -371,6 +394,52 @@ async fn renew(driver: Driver, path: String, mut record: LeaseRecord, expires_ms
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A take-over that claimed an expired lease and then failed to write
+    /// its own (the backend went away) leaves the claim: the next request
+    /// of this process takes over at once instead of waiting forever.
+    #[tokio::test]
+    async fn a_take_over_that_failed_after_its_claim_is_taken_up_again() {
+        regstore_builtin::register_all();
+        let clean = regstore_core::create("inmemory", &Default::default())
+            .await
+            .expect("inmemory");
+        let options: regstore_core::RawParams = [
+            ("nth", "1"),
+            ("operations", "put_content"),
+            ("kinds", "error"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+        // Every put_content fails: the take-over's lease write does.
+        let faulty = regstore_core::wrap(clean.clone(), "faults", &options)
+            .await
+            .expect("faults");
+        let path = "/r/_uploads/u/lease";
+        let expired = LeaseRecord {
+            expires_ms: 1,
+            ..LeaseRecord::new(Duration::ZERO)
+        };
+        clean
+            .put_content(path, expired.encode())
+            .await
+            .expect("plant");
+        let soon = || Instant::now() + Duration::from_millis(300);
+        assert!(matches!(
+            acquire(&faulty, path, soon()).await,
+            Err(LeaseError::Storage(_))
+        ));
+        let claim = format!("/r/_uploads/u/lease-taken/{}", expired.id);
+        assert!(clean.get_content(&claim).await.is_ok(), "the claim stays");
+        let lease = acquire(&clean, path, soon())
+            .await
+            .expect("taken over, not Held")
+            .expect("inmemory has create_if_absent");
+        let now = LeaseRecord::decode(&clean.get_content(path).await.expect("lease"));
+        assert_eq!(now.map(|r| r.id), Some(lease.id.clone()));
+        lease.release().await;
+    }
 
     #[test]
     fn a_record_reads_back_and_other_bytes_do_not() {
