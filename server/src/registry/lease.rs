@@ -400,10 +400,7 @@ mod tests {
     /// of this process takes over at once instead of waiting forever.
     #[tokio::test]
     async fn a_take_over_that_failed_after_its_claim_is_taken_up_again() {
-        regstore_builtin::register_all();
-        let clean = regstore_core::create("inmemory", &Default::default())
-            .await
-            .expect("inmemory");
+        let clean = crate::registry::inmemory_for_tests().await;
         let options: regstore_core::RawParams = [
             ("nth", "1"),
             ("operations", "put_content"),
