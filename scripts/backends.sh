@@ -50,6 +50,22 @@
 #          (PostgreSQL refuses to run as root).
 #
 # usage: scripts/backends.sh install|start|stop|status|env [s3 azure gcs swift keystone redis mysql postgres]
+#        scripts/backends.sh private s3|azure|gcs|swift PORT DIR
+#        scripts/backends.sh ready s3|azure|gcs|swift PORT
+#
+# `private` runs a private instance of one server in the foreground, for a
+# test that kills and restarts it (server/tests/backend_restart.rs) without
+# touching the shared one: it execs the server, so the caller's child
+# process IS the server (its PID is the one to kill), on 127.0.0.1:PORT,
+# with its data under DIR (the caller creates and removes DIR). The same
+# command again on the same DIR restarts it with what it kept: s3 (moto)
+# keeps nothing (memory only); azure (Azurite) keeps blobs and metadata in
+# DIR (--location); gcs (fake-gcs-server) keeps objects in DIR (-backend
+# filesystem); swift is a second proxy-server (stateless) over the shared
+# Swift's rings and servers (`start swift` first), its config written to
+# DIR/proxy-server.conf. `ready` waits until the instance on PORT answers
+# and creates the bucket/container if it is missing (idempotent), so it
+# follows each (re)start.
 #
 # install is idempotent (skips what is there). start waits until each server
 # answers and creates the bucket/container; stop kills by the PID file written
@@ -412,6 +428,53 @@ swift_keystone_proxy_ready_or_dead() {
   ! running swift-proxy-keystone || curl -sf "http://127.0.0.1:$SWIFT_KEYSTONE_PROXY_PORT/healthcheck"
 }
 
+# ---- private instances (see the header: `private`, `ready`)
+private_instance() { # name port dir
+  local name=$1 port=$2 dir=$3
+  [ -d "$dir" ] || { echo "backends.sh: private $name: no directory $dir" >&2; return 1; }
+  case $name in
+    s3) exec "$STATE/moto/bin/moto_server" -H 127.0.0.1 -p "$port" ;;
+    azure)
+      exec "$STATE/azurite/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
+        --location "$dir" --loose --skipApiVersionCheck --disableTelemetry ;;
+    gcs)
+      exec "$(gcs_bin)" -scheme http -host 127.0.0.1 -port "$port" -backend filesystem \
+        -filesystem-root "$dir" -external-url "http://127.0.0.1:$port" -public-host "127.0.0.1:$port" \
+        -log-level warn ;;
+    swift)
+      swift_running || { echo "backends.sh: private swift: the shared Swift is not running (\`start swift\`)" >&2; return 1; }
+      sed -e "s/^bind_port = .*/bind_port = $port/" -e "s/^log_name = .*/log_name = proxy-server-$port/" \
+        "$SWIFT_ROOT/etc/proxy-server.conf" >"$dir/proxy-server.conf"
+      exec swift-proxy-server "$dir/proxy-server.conf" -v ;;
+    *) echo "backends.sh: private: no private instance of $name (s3 azure gcs swift)" >&2; return 2 ;;
+  esac
+}
+private_ready() { # name port
+  local name=$1 port=$2 t0=$SECONDS
+  local probe=(curl -s -o /dev/null "http://127.0.0.1:$port/")
+  case $name in
+    s3) probe=(curl -sf "http://127.0.0.1:$port/moto-api/") ;;
+    gcs) probe=(curl -sf "http://127.0.0.1:$port/_internal/healthcheck") ;;
+    swift) probe=(curl -sf "http://127.0.0.1:$port/healthcheck") ;;
+  esac
+  until "${probe[@]}" >/dev/null 2>&1; do
+    if ((SECONDS - t0 >= 60)); then echo "backends.sh: private $name on $port not ready after 60s" >&2; return 1; fi
+    sleep 0.1
+  done
+  case $name in
+    s3) curl -sf --user test:test --aws-sigv4 "aws:amz:us-east-1:s3" -X PUT "http://127.0.0.1:$port/$BUCKET" >/dev/null ;;
+    azure) python3 "$HERE/azurite_container.py" "http://127.0.0.1:$port" create "$BUCKET" >/dev/null ;;
+    gcs)
+      # 409: kept from before the restart.
+      local code
+      code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        -d "{\"name\":\"$BUCKET\"}" "http://127.0.0.1:$port/storage/v1/b")
+      [ "$code" = 200 ] || [ "$code" = 409 ] || { echo "backends.sh: private gcs: bucket: HTTP $code" >&2; return 1; } ;;
+    swift) curl -sf -o /dev/null -H "X-Storage-User: test:tester" -H "X-Storage-Pass: testing" \
+      "http://127.0.0.1:$port/auth/v1.0" ;;  # the container is the shared cluster's
+  esac
+}
+
 print_env() {
   for t in "$@"; do
     case $t in
@@ -432,6 +495,12 @@ print_env() {
 }
 
 cmd=${1:-}; shift || true
+case $cmd in
+  private) [ $# = 3 ] || { echo "usage: $0 private s3|azure|gcs|swift PORT DIR" >&2; exit 2; }
+    private_instance "$@"; exit ;;
+  ready) [ $# = 2 ] || { echo "usage: $0 ready s3|azure|gcs|swift PORT" >&2; exit 2; }
+    private_ready "$@"; exit ;;
+esac
 targets=${*:-s3 azure gcs keystone swift redis mysql postgres}
 for t in $targets; do
   case $t in s3|azure|gcs|swift|keystone|redis|mysql|postgres) ;;

@@ -710,10 +710,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_exposition_names_every_family_with_the_prefix() {
-        regstore_builtin::register_all();
-        let driver = regstore_core::create("inmemory", &Default::default())
-            .await
-            .expect("inmemory");
+        let driver = crate::registry::inmemory_for_tests().await;
         let registry = Registry::new(driver, Settings::default());
         let proxy = crate::proxy::Proxy::new(&crate::config::ProxyConfig {
             remote_url: "http://127.0.0.1:9".into(),

@@ -25,7 +25,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{OCI_MANIFEST, TestRegistry, header, oci_manifest, sha256, start_yaml};
+use common::{OCI_MANIFEST, TestRegistry, assert_none, header, oci_manifest, sha256, start_yaml};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -358,16 +358,8 @@ async fn matrix(backend: &str, storage: Value, shared_storage: bool) {
         }
         let t = cell(backend, &storage, rate, shared_storage).await;
         let cellname = format!("{backend} at {:.0} %", rate * 100.0);
-        assert!(
-            t.wrong.is_empty(),
-            "{cellname}: wrong answers: {:#?}",
-            t.wrong
-        );
-        assert!(
-            t.hangs.is_empty(),
-            "{cellname}: hung requests: {:#?}",
-            t.hangs
-        );
+        assert_none(&cellname, "wrong answers", &t.wrong);
+        assert_none(&cellname, "hung requests", &t.hangs);
         assert_eq!(
             t.verified, t.acknowledged,
             "{cellname}: every acknowledged image verified"

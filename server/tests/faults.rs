@@ -102,7 +102,7 @@ middleware:
       options:
         probability: \"0.06\"
         seed: 11
-        kinds: error,timeout,latency,shortread,writerfail
+        kinds: error,timeout,latency,shortread,writerfail,lostanswer
         timeout: 50ms
         latency: 10ms
 ",

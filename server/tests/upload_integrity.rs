@@ -723,6 +723,50 @@ async fn a_live_lease_of_another_instance_blocks_and_an_expired_one_is_taken_ove
     }
 }
 
+/// A lease whose create stored it but lost its answer (a backend that died
+/// mid-request, found by `backend_restart`): the request answers 503, and
+/// its retry takes the orphaned lease back at once instead of answering
+/// 409 until it expires 30 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_stored_by_a_request_that_failed_is_taken_back_by_the_retry() {
+    // Every second lease create is made, then reported as failed.
+    let faults = "middleware:\n  storage:\n    - name: faults\n      options:\n        nth: 2\n        operations: put_content_if_absent\n        kinds: lostanswer\n";
+    let reg = start("inmemory", DELETE_ON, faults).await;
+    let data: Vec<u8> = (0..300u32).map(|i| (i * 11) as u8).collect();
+    let loc = begin(&reg, "orphan").await;
+    let r = patch(&reg, &loc, 0, &data[..100]).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = patch(&reg, &loc, 100, &data[100..200]).await;
+    expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE").await;
+    let t0 = Instant::now();
+    let r = patch(&reg, &loc, 100, &data[100..200]).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "the retry: {}",
+        r.text().await.unwrap()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The PUT's lease create loses its answer too; its retry goes through.
+    let put = || {
+        reg.client
+            .put(with_digest(&loc, &sha256(&data)))
+            .body(data[200..].to_vec())
+            .send()
+    };
+    expect_error(
+        put().await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+    )
+    .await;
+    assert_eq!(put().await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(
+        assert_blob_hashes(&reg, "inmemory", "orphan", &sha256(&data)).await,
+        data
+    );
+}
+
 /// Bytes past the last acknowledged request with no hash state (what a
 /// crash mid-PATCH leaves in a filesystem staging file) discard the upload:
 /// the next request answers 404 BLOB_UPLOAD_UNKNOWN naming why, the upload

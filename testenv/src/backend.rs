@@ -105,56 +105,61 @@ pub const EMULATED: [&str; 4] = ["s3", "azure", "gcs", "swift"];
 /// (gcs), or `driver` is not one of [`EMULATED`].
 pub async fn emulator_params(driver: &str) -> Result<RawParams, String> {
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let (endpoint, pairs): (String, Vec<(&str, String)>) = match driver {
-        "s3" => {
-            let endpoint = var("REGSTORE_S3_ENDPOINT", "http://127.0.0.1:19000");
-            let pairs = vec![
-                ("bucket", "regstore".into()),
-                ("region", "us-east-1".into()),
-                ("regionendpoint", endpoint.clone()),
-                ("forcepathstyle", "true".into()),
-                ("accesskey", "test".into()),
-                ("secretkey", "test".into()),
-            ];
-            (endpoint, pairs)
-        }
-        "azure" => {
-            let endpoint = var("REGSTORE_AZURE_ENDPOINT", "http://127.0.0.1:19010");
-            let service = format!("{}/devstoreaccount1", endpoint.trim_end_matches('/'));
-            let pairs = vec![
-                ("accountname", "devstoreaccount1".into()),
-                ("accountkey", AZURITE_KEY.into()),
-                ("container", "regstore".into()),
-                ("serviceurl", service),
-            ];
-            (endpoint, pairs)
-        }
-        "gcs" => {
-            let endpoint = var("REGSTORE_GCS_ENDPOINT", "http://127.0.0.1:19020");
-            let pairs = vec![
-                ("bucket", "regstore".into()),
-                ("endpoint", endpoint.clone()),
-                ("noauth", "true".into()),
-                ("credentials", service_account()?.to_owned()),
-            ];
-            (endpoint, pairs)
-        }
-        "swift" => {
-            let auth = var("REGSTORE_SWIFT_AUTHURL", "http://127.0.0.1:19030/auth/v1.0");
-            let pairs = vec![
-                ("authurl", auth.clone()),
-                ("username", "test:tester".into()),
-                ("password", "testing".into()),
-                ("container", "regstore".into()),
-                ("secretkey", "regstore-tempurl-key".into()),
-            ];
-            (auth, pairs)
-        }
-        other => {
-            return Err(format!(
-                "no emulator for driver {other:?}; emulated: {EMULATED:?}"
-            ));
-        }
+    let endpoint = match driver {
+        "s3" => var("REGSTORE_S3_ENDPOINT", "http://127.0.0.1:19000"),
+        "azure" => var("REGSTORE_AZURE_ENDPOINT", "http://127.0.0.1:19010"),
+        "gcs" => var("REGSTORE_GCS_ENDPOINT", "http://127.0.0.1:19020"),
+        "swift" => var("REGSTORE_SWIFT_AUTHURL", "http://127.0.0.1:19030/auth/v1.0"),
+        other => return Err(not_emulated(other)),
+    };
+    emulator_params_at(driver, &endpoint).await
+}
+
+fn not_emulated(driver: &str) -> String {
+    format!("no emulator for driver {driver:?}; emulated: {EMULATED:?}")
+}
+
+/// [`emulator_params`] for the emulator at `endpoint` instead of the one
+/// the environment names: the service's base URL (s3, azure, gcs), or
+/// Swift's TempAuth URL (`http://host:port/auth/v1.0`). For a test that
+/// runs an instance of its own ([`crate::instance`]).
+///
+/// # Errors
+/// As [`emulator_params`].
+pub async fn emulator_params_at(driver: &str, endpoint: &str) -> Result<RawParams, String> {
+    let endpoint = endpoint.to_owned();
+    let pairs: Vec<(&str, String)> = match driver {
+        "s3" => vec![
+            ("bucket", "regstore".into()),
+            ("region", "us-east-1".into()),
+            ("regionendpoint", endpoint.clone()),
+            ("forcepathstyle", "true".into()),
+            ("accesskey", "test".into()),
+            ("secretkey", "test".into()),
+        ],
+        "azure" => vec![
+            ("accountname", "devstoreaccount1".into()),
+            ("accountkey", AZURITE_KEY.into()),
+            ("container", "regstore".into()),
+            (
+                "serviceurl",
+                format!("{}/devstoreaccount1", endpoint.trim_end_matches('/')),
+            ),
+        ],
+        "gcs" => vec![
+            ("bucket", "regstore".into()),
+            ("endpoint", endpoint.clone()),
+            ("noauth", "true".into()),
+            ("credentials", service_account()?.to_owned()),
+        ],
+        "swift" => vec![
+            ("authurl", endpoint.clone()),
+            ("username", "test:tester".into()),
+            ("password", "testing".into()),
+            ("container", "regstore".into()),
+            ("secretkey", "regstore-tempurl-key".into()),
+        ],
+        other => return Err(not_emulated(other)),
     };
     reachable(&endpoint).await?;
     let mut raw: RawParams = pairs

@@ -1,6 +1,7 @@
 //! regstore-testenv: what the tests need around the conformance suite, and
 //! nothing a product binary links: the loopback emulators' parameters
-//! ([`backend`]), the skip-or-fail rule for unreachable backends, a
+//! ([`backend`]), private emulator instances a test may kill and restart
+//! ([`instance`]), the skip-or-fail rule for unreachable backends, a
 //! loopback HTTP client, and the `openssl` shell-outs that make keys and
 //! certificates ([`openssl`]).
 //!
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod instance;
 pub mod openssl;
 
 /// True when the environment variable is set to `1`, `true` or `yes`.

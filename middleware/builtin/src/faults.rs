@@ -10,7 +10,7 @@
 //!         # nth: 10                  # ... or every 10th matching call
 //!         seed: 42                   # same seed, same calls fail
 //!         operations: write,commit,reader   # default: all
-//!         kinds: error,shortread,writerfail # default: error
+//!         kinds: error,shortread,writerfail # default: error (also timeout, latency, lostanswer)
 //!         timeout: 2s                # how long a `timeout` hangs
 //!         latency: 200ms             # how long a `latency` fault waits
 //! ```
@@ -31,6 +31,11 @@
 //!   `get_content` fails.
 //! - `writerfail` (`write`): half of the data reaches the inner writer,
 //!   then the write fails — a writer broken mid-stream.
+//! - `lostanswer` (`put_content`, `put_content_if_absent`, `rename`,
+//!   `delete`, `delete_files`): the inner driver does the call, then it
+//!   fails anyway — a backend that did the work but died (or lost the
+//!   connection) before it answered, so the caller cannot tell whether it
+//!   happened.
 //!
 //! A fault picks at random (from the seed) among the configured kinds that
 //! apply to the operation, and is `error` when none does. Every injected
@@ -74,7 +79,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "kinds",
         ParamKind::String,
-        "comma-separated: error, timeout, latency, shortread, writerfail",
+        "comma-separated: error, timeout, latency, shortread, writerfail, lostanswer",
     )
     .default("error"),
     ParamSpec::new(
@@ -125,15 +130,18 @@ pub enum Kind {
     ShortRead,
     /// A write that half reaches the inner writer, then fails.
     WriterFail,
+    /// A change the inner driver makes, reported as a failure.
+    LostAnswer,
 }
 
 impl Kind {
-    const ALL: [(&'static str, Kind); 5] = [
+    const ALL: [(&'static str, Kind); 6] = [
         ("error", Kind::Error),
         ("timeout", Kind::Timeout),
         ("latency", Kind::Latency),
         ("shortread", Kind::ShortRead),
         ("writerfail", Kind::WriterFail),
+        ("lostanswer", Kind::LostAnswer),
     ];
 
     fn applies_to(self, op: Op) -> bool {
@@ -141,6 +149,10 @@ impl Kind {
             Kind::Error | Kind::Timeout | Kind::Latency => true,
             Kind::ShortRead => matches!(op, Op::Reader | Op::GetContent),
             Kind::WriterFail => op == Op::Write,
+            Kind::LostAnswer => matches!(
+                op,
+                Op::PutContent | Op::PutContentIfAbsent | Op::Rename | Op::Delete | Op::DeleteFiles
+            ),
         }
     }
 }
@@ -218,7 +230,7 @@ impl Plan {
                 .map(|(_, k)| *k)
                 .ok_or_else(|| {
                     Error::config(format!(
-                        "kinds: unknown kind {name:?}; known: error, timeout, latency, shortread, writerfail"
+                        "kinds: unknown kind {name:?}; known: error, timeout, latency, shortread, writerfail, lostanswer"
                     ))
                 })?;
             kinds.push(kind);
@@ -349,6 +361,24 @@ impl Faults {
             Some(_) => Err(injected("error", op, path)),
         }
     }
+
+    /// Runs `call` (a change to the inner driver) under the injection for
+    /// `op`; a `lostanswer` fault lets it run and then fails.
+    async fn change<T>(
+        &self,
+        op: Op,
+        path: &(dyn fmt::Display + Sync),
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.decider.before(op, path).await? {
+            None => call.await,
+            Some(Kind::LostAnswer) => {
+                call.await?;
+                Err(injected("lost answer", op, path))
+            }
+            Some(_) => Err(injected("error", op, path)),
+        }
+    }
 }
 
 #[async_trait]
@@ -365,16 +395,13 @@ impl Middleware for Faults {
     }
 
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
-        self.check(Op::PutContent, path).await?;
-        self.inner.backend().put_content(path, content).await
+        let call = self.inner.backend().put_content(path, content);
+        self.change(Op::PutContent, path, call).await
     }
 
     async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
-        self.check(Op::PutContentIfAbsent, path).await?;
-        self.inner
-            .backend()
-            .put_content_if_absent(path, content)
-            .await
+        let call = self.inner.backend().put_content_if_absent(path, content);
+        self.change(Op::PutContentIfAbsent, path, call).await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
@@ -413,19 +440,20 @@ impl Middleware for Faults {
     }
 
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
-        self.check(Op::Rename, from).await?;
-        self.inner.backend().rename(from, to).await
+        let call = self.inner.backend().rename(from, to);
+        self.change(Op::Rename, from, call).await
     }
 
     async fn delete(&self, path: &StoragePath) -> Result<()> {
-        self.check(Op::Delete, path).await?;
-        self.inner.backend().delete(path).await
+        let call = self.inner.backend().delete(path);
+        self.change(Op::Delete, path, call).await
     }
 
-    /// One draw for the whole batch: an injected failure deletes nothing.
+    /// One draw for the whole batch: an injected `error` deletes nothing,
+    /// a `lostanswer` all of it.
     async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
-        self.check(Op::DeleteFiles, &Batch(paths)).await?;
-        self.inner.backend().delete_files(paths).await
+        let call = self.inner.backend().delete_files(paths);
+        self.change(Op::DeleteFiles, &Batch(paths), call).await
     }
 
     async fn walk(
@@ -601,6 +629,27 @@ mod tests {
         assert!(got < 1000, "a short read delivered {got} bytes");
         let e = failed.expect("the stream ends in an error");
         assert!(e.to_string().contains("injected short read"), "{e}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_fails_a_change_that_was_made() -> Result<()> {
+        let d = faulty(&[
+            ("nth", "2"),
+            ("operations", "put_content_if_absent,delete"),
+            ("kinds", "lostanswer"),
+        ])
+        .await?;
+        assert!(d.put_content_if_absent("/l", "a").await?);
+        let e = d
+            .put_content_if_absent("/m", "b")
+            .await
+            .expect_err("the second create loses its answer");
+        assert!(e.to_string().contains("injected lost answer"), "{e}");
+        assert_eq!(d.get_content("/m").await?, "b", "yet it was stored");
+        d.delete("/l").await?;
+        d.delete("/m").await.expect_err("the second delete too");
+        assert!(d.get_content("/m").await.is_err_and(|e| e.is_not_found()));
         Ok(())
     }
 

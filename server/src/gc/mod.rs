@@ -608,10 +608,7 @@ mod tests {
     use crate::registry::{Algorithm, RegistryError, Settings};
 
     async fn registry() -> Registry {
-        regstore_builtin::register_all();
-        let driver = regstore_core::create("inmemory", &Default::default())
-            .await
-            .expect("inmemory");
+        let driver = crate::registry::inmemory_for_tests().await;
         Registry::new(driver, Settings::default())
     }
 

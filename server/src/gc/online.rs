@@ -98,10 +98,7 @@ mod tests {
     /// once it is released, the turn collects.
     #[tokio::test]
     async fn one_collection_at_a_time_per_storage() {
-        regstore_builtin::register_all();
-        let driver = regstore_core::create("inmemory", &Default::default())
-            .await
-            .expect("inmemory");
+        let driver = crate::registry::inmemory_for_tests().await;
         let registry = Registry::new(driver.clone(), Settings::default());
         let other = lease::acquire(&driver, layout::GC_LEASE, Instant::now())
             .await

@@ -14,6 +14,12 @@
 //!   [`LEASE_TTL`] ahead. The holder renews it every [`LEASE_RENEW`] while
 //!   its request runs, and deletes it when the request ends (also when the
 //!   request's connection died).
+//! - A lease of this process that may be left in storage with no request
+//!   holding it (its delete failed, or its create failed in a way that may
+//!   have stored it: a backend that died mid-request) is taken back by the
+//!   next request of this process on that upload at once; other instances
+//!   wait for it to expire. So is a take-over this process claimed but
+//!   could not complete (the claim stays, the expired lease with it).
 //! - A lease whose holder vanished (a crashed process) expires. Taking an
 //!   expired lease over goes through a second create-if-absent, of
 //!   `lease-taken/<id of the expired lease>`: of two instances that find
@@ -170,9 +176,27 @@ pub(crate) async fn acquire(
         return Ok(None);
     }
     let mine = LeaseRecord::new(LEASE_TTL);
+    let taken = take(driver, path, &mine, deadline).await;
+    if let Err(LeaseError::Storage(_)) = &taken {
+        // A write of `mine` may have stored it although its answer was
+        // lost (a backend that died mid-request): no request holds it, so
+        // the next request of this process takes it back at once instead
+        // of waiting [`LEASE_TTL`] for it to expire.
+        left_behind_ids().insert(mine.id.clone());
+    }
+    taken
+}
+
+/// The loop of [`acquire`] for the record `mine`.
+async fn take(
+    driver: &Driver,
+    path: &str,
+    mine: &LeaseRecord,
+    deadline: Instant,
+) -> Result<Option<Lease>, LeaseError> {
     loop {
         if driver.put_content_if_absent(path, mine.encode()).await? {
-            return Ok(Some(Lease::start(driver, path, mine)));
+            return Ok(Some(Lease::start(driver, path, mine.clone())));
         }
         match driver.get_content(path).await {
             // Released in between: ask again at once.
@@ -181,7 +205,7 @@ pub(crate) async fn acquire(
             Ok(bytes) => match LeaseRecord::decode(&bytes) {
                 // A retried create whose first try did store.
                 Some(held) if held.id == mine.id => {
-                    return Ok(Some(Lease::start(driver, path, mine)));
+                    return Ok(Some(Lease::start(driver, path, mine.clone())));
                 }
                 // This process's own lease that a finished request could
                 // not delete (a storage failure): no request of ours holds
@@ -191,20 +215,21 @@ pub(crate) async fn acquire(
                 Some(held) if left_behind(&held.id) => {
                     driver.put_content(path, mine.encode()).await?;
                     forget_left_behind(&held.id);
-                    return Ok(Some(Lease::start(driver, path, mine)));
+                    return Ok(Some(Lease::start(driver, path, mine.clone())));
                 }
                 Some(held) if !held.expired() => {}
                 // Expired, or not a lease at all: take it over, once.
                 held => {
                     let old = held.map(|h| h.id).unwrap_or_else(|| sha_id(&bytes));
                     let claim = format!("{}/lease-taken/{old}", parent(path));
-                    if driver
+                    let claimed = driver
                         .put_content_if_absent(&claim, mine.id.clone())
                         .await?
-                    {
+                        || own_failed_claim(driver, &claim).await?;
+                    if claimed {
                         tracing::warn!(lease = path, "took over an expired upload lease");
                         driver.put_content(path, mine.encode()).await?;
-                        return Ok(Some(Lease::start(driver, path, mine)));
+                        return Ok(Some(Lease::start(driver, path, mine.clone())));
                     }
                 }
             },
@@ -213,6 +238,27 @@ pub(crate) async fn acquire(
             return Err(LeaseError::Held);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the take-over claim at `claim` is this process's own, left by a
+/// take-over that failed after claiming (so its lease write never
+/// happened, and without this every later request would wait for a
+/// take-over that nobody can make). Forgets it: the caller takes over.
+///
+/// # Errors
+/// The storage failed to read the claim.
+async fn own_failed_claim(driver: &Driver, claim: &str) -> regstore_core::Result<bool> {
+    let id = match driver.get_content(claim).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if left_behind(&id) {
+        forget_left_behind(&id);
+        Ok(true)
+    } else {
+        Ok(false)
     }
 }
 
@@ -348,6 +394,49 @@ async fn renew(driver: Driver, path: String, mut record: LeaseRecord, expires_ms
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A take-over that claimed an expired lease and then failed to write
+    /// its own (the backend went away) leaves the claim: the next request
+    /// of this process takes over at once instead of waiting forever.
+    #[tokio::test]
+    async fn a_take_over_that_failed_after_its_claim_is_taken_up_again() {
+        let clean = crate::registry::inmemory_for_tests().await;
+        let options: regstore_core::RawParams = [
+            ("nth", "1"),
+            ("operations", "put_content"),
+            ("kinds", "error"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+        // Every put_content fails: the take-over's lease write does.
+        let faulty = regstore_core::wrap(clean.clone(), "faults", &options)
+            .await
+            .expect("faults");
+        let path = "/r/_uploads/u/lease";
+        let expired = LeaseRecord {
+            expires_ms: 1,
+            ..LeaseRecord::new(Duration::ZERO)
+        };
+        clean
+            .put_content(path, expired.encode())
+            .await
+            .expect("plant");
+        let soon = || Instant::now() + Duration::from_millis(300);
+        assert!(matches!(
+            acquire(&faulty, path, soon()).await,
+            Err(LeaseError::Storage(_))
+        ));
+        let claim = format!("/r/_uploads/u/lease-taken/{}", expired.id);
+        assert!(clean.get_content(&claim).await.is_ok(), "the claim stays");
+        let lease = acquire(&clean, path, soon())
+            .await
+            .expect("taken over, not Held")
+            .expect("inmemory has create_if_absent");
+        let now = LeaseRecord::decode(&clean.get_content(path).await.expect("lease"));
+        assert_eq!(now.map(|r| r.id), Some(lease.id.clone()));
+        lease.release().await;
+    }
 
     #[test]
     fn a_record_reads_back_and_other_bytes_do_not() {

@@ -799,10 +799,7 @@ mod tests {
     /// for them), still checked against its digest, and served after.
     #[tokio::test]
     async fn a_cached_manifest_needs_no_blobs_but_its_digest_must_match() {
-        regstore_builtin::register_all();
-        let driver = regstore_core::create("inmemory", &Default::default())
-            .await
-            .expect("inmemory");
+        let driver = crate::registry::inmemory_for_tests().await;
         let reg = Registry::new(driver, super::super::Settings::default());
         let name = RepoName::parse("cache/app").unwrap();
         let missing = Digest::of(Algorithm::Sha256, b"not here");

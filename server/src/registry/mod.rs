@@ -888,3 +888,13 @@ impl Registry {
         }
     }
 }
+
+/// A fresh `inmemory` driver for unit tests (every built-in driver and
+/// middleware registered, so tests may wrap it by name).
+#[cfg(test)]
+pub(crate) async fn inmemory_for_tests() -> Driver {
+    regstore_builtin::register_all();
+    regstore_core::create("inmemory", &Default::default())
+        .await
+        .expect("inmemory")
+}

@@ -432,6 +432,12 @@ pub fn require_program(name: &str, install_hint: &str) -> Option<std::path::Path
     )
 }
 
+/// Fails, naming `label` and `what`, unless `found` (answers a test
+/// collected that must not occur: wrong answers, hung requests) is empty.
+pub fn assert_none(label: &str, what: &str, found: &[String]) {
+    assert!(found.is_empty(), "{label}: {what}: {found:#?}");
+}
+
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
