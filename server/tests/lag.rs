@@ -97,14 +97,41 @@ async fn assert_blob(reg: &TestRegistry, repo: &str, d: &str, data: &[u8]) {
     assert_eq!(r.bytes().await.expect("body").as_ref(), data);
 }
 
-/// The status of `GET /v2/<repo>/manifests/<reference>`.
-async fn manifest_status(reg: &TestRegistry, repo: &str, reference: &str) -> StatusCode {
-    reg.client
+/// `GET /v2/<repo>/manifests/<reference>`: the status and the body.
+async fn get_manifest(reg: &TestRegistry, repo: &str, reference: &str) -> (StatusCode, Vec<u8>) {
+    let r = reg
+        .client
         .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("accept", OCI_MANIFEST)
         .send()
         .await
-        .expect("GET manifest")
+        .expect("GET manifest");
+    let status = r.status();
+    (status, r.bytes().await.expect("body").to_vec())
+}
+
+/// The status of `GET /v2/<repo>/manifests/<reference>`.
+async fn manifest_status(reg: &TestRegistry, repo: &str, reference: &str) -> StatusCode {
+    get_manifest(reg, repo, reference).await.0
+}
+
+/// The status of `DELETE /v2/<repo>/manifests/<reference>`.
+async fn delete_manifest(reg: &TestRegistry, repo: &str, reference: &str) -> StatusCode {
+    reg.client
+        .delete(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .send()
+        .await
+        .expect("DELETE manifest")
+        .status()
+}
+
+/// The status of `HEAD /v2/<repo>/blobs/<d>`.
+async fn blob_status(reg: &TestRegistry, repo: &str, d: &str) -> StatusCode {
+    reg.client
+        .head(reg.url(&format!("/v2/{repo}/blobs/{d}")))
+        .send()
+        .await
+        .expect("HEAD blob")
         .status()
 }
 
@@ -196,15 +223,11 @@ async fn a_push_reads_its_own_writes_at_once() {
         assert_eq!(r.status(), StatusCode::CREATED, "{driver}: manifest PUT");
         let d_manifest = sha256(&body);
         for reference in ["v1", d_manifest.as_str()] {
-            let r = reg
-                .client
-                .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
-                .header("accept", OCI_MANIFEST)
-                .send()
-                .await
-                .expect("GET manifest");
-            assert_eq!(r.status(), StatusCode::OK, "{driver}: GET {reference}");
-            assert_eq!(r.bytes().await.expect("body").as_ref(), body.as_slice());
+            assert_eq!(
+                get_manifest(&reg, repo, reference).await,
+                (StatusCode::OK, body.clone()),
+                "{driver}: GET {reference}"
+            );
         }
     }
 }
@@ -272,13 +295,11 @@ async fn the_catalog_trails_a_first_push_by_at_most_the_lag_unless_indexed() {
         // the look at the storage that follows the delete still lists the
         // deleted revision. `regstore catalog rebuild` after the lag does.
         past_lag(Instant::now()).await;
-        let r = reg
-            .client
-            .delete(reg.url(&format!("/v2/lag/indexed/manifests/{d}")))
-            .send()
-            .await
-            .expect("DELETE manifest");
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}");
+        assert_eq!(
+            delete_manifest(&reg, "lag/indexed", &d).await,
+            StatusCode::ACCEPTED,
+            "{driver}"
+        );
         past_lag(Instant::now()).await;
         assert_eq!(catalog(&reg).await, ["lag/indexed"], "{driver}: stays");
         assert_eq!(reg.registry.rebuild_catalog().await.expect("rebuild"), 0);
@@ -297,24 +318,16 @@ async fn deletes_are_seen_at_once_by_pulls_and_trail_in_the_tag_list() {
         past_lag(Instant::now()).await;
 
         let deleted = Instant::now();
-        let r = reg
-            .client
-            .delete(reg.url(&format!("/v2/{repo}/manifests/{d_gone}")))
-            .send()
-            .await
-            .expect("DELETE manifest");
         assert_eq!(
-            r.status(),
+            delete_manifest(&reg, repo, &d_gone).await,
             StatusCode::ACCEPTED,
             "{driver}: delete manifest"
         );
-        let r = reg
-            .client
-            .delete(reg.url(&format!("/v2/{repo}/manifests/untag")))
-            .send()
-            .await
-            .expect("DELETE tag");
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}: delete tag");
+        assert_eq!(
+            delete_manifest(&reg, repo, "untag").await,
+            StatusCode::ACCEPTED,
+            "{driver}: delete tag"
+        );
         let deleted_done = Instant::now();
 
         // Reads are current: gone at once.
@@ -351,13 +364,11 @@ async fn deletes_are_seen_at_once_by_pulls_and_trail_in_the_tag_list() {
         // and can be deleted.
         let tagged = Instant::now();
         let (_, d_fresh) = reg.push_image(repo, "fresh", "fresh").await;
-        let r = reg
-            .client
-            .delete(reg.url(&format!("/v2/{repo}/manifests/{d_fresh}")))
-            .send()
-            .await
-            .expect("DELETE manifest");
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}: delete fresh");
+        assert_eq!(
+            delete_manifest(&reg, repo, &d_fresh).await,
+            StatusCode::ACCEPTED,
+            "{driver}: delete fresh"
+        );
         let within = tagged.elapsed() < LAG;
         assert_eq!(
             manifest_status(&reg, repo, "fresh").await,
@@ -377,14 +388,8 @@ async fn deletes_are_seen_at_once_by_pulls_and_trail_in_the_tag_list() {
                 "{driver}: the dangling tag resolves to nothing"
             );
         }
-        let r = reg
-            .client
-            .delete(reg.url(&format!("/v2/{repo}/manifests/fresh")))
-            .send()
-            .await
-            .expect("DELETE tag");
         assert_eq!(
-            r.status(),
+            delete_manifest(&reg, repo, "fresh").await,
             StatusCode::ACCEPTED,
             "{driver}: delete the dangling tag"
         );
@@ -422,13 +427,11 @@ async fn gc_right_after_a_push_keeps_it_given_a_grace_period_that_covers_the_lag
             report.summary()
         );
         for d in &blobs {
-            let r = reg
-                .client
-                .head(reg.url(&format!("/v2/{repo}/blobs/{d}")))
-                .send()
-                .await
-                .expect("HEAD");
-            assert_eq!(r.status(), StatusCode::OK, "{driver}: fresh blob {d}");
+            assert_eq!(
+                blob_status(&reg, repo, d).await,
+                StatusCode::OK,
+                "{driver}: fresh blob {d}"
+            );
         }
 
         // A layer older than the lag under a manifest younger than it: the
@@ -464,13 +467,11 @@ async fn gc_right_after_a_push_keeps_it_given_a_grace_period_that_covers_the_lag
                     "{driver}: {}",
                     report.summary()
                 );
-                let r = reg
-                    .client
-                    .head(reg.url(&format!("/v2/{repo}/blobs/{d_old}")))
-                    .send()
-                    .await
-                    .expect("HEAD");
-                assert_eq!(r.status(), StatusCode::NOT_FOUND, "{driver}: lost layer");
+                assert_eq!(
+                    blob_status(&reg, repo, &d_old).await,
+                    StatusCode::NOT_FOUND,
+                    "{driver}: lost layer"
+                );
             }
         }
     }
