@@ -601,7 +601,7 @@ impl FileWriter for FaultyWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use regstore_core::RawParams;
+    use regstore_core::{RawParams, WalkControl};
 
     async fn faulty(options: &[(&str, &str)]) -> Result<Driver> {
         regstore_driver_inmemory::InMemoryDriver::new();
@@ -858,6 +858,31 @@ mod tests {
         d.delete("/n").await?;
         d.put_content("/n", "2").await?;
         assert_eq!(listed(&d, "/").await?, ["/o"]);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_walk_resumes_after_start_after_and_skips_what_is_hidden() -> Result<()> {
+        let d = lagging().await?;
+        for p in ["/r/a/x", "/r/b/x", "/r/d/x"] {
+            d.put_content(p, "x").await?;
+        }
+        tokio::time::sleep(LAG).await;
+        d.put_content("/r/c/x", "new").await?;
+        d.delete("/r/d").await?;
+        let mut seen = Vec::new();
+        d.walk("/r", Some("/r/a"), |fi| {
+            seen.push(fi.path.as_str().to_owned());
+            // Skipping a directory skips it, lingering or not.
+            Ok(if fi.path.as_str() == "/r/b" {
+                WalkControl::SkipDir
+            } else {
+                WalkControl::Continue
+            })
+        })
+        .await?;
+        // `/r/a/x` comes after `/r/a`; `/r/c` is new, `/r/d` deleted.
+        assert_eq!(seen, ["/r/a/x", "/r/b", "/r/d", "/r/d/x"]);
         Ok(())
     }
 
