@@ -13,6 +13,7 @@
 //!         kinds: error,shortread,writerfail # default: error (also timeout, latency, lostanswer)
 //!         timeout: 2s                # how long a `timeout` hangs
 //!         latency: 200ms             # how long a `latency` fault waits
+//!         # lag: 2s                  # listings miss changes younger than 2 s
 //! ```
 //!
 //! Operations are named as in the driver contract: `get_content`,
@@ -40,6 +41,16 @@
 //! A fault picks at random (from the seed) among the configured kinds that
 //! apply to the operation, and is `error` when none does. Every injected
 //! failure's message starts with `injected`.
+//!
+//! `lag` (default `0`: off) is eventual consistency, independent of the
+//! faults above (`lag` alone, with `probability` 0, is a valid config): for
+//! `lag` after a change, `list`, `walk` and `stat` of a directory show the
+//! storage as it was before it — a new file is missing, a deleted one still
+//! listed — while `get_content`, `reader` and `stat` of a file answer the
+//! current object, as on every object store regstore supports (details and
+//! reasons in the `lag` module).
+
+mod lag;
 
 use std::fmt;
 use std::sync::Arc;
@@ -94,12 +105,18 @@ const PARAMS: &[ParamSpec] = &[
         "how long a latency fault waits",
     )
     .default("100ms"),
+    ParamSpec::new(
+        "lag",
+        ParamKind::Duration,
+        "list, walk and stat of a directory miss changes younger than this (eventual consistency; 0: off)",
+    )
+    .default("0"),
 ];
 
 /// The middleware's factory, as [`register`] adds it.
 pub static FACTORY: MiddlewareFactory = MiddlewareFactory {
     name: NAME,
-    description: "Injects backend errors, timeouts, latency, short reads and writer failures (tests, outage rehearsals).",
+    description: "Injects backend errors, timeouts, latency, short reads, writer failures and lagging listings (tests, outage rehearsals).",
     params: PARAMS,
     build,
 };
@@ -167,6 +184,7 @@ pub struct Plan {
     kinds: Vec<Kind>,
     timeout: Duration,
     latency: Duration,
+    lag: Duration,
 }
 
 impl Plan {
@@ -246,6 +264,7 @@ impl Plan {
             kinds,
             timeout: params.require_duration("timeout")?,
             latency: params.require_duration("latency")?,
+            lag: params.require_duration("lag")?,
         })
     }
 }
@@ -340,18 +359,37 @@ impl fmt::Display for Batch<'_> {
 pub struct Faults {
     inner: Driver,
     decider: Arc<Decider>,
+    /// `None` without `lag`.
+    lag: Option<Arc<lag::Lag>>,
 }
 
 impl Faults {
     /// Wraps `inner` with `plan`.
     pub fn new(inner: Driver, plan: Plan) -> Self {
+        let lag = (!plan.lag.is_zero()).then(|| Arc::new(lag::Lag::new(plan.lag)));
         Faults {
             inner,
+            lag,
             decider: Arc::new(Decider {
                 plan,
                 calls: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Runs `write`, a change of `path`, and tells the lag about it.
+    async fn publish<T>(
+        &self,
+        path: &StoragePath,
+        write: impl Future<Output = Result<T>> + Send,
+    ) -> Result<T> {
+        let Some(lag) = &self.lag else {
+            return write.await;
+        };
+        let prior = lag.prior(self.inner.backend(), path).await?;
+        let done = write.await?;
+        lag.changed(path, prior);
+        Ok(done)
     }
 
     /// Runs the plain injection for `op`; any special kind is an error.
@@ -395,12 +433,22 @@ impl Middleware for Faults {
     }
 
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
-        let call = self.inner.backend().put_content(path, content);
+        let call = self.publish(path, self.inner.backend().put_content(path, content));
         self.change(Op::PutContent, path, call).await
     }
 
     async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
-        let call = self.inner.backend().put_content_if_absent(path, content);
+        let call = async {
+            let stored = self
+                .inner
+                .backend()
+                .put_content_if_absent(path, content)
+                .await?;
+            if let (true, Some(lag)) = (stored, &self.lag) {
+                lag.changed(path, lag::Prior::ABSENT);
+            }
+            Ok(stored)
+        };
         self.change(Op::PutContentIfAbsent, path, call).await
     }
 
@@ -421,38 +469,86 @@ impl Middleware for Faults {
 
     async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
         self.check(Op::Writer, path).await?;
+        // The committed object stays as it is until `commit`.
+        let published = match &self.lag {
+            Some(lag) => Some((
+                Arc::clone(lag),
+                lag.prior(self.inner.backend(), path).await?,
+            )),
+            None => None,
+        };
         let inner = self.inner.backend().writer(path, append).await?;
         Ok(Box::new(FaultyWriter {
             inner,
             path: path.clone(),
             decider: Arc::clone(&self.decider),
+            published,
         }))
     }
 
     async fn stat(&self, path: &StoragePath) -> Result<FileInfo> {
         self.check(Op::Stat, path).await?;
-        self.inner.backend().stat(path).await
+        match &self.lag {
+            Some(lag) => lag.stat(self.inner.backend(), path).await,
+            None => self.inner.backend().stat(path).await,
+        }
     }
 
     async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>> {
         self.check(Op::List, path).await?;
-        self.inner.backend().list(path).await
+        match &self.lag {
+            Some(lag) => lag.list(self.inner.backend(), path).await,
+            None => self.inner.backend().list(path).await,
+        }
     }
 
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
-        let call = self.inner.backend().rename(from, to);
+        let call = async {
+            let backend = self.inner.backend();
+            let Some(lag) = &self.lag else {
+                return backend.rename(from, to).await;
+            };
+            let priors = [
+                (from.clone(), lag.prior(backend, from).await?),
+                (to.clone(), lag.prior(backend, to).await?),
+            ];
+            backend.rename(from, to).await?;
+            lag.changed_all(priors);
+            Ok(())
+        };
         self.change(Op::Rename, from, call).await
     }
 
     async fn delete(&self, path: &StoragePath) -> Result<()> {
-        let call = self.inner.backend().delete(path);
+        let call = async {
+            let backend = self.inner.backend();
+            let Some(lag) = &self.lag else {
+                return backend.delete(path).await;
+            };
+            let priors = lag.prior_tree(backend, path).await?;
+            backend.delete(path).await?;
+            lag.changed_all(priors);
+            Ok(())
+        };
         self.change(Op::Delete, path, call).await
     }
 
     /// One draw for the whole batch: an injected `error` deletes nothing,
     /// a `lostanswer` all of it.
     async fn delete_files(&self, paths: &[StoragePath]) -> Result<()> {
-        let call = self.inner.backend().delete_files(paths);
+        let call = async {
+            let backend = self.inner.backend();
+            let Some(lag) = &self.lag else {
+                return backend.delete_files(paths).await;
+            };
+            let mut priors = Vec::with_capacity(paths.len());
+            for path in paths {
+                priors.push((path.clone(), lag.prior(backend, path).await?));
+            }
+            backend.delete_files(paths).await?;
+            lag.changed_all(priors);
+            Ok(())
+        };
         self.change(Op::DeleteFiles, &Batch(paths), call).await
     }
 
@@ -463,7 +559,13 @@ impl Middleware for Faults {
         visitor: &mut WalkVisitor<'_>,
     ) -> Result<()> {
         self.check(Op::Walk, path).await?;
-        self.inner.backend().walk(path, start_after, visitor).await
+        match &self.lag {
+            Some(lag) => {
+                lag.walk(self.inner.backend(), path, start_after, visitor)
+                    .await
+            }
+            None => self.inner.backend().walk(path, start_after, visitor).await,
+        }
     }
 }
 
@@ -473,6 +575,8 @@ struct FaultyWriter {
     inner: Box<dyn FileWriter>,
     path: StoragePath,
     decider: Arc<Decider>,
+    /// With `lag`: it, and what `path` held when the writer opened.
+    published: Option<(Arc<lag::Lag>, lag::Prior)>,
 }
 
 #[async_trait]
@@ -503,7 +607,13 @@ impl FileWriter for FaultyWriter {
 
     async fn commit(self: Box<Self>) -> Result<()> {
         match self.decider.before(Op::Commit, &self.path).await? {
-            None => self.inner.commit().await,
+            None => {
+                self.inner.commit().await?;
+                if let Some((lag, prior)) = self.published {
+                    lag.changed(&self.path, prior);
+                }
+                Ok(())
+            }
             Some(_) => {
                 let _ = self.inner.rollback().await;
                 Err(injected("error", Op::Commit, &self.path))
@@ -529,7 +639,7 @@ impl FileWriter for FaultyWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use regstore_core::RawParams;
+    use regstore_core::{RawParams, WalkControl};
 
     async fn faulty(options: &[(&str, &str)]) -> Result<Driver> {
         regstore_driver_inmemory::InMemoryDriver::new();
@@ -683,6 +793,173 @@ mod tests {
         Ok(())
     }
 
+    /// `lag` alone (probability 0), 300 ms, on a paused clock.
+    async fn lagging() -> Result<Driver> {
+        faulty(&[("lag", "300ms")]).await
+    }
+
+    const LAG: Duration = Duration::from_millis(300);
+
+    async fn listed(d: &Driver, path: &str) -> Result<Vec<String>> {
+        Ok(d.list(path)
+            .await?
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect())
+    }
+
+    async fn walked(d: &Driver, path: &str) -> Result<Vec<(String, u64)>> {
+        Ok(d.walk_all(path)
+            .await?
+            .into_iter()
+            .map(|fi| (fi.path.as_str().to_owned(), fi.size))
+            .collect())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_file_is_missing_from_listings_for_the_lag_then_listed() -> Result<()> {
+        let d = lagging().await?;
+        d.put_content("/a/old", "old").await?;
+        tokio::time::sleep(LAG).await;
+        d.put_content("/a/new", "new").await?;
+        d.put_content("/b/only", "b").await?;
+
+        assert_eq!(listed(&d, "/a").await?, ["/a/old"]);
+        assert_eq!(listed(&d, "/").await?, ["/a"]);
+        assert!(d.list("/b").await.is_err_and(|e| e.is_not_found()));
+        assert!(d.stat("/b").await.is_err_and(|e| e.is_not_found()));
+        assert_eq!(
+            walked(&d, "/").await?,
+            [("/a".into(), 0), ("/a/old".into(), 3)]
+        );
+        assert!(d.walk_all("/b").await.is_err_and(|e| e.is_not_found()));
+        // Reads, and a file's stat, are current.
+        assert_eq!(d.get_content("/a/new").await?.as_ref(), b"new");
+        assert_eq!(d.stat("/b/only").await?.size, 1);
+
+        tokio::time::sleep(LAG).await;
+        assert_eq!(listed(&d, "/a").await?, ["/a/new", "/a/old"]);
+        assert_eq!(listed(&d, "/").await?, ["/a", "/b"]);
+        assert!(d.stat("/b").await?.is_dir);
+        assert_eq!(walked(&d, "/b").await?, [("/b/only".into(), 1)]);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_file_stays_listed_for_the_lag_but_cannot_be_read() -> Result<()> {
+        let d = lagging().await?;
+        d.put_content("/d/x", "xx").await?;
+        d.put_content("/d/y", "y").await?;
+        d.put_content("/e", "e").await?;
+        tokio::time::sleep(LAG).await;
+        d.delete("/d").await?;
+        d.delete_files(&["/e"]).await?;
+
+        assert_eq!(listed(&d, "/").await?, ["/d", "/e"]);
+        assert_eq!(listed(&d, "/d").await?, ["/d/x", "/d/y"]);
+        assert!(d.stat("/d").await?.is_dir);
+        assert_eq!(
+            walked(&d, "/").await?,
+            [
+                ("/d".into(), 0),
+                ("/d/x".into(), 2),
+                ("/d/y".into(), 1),
+                ("/e".into(), 1)
+            ]
+        );
+        assert!(d.stat("/d/x").await.is_err_and(|e| e.is_not_found()));
+        assert!(d.get_content("/d/x").await.is_err_and(|e| e.is_not_found()));
+
+        tokio::time::sleep(LAG).await;
+        assert!(d.list("/d").await.is_err_and(|e| e.is_not_found()));
+        assert!(d.stat("/d").await.is_err_and(|e| e.is_not_found()));
+        assert!(listed(&d, "/").await?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_and_a_rename_lag_like_writes_and_deletes() -> Result<()> {
+        let d = lagging().await?;
+        let mut w = d.writer("/up/data", false).await?;
+        w.write(Bytes::from_static(b"blob")).await?;
+        w.commit().await?;
+        assert!(d.list("/up").await.is_err_and(|e| e.is_not_found()));
+        tokio::time::sleep(LAG).await;
+        assert_eq!(listed(&d, "/up").await?, ["/up/data"]);
+
+        d.rename("/up/data", "/blobs/b").await?;
+        // The source is still listed, the destination not yet; both read
+        // as they are.
+        assert_eq!(listed(&d, "/").await?, ["/up"]);
+        assert_eq!(d.get_content("/blobs/b").await?.as_ref(), b"blob");
+        assert!(
+            d.get_content("/up/data")
+                .await
+                .is_err_and(|e| e.is_not_found())
+        );
+        tokio::time::sleep(LAG).await;
+        assert_eq!(listed(&d, "/").await?, ["/blobs"]);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overwritten_file_stays_listed_and_reads_new() -> Result<()> {
+        let d = lagging().await?;
+        d.put_content("/o/f", "old").await?;
+        tokio::time::sleep(LAG).await;
+        d.put_content("/o/f", "newer").await?;
+        assert_eq!(listed(&d, "/o").await?, ["/o/f"]);
+        assert_eq!(d.stat("/o/f").await?.size, 5);
+        assert_eq!(d.get_content("/o/f").await?.as_ref(), b"newer");
+        // Written, deleted and written again within the lag: never listed
+        // yet, as it was not there before the first write.
+        d.put_content("/n", "1").await?;
+        d.delete("/n").await?;
+        d.put_content("/n", "2").await?;
+        assert_eq!(listed(&d, "/").await?, ["/o"]);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_walk_resumes_after_start_after_and_skips_what_is_hidden() -> Result<()> {
+        let d = lagging().await?;
+        for p in ["/r/a/x", "/r/b/x", "/r/d/x"] {
+            d.put_content(p, "x").await?;
+        }
+        tokio::time::sleep(LAG).await;
+        d.put_content("/r/c/x", "new").await?;
+        d.delete("/r/d").await?;
+        let mut seen = Vec::new();
+        d.walk("/r", Some("/r/a"), |fi| {
+            seen.push(fi.path.as_str().to_owned());
+            // Skipping a directory skips it, lingering or not.
+            Ok(if fi.path.as_str() == "/r/b" {
+                WalkControl::SkipDir
+            } else {
+                WalkControl::Continue
+            })
+        })
+        .await?;
+        // `/r/a/x` comes after `/r/a`; `/r/c` is new, `/r/d` deleted.
+        assert_eq!(seen, ["/r/a/x", "/r/b", "/r/d", "/r/d/x"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn lag_alone_injects_no_fault() -> Result<()> {
+        let d = faulty(&[("lag", "1s"), ("probability", "0")]).await?;
+        for i in 0..50 {
+            d.put_content(format!("/f{i}"), "x").await?;
+            d.stat(format!("/f{i}")).await?;
+            d.get_content(format!("/f{i}")).await?;
+        }
+        assert!(
+            listed(&d, "/").await?.is_empty(),
+            "all 50 are younger than 1 s"
+        );
+        Ok(())
+    }
+
     #[tokio::test]
     async fn bad_options_are_named() {
         for (k, v) in [
@@ -691,6 +968,7 @@ mod tests {
             ("nth", "-1"),
             ("operations", "stat,flush"),
             ("kinds", "error,explode"),
+            ("lag", "soon"),
         ] {
             let e = faulty(&[(k, v)]).await.expect_err(v);
             assert!(e.to_string().contains(k), "{k}={v}: {e}");

@@ -68,6 +68,12 @@
 //! `G`, at the moment of the delete. Only one collection runs at a time
 //! per storage: [`online`] holds a lease object (create-if-absent) while
 //! it runs.
+//!
+//! On storage whose listings trail the writes by `L` (Swift; the `faults`
+//! middleware's `lag`), the mark does not see a manifest pushed less than
+//! `L` ago: read `G - L` for `G` above, and with `G = 0` (offline) start
+//! at least `L` after the last push (docs/reliability.md, "Eventual
+//! consistency").
 
 pub mod inventory;
 pub mod online;

@@ -551,22 +551,43 @@ impl Registry {
             == Some(d))
     }
 
-    /// The digest `reference` names in `name`.
+    /// The digest `reference` names in `name`: a manifest the repository
+    /// holds (its revision link is there).
+    ///
+    /// A tag whose manifest was deleted names nothing. Deleting a manifest
+    /// deletes the tags that point at it as the tag listing shows them, and
+    /// on storage whose listings trail the writes (Swift; the `faults`
+    /// middleware's `lag`) a tag pushed a moment before is not listed yet,
+    /// so it stays behind; distribution, whose GET by tag goes through the
+    /// revision link too, answers it as unknown as well.
     ///
     /// # Errors
     /// `ManifestUnknown`, `NameUnknown` (no such repository), `Storage`.
     pub async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Digest> {
         let found = match reference {
-            Reference::Tag(tag) => self.read_link(&layout::tag_current_link(name, tag)).await?,
+            Reference::Tag(tag) => {
+                match self.read_link(&layout::tag_current_link(name, tag)).await? {
+                    Some(d) if self.has_manifest(name, &d).await? => Some(d),
+                    _ => None,
+                }
+            }
             Reference::Digest(d) => self.has_manifest(name, d).await?.then(|| d.clone()),
         };
         match found {
             Some(d) => Ok(d),
-            None if !self.repository_exists(name).await? => {
-                Err(RegistryError::NameUnknown(name.clone()))
-            }
-            None => Err(RegistryError::ManifestUnknown(reference.to_string())),
+            None => Err(self.unknown(name, reference).await?),
         }
+    }
+
+    /// The error for a `reference` that names nothing in `name`:
+    /// `NameUnknown` when the repository does not exist, else
+    /// `ManifestUnknown`.
+    async fn unknown(&self, name: &RepoName, reference: &Reference) -> Result<RegistryError> {
+        Ok(if self.repository_exists(name).await? {
+            RegistryError::ManifestUnknown(reference.to_string())
+        } else {
+            RegistryError::NameUnknown(name.clone())
+        })
     }
 
     /// The manifest `reference` names.
@@ -602,10 +623,19 @@ impl Registry {
     /// `Unsupported` if deletes are disabled, `ManifestUnknown`, `Storage`.
     pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> Result<()> {
         self.check_delete_enabled()?;
-        let digest = self.resolve(name, reference).await?;
         if let Reference::Tag(tag) = reference {
+            // Whatever the tag names, even a manifest deleted already (see
+            // `resolve`): a tag left behind can be deleted.
+            if self
+                .read_link(&layout::tag_current_link(name, tag))
+                .await?
+                .is_none()
+            {
+                return Err(self.unknown(name, reference).await?);
+            }
             return self.delete_if_exists(&layout::tag_dir(name, tag)).await;
         }
+        let digest = self.resolve(name, reference).await?;
         let subject = match self.driver.get_content(layout::blob_data(&digest)).await {
             Ok(body) => parse(&body, None).ok().and_then(|p| p.subject),
             Err(e) if e.is_not_found() => None,
