@@ -82,16 +82,87 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// HTTP client settings every cloud driver starts from: no limit on a whole
-/// request (a multi-gigabyte blob streams for minutes), but 10 s to connect
-/// and 60 s at most without a byte moving, so a backend that hangs fails
-/// the request instead of holding it forever. `object_store` retries
-/// idempotent requests that fail this way, with backoff.
-pub fn client_options() -> object_store::ClientOptions {
-    object_store::ClientOptions::new()
-        .with_timeout_disabled()
-        .with_connect_timeout(Duration::from_secs(10))
-        .with_read_timeout(Duration::from_secs(60))
+/// `connecttimeout`, declared by every cloud driver (see [`Timeouts`]).
+pub const CONNECT_TIMEOUT_PARAM: regstore_core::ParamSpec = regstore_core::ParamSpec::new(
+    "connecttimeout",
+    regstore_core::ParamKind::Duration,
+    "longest wait for a connection to the backend, per attempt",
+)
+.default("10s");
+
+/// `timeout`, declared by every cloud driver (see [`Timeouts`]).
+pub const TIMEOUT_PARAM: regstore_core::ParamSpec = regstore_core::ParamSpec::new(
+    "timeout",
+    regstore_core::ParamKind::Duration,
+    "longest wait for a byte of the backend's answer, per attempt (failed attempts are retried)",
+)
+.default("60s");
+
+/// How long a cloud driver waits for its backend (`connecttimeout`,
+/// `timeout`). A whole request has no limit (a multi-gigabyte blob streams
+/// for minutes), but an attempt fails when it cannot connect within
+/// `connect` or sees no byte move for `read`, so a backend that hangs fails
+/// the call instead of holding it forever. Idempotent requests that fail
+/// this way are retried with backoff until [`Timeouts::retry_budget`] has
+/// passed since the call began. A registry request that needs several
+/// calls (an upload's lease, data, clean-up) waits up to that for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting, per attempt.
+    pub connect: Duration,
+    /// Without a byte moving, per attempt.
+    pub read: Duration,
+}
+
+impl Timeouts {
+    /// From the driver's `connecttimeout` and `timeout` parameters
+    /// ([`CONNECT_TIMEOUT_PARAM`], [`TIMEOUT_PARAM`] in its declarations).
+    ///
+    /// # Errors
+    /// `Config` naming a parameter that is missing or zero.
+    pub fn from_params(params: &regstore_core::Params) -> Result<Self> {
+        let get = |name: &str| -> Result<Duration> {
+            let d = params.require_duration(name)?;
+            if d.is_zero() {
+                return Err(Error::config(format!("{name} must be longer than 0")));
+            }
+            Ok(d)
+        };
+        Ok(Timeouts {
+            connect: get(CONNECT_TIMEOUT_PARAM.name)?,
+            read: get(TIMEOUT_PARAM.name)?,
+        })
+    }
+
+    /// How long after a call began its retries stop: 3 × `read`.
+    pub fn retry_budget(&self) -> Duration {
+        self.read.saturating_mul(3)
+    }
+
+    /// `object_store` client options with these timeouts.
+    pub fn client_options(&self) -> object_store::ClientOptions {
+        object_store::ClientOptions::new()
+            .with_timeout_disabled()
+            .with_connect_timeout(self.connect)
+            .with_read_timeout(self.read)
+    }
+
+    /// `object_store`'s retry policy within [`Timeouts::retry_budget`] (its
+    /// backoff and retry count as they are).
+    pub fn retry_config(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            retry_timeout: self.retry_budget(),
+            ..Default::default()
+        }
+    }
+
+    /// A `reqwest` client builder with these timeouts, for a driver's own
+    /// HTTP client.
+    pub fn http_client(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect)
+            .read_timeout(self.read)
+    }
 }
 
 /// The HTTP method a signed redirect URL is made for.

@@ -723,3 +723,101 @@ async fn gcs_killed_and_restarted() {
 async fn swift_proxy_killed_and_restarted() {
     restart_test("swift", Stop::Kill).await;
 }
+
+/// Longest a request may take against a hung backend with `timeout: 1s`
+/// (a call's attempts stop after 3 × `timeout` on object_store's clients,
+/// after 5 attempts on swift's; a request makes a few calls). With the
+/// former fixed 60 s per attempt it took minutes.
+const HUNG_ANSWER: Duration = Duration::from_secs(25);
+
+/// A backend that hangs (SIGSTOP) under a registry whose driver has
+/// `connecttimeout: 1s` and `timeout: 1s`: a blob HEAD and an upload start
+/// answer 503 with the spec's error body well before the backend wakes up
+/// (it is woken once they answered, or after [`HANG`]); afterwards the same
+/// registry serves the blob.
+async fn hung_backend_test(driver: &str) {
+    let started = regstore_testenv::backend::skip_unless_required(
+        &format!("private {driver} emulator"),
+        Instance::start(driver),
+    );
+    let Some(backend) = started else { return };
+    let mut params = regstore_testenv::backend::emulator_params_at(driver, &backend.endpoint())
+        .await
+        .expect("emulator parameters");
+    params.insert("connecttimeout".into(), "1s".into());
+    params.insert("timeout".into(), "1s".into());
+    let yaml = json!({
+        "version": "0.1",
+        "log": { "level": "error" },
+        "storage": { driver: params, "redirect": { "disable": true } },
+    })
+    .to_string();
+    let reg = start_yaml(&yaml, tempfile::tempdir().expect("temp dir")).await;
+    let digest = reg.push_blob("hung/repo", b"before the hang").await;
+    backend.signal("STOP").expect("SIGSTOP");
+    let paused = Instant::now();
+    let requests = [
+        reg.client
+            .head(reg.url(&format!("/v2/hung/repo/blobs/{digest}"))),
+        reg.client.post(reg.url("/v2/hung/repo/blobs/uploads/")),
+    ];
+    let mut answers = Vec::new();
+    for request in requests {
+        let sent = Instant::now();
+        let r = tokio::time::timeout(HANG, request.send()).await;
+        answers.push((r, sent.elapsed()));
+    }
+    backend.signal("CONT").expect("SIGCONT");
+    eprintln!("{driver}: paused {:?}", paused.elapsed());
+    for (i, (r, took)) in answers.into_iter().enumerate() {
+        let r = r
+            .unwrap_or_else(|_| panic!("{driver}: request {i} still waiting after {HANG:?}"))
+            .expect("an answer");
+        eprintln!("{driver}: request {i}: {} in {took:?}", r.status());
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{driver}: request {i}"
+        );
+        assert!(
+            took < HUNG_ANSWER,
+            "{driver}: request {i} took {took:?} against a hung backend with timeout 1s"
+        );
+        if i == 1 {
+            // POST: the error body names the code.
+            let body: serde_json::Value =
+                serde_json::from_slice(&r.bytes().await.expect("body")).unwrap_or_default();
+            assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{driver}: {body}");
+        }
+    }
+    // Awake again: the same registry serves what was stored.
+    let mut served = false;
+    for _ in 0..20 {
+        let r = reg
+            .client
+            .get(reg.url(&format!("/v2/hung/repo/blobs/{digest}")))
+            .send()
+            .await
+            .expect("GET");
+        if r.status() == StatusCode::OK {
+            assert_eq!(&r.bytes().await.expect("body")[..], b"before the hang");
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        served,
+        "{driver}: the blob is served once the backend wakes up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_hung_requests_answer_within_the_driver_timeout() {
+    hung_backend_test("s3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swift_hung_requests_answer_within_the_driver_timeout() {
+    hung_backend_test("swift").await;
+}

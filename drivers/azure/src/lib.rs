@@ -19,6 +19,8 @@
 //! | `rootdirectory` | `""` | key prefix of everything stored |
 //! | `chunksize` | `10MiB` | size of the blocks a writer stages (1 MiB to 4000 MiB) |
 //! | `skipverify` | `false` | accept any TLS certificate (test setups only) |
+//! | `connecttimeout` | `10s` | longest wait for a connection to the backend, per attempt |
+//! | `timeout` | `60s` | longest wait for a byte of an answer, per attempt; failed attempts are retried for at most 3 × `timeout`, so a hung backend fails a call within about that |
 //!
 //! Credentials are tried in that order: `accountkey`, `sastoken`,
 //! `clientsecret`, `federatedtokenfile`; with none of them the `AZURE_*`
@@ -51,7 +53,7 @@ use regstore_core::{
     BuildFuture, Capabilities, DriverFactory, Error, ParamSpec, Params, RedirectMethod,
     RequestCounter, Result, StorageDriver,
 };
-use regstore_objectstore::{Backend, CountingConnector, ObjectDriver, client_options, map_err};
+use regstore_objectstore::{Backend, CountingConnector, ObjectDriver, Timeouts, map_err};
 
 const MIN_CHUNK: u64 = 1 << 20;
 const MAX_CHUNK: u64 = 4000 << 20;
@@ -75,6 +77,8 @@ const PARAMS: &[ParamSpec] = &[
     )
     .default("10MiB"),
     ParamSpec::new("skipverify", Bool, "accept any TLS certificate").default("false"),
+    regstore_objectstore::CONNECT_TIMEOUT_PARAM,
+    regstore_objectstore::TIMEOUT_PARAM,
 ];
 
 /// The driver's factory, as [`register`] adds it.
@@ -161,6 +165,7 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
         MicrosoftAzureBuilder::from_env()
     };
     let skipverify = params.require_bool("skipverify")?;
+    let timeouts = Timeouts::from_params(params)?;
     let requests = RequestCounter::default();
     b = b
         .with_http_connector(CountingConnector::new(requests.clone()))
@@ -168,8 +173,10 @@ pub fn azure_driver(params: &Params) -> Result<AzureDriver> {
         .with_container_name(container)
         .with_endpoint(endpoint.as_str().trim_end_matches('/').to_owned())
         .with_allow_http(endpoint.scheme() == "http")
+        .with_retry(timeouts.retry_config())
         .with_client_options(
-            client_options()
+            timeouts
+                .client_options()
                 .with_allow_invalid_certificates(skipverify)
                 .with_allow_http(endpoint.scheme() == "http"),
         );

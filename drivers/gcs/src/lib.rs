@@ -28,6 +28,8 @@
 //! | `chunksize` | `16MiB` | resumable-upload chunk, a multiple of 256 KiB |
 //! | `endpoint` | `https://storage.googleapis.com` | base URL (an emulator's, for tests) |
 //! | `noauth` | `false` | send no bearer token (emulators) |
+//! | `connecttimeout` | `10s` | longest wait for a connection to the backend, per attempt |
+//! | `timeout` | `60s` | longest wait for a byte of an answer, per attempt; failed attempts are retried for at most 3 × `timeout` (JSON API requests: 4 times), so a hung backend fails a call within 3 to 5 × `timeout` |
 //!
 //! Without `keyfile` and `credentials`, application default credentials are
 //! used: `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's user credentials, then
@@ -62,7 +64,7 @@ use regstore_core::{
 };
 use regstore_objectstore::http::answer_verdict;
 use regstore_objectstore::{
-    Backend, CountingConnector, ObjectDriver, Part, client_options, map_err, signed_method,
+    Backend, CountingConnector, ObjectDriver, Part, Timeouts, map_err, signed_method,
 };
 
 /// Resumable uploads take chunks in multiples of this.
@@ -80,6 +82,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("endpoint", Str, "base URL of the GCS API")
         .default("https://storage.googleapis.com"),
     ParamSpec::new("noauth", Bool, "send no bearer token (emulators)").default("false"),
+    regstore_objectstore::CONNECT_TIMEOUT_PARAM,
+    regstore_objectstore::TIMEOUT_PARAM,
 ];
 
 /// The driver's factory, as [`register`] adds it.
@@ -146,12 +150,14 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
         )));
     }
     let http_allowed = url.scheme() == "http";
+    let timeouts = Timeouts::from_params(params)?;
     let requests = RequestCounter::default();
     let mut b = GoogleCloudStorageBuilder::from_env()
         .with_http_connector(CountingConnector::new(requests.clone()))
         .with_bucket_name(bucket)
         .with_base_url(endpoint.trim_end_matches('/'))
-        .with_client_options(client_options().with_allow_http(http_allowed));
+        .with_retry(timeouts.retry_config())
+        .with_client_options(timeouts.client_options().with_allow_http(http_allowed));
     let mut can_sign = false;
     if let Some(file) = params.string("keyfile") {
         let text = std::fs::read_to_string(file)
@@ -171,9 +177,8 @@ pub fn gcs_driver(params: &Params) -> Result<GcsDriver> {
         b.build()
             .map_err(|e| Error::config(format!("cannot build the GCS client: {e}")))?,
     );
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
+    let http = timeouts
+        .http_client()
         .build()
         .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
     let backend = GcsBackend {

@@ -26,6 +26,8 @@
 //! | `multipartcopythresholdsize` | `32MiB` | moves of larger objects use a multipart copy (`UploadPartCopy` in parallel), smaller ones one `CopyObject`; at most 5 GiB |
 //! | `multipartcopychunksize` | `32MiB` | bytes per copied part, 5 MiB to 5 GiB (raised when an object would need more than 10,000 parts) |
 //! | `multipartcopymaxconcurrency` | `100` | parts copied at once |
+//! | `connecttimeout` | `10s` | longest wait for a connection to the backend, per attempt |
+//! | `timeout` | `60s` | longest wait for a byte of an answer, per attempt; failed attempts are retried for at most 3 × `timeout`, so a hung backend fails a call within about that (a part of a multipart copy waits 5 × `timeout`) |
 //! | `v4auth`, `objectacl`, `useragent`, `usedualstack`, `accelerate`, `loglevel` | | accepted as distribution does where regstore can honour them; a value it cannot honour is a startup error |
 //!
 //! Moves (`rename`) read the source's size with one HEAD, then copy server
@@ -69,7 +71,7 @@ use regstore_core::{
 };
 use regstore_objectstore::http::retry_after_of;
 use regstore_objectstore::{
-    Backend, CountingConnector, ObjectDriver, client_options, created, map_err, signed_method,
+    Backend, CountingConnector, ObjectDriver, Timeouts, created, map_err, signed_method,
 };
 
 /// What an `UploadPartCopy` answers: `<CopyPartResult><ETag>` on success,
@@ -174,6 +176,8 @@ const PARAMS: &[ParamSpec] = &[
         Str,
         "accepted for compatibility; logging goes through RUST_LOG",
     ),
+    regstore_objectstore::CONNECT_TIMEOUT_PARAM,
+    regstore_objectstore::TIMEOUT_PARAM,
 ];
 
 /// The driver's factory, as [`register`] adds it.
@@ -277,6 +281,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         .map(|e| endpoint_url(e, secure, bucket, force_path_style))
         .transpose()?;
 
+    let timeouts = Timeouts::from_params(params)?;
     let requests = RequestCounter::default();
     let builder = |endpoint: Option<&url::Url>| -> Result<AmazonS3> {
         let mut b = if params.string("accesskey").is_some() {
@@ -285,7 +290,8 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
             // The standard chain: environment, web identity, ECS, IMDS.
             AmazonS3Builder::from_env()
         };
-        let mut options = client_options()
+        let mut options = timeouts
+            .client_options()
             .with_allow_invalid_certificates(skip_verify)
             .with_allow_http(!secure);
         if let Some(agent) = params.string("useragent") {
@@ -298,6 +304,7 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
             .with_bucket_name(bucket)
             .with_region(region)
             .with_client_options(options)
+            .with_retry(timeouts.retry_config())
             .with_http_connector(CountingConnector::new(requests.clone()));
         if let Some(ep) = endpoint {
             let virtual_hosted = !force_path_style;
@@ -367,12 +374,15 @@ pub fn s3_driver(params: &Params) -> Result<S3Driver> {
         .unwrap_or(32 << 20)
         .min(MAX_CHUNK);
     let copy = PartCopy {
-        http: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(300))
-            .danger_accept_invalid_certs(skip_verify)
-            .build()
-            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
+        // A part copy answers once the backend has copied the part.
+        http: Timeouts {
+            read: timeouts.read.saturating_mul(5),
+            ..timeouts
+        }
+        .http_client()
+        .danger_accept_invalid_certs(skip_verify)
+        .build()
+        .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
         base,
         bucket: bucket.to_owned(),
         region: region.to_owned(),

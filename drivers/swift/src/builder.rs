@@ -3,7 +3,6 @@
 //! container, store the TempURL key) before a [`SwiftDriver`] is handed out.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use regstore_core::params::ParamKind::{self, Bool, Integer, Secret, Size, String as Str};
 use regstore_core::{
@@ -92,6 +91,8 @@ const PARAMS: &[ParamSpec] = &[
         "store secretkey on the account (or container) at startup",
     )
     .default("false"),
+    regstore_objectstore::CONNECT_TIMEOUT_PARAM,
+    regstore_objectstore::TIMEOUT_PARAM,
 ];
 
 /// The driver's factory, as [`register`] adds it.
@@ -241,9 +242,8 @@ pub async fn swift_driver(params: &Params) -> Result<SwiftDriver> {
             "chunksize {chunk} is below the minimum of 1 MiB (1048576)"
         )));
     }
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
+    let http = regstore_objectstore::Timeouts::from_params(params)?
+        .http_client()
         .danger_accept_invalid_certs(params.require_bool("insecureskipverify")?)
         .build()
         .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;

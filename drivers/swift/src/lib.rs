@@ -68,6 +68,8 @@
 //! | `secretkey` | | TempURL key; enables redirects |
 //! | `tempurlcontainerkey` | `false` | `secretkey` is the container's key |
 //! | `settempurlkey` | `false` | store `secretkey` on the account (or container) at startup |
+//! | `connecttimeout` | `10s` | longest wait for a connection to the backend, per attempt |
+//! | `timeout` | `60s` | longest wait for a byte of an answer, per attempt; a failed attempt is retried 4 times, so a hung backend fails a call within 5 × `timeout` |
 //!
 //! Tested against a single-node Swift 2.30 (`scripts/backends.sh start
 //! swift`, TempAuth) on every CI run: the whole conformance suite, with
