@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regstore_core::{Error, Result, StoragePath};
@@ -54,17 +54,51 @@ impl Retry {
 pub(crate) fn in_dir<T>(
     root: &Path,
     dir: &Path,
+    op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    in_dir_with(root, dir, None, op)
+}
+
+/// [`in_dir`], but the directories it creates are not flushed into their
+/// parents: they are added to `unsynced`, for the caller to flush with
+/// [`sync_parents`] once their entries must survive a power cut (a
+/// writer's staging directories: at its `close`; never, when it is
+/// committed, renamed away from them).
+pub(crate) fn in_dir_unsynced<T>(
+    root: &Path,
+    dir: &Path,
+    unsynced: &mut Vec<PathBuf>,
+    op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    in_dir_with(root, dir, Some(unsynced), op)
+}
+
+fn in_dir_with<T>(
+    root: &Path,
+    dir: &Path,
+    mut unsynced: Option<&mut Vec<PathBuf>>,
     mut op: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
     let mut retry = Retry::new();
     loop {
         match op() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
-                make_dirs(root, dir)?;
+                make_dirs(root, dir, unsynced.as_deref_mut())?;
             }
             other => return other,
         }
     }
+}
+
+/// Flushes the entries of `dirs` (created by [`in_dir_unsynced`]) into
+/// their parents, each parent once.
+pub(crate) fn sync_parents(dirs: &[PathBuf]) -> FsResult<()> {
+    let parents: std::collections::BTreeSet<&Path> =
+        dirs.iter().filter_map(|d| d.parent()).collect();
+    for parent in parents {
+        sync_dir(parent).at("sync directory", parent)?;
+    }
+    Ok(())
 }
 
 /// Renames `src` over `dst`, creating `dst`'s directories as needed, then
@@ -80,7 +114,7 @@ pub(crate) fn rename_into(root: &Path, src: &Path, dst: &Path) -> FsResult<()> {
                 if !exists(src)? {
                     return Err(e).at("rename", src);
                 }
-                make_dirs(root, dir).at("create directory", dir)?;
+                make_dirs(root, dir, None).at("create directory", dir)?;
             }
             Err(e) => return Err(e).at("rename", dst),
         }
@@ -97,7 +131,7 @@ pub(crate) fn link_into(root: &Path, src: &Path, dst: &Path) -> FsResult<bool> {
             Ok(()) => return sync_dir(dir).at("sync directory", dir).map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
-                make_dirs(root, dir).at("create directory", dir)?;
+                make_dirs(root, dir, None).at("create directory", dir)?;
             }
             Err(e) => return Err(e).at("link", dst),
         }
@@ -126,9 +160,10 @@ pub(crate) fn move_into_place(
 }
 
 /// Creates `dir` and its missing ancestors (the root included), flushing
-/// each new directory's entry into its parent. Directories removed by a
-/// concurrent clean-up half-way are created again.
-fn make_dirs(root: &Path, dir: &Path) -> io::Result<()> {
+/// each new directory's entry into its parent, or with `unsynced`, adding
+/// it there instead. Directories removed by a concurrent clean-up half-way
+/// are created again.
+fn make_dirs(root: &Path, dir: &Path, mut unsynced: Option<&mut Vec<PathBuf>>) -> io::Result<()> {
     let mut retry = Retry::new();
     while retry.again() {
         // The missing directories, deepest first.
@@ -161,7 +196,9 @@ fn make_dirs(root: &Path, dir: &Path) -> io::Result<()> {
             }
             match fs::create_dir(d) {
                 Ok(()) => {
-                    if let Some(parent) = d.parent() {
+                    if let Some(later) = unsynced.as_deref_mut() {
+                        later.push(d.to_path_buf());
+                    } else if let Some(parent) = d.parent() {
                         match sync_dir(parent) {
                             Ok(()) => {}
                             // `d` (empty) and then its parent were pruned

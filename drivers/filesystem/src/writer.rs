@@ -11,7 +11,7 @@ use bytes::Bytes;
 use regstore_core::{Error, FileWriter, Result, StoragePath, async_trait};
 
 use crate::blocking;
-use crate::dirs::{Retry, in_dir, move_into_place, prune_empty_dirs};
+use crate::dirs::{Retry, in_dir_unsynced, move_into_place, prune_empty_dirs, sync_parents};
 use crate::fsio::{At, FsResult, is_missing, parent_of, remove_missing_ok, sync_dir};
 use crate::layout::Layout;
 
@@ -38,6 +38,10 @@ struct FsWriter {
     size: u64,
     /// The size it was resumed at; `None` for a writer opened afresh.
     resumed_at: Option<u64>,
+    /// Staging directories its opening created, not flushed into their
+    /// parents yet: `close` does (the staging file must survive a power
+    /// cut then); `commit` need not (the file leaves them).
+    unsynced_dirs: Vec<PathBuf>,
 }
 
 impl FsWriter {
@@ -47,6 +51,7 @@ impl FsWriter {
         staged: PathBuf,
         file: File,
         resumed_at: Option<u64>,
+        unsynced_dirs: Vec<PathBuf>,
     ) -> Box<dyn FileWriter> {
         Box::new(FsWriter {
             layout,
@@ -57,6 +62,7 @@ impl FsWriter {
             pending: None,
             size: resumed_at.unwrap_or(0),
             resumed_at,
+            unsynced_dirs,
         })
     }
 
@@ -155,12 +161,15 @@ impl FileWriter for FsWriter {
 
     async fn close(mut self: Box<Self>) -> Result<()> {
         let staged = self.staged.clone();
+        let created = std::mem::take(&mut self.unsynced_dirs);
         let closed = match self.persist().await {
             Ok(()) => {
                 blocking(move || {
-                    // Make the staging file's name durable too.
+                    // Make the staging file's name durable too, and the
+                    // names of the directories its opening created.
                     let dir = parent_of(&staged)?;
-                    Ok(sync_dir(dir).at("sync directory", dir)?)
+                    sync_dir(dir).at("sync directory", dir)?;
+                    Ok(sync_parents(&created)?)
                 })
                 .await
             }
@@ -300,7 +309,14 @@ pub(crate) fn open(
     if append {
         if let Some(file) = open_locked(&staged, &path, OpenOptions::new().append(true))? {
             let size = file.metadata().at("stat", &staged)?.len();
-            return Ok(FsWriter::boxed(layout, path, staged, file, Some(size)));
+            return Ok(FsWriter::boxed(
+                layout,
+                path,
+                staged,
+                file,
+                Some(size),
+                Vec::new(),
+            ));
         }
         let full = layout.committed(&path);
         match fs::metadata(&full) {
@@ -317,11 +333,12 @@ pub(crate) fn open(
         }
     }
     let dir = parent_of(&staged)?;
+    let mut unsynced_dirs = Vec::new();
     let mut retry = Retry::new();
     loop {
         // Created without truncating: the file may belong to a writer
         // that is still open, whose bytes only its lock may discard.
-        in_dir(&layout.root, dir, || {
+        in_dir_unsynced(&layout.root, dir, &mut unsynced_dirs, || {
             OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -332,7 +349,14 @@ pub(crate) fn open(
         .at("create", &staged)?;
         if let Some(file) = open_locked(&staged, &path, OpenOptions::new().write(true))? {
             file.set_len(0).at("truncate", &staged)?;
-            return Ok(FsWriter::boxed(layout, path, staged, file, None));
+            return Ok(FsWriter::boxed(
+                layout,
+                path,
+                staged,
+                file,
+                None,
+                unsynced_dirs,
+            ));
         }
         // Removed between creating and locking it: create it again.
         if !retry.again() {
