@@ -1,9 +1,10 @@
-//! Directories: creating them (with their entries flushed into their
-//! parents), renaming and linking files into place through them, and
+//! Directories: creating them (their entries flushed into their parents
+//! together with what is stored in them), renaming and linking files into place through them, and
 //! pruning the ones left empty — all while other operations on the same
 //! root remove empty directories concurrently. Owns the retry that wins
 //! those races; knows nothing of the staging layout.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use regstore_core::{Error, Result, StoragePath};
 
-use crate::fsio::{At, FsResult, exists, parent_of, sync_dir};
+use crate::fsio::{At, FsResult, exists, parent_of};
+use crate::layout::Layout;
+use crate::sync::Target;
 
 /// How long an operation keeps retrying when a directory it needs is
 /// removed by a concurrent clean-up between creating it and using it. Each
@@ -50,71 +53,57 @@ impl Retry {
 
 /// Runs `op`, which creates something directly in `dir`; when it fails
 /// because `dir` is missing (never created, or removed by a concurrent
-/// clean-up), creates `dir` and tries again.
+/// clean-up), creates `dir` and tries again. The directories it creates are
+/// added to `created`, not flushed: see [`flush_targets`].
 pub(crate) fn in_dir<T>(
     root: &Path,
     dir: &Path,
-    op: impl FnMut() -> io::Result<T>,
-) -> io::Result<T> {
-    in_dir_with(root, dir, None, op)
-}
-
-/// [`in_dir`], but the directories it creates are not flushed into their
-/// parents: they are added to `unsynced`, for the caller to flush with
-/// [`sync_parents`] once their entries must survive a power cut (a
-/// writer's staging directories: at its `close`; never, when it is
-/// committed, renamed away from them).
-pub(crate) fn in_dir_unsynced<T>(
-    root: &Path,
-    dir: &Path,
-    unsynced: &mut Vec<PathBuf>,
-    op: impl FnMut() -> io::Result<T>,
-) -> io::Result<T> {
-    in_dir_with(root, dir, Some(unsynced), op)
-}
-
-fn in_dir_with<T>(
-    root: &Path,
-    dir: &Path,
-    mut unsynced: Option<&mut Vec<PathBuf>>,
+    created: &mut Vec<PathBuf>,
     mut op: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
     let mut retry = Retry::new();
     loop {
         match op() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
-                make_dirs(root, dir, unsynced.as_deref_mut())?;
+                make_dirs(root, dir, created)?;
             }
             other => return other,
         }
     }
 }
 
-/// Flushes the entries of `dirs` (created by [`in_dir_unsynced`]) into
-/// their parents, each parent once.
-pub(crate) fn sync_parents(dirs: &[PathBuf]) -> FsResult<()> {
-    let parents: std::collections::BTreeSet<&Path> =
-        dirs.iter().filter_map(|d| d.parent()).collect();
-    for parent in parents {
-        sync_dir(parent).at("sync directory", parent)?;
-    }
-    Ok(())
+/// What makes a new entry in `dir` durable, with the directories created
+/// on the way to it (see [`make_dirs`]): `dir` itself and the parent of
+/// each created directory, each once.
+pub(crate) fn flush_targets(dir: Option<&Path>, created: &[PathBuf]) -> Vec<Target> {
+    let mut dirs: BTreeSet<&Path> = created.iter().filter_map(|d| d.parent()).collect();
+    dirs.extend(dir);
+    dirs.into_iter()
+        .map(|d| Target::Dir(d.to_path_buf()))
+        .collect()
 }
 
 /// Renames `src` over `dst`, creating `dst`'s directories as needed, then
-/// flushes `dst`'s directory. A missing `src` comes back as a `NotFound`
-/// error.
-pub(crate) fn rename_into(root: &Path, src: &Path, dst: &Path) -> FsResult<()> {
+/// flushes `dst`'s directory and the parents of the directories it created
+/// (one barrier, shared with concurrent operations). A missing `src` comes
+/// back as a `NotFound` error.
+pub(crate) fn rename_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<()> {
     let dir = parent_of(dst)?;
+    let mut created = Vec::new();
     let mut retry = Retry::new();
     loop {
         match fs::rename(src, dst) {
-            Ok(()) => return sync_dir(dir).at("sync directory", dir),
+            Ok(()) => {
+                return l
+                    .syncer
+                    .sync(flush_targets(Some(dir), &created))
+                    .at("sync directories of", dst);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
                 if !exists(src)? {
                     return Err(e).at("rename", src);
                 }
-                make_dirs(root, dir, None).at("create directory", dir)?;
+                make_dirs(&l.root, dir, &mut created).at("create directory", dir)?;
             }
             Err(e) => return Err(e).at("rename", dst),
         }
@@ -122,16 +111,23 @@ pub(crate) fn rename_into(root: &Path, src: &Path, dst: &Path) -> FsResult<()> {
 }
 
 /// Hard-links `src` as `dst` (creating directories) unless `dst` exists:
-/// `false` then. The new entry is flushed into its directory.
-pub(crate) fn link_into(root: &Path, src: &Path, dst: &Path) -> FsResult<bool> {
+/// `false` then. The new entry is flushed as [`rename_into`] flushes.
+pub(crate) fn link_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<bool> {
     let dir = parent_of(dst)?;
+    let mut created = Vec::new();
     let mut retry = Retry::new();
     loop {
         match fs::hard_link(src, dst) {
-            Ok(()) => return sync_dir(dir).at("sync directory", dir).map(|()| true),
+            Ok(()) => {
+                return l
+                    .syncer
+                    .sync(flush_targets(Some(dir), &created))
+                    .at("sync directories of", dst)
+                    .map(|()| true);
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
-                make_dirs(root, dir, None).at("create directory", dir)?;
+                make_dirs(&l.root, dir, &mut created).at("create directory", dir)?;
             }
             Err(e) => return Err(e).at("link", dst),
         }
@@ -142,13 +138,13 @@ pub(crate) fn link_into(root: &Path, src: &Path, dst: &Path) -> FsResult<bool> {
 /// directories below `prune_top` that the move left empty. A `src` that
 /// vanished before the rename is `PathNotFound` for `path`.
 pub(crate) fn move_into_place(
-    root: &Path,
+    l: &Layout,
     src: &Path,
     dst: &Path,
     prune_top: &Path,
     path: &StoragePath,
 ) -> Result<()> {
-    match rename_into(root, src, dst) {
+    match rename_into(l, src, dst) {
         Ok(()) => {}
         Err(e) if e.is_missing() && !exists(src)? => return Err(Error::not_found(path)),
         Err(e) => return Err(e.into()),
@@ -159,11 +155,12 @@ pub(crate) fn move_into_place(
     Ok(())
 }
 
-/// Creates `dir` and its missing ancestors (the root included), flushing
-/// each new directory's entry into its parent, or with `unsynced`, adding
-/// it there instead. Directories removed by a concurrent clean-up half-way
-/// are created again.
-fn make_dirs(root: &Path, dir: &Path, mut unsynced: Option<&mut Vec<PathBuf>>) -> io::Result<()> {
+/// Creates `dir` and its missing ancestors (the root included), adding each
+/// one it created to `created`, unflushed: the caller flushes them (see
+/// [`flush_targets`]) once something is stored in them, and a concurrent
+/// clean-up that removes them empty before that makes the caller's store
+/// fail with `NotFound` and create them again.
+fn make_dirs(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> io::Result<()> {
     let mut retry = Retry::new();
     while retry.again() {
         // The missing directories, deepest first.
@@ -195,24 +192,10 @@ fn make_dirs(root: &Path, dir: &Path, mut unsynced: Option<&mut Vec<PathBuf>>) -
                 continue;
             }
             match fs::create_dir(d) {
-                Ok(()) => {
-                    if let Some(later) = unsynced.as_deref_mut() {
-                        later.push(d.to_path_buf());
-                    } else if let Some(parent) = d.parent() {
-                        match sync_dir(parent) {
-                            Ok(()) => {}
-                            // `d` (empty) and then its parent were pruned
-                            // before the flush: start over.
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                vanished = true;
-                                break;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
+                Ok(()) => created.push(d.to_path_buf()),
                 // Created concurrently; if it is a file, the caller fails.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                // A parent was pruned half-way: start over.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     vanished = true;
                     break;

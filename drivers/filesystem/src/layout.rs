@@ -6,6 +6,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +14,7 @@ use regstore_core::{Error, Result, StoragePath};
 
 use crate::dirs::in_dir;
 use crate::fsio::{At, FsResult};
+use crate::sync::{Syncer, Target};
 
 /// Name of the staging directory inside the root.
 const STAGING: &str = "~staging";
@@ -23,17 +25,23 @@ const PUT_PREFIX: &str = "~put.";
 /// `put_content` leftovers older than this are removed at construction.
 const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
-/// Where things live under the root.
+/// Where things live under the root, and the group commit of everything
+/// flushed under it.
 #[derive(Debug)]
 pub(crate) struct Layout {
     pub(crate) root: PathBuf,
     pub(crate) staging: PathBuf,
+    pub(crate) syncer: Syncer,
 }
 
 impl Layout {
     pub(crate) fn new(root: PathBuf) -> Self {
         let staging = root.join(STAGING);
-        Layout { root, staging }
+        Layout {
+            root,
+            staging,
+            syncer: Syncer::default(),
+        }
     }
 
     /// `base` extended by the segments of `path`.
@@ -75,8 +83,9 @@ impl Layout {
         let (tmp, mut file) = self.create_temp()?;
         let published = (|| {
             file.write_all(content).at("write", &tmp)?;
-            file.sync_all().at("sync", &tmp)?;
-            drop(file);
+            self.syncer
+                .sync(vec![Target::File(Arc::new(file))])
+                .at("sync", &tmp)?;
             publish(&tmp)
         })();
         // Renamed away already, or still there after a link or a failure.
@@ -95,7 +104,9 @@ impl Layout {
             let tmp = self
                 .staging
                 .join(format!("{PUT_PREFIX}{}.{nanos}.{n}", std::process::id()));
-            let created = in_dir(&self.root, &self.staging, || {
+            // The staging area's own entry need not be durable: the file
+            // is renamed or linked away, and that destination is flushed.
+            let created = in_dir(&self.root, &self.staging, &mut Vec::new(), || {
                 OpenOptions::new().write(true).create_new(true).open(&tmp)
             });
             match created {

@@ -86,6 +86,7 @@ mod dirs;
 mod fsio;
 mod layout;
 mod reader;
+mod sync;
 mod writer;
 
 use std::fs;
@@ -352,7 +353,7 @@ impl StorageDriver for FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            Ok(l.publish_temp(&content, |tmp| rename_into(&l.root, tmp, &full))?)
+            Ok(l.publish_temp(&content, |tmp| rename_into(l, tmp, &full))?)
         })
         .await
     }
@@ -364,7 +365,7 @@ impl StorageDriver for FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            Ok(l.publish_temp(&content, |tmp| link_into(&l.root, tmp, &full))?)
+            Ok(l.publish_temp(&content, |tmp| link_into(l, tmp, &full))?)
         })
         .await
     }
@@ -481,7 +482,7 @@ impl StorageDriver for FilesystemDriver {
                 Err(e) => return Err(e).at("stat", &src).map_err(Error::from),
             }
             // A source moved or deleted by someone else meanwhile is not found.
-            move_into_place(&l.root, &src, &dst, &l.root, &from)
+            move_into_place(l, &src, &dst, &l.root, &from)
         })
         .await
     }

@@ -11,9 +11,10 @@ use bytes::Bytes;
 use regstore_core::{Error, FileWriter, Result, StoragePath, async_trait};
 
 use crate::blocking;
-use crate::dirs::{Retry, in_dir_unsynced, move_into_place, prune_empty_dirs, sync_parents};
-use crate::fsio::{At, FsResult, is_missing, parent_of, remove_missing_ok, sync_dir};
+use crate::dirs::{Retry, flush_targets, in_dir, move_into_place, prune_empty_dirs};
+use crate::fsio::{At, FsResult, is_missing, parent_of, remove_missing_ok};
 use crate::layout::Layout;
+use crate::sync::Target;
 
 /// Writers gather small writes into a buffer of this size.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -119,12 +120,15 @@ impl FsWriter {
         Ok(())
     }
 
-    /// Writes everything out and syncs it to disk.
-    async fn persist(&mut self) -> Result<()> {
+    /// Writes everything out and syncs it to disk, together with the
+    /// entries of `dirs` (one barrier, shared with concurrent operations).
+    async fn persist(&mut self, dirs: Vec<Target>) -> Result<()> {
         self.flush().await?;
         self.settle().await?;
-        let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
-        blocking(move || Ok(file.sync_all().at("sync", &staged)?)).await
+        let (layout, staged) = (Arc::clone(&self.layout), self.staged.clone());
+        let mut targets = dirs;
+        targets.push(Target::File(Arc::clone(&self.file)));
+        blocking(move || Ok(layout.syncer.sync(targets).at("sync", &staged)?)).await
     }
 }
 
@@ -160,20 +164,15 @@ impl FileWriter for FsWriter {
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {
-        let staged = self.staged.clone();
+        // The staging file's name must be durable too, with the names of
+        // the directories its opening created.
         let created = std::mem::take(&mut self.unsynced_dirs);
-        let closed = match self.persist().await {
-            Ok(()) => {
-                blocking(move || {
-                    // Make the staging file's name durable too, and the
-                    // names of the directories its opening created.
-                    let dir = parent_of(&staged)?;
-                    sync_dir(dir).at("sync directory", dir)?;
-                    Ok(sync_parents(&created)?)
-                })
-                .await
+        let closed = match parent_of(&self.staged) {
+            Ok(dir) => {
+                let dirs = flush_targets(Some(dir), &created);
+                self.persist(dirs).await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         if closed.is_err() {
             self.take_back().await;
@@ -182,7 +181,7 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        if let Err(e) = self.persist().await {
+        if let Err(e) = self.persist(Vec::new()).await {
             self.take_back().await;
             return Err(e);
         }
@@ -204,7 +203,7 @@ impl FileWriter for FsWriter {
                 return Err(Error::not_found(&path));
             }
             // An unfinished writer that `delete` removed meanwhile is not found.
-            let moved = move_into_place(&layout.root, &staged, &full, &layout.staging, &path);
+            let moved = move_into_place(&layout, &staged, &full, &layout.staging, &path);
             if moved.is_err() && is_same_file(&file, &staged).unwrap_or(false) {
                 // Still staged: back to what the last close left.
                 log_cut(cut(&file, &staged, size), &path);
@@ -338,7 +337,7 @@ pub(crate) fn open(
     loop {
         // Created without truncating: the file may belong to a writer
         // that is still open, whose bytes only its lock may discard.
-        in_dir_unsynced(&layout.root, dir, &mut unsynced_dirs, || {
+        in_dir(&layout.root, dir, &mut unsynced_dirs, || {
             OpenOptions::new()
                 .write(true)
                 .create(true)
