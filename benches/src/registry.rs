@@ -420,10 +420,13 @@ impl Target {
         })
     }
 
-    /// `count` pushes of distinct `size`-byte blobs from `threads` tasks.
+    /// `count` pushes of distinct `size`-byte blobs from `threads` tasks,
+    /// blob `first + i` for the `i`th push (the same `first` pushes the
+    /// same blobs again: a later round passes a new one).
     pub async fn small_pushes(
         &self,
         repo: &str,
+        first: u64,
         count: usize,
         size: usize,
         threads: usize,
@@ -437,7 +440,7 @@ impl Target {
                 let mut lat = Vec::new();
                 let mut i = t;
                 while i < count {
-                    let data = Generator::new(i as u64 + 1, size as u64, size).piece(0);
+                    let data = Generator::new(first + i as u64 + 1, size as u64, size).piece(0);
                     let t0 = Instant::now();
                     me.push_small(&repo, data).await?;
                     lat.push(t0.elapsed());

@@ -37,6 +37,8 @@ struct FsWriter {
     /// The write in flight; gives back its buffer (cleared) when done.
     pending: Option<tokio::task::JoinHandle<Result<Vec<u8>>>>,
     size: u64,
+    /// Bytes handed to the file so far (`size` less what is buffered).
+    written: u64,
     /// The size it was resumed at; `None` for a writer opened afresh.
     resumed_at: Option<u64>,
     /// Staging directories its opening created, not flushed into their
@@ -62,6 +64,7 @@ impl FsWriter {
             buf: Vec::new(),
             pending: None,
             size: resumed_at.unwrap_or(0),
+            written: resumed_at.unwrap_or(0),
             resumed_at,
             unsynced_dirs,
         })
@@ -96,8 +99,12 @@ impl FsWriter {
     ) -> Result<Option<Vec<u8>>> {
         let spare = self.settle().await?;
         let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
+        let at = self.written;
+        self.written += data.as_ref().len() as u64;
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            (&*file).write_all(data.as_ref()).at("write", &staged)?;
+            let bytes = data.as_ref();
+            (&*file).write_all(bytes).at("write", &staged)?;
+            start_writeback(&file, at, bytes.len() as u64);
             Ok(give_back(data))
         }));
         Ok(spare)
@@ -246,6 +253,30 @@ impl FileWriter for FsWriter {
         // Dropping `self` afterwards closes the file: the lock goes with it.
         blocking(move || Ok(cut(&file, &staged, size)?)).await
     }
+}
+
+/// Starts writing `len` bytes at `offset` of `file` to the disk, without
+/// waiting (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`): the disk
+/// works while the caller receives the next bytes, so the `fsync` of
+/// `close` or `commit` waits only for the last ones instead of all of them
+/// (a PATCH of 8 MiB, a blob of 512 MiB). Durability still comes from that
+/// `fsync` alone; a failure here only loses the head start, so it is
+/// ignored (the `fsync` reports a failed write).
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: `file` is an open descriptor for the whole call; the call
+        // reads no memory of ours.
+        let _ = unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// Cuts the staging file back to `size` bytes, durably.

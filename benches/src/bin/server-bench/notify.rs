@@ -57,7 +57,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         ("endpoint that never answers", Target::new(&with_hung)),
     ];
     for (_, t) in &targets {
-        t.small_pushes(REPO, THREADS * 4, SIZE, THREADS)
+        t.small_pushes(REPO, 0, THREADS * 4, SIZE, THREADS)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -67,7 +67,13 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
             let k = (round + i) % 2;
             let r = targets[k]
                 .1
-                .small_pushes(REPO, per_round, SIZE, THREADS)
+                .small_pushes(
+                    REPO,
+                    ((2 * round + k + 1) * per_round) as u64,
+                    per_round,
+                    SIZE,
+                    THREADS,
+                )
                 .await
                 .map_err(|e| format!("{}: {e}", targets[k].0))?;
             match &mut rates[k] {

@@ -1,0 +1,82 @@
+//! `server-bench --small-pushes`: the small-push row alone, in interleaved
+//! rounds (issue 23, group commit). `regstore serve` and `docker-registry`
+//! each on their own filesystem root under the same temporary directory,
+//! both without access logs; each round pushes `--small / --rounds` new
+//! 4 KiB blobs (`POST`, then `PUT ?digest=`) from 16 client tasks to one
+//! and then the other (the order alternates), every blob distinct. The
+//! figure is the rate over all rounds, with p50 and p99 latency.
+//!
+//! To count fsyncs per push, run the regstore side under strace:
+//! `scripts/fsyncs.sh` does.
+
+use regstore_benches::registry::{Rate, Target};
+
+use super::{Options, ms, quiet_config, start_docker_registry, start_regstore};
+
+const REPO: &str = "bench/many";
+const THREADS: usize = 16;
+const SIZE: usize = 4096;
+
+pub(super) async fn run(o: &Options) -> Result<(), String> {
+    let rounds = o.rounds.max(1);
+    let per_round = (o.small / rounds).max(THREADS);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let root = dir.path().join("regstore-root");
+    let config = dir.path().join("regstore.yml");
+    std::fs::write(&config, quiet_config(&root)).map_err(|e| e.to_string())?;
+    let (rp, regstore) = start_regstore(o, "regstore", &root, Some(&config)).await?;
+    let (dp, distribution) =
+        start_docker_registry(o, &dir.path().join("distribution-root"), dir.path()).await?;
+    let targets = [
+        ("regstore", Target::new(&regstore)),
+        ("docker-registry 2.8.2", Target::new(&distribution)),
+    ];
+    // Warm-up: connections, the repository's directories.
+    for (name, t) in &targets {
+        t.small_pushes(REPO, 0, THREADS * 4, SIZE, THREADS)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
+    let mut rates: [Option<Rate>; 2] = [None, None];
+    for round in 0..rounds {
+        for i in 0..2 {
+            let k = (round + i) % 2;
+            let first = ((round + 1) * per_round) as u64;
+            let r = targets[k]
+                .1
+                .small_pushes(REPO, first, per_round, SIZE, THREADS)
+                .await
+                .map_err(|e| format!("{}: {e}", targets[k].0))?;
+            match &mut rates[k] {
+                Some(total) => total.add(r),
+                None => rates[k] = Some(r),
+            }
+        }
+    }
+    let [Some(r), Some(d)] = rates else {
+        return Err("no round ran".into());
+    };
+    println!(
+        "{} pushes of 4 KiB per server, 16 tasks, {rounds} interleaved rounds",
+        r.ops
+    );
+    println!();
+    println!("| server | push/s | p50 ms | p99 ms | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, _), (rate, p)) in targets.iter().zip([(&r, &rp), (&d, &dp)]) {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.1} |",
+            rate.per_second(),
+            ms(rate.latencies.percentile(50.0)),
+            ms(rate.latencies.percentile(99.0)),
+            p.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
+        );
+    }
+    let ratio = r.per_second() / d.per_second().max(1e-9);
+    println!();
+    println!(
+        "regstore / docker-registry: {ratio:.2}× (goal ≥ 5×: {})",
+        if ratio >= 5.0 { "met" } else { "**missed**" }
+    );
+    Ok(())
+}
