@@ -1,8 +1,8 @@
 //! Directories: creating them (their entries flushed into their parents
-//! together with what is stored in them), renaming and linking files into place through them, and
-//! pruning the ones left empty — all while other operations on the same
-//! root remove empty directories concurrently. Owns the retry that wins
-//! those races; knows nothing of the staging layout.
+//! together with what is stored in them), renaming and linking files into
+//! place through them, and pruning the ones left empty — all while other
+//! operations on the same root remove empty directories concurrently. Owns
+//! the retry that wins those races; knows nothing of the staging layout.
 
 use std::collections::BTreeSet;
 use std::fs;
