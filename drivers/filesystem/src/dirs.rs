@@ -75,9 +75,9 @@ pub(crate) fn in_dir<T>(
 /// What makes a new entry in `dir` durable, with the directories created
 /// on the way to it (see [`make_dirs`]): `dir` itself and the parent of
 /// each created directory, each once.
-pub(crate) fn flush_targets(dir: Option<&Path>, created: &[PathBuf]) -> Vec<Target> {
+pub(crate) fn flush_targets(dir: &Path, created: &[PathBuf]) -> Vec<Target> {
     let mut dirs: BTreeSet<&Path> = created.iter().filter_map(|d| d.parent()).collect();
-    dirs.extend(dir);
+    dirs.insert(dir);
     dirs.into_iter()
         .map(|d| Target::Dir(d.to_path_buf()))
         .collect()
@@ -96,7 +96,7 @@ pub(crate) fn rename_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<()> {
             Ok(()) => {
                 return l
                     .syncer
-                    .sync(flush_targets(Some(dir), &created))
+                    .sync(flush_targets(dir, &created))
                     .at("sync directories of", dst);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
@@ -121,7 +121,7 @@ pub(crate) fn link_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<bool> {
             Ok(()) => {
                 return l
                     .syncer
-                    .sync(flush_targets(Some(dir), &created))
+                    .sync(flush_targets(dir, &created))
                     .at("sync directories of", dst)
                     .map(|()| true);
             }

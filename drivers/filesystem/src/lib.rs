@@ -27,12 +27,11 @@
 //! well. A reader that opened the old file keeps reading the old bytes to
 //! the end.
 //!
-//! Flushes go through one group-commit queue per driver: an operation
-//! queues what it must make durable and waits; one waiting thread flushes
-//! everything queued so far, each distinct directory once, and wakes the
-//! operations it covered. Concurrent operations (sixteen pushes into one
-//! repository) so share the flushes of the directories they all write
-//! into, and a lone operation waits for nothing but its own flushes. Each
+//! Flushes go through one group-commit queue per driver (`sync.rs`): an
+//! operation queues what it must make durable and waits; one waiting
+//! thread flushes everything queued so far — the targets of a lone
+//! operation with `fsync` each, those of several operations with one
+//! `syncfs` per filesystem — and wakes the operations it covered. Each
 //! operation still returns only after its own data and names are durable,
 //! and its barriers stay in order: a file's bytes are flushed before the
 //! rename that publishes it.

@@ -177,9 +177,7 @@ fn flush_each(batch: Vec<(u64, Target)>) -> (Failures, u64) {
             Target::File(file) => {
                 flushes += 1;
                 if let Err(e) = file.sync_all() {
-                    failed
-                        .entry(ticket)
-                        .or_insert_with(|| (e.kind(), e.to_string()));
+                    fail(&mut failed, &[ticket], &e, "fsync");
                 }
             }
             Target::Dir(dir) => dirs.entry(dir).or_default().push(ticket),

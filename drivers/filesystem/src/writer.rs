@@ -37,8 +37,6 @@ struct FsWriter {
     /// The write in flight; gives back its buffer (cleared) when done.
     pending: Option<tokio::task::JoinHandle<Result<Vec<u8>>>>,
     size: u64,
-    /// Bytes handed to the file so far (`size` less what is buffered).
-    written: u64,
     /// The size it was resumed at; `None` for a writer opened afresh.
     resumed_at: Option<u64>,
     /// Staging directories its opening created, not flushed into their
@@ -64,7 +62,6 @@ impl FsWriter {
             buf: Vec::new(),
             pending: None,
             size: resumed_at.unwrap_or(0),
-            written: resumed_at.unwrap_or(0),
             resumed_at,
             unsynced_dirs,
         })
@@ -99,8 +96,11 @@ impl FsWriter {
     ) -> Result<Option<Vec<u8>>> {
         let spare = self.settle().await?;
         let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
-        let at = self.written;
-        self.written += data.as_ref().len() as u64;
+        // Where `data` goes in the file: after everything but the buffer
+        // and `data` itself (`size` counts both already).
+        let at = self
+            .size
+            .saturating_sub((self.buf.len() + data.as_ref().len()) as u64);
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let bytes = data.as_ref();
             (&*file).write_all(bytes).at("write", &staged)?;
@@ -176,7 +176,7 @@ impl FileWriter for FsWriter {
         let created = std::mem::take(&mut self.unsynced_dirs);
         let closed = match parent_of(&self.staged) {
             Ok(dir) => {
-                let dirs = flush_targets(Some(dir), &created);
+                let dirs = flush_targets(dir, &created);
                 self.persist(dirs).await
             }
             Err(e) => Err(e.into()),

@@ -18,8 +18,7 @@ use super::{
 };
 
 const REPO: &str = "bench/notify";
-const THREADS: usize = 16;
-const SIZE: usize = 4096;
+use super::small::THREADS;
 
 pub(super) async fn run(o: &Options) -> Result<(), String> {
     let rounds = o.rounds.clamp(1, 10);
@@ -56,32 +55,10 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         ("no notifications", Target::new(&none)),
         ("endpoint that never answers", Target::new(&with_hung)),
     ];
-    for (_, t) in &targets {
-        t.small_pushes(REPO, 0, THREADS * 4, SIZE, THREADS)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let mut rates: [Option<Rate>; 2] = [None, None];
-    for round in 0..rounds {
-        for i in 0..2 {
-            let k = (round + i) % 2;
-            let r = targets[k]
-                .1
-                .small_pushes(
-                    REPO,
-                    ((2 * round + k + 1) * per_round) as u64,
-                    per_round,
-                    SIZE,
-                    THREADS,
-                )
-                .await
-                .map_err(|e| format!("{}: {e}", targets[k].0))?;
-            match &mut rates[k] {
-                Some(total) => total.add(r),
-                None => rates[k] = Some(r),
-            }
-        }
-    }
+    let rates = super::small::interleaved(&targets, REPO, rounds, per_round, |round, k| {
+        ((2 * round + k + 1) * per_round) as u64
+    })
+    .await?;
     // The hung endpoint's deliveries time out (5 s) three times in a row,
     // with backoff between, before it counts as failing: poll for that
     // (a quick run's pushes end long before it).
@@ -106,8 +83,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
 
     // Each task pushes one at a time: wall time × tasks / pushes.
     let mean = |r: &Rate| r.elapsed.as_secs_f64() * THREADS as f64 / r.ops.max(1) as f64 * 1000.0;
-    let pick = |k: usize| rates[k].as_ref().ok_or("no rounds ran");
-    let (a, b) = (pick(0)?, pick(1)?);
+    let [a, b] = &rates;
     println!("| 4 KiB pushes, {THREADS} tasks | push/s | p50 | p99 | mean per push | goal |");
     println!("|---|---:|---:|---:|---:|---|");
     for (k, r) in [a, b].into_iter().enumerate() {

@@ -14,8 +14,10 @@ use regstore_benches::registry::{Rate, Target};
 use super::{Options, ms, quiet_config, start_docker_registry, start_regstore};
 
 const REPO: &str = "bench/many";
-const THREADS: usize = 16;
-const SIZE: usize = 4096;
+/// Client tasks pushing at once.
+pub(super) const THREADS: usize = 16;
+/// Bytes per blob.
+pub(super) const SIZE: usize = 4096;
 
 pub(super) async fn run(o: &Options) -> Result<(), String> {
     let rounds = o.rounds.max(1);
@@ -31,31 +33,10 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         ("regstore", Target::new(&regstore)),
         ("docker-registry 2.8.2", Target::new(&distribution)),
     ];
-    // Warm-up: connections, the repository's directories.
-    for (name, t) in &targets {
-        t.small_pushes(REPO, 0, THREADS * 4, SIZE, THREADS)
-            .await
-            .map_err(|e| format!("{name}: {e}"))?;
-    }
-    let mut rates: [Option<Rate>; 2] = [None, None];
-    for round in 0..rounds {
-        for i in 0..2 {
-            let k = (round + i) % 2;
-            let first = ((round + 1) * per_round) as u64;
-            let r = targets[k]
-                .1
-                .small_pushes(REPO, first, per_round, SIZE, THREADS)
-                .await
-                .map_err(|e| format!("{}: {e}", targets[k].0))?;
-            match &mut rates[k] {
-                Some(total) => total.add(r),
-                None => rates[k] = Some(r),
-            }
-        }
-    }
-    let [Some(r), Some(d)] = rates else {
-        return Err("no round ran".into());
-    };
+    let [r, d] = interleaved(&targets, REPO, rounds, per_round, |round, _| {
+        ((round + 1) * per_round) as u64
+    })
+    .await?;
     println!(
         "{} pushes of 4 KiB per server, 16 tasks, {rounds} interleaved rounds",
         r.ops
@@ -79,4 +60,43 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         if ratio >= 5.0 { "met" } else { "**missed**" }
     );
     Ok(())
+}
+
+/// Warms each target up (`THREADS * 4` pushes into `repo`: connections,
+/// the repository's directories), then runs `rounds` rounds in which each
+/// target takes `per_round` pushes of new `SIZE`-byte blobs from `THREADS`
+/// tasks, the order alternating from round to round. Target `k`'s blobs of
+/// round `round` are numbered from `first(round, k)`. Returns each target's
+/// rate over all its rounds.
+pub(super) async fn interleaved(
+    targets: &[(&str, Target); 2],
+    repo: &str,
+    rounds: usize,
+    per_round: usize,
+    first: impl Fn(usize, usize) -> u64,
+) -> Result<[Rate; 2], String> {
+    for (name, t) in targets {
+        t.small_pushes(repo, 0, THREADS * 4, SIZE, THREADS)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
+    let mut rates: [Option<Rate>; 2] = [None, None];
+    for round in 0..rounds {
+        for i in 0..2 {
+            let k = (round + i) % 2;
+            let (name, t) = &targets[k];
+            let r = t
+                .small_pushes(repo, first(round, k), per_round, SIZE, THREADS)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            match &mut rates[k] {
+                Some(total) => total.add(r),
+                None => rates[k] = Some(r),
+            }
+        }
+    }
+    match rates {
+        [Some(a), Some(b)] => Ok([a, b]),
+        _ => Err("no round ran".into()),
+    }
 }
