@@ -256,8 +256,7 @@ impl Driver {
         let mut children = self
             .run(Op::List, path, self.shared.backend.list(&p))
             .await?;
-        // Siblings: their names alone give their walk order.
-        children.sort_unstable_by(|a, b| a.file_name().cmp(&b.file_name()));
+        crate::walk::sort_children(&p, &mut children, |c| c);
         Ok(children)
     }
 

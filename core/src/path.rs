@@ -94,11 +94,12 @@ impl StoragePath {
     /// # Errors
     /// [`Error::InvalidPath`] when `name` is not a valid segment.
     pub fn join(&self, name: &str) -> Result<StoragePath> {
-        let joined = if self.is_root() {
-            format!("/{name}")
-        } else {
-            format!("{}/{name}", self.0)
-        };
+        // Built without `format!`: a listing joins every entry it reads.
+        let base = if self.is_root() { "" } else { self.0.as_str() };
+        let mut joined = String::with_capacity(base.len() + 1 + name.len());
+        joined.push_str(base);
+        joined.push('/');
+        joined.push_str(name);
         check_segment(name).map_err(|reason| Error::invalid_path(joined.clone(), reason))?;
         Ok(StoragePath(joined))
     }

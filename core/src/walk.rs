@@ -79,7 +79,7 @@ where
     D: StorageDriver + ?Sized,
     R: FnMut(StoragePath) -> ReadDirFuture<'a> + Send,
 {
-    let mut pending = vec![sorted(read_dir(path.clone()).await?)];
+    let mut pending = vec![sorted(path, read_dir(path.clone()).await?)];
     while let Some(level) = pending.last_mut() {
         let Some(child) = level.next() else {
             pending.pop();
@@ -114,7 +114,7 @@ where
             WalkControl::Stop => return Ok(()),
             WalkControl::SkipDir => continue,
             WalkControl::Continue if info.is_dir => match read_dir(info.path.clone()).await {
-                Ok(children) => pending.push(sorted(children)),
+                Ok(children) => pending.push(sorted(&info.path, children)),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             },
@@ -124,11 +124,30 @@ where
     Ok(())
 }
 
-/// The children of one directory in walk order. Siblings share their
-/// parent, so comparing their names alone gives the order of their paths
-/// at a fraction of the cost (a directory of 100,000 repositories sorts
-/// 1.7 million times per catalog page).
-fn sorted(mut children: Vec<Listed>) -> std::vec::IntoIter<Listed> {
-    children.sort_unstable_by(|a, b| a.path().file_name().cmp(&b.path().file_name()));
+/// The children of one directory in walk order.
+fn sorted(parent: &StoragePath, mut children: Vec<Listed>) -> std::vec::IntoIter<Listed> {
+    sort_children(parent, &mut children, Listed::path);
     children.into_iter()
+}
+
+/// Sorts the children of the directory `parent` into walk order. Siblings
+/// share `parent/`, so the bytes after it (their names) give the order of
+/// their paths: each comparison is one `memcmp` of two names, where finding
+/// each name from its path's end made up a third of a 1,000-tag list's time
+/// (a directory of 100,000 repositories sorts 1.7 million times per catalog
+/// page).
+pub(crate) fn sort_children<T>(
+    parent: &StoragePath,
+    children: &mut [T],
+    path: impl Fn(&T) -> &StoragePath,
+) {
+    let skip = if parent.is_root() {
+        1
+    } else {
+        parent.as_str().len() + 1
+    };
+    children.sort_unstable_by(|a, b| {
+        let (a, b) = (path(a).as_str(), path(b).as_str());
+        a.get(skip..).cmp(&b.get(skip..))
+    });
 }

@@ -99,9 +99,10 @@ mod sync;
 mod writer;
 
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use regstore_core::{
@@ -233,9 +234,10 @@ impl FilesystemDriver {
         self.max_threads
     }
 
-    /// [`read_dir_infos`] on a blocking thread.
+    /// [`DirReader::read_infos`] on a blocking thread.
     async fn read_dir_infos(&self, dir: StoragePath) -> Result<Vec<Listed>> {
-        self.run(move |l| read_dir_infos(l, &dir)).await
+        self.run(move |l| DirReader::default().read_infos(l, &dir))
+            .await
     }
 
     /// Runs `f` with the layout on a blocking thread.
@@ -249,35 +251,123 @@ impl FilesystemDriver {
     }
 }
 
-/// The committed children of `dir` for a walk (names that are not valid
-/// segments, such as `~staging`, are hidden; entries removed meanwhile are
-/// left out): files with their size and modification time, directories
-/// without a time. A directory's kind comes from the `readdir` entry
-/// itself, so it costs no `stat`: a catalog walk meets thousands of
-/// directories and no file, and no walker reads a directory's time (the
-/// contract lets directories have none, as on object stores; `stat` still
-/// gives it). Files, symbolic links and entries of unknown kind are
-/// `stat`ed (following links, as `stat` does).
-fn read_dir_infos(l: &Layout, dir: &StoragePath) -> Result<Vec<Listed>> {
-    let mut children = Vec::new();
-    for (child, entry) in valid_entries(l, dir)? {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            children.push(Listed::Info(FileInfo::dir(child, None)));
-            continue;
-        }
-        let meta = match fs::metadata(entry.path()) {
-            Ok(m) => m,
-            Err(e) if is_missing(&e) => continue,
-            Err(e) => return Err(e).at("stat", &entry.path()).map_err(Error::from),
+/// Reads the directories of one walk. The directory just read stays open
+/// (with its ancestors up to where the walk is), and a directory whose
+/// parent is open is opened relative to it (`openat`) and read with
+/// `getdents` alone: a catalog walk opens the thousands of repositories of
+/// one namespace in turn, and resolving each one's full path from the root
+/// again (plus the `fstat` of `opendir`) cost more than reading it. At most
+/// one directory per level of the walk's depth is open.
+#[derive(Default)]
+struct DirReader {
+    /// The branch the walk is on: each directory the parent of the next.
+    open: Vec<(StoragePath, rustix::fs::Dir)>,
+}
+
+impl DirReader {
+    /// The committed children of `dir` for a walk (names that are not
+    /// valid segments, such as `~staging`, are hidden; entries removed
+    /// meanwhile are left out): files with their size and modification
+    /// time, directories without a time. A directory's kind comes from the
+    /// `readdir` entry itself, so it costs no `stat`: a catalog walk meets
+    /// thousands of directories and no file, and no walker reads a
+    /// directory's time (the contract lets directories have none, as on
+    /// object stores; `stat` still gives it). Files, symbolic links and
+    /// entries of unknown kind are `stat`ed (following links, as `stat`
+    /// does).
+    fn read_infos(&mut self, l: &Layout, dir: &StoragePath) -> Result<Vec<Listed>> {
+        let Some((mut opened, full)) = self.open_dir(l, dir)? else {
+            return Ok(Vec::new());
         };
-        if meta.is_dir() {
-            children.push(Listed::Info(FileInfo::dir(child, None)));
-        } else if meta.is_file() {
-            let mtime = meta.modified().at("modification time of", &entry.path())?;
-            children.push(Listed::Info(FileInfo::file(child, meta.len(), mtime)));
+        let mut children = Vec::new();
+        for (child, kind) in read_valid(&mut opened, dir, &full)? {
+            if kind == rustix::fs::FileType::Directory {
+                children.push(Listed::Info(FileInfo::dir(child, None)));
+                continue;
+            }
+            let name = child.file_name().unwrap_or_default();
+            let meta = opened
+                .fd()
+                .and_then(|fd| rustix::fs::statat(fd, name, rustix::fs::AtFlags::empty()));
+            let meta = match meta {
+                Ok(m) => m,
+                Err(e) if is_missing(&e.into()) => continue,
+                Err(e) => {
+                    return Err(io::Error::from(e))
+                        .at("stat", &full.join(name))
+                        .map_err(Error::from);
+                }
+            };
+            match rustix::fs::FileType::from_raw_mode(meta.st_mode) {
+                rustix::fs::FileType::Directory => {
+                    children.push(Listed::Info(FileInfo::dir(child, None)));
+                }
+                rustix::fs::FileType::RegularFile => {
+                    // The fields' types differ between platforms.
+                    #[allow(clippy::unnecessary_cast)]
+                    let mtime = unix_time(meta.st_mtime as i64, meta.st_mtime_nsec as u32);
+                    let size = u64::try_from(meta.st_size).unwrap_or(0);
+                    children.push(Listed::Info(FileInfo::file(child, size, mtime)));
+                }
+                _ => {}
+            }
+        }
+        self.open.push((dir.clone(), opened));
+        Ok(children)
+    }
+
+    /// The paths of the committed children of `dir` (as [`read_valid`]).
+    fn paths(&mut self, l: &Layout, dir: &StoragePath) -> Result<Vec<StoragePath>> {
+        let Some((mut opened, full)) = self.open_dir(l, dir)? else {
+            return Ok(Vec::new());
+        };
+        Ok(read_valid(&mut opened, dir, &full)?
+            .into_iter()
+            .map(|(child, _)| child)
+            .collect())
+    }
+
+    /// Opens `dir`: relative to its parent when that is the last directory
+    /// opened (the ones the walk has left are closed first), else by its
+    /// full path. Returns it with its full path (for messages); `None` for
+    /// the root before anything was stored.
+    fn open_dir(
+        &mut self,
+        l: &Layout,
+        dir: &StoragePath,
+    ) -> Result<Option<(rustix::fs::Dir, PathBuf)>> {
+        while self
+            .open
+            .last()
+            .is_some_and(|(p, _)| !p.is_ancestor_of(dir))
+        {
+            self.open.pop();
+        }
+        let full = l.committed(dir);
+        let flags = rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::CLOEXEC;
+        let name = self
+            .open
+            .last()
+            .and_then(|(p, _)| dir.relative_to(p))
+            .filter(|rest| !rest.contains('/'));
+        let opened = match (name, self.open.last()) {
+            (Some(name), Some((_, parent))) => parent
+                .fd()
+                .and_then(|fd| rustix::fs::openat(fd, name, flags, rustix::fs::Mode::empty())),
+            _ => rustix::fs::openat(rustix::fs::CWD, &full, flags, rustix::fs::Mode::empty()),
+        };
+        match opened.and_then(rustix::fs::Dir::new) {
+            Ok(d) => Ok(Some((d, full))),
+            Err(e) => match io::Error::from(e) {
+                // No root directory yet: an empty store.
+                e if is_missing(&e) && dir.is_root() => Ok(None),
+                e if is_missing(&e) => Err(Error::not_found(dir)),
+                e => Err(e).at("list", &full).map_err(Error::from),
+            },
         }
     }
-    Ok(children)
 }
 
 /// Whether the current task runs on tokio's multi-threaded runtime, where
@@ -287,29 +377,44 @@ fn on_multi_thread_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-/// The entries of committed directory `dir` whose names are valid path
-/// segments (this hides `~staging` and anything foreign), with their paths.
-fn valid_entries(l: &Layout, dir: &StoragePath) -> Result<Vec<(StoragePath, fs::DirEntry)>> {
-    let full = l.committed(dir);
-    let entries = match fs::read_dir(&full) {
-        Ok(rd) => rd,
-        Err(e) if is_missing(&e) && dir.is_root() => return Ok(Vec::new()),
-        Err(e) if is_missing(&e) => return Err(Error::not_found(dir)),
-        Err(e) => return Err(e).at("list", &full).map_err(Error::from),
-    };
+/// The time `secs` and `nanos` after (or before) the Unix epoch.
+fn unix_time(secs: i64, nanos: u32) -> SystemTime {
+    let since = Duration::new(secs.unsigned_abs(), nanos);
+    if secs >= 0 {
+        UNIX_EPOCH + since
+    } else {
+        UNIX_EPOCH - since
+    }
+}
+
+/// The entries of the open directory `opened` (the committed `dir`, at
+/// `full`) whose names are valid path segments (this hides `.`, `..`,
+/// `~staging` and anything foreign), with their paths and the kind the
+/// directory entry gives (`Unknown` on filesystems that give none).
+fn read_valid(
+    opened: &mut rustix::fs::Dir,
+    dir: &StoragePath,
+    full: &Path,
+) -> Result<Vec<(StoragePath, rustix::fs::FileType)>> {
     let mut children = Vec::new();
-    for entry in entries {
+    while let Some(entry) = opened.read() {
         let entry = match entry {
             Ok(entry) => entry,
-            // The directory was removed while being listed.
-            Err(e) if is_missing(&e) => return Err(Error::not_found(dir)),
-            Err(e) => return Err(e).at("list", &full).map_err(Error::from),
+            Err(e) => {
+                let e = io::Error::from(e);
+                // The directory was removed while being listed.
+                if is_missing(&e) {
+                    return Err(Error::not_found(dir));
+                }
+                return Err(e).at("list", full).map_err(Error::from);
+            }
         };
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
         // `join` checks the segment (once) as it builds the path.
         if let Ok(child) = dir.join(name) {
-            children.push((child, entry));
+            children.push((child, entry.file_type()));
         }
     }
     Ok(children)
@@ -428,18 +533,14 @@ impl StorageDriver for FilesystemDriver {
     /// hides `~staging` and anything foreign).
     async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>> {
         let path = path.clone();
-        self.run(move |l| {
-            Ok(valid_entries(l, &path)?
-                .into_iter()
-                .map(|(child, _)| child)
-                .collect())
-        })
-        .await
+        self.run(move |l| DirReader::default().paths(l, &path))
+            .await
     }
 
     /// One `readdir` per directory entered, with a `stat` per file (not
     /// per directory: directories come without a modification time, see
-    /// [`read_dir_infos`]).
+    /// [`DirReader::read_infos`]; a directory whose parent was just read
+    /// is opened relative to it).
     ///
     /// On tokio's multi-threaded runtime the whole walk is one blocking
     /// section (`block_in_place`: the worker hands its other tasks to
@@ -462,6 +563,7 @@ impl StorageDriver for FilesystemDriver {
     ) -> Result<()> {
         if on_multi_thread_runtime() {
             let layout = &*self.layout;
+            let mut reader = DirReader::default();
             let runtime = tokio::runtime::Handle::current();
             return tokio::task::block_in_place(|| {
                 runtime.block_on(regstore_core::walk_listing(
@@ -469,7 +571,7 @@ impl StorageDriver for FilesystemDriver {
                     path,
                     start_after,
                     visitor,
-                    |dir| Box::pin(std::future::ready(read_dir_infos(layout, &dir))),
+                    |dir| Box::pin(std::future::ready(reader.read_infos(layout, &dir))),
                 ))
             });
         }
