@@ -595,30 +595,33 @@ impl FileWriter for FaultyWriter {
         self.inner.size()
     }
 
+    /// A failed close takes itself back (the contract), whichever fault
+    /// made it fail: the inner writer is rolled back before the error.
     async fn close(self: Box<Self>) -> Result<()> {
-        match self.decider.before(Op::Close, &self.path).await? {
-            None => self.inner.close().await,
-            Some(_) => {
-                let _ = self.inner.rollback().await;
-                Err(injected("error", Op::Close, &self.path))
-            }
-        }
+        let failed = match self.decider.before(Op::Close, &self.path).await {
+            Ok(None) => return self.inner.close().await,
+            Ok(Some(_)) => injected("error", Op::Close, &self.path),
+            Err(e) => e,
+        };
+        let _ = self.inner.rollback().await;
+        Err(failed)
     }
 
+    /// As `close`: a failed commit takes itself back.
     async fn commit(self: Box<Self>) -> Result<()> {
-        match self.decider.before(Op::Commit, &self.path).await? {
-            None => {
+        let failed = match self.decider.before(Op::Commit, &self.path).await {
+            Ok(None) => {
                 self.inner.commit().await?;
                 if let Some((lag, prior)) = self.published {
                     lag.changed(&self.path, prior);
                 }
-                Ok(())
+                return Ok(());
             }
-            Some(_) => {
-                let _ = self.inner.rollback().await;
-                Err(injected("error", Op::Commit, &self.path))
-            }
-        }
+            Ok(Some(_)) => injected("error", Op::Commit, &self.path),
+            Err(e) => e,
+        };
+        let _ = self.inner.rollback().await;
+        Err(failed)
     }
 
     async fn cancel(self: Box<Self>) -> Result<()> {
@@ -645,6 +648,25 @@ mod tests {
         regstore_driver_inmemory::InMemoryDriver::new();
         regstore_driver_inmemory::register();
         let inner = regstore_core::create("inmemory", &Default::default()).await?;
+        wrap(inner, options).await
+    }
+
+    /// The faults layer over a filesystem driver rooted in `root`: its
+    /// writers put bytes in their file as they come, so a writer dropped
+    /// without `close` or `rollback` leaves them there.
+    async fn faulty_files(root: &std::path::Path, options: &[(&str, &str)]) -> Result<Driver> {
+        regstore_driver_filesystem::register();
+        let params: RawParams = [(
+            "rootdirectory".to_owned(),
+            root.to_string_lossy().into_owned().into(),
+        )]
+        .into_iter()
+        .collect();
+        let inner = regstore_core::create("filesystem", &params).await?;
+        wrap(inner, options).await
+    }
+
+    async fn wrap(inner: Driver, options: &[(&str, &str)]) -> Result<Driver> {
         let raw: RawParams = options
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).into()))
@@ -780,6 +802,49 @@ mod tests {
         assert!(e.to_string().contains("injected writer failure"), "{e}");
         assert_eq!(w.size(), 150, "half of the failed write went through");
         w.cancel().await?;
+        Ok(())
+    }
+
+    /// The fault matrix found a close failed by a timeout that left the
+    /// inner writer's bytes in place, so the upload went on from bytes its
+    /// client was told had failed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_close_or_commit_takes_itself_back_whatever_the_fault() -> Result<()> {
+        for kind in ["error", "timeout"] {
+            let root = tempfile::tempdir().map_err(Error::backend)?;
+            let d = faulty_files(
+                root.path(),
+                &[
+                    ("nth", "2"),
+                    ("operations", "close,commit"),
+                    ("kinds", kind),
+                    ("timeout", "10ms"),
+                ],
+            )
+            .await?;
+            let mut w = d.writer("/w", false).await?;
+            w.write(Bytes::from(vec![1u8; 100])).await?;
+            w.close().await?;
+            let mut w = d.writer("/w", true).await?;
+            // More than a writer buffers: most of it is in the file.
+            w.write(Bytes::from(vec![2u8; 3 << 20])).await?;
+            let e = w.close().await.expect_err("the second close fails");
+            assert!(e.to_string().contains("injected"), "{kind}: {e}");
+            let mut w = d.writer("/w", true).await?;
+            assert_eq!(w.size(), 100, "{kind}: the failed close kept its bytes");
+            w.write(Bytes::from(vec![3u8; 10])).await?;
+            w.commit().await?;
+            let mut w = d.writer("/v", false).await?;
+            w.write(Bytes::from(vec![4u8; 10])).await?;
+            w.commit()
+                .await
+                .expect_err("the fourth call, a commit, fails");
+            assert!(
+                d.stat("/v").await.is_err_and(|e| e.is_not_found()),
+                "{kind}"
+            );
+            assert_eq!(d.get_content("/w").await?.len(), 110, "{kind}");
+        }
         Ok(())
     }
 
