@@ -727,6 +727,168 @@ async fn a_cut_connection_keeps_nothing_and_the_same_request_succeeds_again() {
     }
 }
 
+/// A blob of up to `SMALL_BLOB` bytes sent whole in one request is stored
+/// in one piece, without the upload's writer: on a storage whose every
+/// `writer` call fails, a PUT ending a fresh upload and a `POST ?digest=`
+/// still go through — a body of exactly `SMALL_BLOB` bytes too — while one
+/// byte more is streamed through a writer and fails with a retryable
+/// error. Refusals work as for any upload: a wrong digest cancels the
+/// upload; a body cut off mid-way keeps nothing, and the same PUT again
+/// goes through; a stored small blob ends its upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blobs_are_stored_in_one_piece_and_refused_like_any_upload() {
+    use regstore_server::registry::SMALL_BLOB;
+    use tokio::io::AsyncWriteExt;
+    let no_writers = "middleware:\n  storage:\n    - name: faults\n      options:\n        probability: \"1\"\n        operations: writer\n";
+    let edge: Vec<u8> = (0..SMALL_BLOB as u32).map(|i| (i % 251) as u8).collect();
+    for driver in ["inmemory", "filesystem"] {
+        let reg = start(driver, "", no_writers).await;
+        for data in [&b"small"[..], &edge] {
+            let loc = begin(&reg, "s").await;
+            let d = sha256(data);
+            let r = reg
+                .client
+                .put(with_digest(&loc, &d))
+                .body(data.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::CREATED,
+                "{driver}: {} bytes",
+                data.len()
+            );
+            let r = reg
+                .client
+                .get(reg.url(&format!("/v2/s/blobs/{d}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.bytes().await.unwrap().as_ref(), data, "{driver}");
+        }
+        let posted = b"posted whole";
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/s/blobs/uploads/?digest={}", sha256(posted))))
+            .body(posted.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}: POST ?digest=");
+
+        // One byte over: streamed, so the failing writer fails it.
+        let mut over = edge.clone();
+        over.push(7);
+        let d = sha256(&over);
+        let loc = begin(&reg, "s").await;
+        let r = reg
+            .client
+            .put(with_digest(&loc, &d))
+            .body(over.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_server_error(), "{driver}: {}", r.status());
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/s/blobs/uploads/?digest={d}")))
+            .body(over.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_server_error(), "{driver}: {}", r.status());
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/s/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{driver}");
+
+        // Without faults (an upload's status needs its writer): a stored
+        // small blob ends its upload.
+        let reg = start(driver, "", "").await;
+        let loc = begin(&reg, "s").await;
+        let r = reg
+            .client
+            .put(with_digest(&loc, &sha256(b"small")))
+            .body(&b"small"[..])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let r = reg.client.get(&loc).send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+
+        // A wrong digest: refused, nothing stored, the upload cancelled.
+        let loc = begin(&reg, "s").await;
+        let r = reg
+            .client
+            .put(with_digest(&loc, &sha256(b"other bytes")))
+            .body(&b"mismatch"[..])
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+        let r = reg.client.get(&loc).send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        for d in [sha256(b"other bytes"), sha256(b"mismatch")] {
+            let r = reg
+                .client
+                .head(reg.url(&format!("/v2/s/blobs/{d}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{driver}: {d}");
+        }
+
+        // Cut off after 500 of 1000 bytes: the upload stays empty.
+        let data = vec![9u8; 1000];
+        let d = sha256(&data);
+        let loc = begin(&reg, "s").await;
+        let path = with_digest(&loc, &d)
+            .trim_start_matches(&reg.base)
+            .to_owned();
+        let addr = reg.base.trim_start_matches("http://").to_owned();
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.write_all(&data[..500]).await.unwrap();
+        sock.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(sock);
+        let r = reg.client.get(&loc).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::NO_CONTENT,
+            "{driver}: the upload survives"
+        );
+        assert_eq!(header(&r, "range"), "0-0", "{driver}: nothing of it kept");
+        let r = reg
+            .client
+            .head(reg.url(&format!("/v2/s/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{driver}");
+        let r = reg
+            .client
+            .put(with_digest(&loc, &d))
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{driver}: the same PUT again"
+        );
+    }
+}
+
 /// Sixteen clients pushing distinct small blobs into one repository at once
 /// (what `podman push` of many layers, or a CI farm, does): every push
 /// succeeds. Against the filesystem driver this races directory creation

@@ -206,14 +206,22 @@ async fn a_stalled_patch_cannot_change_a_published_blob() {
 
 /// Attack 2: a bad copy of a blob sits in storage (as a past bug could have
 /// left it); pushing the right content under that digest replaces it
-/// instead of linking the bad bytes into the new repository.
+/// instead of linking the bad bytes into the new repository — a small blob
+/// (stored in one piece) and one larger than `SMALL_BLOB` (streamed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_stored_copy_is_replaced_when_the_digest_is_pushed_again() {
-    let good: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
-    let d = sha256(&good);
-    let hex = d.trim_start_matches("sha256:");
-    let blob_path = format!("/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
-    for poisoned_len in [good.len() + 60, good.len()] {
+    let small = 5000;
+    let large = regstore_server::registry::SMALL_BLOB + 5000;
+    for (len, poisoned_len) in [
+        (small, small + 60),
+        (small, small),
+        (large, large + 60),
+        (large, large),
+    ] {
+        let good: Vec<u8> = (0..len as u32).map(|i| (i % 253) as u8).collect();
+        let d = sha256(&good);
+        let hex = d.trim_start_matches("sha256:");
+        let blob_path = format!("/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
         let mut poison = good.clone();
         poison.resize(poisoned_len, 0xEE);
         poison[0] ^= 0xFF;

@@ -26,7 +26,7 @@ pub use manifests::{
 pub(crate) use manifests::{Parsed, parse as parse_manifest};
 pub use names::{NameError, NameKind, Reference, RepoName, Tag};
 pub use uploads::{
-    PurgeReport, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, Verified, new_upload_id,
+    PurgeReport, SMALL_BLOB, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, Verified, new_upload_id,
     parse_upload_id,
 };
 

@@ -10,6 +10,15 @@
 //! links the blob into the repository — a blob becomes visible only whole
 //! and verified.
 //!
+//! A blob that arrives whole in one request of at most [`SMALL_BLOB`]
+//! bytes — a PUT ending an upload that has received nothing yet, or a
+//! `POST ?digest=` — skips the writer: its body is read into memory,
+//! hashed, checked and stored at the blob's place with one `put_content`
+//! (one that does not hash to the digest is refused the usual way).
+//! That spares a small push the files it would create only to delete them
+//! again (data, hash state, lease), which on a filesystem cost more than
+//! the bytes.
+//!
 //! # A failed request changes nothing
 //!
 //! A PATCH or PUT either succeeds or leaves the upload at its last
@@ -57,17 +66,21 @@
 //!   the filesystem driver keeps its lock until the file has been renamed
 //!   into place, so no file descriptor that can write to a published blob
 //!   exists. On object stores the blob is a server-side copy, a new object
-//!   no writer has open.
+//!   no writer has open. A small blob (above) holds this instance's lock
+//!   but needs no lease: what it stores is the buffer it hashed, which no
+//!   other request, here or in another instance, can reach.
 //! - **Pushing a digest again replaces the stored copy** with the bytes just
-//!   verified instead of trusting what is there (a rename over it: atomic,
-//!   no bytes through the registry), so a damaged copy heals on the next
-//!   push rather than serving every repository bad bytes.
+//!   verified instead of trusting what is there (a rename over it, or for
+//!   a small blob a `put_content`: atomic either way), so a damaged copy
+//!   heals on the next push rather than serving every repository bad
+//!   bytes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::{Stream, StreamExt};
 use regstore_core::Writer;
 use tokio::sync::OwnedMutexGuard;
@@ -265,21 +278,46 @@ impl Registry {
     /// # Errors
     /// `UploadBusy`.
     async fn lock_upload(&self, name: &RepoName, uuid: &str) -> Result<(UploadGuard, Instant)> {
+        let (mut guard, deadline) = self.lock_locally(name, uuid).await?;
+        self.take_lease(&mut guard, name, uuid, deadline).await?;
+        Ok((guard, deadline))
+    }
+
+    /// The upload's lock in this instance only (see the module docs),
+    /// waited for up to [`UPLOAD_LOCK_WAIT`]; returns it with its deadline.
+    ///
+    /// # Errors
+    /// `UploadBusy`.
+    async fn lock_locally(&self, name: &RepoName, uuid: &str) -> Result<(UploadGuard, Instant)> {
         let deadline = Instant::now() + UPLOAD_LOCK_WAIT;
-        let Some(mut guard) = self
+        match self
             .upload_locks
             .acquire(format!("{name}/{uuid}"), deadline)
             .await
-        else {
-            return Err(RegistryError::UploadBusy(uuid.to_owned()));
-        };
+        {
+            Some(guard) => Ok((guard, deadline)),
+            None => Err(RegistryError::UploadBusy(uuid.to_owned())),
+        }
+    }
+
+    /// Adds the upload's lease to `guard`, waiting for it until `deadline`.
+    ///
+    /// # Errors
+    /// `UploadBusy`, `Storage`.
+    async fn take_lease(
+        &self,
+        guard: &mut UploadGuard,
+        name: &RepoName,
+        uuid: &str,
+        deadline: Instant,
+    ) -> Result<()> {
         let path = layout::upload_lease(name, uuid);
         guard.lease = match lease::acquire(&self.driver, &path, deadline).await {
             Ok(lease) => lease,
             Err(LeaseError::Held) => return Err(RegistryError::UploadBusy(uuid.to_owned())),
             Err(LeaseError::Storage(e)) => return Err(e.into()),
         };
-        Ok((guard, deadline))
+        Ok(())
     }
 
     /// Runs `work` (given the lock's deadline) holding the upload's lock and
@@ -620,57 +658,119 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        self.with_upload(name, uuid, |deadline| async move {
-            let (mut w, mut h) = self
-                .resume(name, uuid, start, digest.algorithm(), deadline)
-                .await?;
-            let resumed_at = w.size();
-            let mut fed = 0;
-            if let Err(e) = feed(&mut w, &mut h, body, &mut fed).await {
-                return Err(self.take_back(name, uuid, w, e.into_error(resumed_at)).await);
-            }
-            let size = w.size();
-            if size != resumed_at + fed {
-                // The writer holds bytes the hash did not see (or the other way
-                // round): nothing can be published from it.
-                let e = hashed_other_bytes(uuid, size, resumed_at + fed);
-                return Err(self.take_back(name, uuid, w, e).await);
-            }
-            let verified = h.algorithm() == digest.algorithm();
-            if verified {
-                let actual = h.finish();
-                if actual != *digest {
-                    w.cancel().await?;
-                    self.delete_if_exists(&layout::upload_dir(name, uuid))
-                        .await?;
-                    return Err(RegistryError::DigestMismatch {
-                        expected: digest.clone(),
-                        actual,
-                    });
-                }
-            }
-            let mut on_verified = on_verified;
-            if verified && let Some(f) = on_verified.take() {
-                f(size);
-            }
-            // A failed commit takes itself back (the driver contract): the
-            // upload stays where it was and the request can be sent again.
-            w.commit().await?;
-            // Committed, the upload cannot be resumed: if publishing fails
-            // from here, it is discarded and the client starts again.
-            let published = self
-                .publish(name, uuid, digest, size, verified, on_verified)
-                .await;
-            if published.is_err()
-                && let Err(e) = self
-                    .delete_if_exists(&layout::upload_dir(name, uuid))
-                    .await
+        let (mut lock, deadline) = self.lock_locally(name, uuid).await?;
+        let result = async {
+            // A small body is read before anything is looked up: a final
+            // PUT after PATCHes pays one `stat` for the chance of the small
+            // path, a large body none.
+            let body = match take_small(body)
+                .await
+                .map_err(|message| broke_off(&message, "where it was"))?
             {
-                tracing::warn!(upload = uuid, error = %e, "cannot discard an upload that failed to publish");
+                // A body that does not hash to the digest goes the streamed
+                // way, which refuses it (or, where `is_fresh` saw a listing
+                // that lags, appends it to the bytes it missed).
+                Taken::Whole(data)
+                    if start.unwrap_or(0) == 0
+                        && self.is_fresh(name, uuid).await?
+                        && Digest::of(digest.algorithm(), &data) == *digest =>
+                {
+                    let stored = self.store_small(name, digest, data, on_verified).await;
+                    if stored.is_ok() {
+                        self.remove_upload(name, uuid).await;
+                    }
+                    return stored;
+                }
+                // One item type for both (an `E` need not be `Send`).
+                Taken::Whole(data) => {
+                    Either::Left(futures_util::stream::iter([Ok::<_, String>(data)]))
+                }
+                Taken::Part(body) => Either::Right(body.map(|r| r.map_err(|e| e.to_string()))),
+            };
+            self.finish_streamed(
+                name,
+                uuid,
+                digest,
+                start,
+                body,
+                on_verified,
+                &mut lock,
+                deadline,
+            )
+            .await
+        }
+        .await;
+        lock.release().await;
+        result
+    }
+
+    /// [`Registry::finish_upload`] through the upload's writer, holding its
+    /// lock (`lock`, to which the upload's lease is added first).
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_streamed<S, E>(
+        &self,
+        name: &RepoName,
+        uuid: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        body: S,
+        on_verified: Option<Verified>,
+        lock: &mut UploadGuard,
+        deadline: Instant,
+    ) -> Result<BlobInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        self.take_lease(lock, name, uuid, deadline).await?;
+        let (mut w, mut h) = self
+            .resume(name, uuid, start, digest.algorithm(), deadline)
+            .await?;
+        let resumed_at = w.size();
+        let mut fed = 0;
+        if let Err(e) = feed(&mut w, &mut h, body, &mut fed).await {
+            return Err(self
+                .take_back(name, uuid, w, e.into_error(resumed_at))
+                .await);
+        }
+        let size = w.size();
+        if size != resumed_at + fed {
+            // The writer holds bytes the hash did not see (or the other way
+            // round): nothing can be published from it.
+            let e = hashed_other_bytes(uuid, size, resumed_at + fed);
+            return Err(self.take_back(name, uuid, w, e).await);
+        }
+        let verified = h.algorithm() == digest.algorithm();
+        if verified {
+            let actual = h.finish();
+            if actual != *digest {
+                w.cancel().await?;
+                self.delete_if_exists(&layout::upload_dir(name, uuid))
+                    .await?;
+                return Err(RegistryError::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                });
             }
-            published
-        })
-        .await
+        }
+        let mut on_verified = on_verified;
+        if verified && let Some(f) = on_verified.take() {
+            f(size);
+        }
+        // A failed commit takes itself back (the driver contract): the
+        // upload stays where it was and the request can be sent again.
+        w.commit().await?;
+        // Committed, the upload cannot be resumed: if publishing fails
+        // from here, it is discarded and the client starts again.
+        let published = self
+            .publish(name, uuid, digest, size, verified, on_verified)
+            .await;
+        if published.is_err()
+            && let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await
+        {
+            tracing::warn!(upload = uuid, error = %e, "cannot discard an upload that failed to publish");
+        }
+        published
     }
 
     /// Moves an upload's committed data to the blob's place and links it
@@ -705,6 +805,14 @@ impl Registry {
         // that garbage collection is deleting goes first.
         self.gc_fence.wait_until_undoomed(None, digest).await;
         self.driver.rename(&data, layout::blob_data(digest)).await?;
+        let stored = self.blob_stored(name, digest, size).await?;
+        self.remove_upload(name, uuid).await;
+        Ok(stored)
+    }
+
+    /// After a blob's data was stored at its place: its descriptor cached
+    /// and the blob linked into `name`.
+    async fn blob_stored(&self, name: &RepoName, digest: &Digest, size: u64) -> Result<BlobInfo> {
         // The copy just stored may differ in size from a damaged one
         // the cache knew.
         if let Some(c) = &self.blob_cache {
@@ -712,13 +820,73 @@ impl Registry {
                 .await;
         }
         self.link_blob(name, digest, size).await?;
-        if let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await {
-            tracing::warn!(upload = uuid, error = %e, "cannot remove a finished upload");
-        }
         Ok(BlobInfo {
             digest: digest.clone(),
             size,
         })
+    }
+
+    /// Removes a finished (or refused) upload; a failure is only logged:
+    /// upload purging removes what is left.
+    async fn remove_upload(&self, name: &RepoName, uuid: &str) {
+        if let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await {
+            tracing::warn!(upload = uuid, error = %e, "cannot remove a finished upload");
+        }
+    }
+
+    /// Whether the upload exists and has received no bytes: it has no hash
+    /// state, which every request that brought bytes saved before it was
+    /// acknowledged. (Bytes a crash cut off are no bytes the client was
+    /// told of; removing the upload removes them.)
+    ///
+    /// The states are a directory, whose `stat` a store with lagging
+    /// listings (Swift) may answer from before the first PATCH: `true` can
+    /// be wrong there. Its caller therefore stores a body alone only if it
+    /// hashes to the digest by itself, which with bytes before it would
+    /// take a hash collision.
+    ///
+    /// # Errors
+    /// `BlobUploadUnknown`, `Storage`.
+    async fn is_fresh(&self, name: &RepoName, uuid: &str) -> Result<bool> {
+        // The states first: an upload with bytes costs one lookup.
+        let states = layout::upload_hash_states(name, uuid, RESUMABLE_ALGORITHM);
+        match self.driver.stat(&states).await {
+            Ok(_) => return Ok(false),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self
+            .driver
+            .stat(layout::upload_started_at(name, uuid))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Err(RegistryError::BlobUploadUnknown(uuid.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a whole blob held in memory (a body of at most
+    /// [`SMALL_BLOB`] bytes) that the caller checked hashes to `digest`,
+    /// with one `put_content` at its place: no upload data, no writer, no
+    /// move.
+    async fn store_small(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        data: Bytes,
+        on_verified: Option<Verified>,
+    ) -> Result<BlobInfo> {
+        let size = data.len() as u64;
+        if let Some(f) = on_verified {
+            f(size);
+        }
+        // As in `publish`: replaces a stored copy with what was verified.
+        self.gc_fence.wait_until_undoomed(None, digest).await;
+        self.driver
+            .put_content(layout::blob_data(digest), data)
+            .await?;
+        self.blob_stored(name, digest, size).await
     }
 
     async fn hash_stored(&self, path: &str, algorithm: Algorithm) -> Result<Digest> {
@@ -785,6 +953,20 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        let body = match take_small(body).await {
+            Ok(Taken::Whole(data)) => {
+                let actual = Digest::of(digest.algorithm(), &data);
+                if actual != *digest {
+                    return Err(RegistryError::DigestMismatch {
+                        expected: digest.clone(),
+                        actual,
+                    });
+                }
+                return self.store_small(name, digest, data, on_verified).await;
+            }
+            Ok(Taken::Part(body)) => body,
+            Err(message) => return Err(broke_off(&message, "unstored")),
+        };
         let uuid = self.start_upload(name).await?;
         let result = self
             .finish_upload(name, &uuid, digest, None, body, on_verified)
@@ -810,6 +992,63 @@ impl Registry {
     }
 }
 
+/// Bodies up to this many bytes that store a whole blob (a PUT ending an
+/// upload that has received nothing yet, a `POST ?digest=`) are collected
+/// in memory, checked and stored with one `put_content`: no upload data
+/// file, hash state or lease, and no move into place. A small push then
+/// creates no file it deletes again but the upload's own. The same bound
+/// as the filesystem writer's buffer, which holds as many bytes per upload.
+pub const SMALL_BLOB: usize = 1 << 20;
+
+/// A request body after [`take_small`].
+enum Taken<S> {
+    /// It ended within [`SMALL_BLOB`] bytes.
+    Whole(Bytes),
+    /// It goes on: what was read, then the rest.
+    Part(S),
+}
+
+/// A body with what was read of it put back in front.
+type Unread<S, E> = futures_util::stream::Chain<
+    futures_util::stream::Map<
+        futures_util::stream::Iter<std::vec::IntoIter<Bytes>>,
+        fn(Bytes) -> std::result::Result<Bytes, E>,
+    >,
+    S,
+>;
+
+/// `read` put back in front of the rest of `body`.
+fn unread<S, E>(read: Vec<Bytes>, body: S) -> Unread<S, E>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>>,
+{
+    let ok: fn(Bytes) -> std::result::Result<Bytes, E> = Ok;
+    futures_util::stream::iter(read).map(ok).chain(body)
+}
+
+/// Reads `body` until it ends or passes [`SMALL_BLOB`] bytes. Errors with
+/// the body's own message when it breaks off.
+async fn take_small<S, E>(mut body: S) -> std::result::Result<Taken<Unread<S, E>>, String>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut read = Vec::new();
+    let mut len = 0;
+    while len <= SMALL_BLOB {
+        match body.next().await {
+            None if read.len() == 1 => return Ok(Taken::Whole(read.swap_remove(0))),
+            None => return Ok(Taken::Whole(read.concat().into())),
+            Some(Ok(chunk)) => {
+                len += chunk.len();
+                read.push(chunk);
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+        }
+    }
+    Ok(Taken::Part(unread(read, body)))
+}
+
 enum FeedError {
     Body(String),
     Storage(regstore_core::Error),
@@ -819,12 +1058,18 @@ impl FeedError {
     /// What the client is told; the upload stays at `kept` bytes.
     fn into_error(self, kept: u64) -> RegistryError {
         match self {
-            FeedError::Body(message) => RegistryError::BlobUploadInvalid(format!(
-                "the request body broke off ({message}); none of it was kept: the upload stays at {kept} bytes, send the request again"
-            )),
+            FeedError::Body(message) => broke_off(&message, &format!("at {kept} bytes")),
             FeedError::Storage(e) => e.into(),
         }
     }
+}
+
+/// A request body broke off (`message`): nothing of it was kept, and the
+/// upload (or blob) stays `where`.
+fn broke_off(message: &str, stays: &str) -> RegistryError {
+    RegistryError::BlobUploadInvalid(format!(
+        "the request body broke off ({message}); none of it was kept: the upload stays {stays}, send the request again"
+    ))
 }
 
 /// Streams `body` into the writer, hashing each byte once after it is
