@@ -128,14 +128,19 @@ impl StoragePath {
             && other.0.as_bytes()[self.0.len()] == b'/'
     }
 
+    /// Where the name of a child of `self` starts in the child's path (the
+    /// length of `self` and a `/`).
+    pub(crate) fn child_name_offset(&self) -> usize {
+        if self.is_root() { 1 } else { self.0.len() + 1 }
+    }
+
     /// The part of `self` below `base` without a leading `/` (`""` when equal);
     /// `None` when `self` is not `base` or below it.
     pub fn relative_to(&self, base: &StoragePath) -> Option<&str> {
         if self == base {
             Some("")
         } else if base.is_ancestor_of(self) {
-            let skip = if base.is_root() { 1 } else { base.0.len() + 1 };
-            Some(&self.0[skip..])
+            Some(&self.0[base.child_name_offset()..])
         } else {
             None
         }

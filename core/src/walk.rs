@@ -141,11 +141,7 @@ pub(crate) fn sort_children<T>(
     children: &mut [T],
     path: impl Fn(&T) -> &StoragePath,
 ) {
-    let skip = if parent.is_root() {
-        1
-    } else {
-        parent.as_str().len() + 1
-    };
+    let skip = parent.child_name_offset();
     children.sort_unstable_by(|a, b| {
         let (a, b) = (path(a).as_str(), path(b).as_str());
         a.get(skip..).cmp(&b.get(skip..))

@@ -454,14 +454,7 @@ impl Registry {
         }
         let digest = match reference {
             Reference::Digest(expected) => {
-                let actual = Digest::of(expected.algorithm(), &body);
-                if actual != *expected {
-                    return Err(RegistryError::DigestMismatch {
-                        expected: expected.clone(),
-                        actual,
-                    });
-                }
-                actual
+                super::expect_digest(expected, Digest::of(expected.algorithm(), &body))?
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };

@@ -118,6 +118,21 @@ pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 /// Shorthand for results of registry operations.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
+/// `actual` when it is `expected`, else `DigestMismatch` naming both.
+///
+/// # Errors
+/// `DigestMismatch`.
+fn expect_digest(expected: &Digest, actual: Digest) -> Result<Digest> {
+    if actual == *expected {
+        Ok(actual)
+    } else {
+        Err(RegistryError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
+    }
+}
+
 /// Registry behaviour chosen by configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {

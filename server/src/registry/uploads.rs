@@ -88,7 +88,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::digest::{Algorithm, Digest, Hasher};
 use super::lease::{self, Lease, LeaseError};
 use super::names::RepoName;
-use super::{BlobInfo, Registry, RegistryError, Result, layout};
+use super::{BlobInfo, Registry, RegistryError, Result, expect_digest, layout};
 
 /// Where an upload stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -638,20 +638,26 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        // A small body is read before anything is looked up: a final PUT
+        // after PATCHes pays one `stat` for the chance of the small path, a
+        // large body none.
+        let body = take_small(body)
+            .await
+            .map_err(|message| broke_off(&message, "where it was"))?;
         self.finish_upload(name, uuid, digest, start, body, None)
             .await
     }
 
-    /// [`Registry::complete_upload`], calling `on_verified` with the size
-    /// once the bytes are known to hash to `digest`, before they are
-    /// committed.
+    /// [`Registry::complete_upload`] of a body [`take_small`] has begun,
+    /// calling `on_verified` with the size once the bytes are known to
+    /// hash to `digest`, before they are committed.
     async fn finish_upload<S, E>(
         &self,
         name: &RepoName,
         uuid: &str,
         digest: &Digest,
         start: Option<u64>,
-        body: S,
+        body: Taken<S>,
         on_verified: Option<Verified>,
     ) -> Result<BlobInfo>
     where
@@ -660,13 +666,7 @@ impl Registry {
     {
         let (mut lock, deadline) = self.lock_locally(name, uuid).await?;
         let result = async {
-            // A small body is read before anything is looked up: a final
-            // PUT after PATCHes pays one `stat` for the chance of the small
-            // path, a large body none.
-            let body = match take_small(body)
-                .await
-                .map_err(|message| broke_off(&message, "where it was"))?
-            {
+            let body = match body {
                 // A body that does not hash to the digest goes the streamed
                 // way, which refuses it (or, where `is_fresh` saw a listing
                 // that lags, appends it to the bytes it missed).
@@ -741,17 +741,11 @@ impl Registry {
             return Err(self.take_back(name, uuid, w, e).await);
         }
         let verified = h.algorithm() == digest.algorithm();
-        if verified {
-            let actual = h.finish();
-            if actual != *digest {
-                w.cancel().await?;
-                self.delete_if_exists(&layout::upload_dir(name, uuid))
-                    .await?;
-                return Err(RegistryError::DigestMismatch {
-                    expected: digest.clone(),
-                    actual,
-                });
-            }
+        if verified && let Err(e) = expect_digest(digest, h.finish()) {
+            w.cancel().await?;
+            self.delete_if_exists(&layout::upload_dir(name, uuid))
+                .await?;
+            return Err(e);
         }
         let mut on_verified = on_verified;
         if verified && let Some(f) = on_verified.take() {
@@ -789,13 +783,7 @@ impl Registry {
     ) -> Result<BlobInfo> {
         let data = layout::upload_data(name, uuid);
         if !verified {
-            let actual = self.hash_stored(&data, digest.algorithm()).await?;
-            if actual != *digest {
-                return Err(RegistryError::DigestMismatch {
-                    expected: digest.clone(),
-                    actual,
-                });
-            }
+            expect_digest(digest, self.hash_stored(&data, digest.algorithm()).await?)?;
             if let Some(f) = on_verified.take() {
                 f(size);
             }
@@ -955,16 +943,10 @@ impl Registry {
     {
         let body = match take_small(body).await {
             Ok(Taken::Whole(data)) => {
-                let actual = Digest::of(digest.algorithm(), &data);
-                if actual != *digest {
-                    return Err(RegistryError::DigestMismatch {
-                        expected: digest.clone(),
-                        actual,
-                    });
-                }
+                expect_digest(digest, Digest::of(digest.algorithm(), &data))?;
                 return self.store_small(name, digest, data, on_verified).await;
             }
-            Ok(Taken::Part(body)) => body,
+            Ok(part) => part,
             Err(message) => return Err(broke_off(&message, "unstored")),
         };
         let uuid = self.start_upload(name).await?;
