@@ -77,6 +77,7 @@ pub async fn registry(config: &Config) -> anyhow::Result<Registry> {
             read_only: config.storage.read_only,
             manifest_urls: config.validation.manifest_urls.clone(),
             max_manifest_references: config.validation.max_manifest_references,
+            upload_max_age: config.storage.upload_purging.as_ref().map(|p| p.age),
         },
     )
     .with_catalog(catalog);

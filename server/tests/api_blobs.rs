@@ -599,59 +599,179 @@ fn walk_count(dir: &std::path::Path) -> usize {
     n
 }
 
+/// Names (not paths) in a repository's `_uploads`, sorted; none if it is
+/// missing.
+fn upload_entries(root: &std::path::Path, repo: &str) -> Vec<String> {
+    let dir = root.join(format!("docker/registry/v2/repositories/{repo}/_uploads"));
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The upload id at the end of an upload URL.
+fn upload_id(loc: &str) -> &str {
+    loc.rsplit('/').next().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purging_removes_only_uploads_older_than_the_cutoff() {
     use std::time::{Duration, SystemTime};
-    // Two registry instances on one storage: the filesystem driver.
-    {
-        let reg = start("filesystem", "", "").await;
-        let state_dir = reg.dir.path().to_owned();
-        let a = begin(&reg, "p/one").await;
-        let b = begin(&reg, "p/two").await;
-        let r = reg
-            .client
-            .patch(&b)
-            .body("some bytes")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let d = reg.push_blob("p/one", b"finished blob").await;
-        // A second instance on the same storage calls the service directly.
-        let yaml = format!(
-            "storage:\n  filesystem:\n    rootdirectory: {}\n",
-            state_dir.join("root").display()
-        );
-        let config = regstore_server::config::Config::from_yaml(&yaml, "t", []).unwrap();
-        let state = regstore_server::serve::app_state(&config).await.unwrap();
-        let registry = state.registry;
-        let past = SystemTime::now() - Duration::from_secs(3600);
-        let report = registry.purge_uploads(past, false).await.unwrap();
-        assert!(report.purged.is_empty(), "{report:?}");
-        assert_eq!(report.kept, 2);
-        let future = SystemTime::now() + Duration::from_secs(3600);
-        let dry = registry.purge_uploads(future, true).await.unwrap();
-        assert_eq!(dry.purged.len(), 2);
-        let r = reg.client.get(&a).send().await.unwrap();
+    // Uploads expire at the purge age, 3 s here. The background purge
+    // first runs after a minute; the test calls it itself.
+    const PURGING: &str = "  maintenance:\n    uploadpurging:\n      age: 3s\n      interval: 1h\n";
+    let reg = start("filesystem", PURGING, "").await;
+    let root = reg.dir.path().join("root");
+    let a = begin(&reg, "p/one").await;
+    let b = begin(&reg, "p/two").await;
+    let r = reg
+        .client
+        .patch(&b)
+        .body("some bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let d = reg.push_blob("p/one", b"finished blob").await;
+    // `a` received nothing and stored nothing; the finished push left the
+    // marker of its ended upload.
+    let one = upload_entries(&root, "p/one");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(one[0].ends_with(".ended"), "{one:?}");
+    // A second instance on the same storage calls the service directly.
+    let yaml = format!(
+        "storage:\n  filesystem:\n    rootdirectory: {}\n{PURGING}",
+        root.display()
+    );
+    let config = regstore_server::config::Config::from_yaml(&yaml, "t", []).unwrap();
+    let state = regstore_server::serve::app_state(&config).await.unwrap();
+    let registry = state.registry;
+    let past = SystemTime::now() - Duration::from_secs(3600);
+    let report = registry.purge_uploads(past, false).await.unwrap();
+    assert!(report.purged.is_empty(), "{report:?}");
+    assert_eq!((report.kept, report.ended), (1, 0), "{report:?}");
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    let dry = registry.purge_uploads(future, true).await.unwrap();
+    assert_eq!((dry.purged.len(), dry.ended), (1, 1), "{dry:?}");
+    assert!(dry.purged[0].ends_with(upload_id(&b)), "{dry:?}");
+    for loc in [&a, &b] {
+        let r = reg.client.get(loc).send().await.unwrap();
         assert_eq!(
             r.status(),
             StatusCode::NO_CONTENT,
             "a dry run deletes nothing"
         );
-        let report = registry.purge_uploads(future, false).await.unwrap();
-        assert_eq!(report.purged.len(), 2, "{report:?}");
-        for loc in [&a, &b] {
-            let r = reg.client.get(loc).send().await.unwrap();
-            expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-        }
-        let r = reg
-            .client
-            .get(reg.url(&format!("/v2/p/one/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "finished blobs stay");
     }
+    // Ids carry their start to the second: past the age for sure.
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    for loc in [&a, &b] {
+        let r = reg.client.get(loc).send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+    let cutoff = SystemTime::now() - Duration::from_secs(3);
+    let report = registry.purge_uploads(cutoff, false).await.unwrap();
+    assert_eq!((report.purged.len(), report.ended), (1, 1), "{report:?}");
+    for repo in ["p/one", "p/two"] {
+        assert_eq!(upload_entries(&root, repo), Vec::<String>::new(), "{repo}");
+    }
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/p/one/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "finished blobs stay");
+}
+
+/// Starting an upload stores nothing (its id carries its start time); an
+/// ended one leaves a marker, so it answers unknown like distribution's;
+/// an id that was not made here answers unknown; and an upload of the
+/// older kind (a version 4 id with a `startedat` file, as regstore wrote
+/// before and distribution writes) still goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_stored_from_their_first_bytes_and_end_with_a_marker() {
+    let reg = start("filesystem", DELETE_ON, "").await;
+    let root = reg.dir.path().join("root");
+    let loc = begin(&reg, "ids/r").await;
+    let id = upload_id(&loc).to_owned();
+    assert_eq!(
+        uuid::Uuid::parse_str(&id).unwrap().get_version_num(),
+        8,
+        "{id}"
+    );
+    assert_eq!(upload_entries(&root, "ids/r"), Vec::<String>::new());
+    let r = reg.client.get(&loc).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-0");
+    let r = reg.client.patch(&loc).body("abc").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(upload_entries(&root, "ids/r"), vec![id.clone()]);
+    let r = reg
+        .client
+        .put(with_digest(&loc, &sha256(b"abcdef")))
+        .body("def")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(upload_entries(&root, "ids/r"), vec![format!("{id}.ended")]);
+    for req in [
+        reg.client.get(&loc),
+        reg.client.patch(&loc).body("more"),
+        reg.client.put(with_digest(&loc, &sha256(b"x"))).body("x"),
+        reg.client.delete(&loc),
+    ] {
+        let r = req.send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+    // Cancelling one that never received bytes leaves only its marker.
+    let loc = begin(&reg, "ids/c").await;
+    let r = reg.client.delete(&loc).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = reg.client.get(&loc).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_eq!(
+        upload_entries(&root, "ids/c"),
+        vec![format!("{}.ended", upload_id(&loc))]
+    );
+    // One changed digit: not an id this registry made.
+    let mut forged: Vec<char> = id.chars().collect();
+    forged[20] = if forged[20] == '0' { '1' } else { '0' };
+    let forged: String = forged.into_iter().collect();
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/ids/r/blobs/uploads/{forged}")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    // The older kind: known by its `startedat`.
+    let old = uuid::Uuid::new_v4().to_string();
+    let url = reg.url(&format!("/v2/ids/old/blobs/uploads/{old}"));
+    let r = reg.client.patch(&url).body("abc").send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    let dir = root.join(format!(
+        "docker/registry/v2/repositories/ids/old/_uploads/{old}"
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("startedat"), "2026-01-02T03:04:05Z").unwrap();
+    let r = reg.client.patch(&url).body("abc").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = reg
+        .client
+        .put(with_digest(&url, &sha256(b"abcdef")))
+        .body("def")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(upload_entries(&root, "ids/old"), Vec::<String>::new());
+    let r = reg.client.get(&url).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 }
 
 /// A PATCH cut off mid-body keeps nothing of it: the upload stays where

@@ -731,8 +731,8 @@ async fn swift_proxy_killed_and_restarted() {
 const HUNG_ANSWER: Duration = Duration::from_secs(25);
 
 /// A backend that hangs (SIGSTOP) under a registry whose driver has
-/// `connecttimeout: 1s` and `timeout: 1s`: a blob HEAD and an upload start
-/// answer 503 with the spec's error body well before the backend wakes up
+/// `connecttimeout: 1s` and `timeout: 1s`: a blob HEAD and a one-request
+/// blob push answer 503 with the spec's error body well before the backend wakes up
 /// (it is woken once they answered, or after [`HANG`]); afterwards the same
 /// registry serves the blob.
 async fn hung_backend_test(driver: &str) {
@@ -759,7 +759,13 @@ async fn hung_backend_test(driver: &str) {
     let requests = [
         reg.client
             .head(reg.url(&format!("/v2/hung/repo/blobs/{digest}"))),
-        reg.client.post(reg.url("/v2/hung/repo/blobs/uploads/")),
+        // A write: POST starts an upload without storing anything.
+        reg.client
+            .post(reg.url(&format!(
+                "/v2/hung/repo/blobs/uploads/?digest={}",
+                sha256(b"during the hang")
+            )))
+            .body(&b"during the hang"[..]),
     ];
     let mut answers = Vec::new();
     for request in requests {
@@ -784,7 +790,7 @@ async fn hung_backend_test(driver: &str) {
             "{driver}: request {i} took {took:?} against a hung backend with timeout 1s"
         );
         if i == 1 {
-            // POST: the error body names the code.
+            // The push: the error body names the code.
             let body: serde_json::Value =
                 serde_json::from_slice(&r.bytes().await.expect("body")).unwrap_or_default();
             assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{driver}: {body}");

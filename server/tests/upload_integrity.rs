@@ -573,9 +573,14 @@ async fn storage_errors_do_not_reveal_server_paths() {
     // The staging area is a file: every write fails to create its file.
     let _ = std::fs::remove_dir_all(root.join("~staging"));
     std::fs::write(root.join("~staging"), b"not a directory").unwrap();
+    // POST alone stores nothing: push a blob in it.
     let r = reg
         .client
-        .post(reg.url("/v2/paths/blobs/uploads/"))
+        .post(reg.url(&format!(
+            "/v2/paths/blobs/uploads/?digest={}",
+            sha256(b"a blob")
+        )))
+        .body("a blob")
         .send()
         .await
         .unwrap();

@@ -186,6 +186,8 @@ pub async fn repositories(driver: &Driver) -> regstore_core::Result<Repositories
                         _ => Err("a referrer link that names no two digests"),
                     }
                 }
+                // The marker of an ended upload: purging removes it.
+                ["_uploads", marker] if marker.ends_with(".ended") => Ok(()),
                 _ => Err("not a file of distribution's layout"),
             };
             if let Err(why) = fits {

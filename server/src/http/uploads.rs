@@ -80,7 +80,8 @@ async fn start_upload(
         events::blob_pushed(state, req, name, &info.digest, info.size);
         return Ok(blob_created(state, name, &info.digest));
     }
-    let uuid = reg.start_upload(name).await?;
+    // The id carries its start time: nothing is stored until bytes come.
+    let uuid = crate::registry::new_upload_id();
     Ok(upload_response(state, StatusCode::ACCEPTED, name, &uuid, 0))
 }
 

@@ -12,7 +12,10 @@
 //!     _manifests/tags/<tag>/index/<alg>/<hex>/link          every digest the tag has had
 //!     _manifests/referrers/<alg>/<hex>/<alg>/<hex>/link     (regstore) subject → referrer
 //!     _uploads/<uuid>/data                                  the upload's writer
-//!     _uploads/<uuid>/startedat                             RFC 3339 time the upload began
+//!     _uploads/<uuid>/startedat                             RFC 3339 time the upload began (ids that
+//!                                                           do not carry it: distribution's, older regstore's)
+//!     _uploads/<uuid>.ended                                 (regstore) the upload ended: completed,
+//!                                                           cancelled or discarded
 //!     _uploads/<uuid>/hashstates/regstore-<alg>/<offset>    (regstore) saved hash state
 //! ```
 //!
@@ -149,6 +152,15 @@ pub fn upload_lease(name: &RepoName, uuid: &str) -> String {
 /// When the upload began (RFC 3339), as distribution writes it.
 pub fn upload_started_at(name: &RepoName, uuid: &str) -> String {
     format!("{REPOSITORIES}/{name}/_uploads/{uuid}/startedat")
+}
+
+/// The marker of an upload that ended (completed, cancelled or
+/// discarded): an id that carries its start time
+/// ([`super::upload_started`]) would otherwise look like an upload that
+/// has received nothing yet. Beside the upload's directory, not in it, so
+/// it can be written after that is removed.
+pub fn upload_ended(name: &RepoName, uuid: &str) -> String {
+    format!("{REPOSITORIES}/{name}/_uploads/{uuid}.ended")
 }
 
 /// The directory of the upload's saved hash states for `alg`.

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod lease;
 mod manifests;
 pub mod names;
+mod upload_id;
 mod uploads;
 
 use regstore_core::{Driver, RedirectRequest, WalkControl};
@@ -25,10 +26,8 @@ pub use manifests::{
 // For the fuzz targets (`crate::fuzzing`).
 pub(crate) use manifests::{Parsed, parse as parse_manifest};
 pub use names::{NameError, NameKind, Reference, RepoName, Tag};
-pub use uploads::{
-    PurgeReport, SMALL_BLOB, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, Verified, new_upload_id,
-    parse_upload_id,
-};
+pub use upload_id::{new_upload_id, parse_upload_id, upload_started};
+pub use uploads::{PurgeReport, SMALL_BLOB, UPLOAD_LOCK_WAIT, UploadLocks, UploadStatus, Verified};
 
 /// What a registry operation can fail with. Each variant maps to one OCI
 /// error code; [`RegistryError::Storage`] is the backend failing.
@@ -151,6 +150,10 @@ pub struct Settings {
     /// looked up before the push is accepted, so the limit bounds the
     /// storage requests one push can cause.
     pub max_manifest_references: usize,
+    /// `storage.maintenance.uploadpurging.age` (`None`: purging is off):
+    /// an upload whose id says it began longer ago than this answers
+    /// `BLOB_UPLOAD_UNKNOWN`, as it would once purged.
+    pub upload_max_age: Option<std::time::Duration>,
 }
 
 /// Default of [`Settings::max_manifest_references`]: far above any image a
@@ -167,6 +170,7 @@ impl Default for Settings {
             read_only: false,
             manifest_urls: ManifestUrls::default(),
             max_manifest_references: DEFAULT_MAX_MANIFEST_REFERENCES,
+            upload_max_age: None,
         }
     }
 }

@@ -2,6 +2,13 @@
 //! writer, with the hash state saved after every request, so any instance
 //! sharing the storage can continue an upload.
 //!
+//! Starting an upload stores nothing: its id carries its start time
+//! ([`super::upload_id`]), and its directory appears with the first request
+//! that brings bytes. An upload that ends (completed, cancelled, discarded)
+//! leaves the [`layout::upload_ended`] marker, so requests on it answer
+//! `BLOB_UPLOAD_UNKNOWN`; the purge removes markers and uploads by the
+//! time in their ids ([`Registry::purge_uploads`]).
+//!
 //! An upload's writer at `_uploads/<uuid>/data` is closed (not committed)
 //! between requests; the driver contract keeps its bytes invisible until
 //! commit and lets `writer(path, append = true)` continue it. Each request
@@ -77,7 +84,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::future::Either;
@@ -88,6 +95,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::digest::{Algorithm, Digest, Hasher};
 use super::lease::{self, Lease, LeaseError};
 use super::names::RepoName;
+use super::upload_id::{CLOCK_SKEW, new_upload_id, upload_started};
 use super::{BlobInfo, Registry, RegistryError, Result, expect_digest, layout};
 
 /// Where an upload stands.
@@ -102,25 +110,6 @@ pub struct UploadStatus {
 /// Told the size of a blob once its bytes are verified (see
 /// [`Registry::cache_blob`]).
 pub type Verified = Box<dyn FnOnce(u64) + Send>;
-
-/// A fresh upload session id.
-pub fn new_upload_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// The session id in its canonical form, or `BlobUploadUnknown` for anything
-/// that is not a UUID (so it can never form a strange storage path).
-///
-/// # Errors
-/// `BlobUploadUnknown`.
-pub fn parse_upload_id(s: &str) -> Result<String> {
-    match uuid::Uuid::parse_str(s) {
-        Ok(u) if u.hyphenated().to_string() == s => Ok(s.to_owned()),
-        _ => Err(RegistryError::BlobUploadUnknown(
-            s.chars().take(100).collect(),
-        )),
-    }
-}
 
 /// The algorithm chunked uploads hash with (and whose state they save).
 const RESUMABLE_ALGORITHM: Algorithm = Algorithm::Sha256;
@@ -257,21 +246,6 @@ fn decode_state(algorithm: Algorithm, state: &[u8]) -> Option<(u64, Hasher)> {
 }
 
 impl Registry {
-    /// Begins an upload in `name`.
-    ///
-    /// # Errors
-    /// `Storage`.
-    pub async fn start_upload(&self, name: &RepoName) -> Result<String> {
-        let uuid = new_upload_id();
-        let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        // The writer is created by the first request that brings bytes:
-        // `startedat` alone marks an upload that has received none yet.
-        self.driver
-            .put_content(layout::upload_started_at(name, &uuid), started.into_bytes())
-            .await?;
-        Ok(uuid)
-    }
-
     /// Takes the upload's lock (see the module docs): waits up to
     /// [`UPLOAD_LOCK_WAIT`] for a request already running on it.
     ///
@@ -285,10 +259,13 @@ impl Registry {
 
     /// The upload's lock in this instance only (see the module docs),
     /// waited for up to [`UPLOAD_LOCK_WAIT`]; returns it with its deadline.
+    /// An upload whose id says it expired is refused first
+    /// ([`Registry::check_age`]).
     ///
     /// # Errors
-    /// `UploadBusy`.
+    /// `BlobUploadUnknown`, `UploadBusy`.
     async fn lock_locally(&self, name: &RepoName, uuid: &str) -> Result<(UploadGuard, Instant)> {
+        self.check_age(uuid)?;
         let deadline = Instant::now() + UPLOAD_LOCK_WAIT;
         match self
             .upload_locks
@@ -298,6 +275,28 @@ impl Registry {
             Some(guard) => Ok((guard, deadline)),
             None => Err(RegistryError::UploadBusy(uuid.to_owned())),
         }
+    }
+
+    /// Refuses an upload whose id carries a start time older than
+    /// [`super::Settings::upload_max_age`] (the purge age: the purge may
+    /// have removed it, or will) or further in the future than clocks of
+    /// instances differ ([`CLOCK_SKEW`]).
+    ///
+    /// # Errors
+    /// `BlobUploadUnknown`.
+    fn check_age(&self, uuid: &str) -> Result<()> {
+        let Some(started) = upload_started(uuid) else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let expired = self
+            .settings
+            .upload_max_age
+            .is_some_and(|age| now.duration_since(started).is_ok_and(|d| d > age));
+        if expired || started.duration_since(now).is_ok_and(|d| d > CLOCK_SKEW) {
+            return Err(RegistryError::BlobUploadUnknown(uuid.to_owned()));
+        }
+        Ok(())
     }
 
     /// Adds the upload's lease to `guard`, waiting for it until `deadline`.
@@ -380,17 +379,7 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         }
-        match self
-            .driver
-            .stat(layout::upload_started_at(name, uuid))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {
-                return Err(RegistryError::BlobUploadUnknown(uuid.to_owned()));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.upload_known(name, uuid).await?;
         // No data, but hash states: the upload received bytes and then lost
         // them (its data was published and the clean-up failed). Starting
         // afresh would append the client's next bytes at offset 0.
@@ -529,7 +518,7 @@ impl Registry {
             return error;
         };
         tracing::warn!(upload = uuid, error = %e, "cannot take back a failed upload request; discarding the upload");
-        if let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await {
+        if let Err(e) = self.end_upload(name, uuid).await {
             tracing::warn!(upload = uuid, error = %e, "cannot discard a damaged upload");
         }
         error
@@ -558,8 +547,7 @@ impl Registry {
             Ok(h) => Ok((w, h)),
             Err(e @ RegistryError::UploadDiscarded { .. }) => {
                 w.cancel().await?;
-                self.delete_if_exists(&layout::upload_dir(name, uuid))
-                    .await?;
+                self.end_upload(name, uuid).await?;
                 Err(e)
             }
             Err(e) => {
@@ -675,9 +663,27 @@ impl Registry {
                         && self.is_fresh(name, uuid).await?
                         && Digest::of(digest.algorithm(), &data) == *digest =>
                 {
-                    let stored = self.store_small(name, digest, data, on_verified).await;
-                    if stored.is_ok() {
-                        self.remove_upload(name, uuid).await;
+                    // The upload's end is marked while the blob is stored,
+                    // so both wait for one durability barrier (the
+                    // filesystem's group commit), and taken back if the
+                    // blob is not stored: the request then changes nothing.
+                    let (stored, marked) = tokio::join!(
+                        self.store_small(name, digest, data, on_verified),
+                        self.mark_ended(name, uuid)
+                    );
+                    match (&stored, marked) {
+                        // What a fresh upload may hold: a released lease's
+                        // directory, or an older id's `startedat`.
+                        (Ok(_), Ok(())) => {
+                            let dir = layout::upload_dir(name, uuid);
+                            if let Err(e) = self.delete_if_exists(&dir).await {
+                                tracing::warn!(upload = uuid, error = %e, "cannot remove a finished upload");
+                            }
+                        }
+                        // Tried once more, the failure logged.
+                        (Ok(_), Err(_)) => self.remove_upload(name, uuid).await,
+                        (Err(_), Ok(())) => self.unmark_ended(name, uuid).await,
+                        (Err(_), Err(_)) => {}
                     }
                     return stored;
                 }
@@ -743,8 +749,7 @@ impl Registry {
         let verified = h.algorithm() == digest.algorithm();
         if verified && let Err(e) = expect_digest(digest, h.finish()) {
             w.cancel().await?;
-            self.delete_if_exists(&layout::upload_dir(name, uuid))
-                .await?;
+            self.end_upload(name, uuid).await?;
             return Err(e);
         }
         let mut on_verified = on_verified;
@@ -760,7 +765,7 @@ impl Registry {
             .publish(name, uuid, digest, size, verified, on_verified)
             .await;
         if published.is_err()
-            && let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await
+            && let Err(e) = self.end_upload(name, uuid).await
         {
             tracing::warn!(upload = uuid, error = %e, "cannot discard an upload that failed to publish");
         }
@@ -814,10 +819,10 @@ impl Registry {
         })
     }
 
-    /// Removes a finished (or refused) upload; a failure is only logged:
-    /// upload purging removes what is left.
+    /// Removes a finished upload; a failure is only logged: upload purging
+    /// removes what is left.
     async fn remove_upload(&self, name: &RepoName, uuid: &str) {
-        if let Err(e) = self.delete_if_exists(&layout::upload_dir(name, uuid)).await {
+        if let Err(e) = self.end_upload(name, uuid).await {
             tracing::warn!(upload = uuid, error = %e, "cannot remove a finished upload");
         }
     }
@@ -843,14 +848,79 @@ impl Registry {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        match self
-            .driver
-            .stat(layout::upload_started_at(name, uuid))
+        self.upload_known(name, uuid).await.map(|()| true)
+    }
+
+    /// Whether an upload that holds no data exists: one whose id carries
+    /// its start time (see [`super::upload_id`]) does until it ends (its
+    /// [`layout::upload_ended`] marker) or expires (refused before, by
+    /// [`Registry::lock_locally`]); one whose id does not, while its
+    /// `startedat` is stored.
+    ///
+    /// # Errors
+    /// `BlobUploadUnknown`, `Storage`.
+    async fn upload_known(&self, name: &RepoName, uuid: &str) -> Result<()> {
+        let unknown = || Err(RegistryError::BlobUploadUnknown(uuid.to_owned()));
+        if upload_started(uuid).is_none() {
+            return match self
+                .driver
+                .stat(layout::upload_started_at(name, uuid))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => unknown(),
+                Err(e) => Err(e.into()),
+            };
+        }
+        match self.driver.stat(layout::upload_ended(name, uuid)).await {
+            Ok(_) => unknown(),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends an upload (completed, cancelled or discarded): its directory is
+    /// removed and, for an id that carries its start time, the
+    /// [`layout::upload_ended`] marker written, so requests on it answer
+    /// `BLOB_UPLOAD_UNKNOWN` from then on. Between the two the id looks
+    /// like an upload that received nothing, as it does for good if the
+    /// marker cannot be written: a request on it then starts afresh and
+    /// what it brings is checked against its digest like any other.
+    ///
+    /// # Errors
+    /// `Storage`.
+    async fn end_upload(&self, name: &RepoName, uuid: &str) -> Result<()> {
+        self.delete_if_exists(&layout::upload_dir(name, uuid))
+            .await?;
+        self.mark_ended(name, uuid).await
+    }
+
+    /// Writes the [`layout::upload_ended`] marker of an upload whose id
+    /// carries its start time (for others, removing the directory with its
+    /// `startedat` ends the upload).
+    ///
+    /// # Errors
+    /// `Storage`.
+    async fn mark_ended(&self, name: &RepoName, uuid: &str) -> Result<()> {
+        if upload_started(uuid).is_none() {
+            return Ok(());
+        }
+        let ended = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        self.driver
+            .put_content(layout::upload_ended(name, uuid), ended.into_bytes())
+            .await?;
+        Ok(())
+    }
+
+    /// Takes back [`Registry::mark_ended`] after the request it was made
+    /// for failed; a failure is only logged (the upload then answers
+    /// `BLOB_UPLOAD_UNKNOWN` and the client starts the blob again).
+    async fn unmark_ended(&self, name: &RepoName, uuid: &str) {
+        if let Err(e) = self
+            .delete_if_exists(&layout::upload_ended(name, uuid))
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Err(RegistryError::BlobUploadUnknown(uuid.to_owned())),
-            Err(e) => Err(e.into()),
+            tracing::warn!(upload = uuid, error = %e, "cannot take back the end of a failed upload");
         }
     }
 
@@ -949,7 +1019,7 @@ impl Registry {
             Ok(part) => part,
             Err(message) => return Err(broke_off(&message, "unstored")),
         };
-        let uuid = self.start_upload(name).await?;
+        let uuid = new_upload_id();
         let result = self
             .finish_upload(name, &uuid, digest, None, body, on_verified)
             .await;
@@ -968,7 +1038,7 @@ impl Registry {
         self.with_upload(name, uuid, |deadline| async move {
             let w = self.resume_writer(name, uuid, deadline).await?;
             w.cancel().await?;
-            self.delete_if_exists(&layout::upload_dir(name, uuid)).await
+            self.end_upload(name, uuid).await
         })
         .await
     }
@@ -978,8 +1048,8 @@ impl Registry {
 /// upload that has received nothing yet, a `POST ?digest=`) are collected
 /// in memory, checked and stored with one `put_content`: no upload data
 /// file, hash state or lease, and no move into place. A small push then
-/// creates no file it deletes again but the upload's own. The same bound
-/// as the filesystem writer's buffer, which holds as many bytes per upload.
+/// creates no file it deletes again. The same bound as the filesystem
+/// writer's buffer, which holds as many bytes per upload.
 pub const SMALL_BLOB: usize = 1 << 20;
 
 /// A request body after [`take_small`].
@@ -1093,13 +1163,19 @@ pub struct PurgeReport {
     pub purged: Vec<String>,
     /// Uploads kept because they are younger than the cutoff.
     pub kept: usize,
+    /// Markers of ended uploads ([`layout::upload_ended`]) removed (or, in
+    /// a dry run, that would be): ids older than the cutoff have expired,
+    /// so their markers are needed no more.
+    pub ended: usize,
 }
 
 impl Registry {
     /// Removes uploads that began before `cutoff`, in every repository, as
-    /// distribution's `maintenance.uploadpurging` does. An upload whose
-    /// `startedat` is missing or unreadable counts as old. With `dry_run`
-    /// nothing is deleted.
+    /// distribution's `maintenance.uploadpurging` does, and the markers of
+    /// ended uploads whose ids are that old. An upload's start is the time
+    /// its id carries, or else its `startedat`; one whose `startedat` is
+    /// missing or unreadable counts as old. With `dry_run` nothing is
+    /// deleted.
     ///
     /// # Errors
     /// `Storage` (a failed walk; a failed delete is logged and skipped).
@@ -1133,20 +1209,27 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             };
             for upload in uploads {
-                let started = match self.driver.get_content(format!("{upload}/startedat")).await {
-                    Ok(b) => parse_started_at(String::from_utf8_lossy(&b).trim()),
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => return Err(e.into()),
+                let name = upload.file_name().unwrap_or_default();
+                let marker = name.strip_suffix(".ended");
+                let started = match upload_started(marker.unwrap_or(name)) {
+                    Some(t) => Some(t),
+                    None if marker.is_some() => None,
+                    None => match self.driver.get_content(format!("{upload}/startedat")).await {
+                        Ok(b) => parse_started_at(String::from_utf8_lossy(&b).trim()),
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => return Err(e.into()),
+                    },
                 };
                 if started.is_some_and(|t| t >= cutoff) {
-                    report.kept += 1;
+                    if marker.is_none() {
+                        report.kept += 1;
+                    }
                     continue;
                 }
                 if !dry_run {
                     match self.driver.delete(upload.as_str()).await {
                         Ok(()) => {}
-                        // Finished (and removed) since the listing: a
-                        // finishing upload has no `startedat` any more.
+                        // Ended (and removed) since the listing.
                         Err(e) if e.is_not_found() => continue,
                         Err(e) => {
                             tracing::warn!(upload = %upload, error = %e, "cannot purge upload");
@@ -1154,7 +1237,11 @@ impl Registry {
                         }
                     }
                 }
-                report.purged.push(upload.to_string());
+                if marker.is_some() {
+                    report.ended += 1;
+                } else {
+                    report.purged.push(upload.to_string());
+                }
             }
         }
         Ok(report)

@@ -55,10 +55,11 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         ("no notifications", Target::new(&none)),
         ("endpoint that never answers", Target::new(&with_hung)),
     ];
-    let rates = super::small::interleaved(&targets, REPO, rounds, per_round, |round, k| {
-        ((2 * round + k + 1) * per_round) as u64
-    })
-    .await?;
+    let rates =
+        super::small::interleaved(&targets, REPO, dir.path(), rounds, per_round, |round, k| {
+            ((2 * round + k + 1) * per_round) as u64
+        })
+        .await?;
     // The hung endpoint's deliveries time out (5 s) three times in a row,
     // with backoff between, before it counts as failing: poll for that
     // (a quick run's pushes end long before it).

@@ -33,7 +33,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         ("regstore", Target::new(&regstore)),
         ("docker-registry 2.8.2", Target::new(&distribution)),
     ];
-    let [r, d] = interleaved(&targets, REPO, rounds, per_round, |round, _| {
+    let [r, d] = interleaved(&targets, REPO, dir.path(), rounds, per_round, |round, _| {
         ((round + 1) * per_round) as u64
     })
     .await?;
@@ -68,9 +68,16 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
 /// tasks, the order alternating from round to round. Target `k`'s blobs of
 /// round `round` are numbered from `first(round, k)`. Returns each target's
 /// rate over all its rounds.
+///
+/// Before each round the filesystem holding `data` (both servers' roots)
+/// is synced, so that no round pays for writes of the one before it:
+/// distribution syncs nothing, and its unsynced files were otherwise
+/// written back by regstore's `syncfs` in the next round, or by the
+/// kernel's writeback in the middle of any round.
 pub(super) async fn interleaved(
     targets: &[(&str, Target); 2],
     repo: &str,
+    data: &std::path::Path,
     rounds: usize,
     per_round: usize,
     first: impl Fn(usize, usize) -> u64,
@@ -85,6 +92,7 @@ pub(super) async fn interleaved(
         for i in 0..2 {
             let k = (round + i) % 2;
             let (name, t) = &targets[k];
+            settle(data)?;
             let r = t
                 .small_pushes(repo, first(round, k), per_round, SIZE, THREADS)
                 .await
@@ -98,5 +106,20 @@ pub(super) async fn interleaved(
     match rates {
         [Some(a), Some(b)] => Ok([a, b]),
         _ => Err("no round ran".into()),
+    }
+}
+
+/// `sync -f`: writes back every dirty page and inode of the filesystem
+/// holding `dir` (`syncfs`).
+fn settle(dir: &std::path::Path) -> Result<(), String> {
+    let status = std::process::Command::new("sync")
+        .arg("-f")
+        .arg(dir)
+        .status()
+        .map_err(|e| format!("sync -f {}: {e}", dir.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("sync -f {}: {status}", dir.display()))
     }
 }
