@@ -19,11 +19,16 @@
 //!     _uploads/<uuid>/hashstates/regstore-<alg>/<offset>    (regstore) saved hash state
 //! ```
 //!
-//! The two regstore additions live where distribution never looks: its
+//! The regstore additions live where distribution never looks: its
 //! catalog stops at `_manifests`, its garbage collector lists only
 //! `revisions` and `tags`, and it reads hash states only under
 //! `hashstates/<alg>` (regstore's are `regstore-<alg>`, since they are not
 //! Go's encoding). A referrer link whose revision is gone is ignored.
+//! Uploads regstore starts have no `startedat` (their ids carry the time)
+//! and end with a `<uuid>.ended` file: distribution's upload purge dates
+//! an upload by its `startedat` only and skips one without, and it takes
+//! no file named `<uuid>.ended` for an upload, so it leaves both to
+//! regstore's purge.
 
 use super::digest::{Algorithm, Digest, DigestError};
 use super::names::{RepoName, Tag};
