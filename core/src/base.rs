@@ -201,6 +201,55 @@ impl Driver {
         .await
     }
 
+    /// See [`StorageDriver::volatile_epoch`]: `Some` when the driver's
+    /// `_volatile` calls skip the durability barrier.
+    pub fn volatile_epoch(&self) -> Option<&str> {
+        self.shared.backend.volatile_epoch()
+    }
+
+    /// [`Driver::put_content`] without the durability barrier (see
+    /// [`StorageDriver::volatile_epoch`]); counted as `put_content`.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `Backend`.
+    pub async fn put_content_volatile(
+        &self,
+        path: impl AsRef<str>,
+        content: impl Into<Bytes>,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        self.run(
+            Op::PutContent,
+            path,
+            self.shared.backend.put_content_volatile(&p, content.into()),
+        )
+        .await
+    }
+
+    /// [`Driver::put_content_if_absent`] without the durability barrier
+    /// (see [`StorageDriver::volatile_epoch`]); counted as
+    /// `put_content_if_absent`.
+    ///
+    /// # Errors
+    /// As [`Driver::put_content_if_absent`].
+    pub async fn put_content_if_absent_volatile(
+        &self,
+        path: impl AsRef<str>,
+        content: impl Into<Bytes>,
+    ) -> Result<bool> {
+        let path = path.as_ref();
+        let p = self.parse(path, true)?;
+        self.run(
+            Op::PutContentIfAbsent,
+            path,
+            self.shared
+                .backend
+                .put_content_if_absent_volatile(&p, content.into()),
+        )
+        .await
+    }
+
     /// Streams the object at `path` from `offset`.
     ///
     /// # Errors
@@ -420,6 +469,22 @@ impl Writer {
         driver.run(Op::Close, path.as_str(), inner.close()).await
     }
 
+    /// [`Writer::close`] without the durability barrier (see
+    /// [`FileWriter::close_volatile`]); counted as `close`.
+    ///
+    /// # Errors
+    /// `Backend`.
+    pub async fn close_volatile(self) -> Result<()> {
+        let Writer {
+            inner,
+            driver,
+            path,
+        } = self;
+        driver
+            .run(Op::Close, path.as_str(), inner.close_volatile())
+            .await
+    }
+
     /// Publishes everything written at the path, atomically.
     ///
     /// # Errors
@@ -475,6 +540,9 @@ impl FileWriter for Writer {
     async fn close(self: Box<Self>) -> Result<()> {
         Writer::close(*self).await
     }
+    async fn close_volatile(self: Box<Self>) -> Result<()> {
+        Writer::close_volatile(*self).await
+    }
     async fn commit(self: Box<Self>) -> Result<()> {
         Writer::commit(*self).await
     }
@@ -505,6 +573,19 @@ impl StorageDriver for Driver {
     }
     async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
         Driver::put_content_if_absent(self, path, content).await
+    }
+    fn volatile_epoch(&self) -> Option<&str> {
+        Driver::volatile_epoch(self)
+    }
+    async fn put_content_volatile(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        Driver::put_content_volatile(self, path, content).await
+    }
+    async fn put_content_if_absent_volatile(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+    ) -> Result<bool> {
+        Driver::put_content_if_absent_volatile(self, path, content).await
     }
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
         Driver::reader(self, path, offset).await

@@ -204,6 +204,48 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// Stores `content` at `path`, replacing what was there, atomically.
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()>;
 
+    /// The epoch of this driver's *volatile* writes, or `None` (the
+    /// default) when it has none.
+    ///
+    /// [`StorageDriver::put_content_volatile`],
+    /// [`StorageDriver::put_content_if_absent_volatile`] and
+    /// [`FileWriter::close_volatile`] are the same calls as the ones
+    /// without the suffix, minus the durability barrier (`fsync`): for data
+    /// a caller can rebuild or discard (the registry's upload state between
+    /// chunks, its leases). With `Some(epoch)`, what they stored while the
+    /// driver answered `epoch` reads back intact — to every process sharing
+    /// the storage — for as long as it answers `epoch`; under another epoch
+    /// (the machine restarted) it may be missing, older, cut short or
+    /// damaged, so a caller that needs it records the epoch beside it and
+    /// checks it before trusting it. With `None` the volatile calls are as
+    /// durable as the others and nothing needs checking.
+    ///
+    /// Filesystem: the kernel's boot id on a local filesystem; `None` on
+    /// network and cluster filesystems, where another machine may read
+    /// what this one wrote. Object stores: `None` (every write is durable
+    /// when it returns).
+    fn volatile_epoch(&self) -> Option<&str> {
+        None
+    }
+
+    /// [`StorageDriver::put_content`] without the durability barrier; see
+    /// [`StorageDriver::volatile_epoch`]. Atomic like `put_content`: readers
+    /// in this epoch see the old object or the new one.
+    async fn put_content_volatile(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        self.put_content(path, content).await
+    }
+
+    /// [`StorageDriver::put_content_if_absent`] without the durability
+    /// barrier; see [`StorageDriver::volatile_epoch`]. Exactly one of
+    /// concurrent callers stores, as with `put_content_if_absent`.
+    async fn put_content_if_absent_volatile(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+    ) -> Result<bool> {
+        self.put_content_if_absent(path, content).await
+    }
+
     /// Stores `content` at `path` only if no object is there, atomically
     /// with respect to every other caller of the backend, in this process or
     /// any other: of concurrent calls for one path exactly one stores and
@@ -334,6 +376,15 @@ pub trait FileWriter: Send + fmt::Debug {
     /// [`FileWriter::rollback`] would leave it, as far as the backend allows
     /// (a driver that cannot take back what it sent says so in its docs).
     async fn close(self: Box<Self>) -> Result<()>;
+
+    /// [`FileWriter::close`] without the durability barrier: what was
+    /// written resumes as after `close` within the driver's epoch (see
+    /// [`StorageDriver::volatile_epoch`]); a later `close` or `commit` makes
+    /// every byte durable, those of volatile sessions included. Fails like
+    /// `close`, all or nothing.
+    async fn close_volatile(self: Box<Self>) -> Result<()> {
+        self.close().await
+    }
 
     /// Publishes everything written at the path, atomically. When it fails,
     /// the committed object is unchanged and the writer is left as after a

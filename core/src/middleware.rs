@@ -51,6 +51,32 @@ pub trait Middleware: Send + Sync + fmt::Debug + 'static {
             .await
     }
 
+    /// See [`StorageDriver::volatile_epoch`]. The inner driver's: writers
+    /// pass through by default, and so does their
+    /// [`FileWriter::close_volatile`].
+    fn volatile_epoch(&self) -> Option<&str> {
+        self.inner().volatile_epoch()
+    }
+
+    /// See [`StorageDriver::put_content_volatile`]. Defaults to this
+    /// middleware's own (durable) `put_content`, so a middleware that
+    /// changes `put_content` stays correct without knowing of volatile
+    /// writes; one that passes them on overrides this.
+    async fn put_content_volatile(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        Middleware::put_content(self, path, content).await
+    }
+
+    /// See [`StorageDriver::put_content_if_absent_volatile`]. Defaults to
+    /// this middleware's own `put_content_if_absent`, as
+    /// [`Middleware::put_content_volatile`] does.
+    async fn put_content_if_absent_volatile(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+    ) -> Result<bool> {
+        Middleware::put_content_if_absent(self, path, content).await
+    }
+
     /// See [`StorageDriver::reader`].
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
         self.inner().backend().reader(path, offset).await
@@ -142,6 +168,22 @@ impl<M: Middleware> StorageDriver for M {
 
     async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
         Middleware::put_content_if_absent(self, path, content).await
+    }
+
+    fn volatile_epoch(&self) -> Option<&str> {
+        Middleware::volatile_epoch(self)
+    }
+
+    async fn put_content_volatile(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        Middleware::put_content_volatile(self, path, content).await
+    }
+
+    async fn put_content_if_absent_volatile(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+    ) -> Result<bool> {
+        Middleware::put_content_if_absent_volatile(self, path, content).await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {

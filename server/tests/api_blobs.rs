@@ -774,6 +774,89 @@ async fn uploads_are_stored_from_their_first_bytes_and_end_with_a_marker() {
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 }
 
+/// A chunk's 202 is written volatile (no fsync on a local filesystem) and
+/// its hash state records the boot id: a state from another boot — what a
+/// machine restart leaves — discards the upload (404, the client pushes the
+/// blob again) instead of trusting bytes that may not have reached the
+/// disk, and so does a state cut short. Within one boot the upload goes
+/// on and its push completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_acknowledged_before_a_machine_restart_discards_the_upload() {
+    let reg = start("filesystem", DELETE_ON, "").await;
+    let root = reg.dir.path().join("root");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let boot = boot.trim().as_bytes();
+    let state_of = |repo: &str, id: &str| {
+        root.join(format!(
+            "docker/registry/v2/repositories/{repo}/_uploads/{id}/hashstates/regstore-sha256/3"
+        ))
+    };
+    let chunk = |loc: &str, at: u64, body: &'static str| {
+        reg.client
+            .patch(loc)
+            .header(
+                "content-range",
+                format!("{at}-{}", at + body.len() as u64 - 1),
+            )
+            .body(body)
+    };
+    for (repo, damage) in [("boot/other", "another boot"), ("boot/torn", "cut short")] {
+        let loc = begin(&reg, repo).await;
+        let id = upload_id(&loc).to_owned();
+        let r = chunk(&loc, 0, "abc").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let path = state_of(repo, &id);
+        let mut saved = std::fs::read(&path).unwrap();
+        let at = saved
+            .windows(boot.len())
+            .position(|w| w == boot)
+            .expect("the state records the boot id");
+        if damage == "another boot" {
+            for b in &mut saved[at..at + boot.len()] {
+                *b = if *b == b'0' {
+                    b'1'
+                } else if *b == b'-' {
+                    b'-'
+                } else {
+                    b'0'
+                };
+            }
+        } else {
+            saved.truncate(at + 4);
+        }
+        std::fs::write(&path, &saved).unwrap();
+        let r = chunk(&loc, 3, "def").send().await.unwrap();
+        let body = expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        assert!(body.contains(&id), "{damage}: {body}");
+        let r = reg.client.get(&loc).send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        assert_eq!(
+            upload_entries(&root, repo),
+            vec![format!("{id}.ended")],
+            "{damage}"
+        );
+    }
+    let loc = begin(&reg, "boot/same").await;
+    for (at, body) in [(0, "abc"), (3, "def")] {
+        let r = chunk(&loc, at, body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let r = reg
+        .client
+        .put(with_digest(&loc, &sha256(b"abcdef")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/boot/same/blobs/{}", sha256(b"abcdef"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"abcdef");
+}
+
 /// A PATCH cut off mid-body keeps nothing of it: the upload stays where
 /// the last acknowledged request left it, and the same PATCH sent again
 /// goes through (a client retrying a failed request needs nothing else).

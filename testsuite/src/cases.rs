@@ -65,7 +65,9 @@ table![
     stat_call,
     put_content_multiple_times,
     put_content_if_absent: CreateIfAbsent,
+    put_content_if_absent_volatile: CreateIfAbsent,
     put_content_if_absent_race: CreateIfAbsent,
+    volatile_writes,
     put_content_if_absent_unclaimed,
     concurrent_stream_reads,
     concurrent_file_streams,
@@ -871,18 +873,39 @@ async fn put_content_multiple_times(cx: &Ctx) -> CaseResult {
 }
 
 async fn put_content_if_absent(cx: &Ctx) -> CaseResult {
+    create_if_absent_cycle(cx, false).await
+}
+
+/// `put_content_if_absent_volatile` (see `volatile_writes`) keeps the
+/// create-if-absent contract.
+async fn put_content_if_absent_volatile(cx: &Ctx) -> CaseResult {
+    create_if_absent_cycle(cx, true).await
+}
+
+/// `put_content_if_absent`, or its volatile form.
+async fn create_if_absent(
+    cx: &Ctx,
+    path: &str,
+    content: Bytes,
+    volatile: bool,
+) -> Result<bool, Failure> {
+    Ok(if volatile {
+        cx.driver
+            .put_content_if_absent_volatile(path, content)
+            .await?
+    } else {
+        cx.driver.put_content_if_absent(path, content).await?
+    })
+}
+
+/// Stores, is refused over the object, stores again after a delete.
+async fn create_if_absent_cycle(cx: &Ctx, volatile: bool) -> CaseResult {
     // A path below directories that do not exist yet.
     let path = format!("{}/{}", cx.path(16), cx.filename(16));
     let first = cx.contents(300);
-    let created = cx
-        .driver
-        .put_content_if_absent(&path, first.clone())
-        .await?;
+    let created = create_if_absent(cx, &path, first.clone(), volatile).await?;
     ensure!(created, "put_content_if_absent on an empty path must store");
-    let again = cx
-        .driver
-        .put_content_if_absent(&path, cx.contents(200))
-        .await?;
+    let again = create_if_absent(cx, &path, cx.contents(200), volatile).await?;
     ensure!(
         !again,
         "put_content_if_absent over an object must not store"
@@ -891,15 +914,73 @@ async fn put_content_if_absent(cx: &Ctx) -> CaseResult {
     ensure_bytes!(got, first, "content after a refused put_content_if_absent");
     cx.driver.delete(&path).await?;
     let second = cx.contents(100);
-    let created = cx
-        .driver
-        .put_content_if_absent(&path, second.clone())
-        .await?;
+    let created = create_if_absent(cx, &path, second.clone(), volatile).await?;
     ensure!(created, "put_content_if_absent after delete must store");
     ensure_bytes!(
         cx.driver.get_content(&path).await?,
         second,
         "content after delete and put_content_if_absent"
+    );
+    Ok(())
+}
+
+/// The volatile calls (a regstore addition to the contract, see
+/// `StorageDriver::volatile_epoch`) store what the durable ones store:
+/// `put_content_volatile` reads back and replaces; a writer closed with
+/// `close_volatile` resumes at its size, twice, and its commit publishes
+/// every byte; the epoch holds while the driver lives.
+async fn volatile_writes(cx: &Ctx) -> CaseResult {
+    let epoch = cx.driver.volatile_epoch().map(str::to_owned);
+    let path = cx.path(32);
+    let first = cx.contents(4096);
+    cx.driver.put_content_volatile(&path, first.clone()).await?;
+    ensure_bytes!(
+        cx.driver.get_content(&path).await?,
+        first,
+        "get_content after put_content_volatile"
+    );
+    let smaller = cx.contents(100);
+    cx.driver
+        .put_content_volatile(&path, smaller.clone())
+        .await?;
+    ensure_bytes!(
+        cx.driver.get_content(&path).await?,
+        smaller,
+        "get_content after a second, smaller put_content_volatile"
+    );
+
+    let stream = cx.path(32);
+    let mut rng = cx.fork_rng();
+    let (a, b) = (rng.bytes(3000), rng.bytes(5000));
+    let mut w = cx.driver.writer(&stream, false).await?;
+    write_in_pieces(&mut w, &a).await?;
+    w.close_volatile().await?;
+    let mut w = cx.driver.writer(&stream, true).await?;
+    ensure_eq!(
+        w.size(),
+        a.len() as u64,
+        "size resumed after close_volatile"
+    );
+    write_in_pieces(&mut w, &b).await?;
+    w.close_volatile().await?;
+    let w = cx.driver.writer(&stream, true).await?;
+    ensure_eq!(
+        w.size(),
+        (a.len() + b.len()) as u64,
+        "size resumed after a second close_volatile"
+    );
+    w.commit().await?;
+    let mut all = BytesMut::from(&a[..]);
+    all.extend_from_slice(&b);
+    ensure_bytes!(
+        read_all(cx.driver.reader(&stream, 0).await?).await?,
+        all.freeze(),
+        "the object committed after volatile closes"
+    );
+    ensure_eq!(
+        cx.driver.volatile_epoch().map(str::to_owned),
+        epoch,
+        "volatile_epoch while the driver lives"
     );
     Ok(())
 }

@@ -14,7 +14,7 @@ use regstore_core::{Error, Result, StoragePath};
 
 use crate::fsio::{At, FsResult, exists, parent_of};
 use crate::layout::Layout;
-use crate::sync::Target;
+use crate::sync::{Barrier, Target};
 
 /// How long an operation keeps retrying when a directory it needs is
 /// removed by a concurrent clean-up between creating it and using it. Each
@@ -85,9 +85,9 @@ pub(crate) fn flush_targets(dir: &Path, created: &[PathBuf]) -> Vec<Target> {
 
 /// Renames `src` over `dst`, creating `dst`'s directories as needed, then
 /// flushes `dst`'s directory and the parents of the directories it created
-/// (one barrier, shared with concurrent operations). A missing `src` comes
-/// back as a `NotFound` error.
-pub(crate) fn rename_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<()> {
+/// (one barrier, shared with concurrent operations; none if `barrier` is
+/// `Volatile`). A missing `src` comes back as a `NotFound` error.
+pub(crate) fn rename_into(l: &Layout, src: &Path, dst: &Path, barrier: Barrier) -> FsResult<()> {
     let dir = parent_of(dst)?;
     let mut created = Vec::new();
     let mut retry = Retry::new();
@@ -96,7 +96,7 @@ pub(crate) fn rename_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<()> {
             Ok(()) => {
                 return l
                     .syncer
-                    .sync(flush_targets(dir, &created))
+                    .sync_for(barrier, flush_targets(dir, &created))
                     .at("sync directories of", dst);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && retry.again() => {
@@ -112,7 +112,7 @@ pub(crate) fn rename_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<()> {
 
 /// Hard-links `src` as `dst` (creating directories) unless `dst` exists:
 /// `false` then. The new entry is flushed as [`rename_into`] flushes.
-pub(crate) fn link_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<bool> {
+pub(crate) fn link_into(l: &Layout, src: &Path, dst: &Path, barrier: Barrier) -> FsResult<bool> {
     let dir = parent_of(dst)?;
     let mut created = Vec::new();
     let mut retry = Retry::new();
@@ -121,7 +121,7 @@ pub(crate) fn link_into(l: &Layout, src: &Path, dst: &Path) -> FsResult<bool> {
             Ok(()) => {
                 return l
                     .syncer
-                    .sync(flush_targets(dir, &created))
+                    .sync_for(barrier, flush_targets(dir, &created))
                     .at("sync directories of", dst)
                     .map(|()| true);
             }
@@ -144,7 +144,7 @@ pub(crate) fn move_into_place(
     prune_top: &Path,
     path: &StoragePath,
 ) -> Result<()> {
-    match rename_into(l, src, dst) {
+    match rename_into(l, src, dst, Barrier::Durable) {
         Ok(()) => {}
         Err(e) if e.is_missing() && !exists(src)? => return Err(Error::not_found(path)),
         Err(e) => return Err(e.into()),

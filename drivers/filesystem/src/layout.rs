@@ -14,7 +14,7 @@ use regstore_core::{Error, Result, StoragePath};
 
 use crate::dirs::in_dir;
 use crate::fsio::{At, FsResult};
-use crate::sync::{Syncer, Target};
+use crate::sync::{Barrier, Syncer, Target};
 
 /// Name of the staging directory inside the root.
 const STAGING: &str = "~staging";
@@ -32,15 +32,36 @@ pub(crate) struct Layout {
     pub(crate) root: PathBuf,
     pub(crate) staging: PathBuf,
     pub(crate) syncer: Syncer,
+    /// The epoch of volatile writes (the boot id), `None` when they are
+    /// durable: see [`volatile_epoch`].
+    pub(crate) epoch: Option<String>,
 }
 
 impl Layout {
+    /// The layout of `root`, with every write durable until
+    /// [`Layout::find_epoch`] has looked at the root's filesystem.
     pub(crate) fn new(root: PathBuf) -> Self {
         let staging = root.join(STAGING);
         Layout {
             root,
             staging,
             syncer: Syncer::default(),
+            epoch: None,
+        }
+    }
+
+    /// Sets the epoch of volatile writes from the filesystem the root is
+    /// on (see [`volatile_epoch`]); call it once the root exists.
+    pub(crate) fn find_epoch(&mut self) {
+        self.epoch = volatile_epoch(&self.root);
+    }
+
+    /// The barrier of a write the caller asked to be volatile: none where
+    /// the driver has an epoch, the durable one elsewhere.
+    pub(crate) fn volatile(&self) -> Barrier {
+        match self.epoch {
+            Some(_) => Barrier::Volatile,
+            None => Barrier::Durable,
         }
     }
 
@@ -75,16 +96,18 @@ impl Layout {
     /// Writes `content` to a new temporary file in the staging area, flushes
     /// it, and hands its path to `publish` (a rename or a link into place).
     /// The temporary name is gone afterwards, whatever happened.
+    /// A `Volatile` barrier skips the flush.
     pub(crate) fn publish_temp<T>(
         &self,
         content: &[u8],
+        barrier: Barrier,
         publish: impl FnOnce(&Path) -> FsResult<T>,
     ) -> FsResult<T> {
         let (tmp, mut file) = self.create_temp()?;
         let published = (|| {
             file.write_all(content).at("write", &tmp)?;
             self.syncer
-                .sync(vec![Target::File(Arc::new(file))])
+                .sync_for(barrier, vec![Target::File(Arc::new(file))])
                 .at("sync", &tmp)?;
             publish(&tmp)
         })();
@@ -147,6 +170,60 @@ impl Layout {
                 }
             }
         }
+    }
+}
+
+/// Filesystems (`statfs` type) that only this machine's kernel writes to,
+/// so its page cache is the one truth until it restarts.
+#[cfg(target_os = "linux")]
+const LOCAL_FILESYSTEMS: [i64; 11] = [
+    0xEF53,      // ext2, ext3, ext4
+    0x5846_5342, // xfs
+    0x9123_683E, // btrfs
+    0x0102_1994, // tmpfs
+    0x8584_58F6, // ramfs
+    0x2FC1_2FC1, // zfs
+    0xF2F5_2010, // f2fs
+    0xCA45_1A4E, // bcachefs
+    0x794C_7630, // overlayfs (container roots)
+    0x3153_464A, // jfs
+    0x5265_4973, // reiserfs
+];
+
+/// The epoch of volatile writes under `root`: the kernel's boot id when
+/// `root` is on a local filesystem, so that what a volatile write left in
+/// the page cache stays the truth for as long as the id holds (a process
+/// crash keeps it; a machine crash changes the id). `None` — every write
+/// durable — on any other filesystem (NFS, CIFS, Ceph, FUSE, GFS2, …:
+/// another machine may read what this one wrote, and this machine's boot
+/// id says nothing about its cache) and where the type or the boot id
+/// cannot be read.
+fn volatile_epoch(root: &Path) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c_root = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+        // SAFETY: `c_root` is a NUL-terminated path and `st` a buffer of
+        // the size `statfs` writes.
+        if unsafe { libc::statfs(c_root.as_ptr(), st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // `f_type` is a C long: the conversion is one only on 32-bit targets.
+        // SAFETY: `statfs` succeeded, so it filled `st`.
+        #[allow(clippy::useless_conversion)]
+        let kind = i64::from(unsafe { st.assume_init() }.f_type);
+        if !LOCAL_FILESYSTEMS.contains(&kind) {
+            return None;
+        }
+        let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = id.trim();
+        (!id.is_empty()).then(|| id.to_owned())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        None
     }
 }
 

@@ -36,6 +36,23 @@
 //! and its barriers stay in order: a file's bytes are flushed before the
 //! rename that publishes it.
 //!
+//! # Volatile writes
+//!
+//! On a local filesystem (ext4, xfs, btrfs, tmpfs, zfs, f2fs, bcachefs,
+//! overlayfs, jfs, reiserfs: the `statfs` type of the root at start-up)
+//! [`StorageDriver::volatile_epoch`] is the kernel's boot id
+//! (`/proc/sys/kernel/random/boot_id`), and `put_content_volatile`,
+//! `put_content_if_absent_volatile` and a writer's `close_volatile` skip
+//! their `fsync`s: every process on this machine reads what they wrote from
+//! the page cache, which a crash of the process keeps and a crash of the
+//! machine — which changes the boot id — may lose. A writer's first
+//! volatile close still flushes the staging directories its opening
+//! created, so that a later durable `close` of the resumed writer (which
+//! flushes the file and its directory) leaves nothing unsynced; `commit`
+//! flushes the file as always. On any other filesystem (NFS, CIFS, Ceph,
+//! FUSE, GFS2, …) another machine may read what this one wrote, so the
+//! epoch is `None` and the volatile calls are the durable ones.
+//!
 //! # Staging layout
 //!
 //! Everything that is not (yet) a committed object lives below
@@ -114,6 +131,7 @@ use crate::dirs::{link_into, move_into_place, prune_empty_dirs, rename_into};
 use crate::fsio::{At, is_missing, remove_missing_ok};
 use crate::layout::Layout;
 use crate::reader::open_regular;
+use crate::sync::Barrier;
 
 /// Registry name of the driver.
 pub const NAME: &str = "filesystem";
@@ -201,9 +219,10 @@ impl FilesystemDriver {
             return Err(Error::config("the root directory must not be empty"));
         }
         let root = std::path::absolute(&root).at("resolve root directory", &root)?;
-        let layout = Layout::new(root);
+        let mut layout = Layout::new(root);
         fs::create_dir_all(&layout.root).at("create root directory", &layout.root)?;
         fs::create_dir_all(&layout.staging).at("create staging directory", &layout.staging)?;
+        layout.find_epoch();
         layout.remove_orphaned_puts();
         let max_threads =
             regstore_core::params::defaults(NAME, PARAMS)?.require_integer("maxthreads")?;
@@ -232,6 +251,31 @@ impl FilesystemDriver {
     /// The `maxthreads` in force.
     pub fn max_threads(&self) -> usize {
         self.max_threads
+    }
+
+    /// `put_content` with `barrier`.
+    async fn put(&self, path: &StoragePath, content: Bytes, barrier: Barrier) -> Result<()> {
+        let path = path.clone();
+        self.run(move |l| {
+            let full = l.committed(&path);
+            Ok(l.publish_temp(&content, barrier, |tmp| rename_into(l, tmp, &full, barrier))?)
+        })
+        .await
+    }
+
+    /// `put_content_if_absent` with `barrier`.
+    async fn put_if_absent(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+        barrier: Barrier,
+    ) -> Result<bool> {
+        let path = path.clone();
+        self.run(move |l| {
+            let full = l.committed(&path);
+            Ok(l.publish_temp(&content, barrier, |tmp| link_into(l, tmp, &full, barrier))?)
+        })
+        .await
     }
 
     /// [`DirReader::read_infos`] on a blocking thread.
@@ -464,24 +508,37 @@ impl StorageDriver for FilesystemDriver {
     /// over the destination (creating directories) and flushes the
     /// destination directory.
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()> {
-        let path = path.clone();
-        self.run(move |l| {
-            let full = l.committed(&path);
-            Ok(l.publish_temp(&content, |tmp| rename_into(l, tmp, &full))?)
-        })
-        .await
+        self.put(path, content, Barrier::Durable).await
     }
 
     /// Like `put_content`, but publishes the flushed temporary file with a
     /// hard link instead of a rename: `link` fails when the name exists,
     /// atomically, also between processes.
     async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
-        let path = path.clone();
-        self.run(move |l| {
-            let full = l.committed(&path);
-            Ok(l.publish_temp(&content, |tmp| link_into(l, tmp, &full))?)
-        })
-        .await
+        self.put_if_absent(path, content, Barrier::Durable).await
+    }
+
+    /// The boot id on a local filesystem (ext4, xfs, btrfs, tmpfs, zfs,
+    /// overlayfs, …), `None` elsewhere; see the crate documentation
+    /// (*Volatile writes*).
+    fn volatile_epoch(&self) -> Option<&str> {
+        self.layout.epoch.as_deref()
+    }
+
+    /// `put_content` without its `fsync`s where the driver has an epoch.
+    async fn put_content_volatile(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        self.put(path, content, self.layout.volatile()).await
+    }
+
+    /// `put_content_if_absent` without its `fsync`s where the driver has
+    /// an epoch.
+    async fn put_content_if_absent_volatile(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+    ) -> Result<bool> {
+        self.put_if_absent(path, content, self.layout.volatile())
+            .await
     }
 
     /// Streams the file in chunks of up to 1 MiB, each read on a blocking
@@ -660,5 +717,57 @@ mod tests {
         assert!(matches!(checked_max_threads(24), Err(Error::Config { .. })));
         assert!(matches!(checked_max_threads(-1), Err(Error::Config { .. })));
         assert!(matches!(checked_max_threads(25), Ok(25)));
+    }
+
+    /// On a local filesystem (the test's temporary directory: ext4,
+    /// overlayfs or tmpfs) the epoch is the boot id and volatile writes
+    /// flush nothing — but the directories a writer's opening created,
+    /// once — while durable ones flush.
+    #[tokio::test]
+    async fn volatile_writes_flush_nothing_on_a_local_filesystem() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(Error::backend)?;
+        let d = FilesystemDriver::new(tmp.path())?;
+        let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").map_err(Error::backend)?;
+        assert_eq!(d.volatile_epoch(), Some(boot.trim()));
+        let flushes = || d.layout.syncer.counts().0;
+        let path = |p: &str| StoragePath::parse(p);
+        let start = flushes();
+        d.put_content_volatile(&path("/a/b")?, Bytes::from_static(b"x"))
+            .await?;
+        assert!(
+            d.put_content_if_absent_volatile(&path("/a/c")?, Bytes::from_static(b"y"))
+                .await?
+        );
+        assert_eq!(flushes(), start, "volatile puts flushed");
+
+        let data = path("/u/v/data")?;
+        let mut w = d.writer(&data, false).await?;
+        w.write(Bytes::from_static(b"first")).await?;
+        w.close_volatile().await?;
+        let first = flushes();
+        assert!(
+            first > start,
+            "the writer's new directories were not flushed"
+        );
+        let mut w = d.writer(&data, true).await?;
+        w.write(Bytes::from_static(b"second")).await?;
+        w.close_volatile().await?;
+        assert_eq!(
+            flushes(),
+            first,
+            "a resumed writer's volatile close flushed"
+        );
+
+        d.put_content(&path("/a/b")?, Bytes::from_static(b"z"))
+            .await?;
+        assert!(flushes() > first, "put_content did not flush");
+        let w = d.writer(&data, true).await?;
+        assert_eq!(w.size(), 11);
+        w.commit().await?;
+        assert_eq!(
+            d.get_content(&data).await?,
+            Bytes::from_static(b"firstsecond")
+        );
+        Ok(())
     }
 }

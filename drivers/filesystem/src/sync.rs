@@ -51,6 +51,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::fsio::sync_dir;
 
+/// Whether an operation waits for its durability barrier: `Volatile`
+/// writes (see [`regstore_core::StorageDriver::volatile_epoch`]) skip it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Barrier {
+    /// Flushed before the operation returns.
+    Durable,
+    /// Left to the kernel's writeback.
+    Volatile,
+}
+
 /// Something to make durable.
 #[derive(Debug)]
 pub(crate) enum Target {
@@ -137,6 +147,18 @@ impl Syncer {
                 .flushed
                 .wait(s)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// [`Syncer::sync`] for a `Durable` barrier; nothing for a `Volatile`
+    /// one.
+    ///
+    /// # Errors
+    /// As [`Syncer::sync`].
+    pub(crate) fn sync_for(&self, barrier: Barrier, targets: Vec<Target>) -> io::Result<()> {
+        match barrier {
+            Barrier::Durable => self.sync(targets),
+            Barrier::Volatile => Ok(()),
         }
     }
 

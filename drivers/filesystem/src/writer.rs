@@ -14,7 +14,7 @@ use crate::blocking;
 use crate::dirs::{Retry, flush_targets, in_dir, move_into_place, prune_empty_dirs};
 use crate::fsio::{At, FsResult, is_missing, parent_of, remove_missing_ok};
 use crate::layout::Layout;
-use crate::sync::Target;
+use crate::sync::{Barrier, Target};
 
 /// Writers gather small writes into a buffer of this size.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -129,13 +129,43 @@ impl FsWriter {
 
     /// Writes everything out and syncs it to disk, together with the
     /// entries of `dirs` (one barrier, shared with concurrent operations).
-    async fn persist(&mut self, dirs: Vec<Target>) -> Result<()> {
+    /// With a `Volatile` barrier the file's bytes are left to the kernel's
+    /// writeback; `dirs` are synced all the same.
+    async fn persist(&mut self, dirs: Vec<Target>, barrier: Barrier) -> Result<()> {
         self.flush().await?;
         self.settle().await?;
-        let (layout, staged) = (Arc::clone(&self.layout), self.staged.clone());
         let mut targets = dirs;
-        targets.push(Target::File(Arc::clone(&self.file)));
+        if barrier == Barrier::Durable {
+            targets.push(Target::File(Arc::clone(&self.file)));
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let (layout, staged) = (Arc::clone(&self.layout), self.staged.clone());
         blocking(move || Ok(layout.syncer.sync(targets).at("sync", &staged)?)).await
+    }
+
+    /// `close` with `barrier`. The staging file's name must be durable
+    /// too, with the names of the directories its opening created; a
+    /// volatile close makes those durable (once: a resumed writer created
+    /// none), so that a later durable `close` of the resumed writer, which
+    /// flushes the file and its directory, leaves nothing behind.
+    async fn close_with(mut self: Box<Self>, barrier: Barrier) -> Result<()> {
+        let created = std::mem::take(&mut self.unsynced_dirs);
+        let closed = match parent_of(&self.staged) {
+            Ok(_) if barrier == Barrier::Volatile && created.is_empty() => {
+                self.persist(Vec::new(), barrier).await
+            }
+            Ok(dir) => {
+                let dirs = flush_targets(dir, &created);
+                self.persist(dirs, barrier).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if closed.is_err() {
+            self.take_back().await;
+        }
+        closed
     }
 }
 
@@ -170,25 +200,19 @@ impl FileWriter for FsWriter {
         self.size
     }
 
-    async fn close(mut self: Box<Self>) -> Result<()> {
-        // The staging file's name must be durable too, with the names of
-        // the directories its opening created.
-        let created = std::mem::take(&mut self.unsynced_dirs);
-        let closed = match parent_of(&self.staged) {
-            Ok(dir) => {
-                let dirs = flush_targets(dir, &created);
-                self.persist(dirs).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        if closed.is_err() {
-            self.take_back().await;
-        }
-        closed
+    async fn close(self: Box<Self>) -> Result<()> {
+        self.close_with(Barrier::Durable).await
+    }
+
+    /// Without the `fsync` of the file where the driver has an epoch (see
+    /// the crate documentation, *Volatile writes*).
+    async fn close_volatile(self: Box<Self>) -> Result<()> {
+        let barrier = self.layout.volatile();
+        self.close_with(barrier).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        if let Err(e) = self.persist(Vec::new()).await {
+        if let Err(e) = self.persist(Vec::new(), Barrier::Durable).await {
             self.take_back().await;
             return Err(e);
         }

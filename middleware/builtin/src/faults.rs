@@ -392,6 +392,20 @@ impl Faults {
         Ok(done)
     }
 
+    /// Runs `create` (a create-if-absent of `path`) and tells the lag
+    /// about an object it stored.
+    async fn created(
+        &self,
+        path: &StoragePath,
+        create: impl Future<Output = Result<bool>> + Send,
+    ) -> Result<bool> {
+        let stored = create.await?;
+        if let (true, Some(lag)) = (stored, &self.lag) {
+            lag.changed(path, lag::Prior::ABSENT);
+        }
+        Ok(stored)
+    }
+
     /// Runs the plain injection for `op`; any special kind is an error.
     async fn check(&self, op: Op, path: &(dyn fmt::Display + Sync)) -> Result<()> {
         match self.decider.before(op, path).await? {
@@ -437,18 +451,36 @@ impl Middleware for Faults {
         self.change(Op::PutContent, path, call).await
     }
 
+    /// Faults as for `put_content` (the operation is named the same).
+    async fn put_content_volatile(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        let call = self.publish(
+            path,
+            self.inner.backend().put_content_volatile(path, content),
+        );
+        self.change(Op::PutContent, path, call).await
+    }
+
     async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
-        let call = async {
-            let stored = self
-                .inner
+        let call = self.created(
+            path,
+            self.inner.backend().put_content_if_absent(path, content),
+        );
+        self.change(Op::PutContentIfAbsent, path, call).await
+    }
+
+    /// Faults as for `put_content_if_absent` (the operation is named the
+    /// same).
+    async fn put_content_if_absent_volatile(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+    ) -> Result<bool> {
+        let call = self.created(
+            path,
+            self.inner
                 .backend()
-                .put_content_if_absent(path, content)
-                .await?;
-            if let (true, Some(lag)) = (stored, &self.lag) {
-                lag.changed(path, lag::Prior::ABSENT);
-            }
-            Ok(stored)
-        };
+                .put_content_if_absent_volatile(path, content),
+        );
         self.change(Op::PutContentIfAbsent, path, call).await
     }
 
@@ -579,6 +611,21 @@ struct FaultyWriter {
     published: Option<(Arc<lag::Lag>, lag::Prior)>,
 }
 
+impl FaultyWriter {
+    /// `close`, or with `volatile` `close_volatile`, of the inner writer
+    /// unless a fault comes first; then the inner writer is rolled back.
+    async fn close_with(self: Box<Self>, volatile: bool) -> Result<()> {
+        let failed = match self.decider.before(Op::Close, &self.path).await {
+            Ok(None) if volatile => return self.inner.close_volatile().await,
+            Ok(None) => return self.inner.close().await,
+            Ok(Some(_)) => injected("error", Op::Close, &self.path),
+            Err(e) => e,
+        };
+        let _ = self.inner.rollback().await;
+        Err(failed)
+    }
+}
+
 #[async_trait]
 impl FileWriter for FaultyWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
@@ -598,13 +645,12 @@ impl FileWriter for FaultyWriter {
     /// A failed close takes itself back (the contract), whichever fault
     /// made it fail: the inner writer is rolled back before the error.
     async fn close(self: Box<Self>) -> Result<()> {
-        let failed = match self.decider.before(Op::Close, &self.path).await {
-            Ok(None) => return self.inner.close().await,
-            Ok(Some(_)) => injected("error", Op::Close, &self.path),
-            Err(e) => e,
-        };
-        let _ = self.inner.rollback().await;
-        Err(failed)
+        self.close_with(false).await
+    }
+
+    /// Faults as for `close` (the operation is named the same).
+    async fn close_volatile(self: Box<Self>) -> Result<()> {
+        self.close_with(true).await
     }
 
     /// As `close`: a failed commit takes itself back.

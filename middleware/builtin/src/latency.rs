@@ -113,6 +113,26 @@ impl Middleware for Latency {
             .await
     }
 
+    async fn put_content_volatile(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        self.wait().await;
+        self.inner
+            .backend()
+            .put_content_volatile(path, content)
+            .await
+    }
+
+    async fn put_content_if_absent_volatile(
+        &self,
+        path: &StoragePath,
+        content: Bytes,
+    ) -> Result<bool> {
+        self.wait().await;
+        self.inner
+            .backend()
+            .put_content_if_absent_volatile(path, content)
+            .await
+    }
+
     async fn reader(&self, path: &StoragePath, offset: u64) -> Result<ByteStream> {
         self.wait().await;
         self.inner.backend().reader(path, offset).await
@@ -193,6 +213,11 @@ impl FileWriter for SlowWriter {
     async fn close(self: Box<Self>) -> Result<()> {
         tokio::time::sleep(self.delay).await;
         self.inner.close().await
+    }
+
+    async fn close_volatile(self: Box<Self>) -> Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.close_volatile().await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

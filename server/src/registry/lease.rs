@@ -24,6 +24,11 @@
 //!   expired lease over goes through a second create-if-absent, of
 //!   `lease-taken/<id of the expired lease>`: of two instances that find
 //!   the same expired lease only one takes it.
+//! - Leases are written *volatile*
+//!   ([`StorageDriver::volatile_epoch`](regstore_core::StorageDriver::volatile_epoch):
+//!   no `fsync` on a local filesystem): a lease only matters while its
+//!   holder lives, and a machine crash ends every holder on it. A lease
+//!   left torn or missing by that crash is taken over or free.
 //! - Leases compare wall-clock times of different machines: instances need
 //!   clocks within a few seconds of each other (NTP), far less than
 //!   [`LEASE_TTL`].
@@ -195,7 +200,10 @@ async fn take(
     deadline: Instant,
 ) -> Result<Option<Lease>, LeaseError> {
     loop {
-        if driver.put_content_if_absent(path, mine.encode()).await? {
+        if driver
+            .put_content_if_absent_volatile(path, mine.encode())
+            .await?
+        {
             return Ok(Some(Lease::start(driver, path, mine.clone())));
         }
         match driver.get_content(path).await {
@@ -213,7 +221,7 @@ async fn take(
                 // other instance can have it, so take it back at once
                 // instead of waiting for it to expire.
                 Some(held) if left_behind(&held.id) => {
-                    driver.put_content(path, mine.encode()).await?;
+                    driver.put_content_volatile(path, mine.encode()).await?;
                     forget_left_behind(&held.id);
                     return Ok(Some(Lease::start(driver, path, mine.clone())));
                 }
@@ -223,12 +231,12 @@ async fn take(
                     let old = held.map(|h| h.id).unwrap_or_else(|| sha_id(&bytes));
                     let claim = format!("{}/lease-taken/{old}", parent(path));
                     let claimed = driver
-                        .put_content_if_absent(&claim, mine.id.clone())
+                        .put_content_if_absent_volatile(&claim, mine.id.clone())
                         .await?
                         || own_failed_claim(driver, &claim).await?;
                     if claimed {
                         tracing::warn!(lease = path, "took over an expired upload lease");
-                        driver.put_content(path, mine.encode()).await?;
+                        driver.put_content_volatile(path, mine.encode()).await?;
                         return Ok(Some(Lease::start(driver, path, mine.clone())));
                     }
                 }
@@ -384,7 +392,7 @@ async fn renew(driver: Driver, path: String, mut record: LeaseRecord, expires_ms
             }
         }
         record.expires_ms = now_ms().saturating_add(millis(LEASE_TTL));
-        match driver.put_content(&path, record.encode()).await {
+        match driver.put_content_volatile(&path, record.encode()).await {
             Ok(()) => expires_ms.store(record.expires_ms, Ordering::Relaxed),
             Err(e) => tracing::warn!(lease = path, error = %e, "upload lease not renewed"),
         }

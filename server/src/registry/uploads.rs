@@ -68,6 +68,21 @@
 //!   off by a crash, on a driver whose writer grows before `close`: the
 //!   filesystem) discards the upload, answered `BLOB_UPLOAD_UNKNOWN`, so
 //!   the client starts the blob again.
+//! - **Volatile between requests, durable at the end.** A PATCH's bytes,
+//!   its hash state and the lease are written *volatile*
+//!   ([`regstore_core::StorageDriver::volatile_epoch`]: on a local
+//!   filesystem, without `fsync`; on object stores every write is durable
+//!   anyway), and the state records the driver's epoch (the boot id). Its
+//!   202 therefore survives a crash of the registry process, whose writes
+//!   the kernel keeps, but not one of the machine: a request after a
+//!   restart finds a state from another epoch and discards the upload
+//!   (`BLOB_UPLOAD_UNKNOWN`, the client pushes the blob again) instead of
+//!   trusting bytes that may never have reached the disk — a filesystem
+//!   without ordered data can show a file at its new size with stale
+//!   blocks. The final PUT commits the writer, which flushes every byte,
+//!   before the blob is published and the push acknowledged (201): a
+//!   pushed blob survives a power cut as before. What this buys: a
+//!   chunked push waits for one flush instead of several per chunk.
 //! - **Publishing.** The digest is checked before the writer commits; the
 //!   committing writer is the only open writer of the upload (above), and
 //!   the filesystem driver keeps its lock until the file has been renamed
@@ -225,24 +240,59 @@ fn starts_at(start: Option<u64>, size: u64) -> Result<()> {
     }
 }
 
-/// The stored hash state of an upload: a header naming the byte count it
-/// covers, then the hasher's state.
-const STATE_MAGIC: &[u8; 8] = b"RSHASH1\n";
+/// The stored hash state of an upload: a header, the byte count it covers,
+/// the epoch it was written in (see [`suspend`](Registry::suspend); empty
+/// for a durable write), then the hasher's state.
+const STATE_MAGIC: &[u8; 8] = b"RSHASH2\n";
 
-fn encode_state(covered: u64, h: &Hasher) -> Bytes {
-    let mut out = Vec::with_capacity(16 + 128);
+/// The format without an epoch (regstore before volatile chunks), read as
+/// a durable state.
+const STATE_MAGIC_V1: &[u8; 8] = b"RSHASH1\n";
+
+/// A hash state as stored.
+struct SavedState {
+    /// The byte count the hasher has seen.
+    covered: u64,
+    /// The driver's epoch when the state was written volatile.
+    epoch: Option<String>,
+    hasher: Hasher,
+}
+
+fn encode_state(covered: u64, epoch: Option<&str>, h: &Hasher) -> Bytes {
+    let epoch = epoch.unwrap_or_default().as_bytes();
+    // An epoch that does not fit the length field is cut: it still
+    // differs from any other epoch of that length in what it keeps.
+    let epoch = &epoch[..epoch.len().min(usize::from(u16::MAX))];
+    let mut out = Vec::with_capacity(18 + epoch.len() + 128);
     out.extend_from_slice(STATE_MAGIC);
     out.extend_from_slice(&covered.to_be_bytes());
+    out.extend_from_slice(&(epoch.len() as u16).to_be_bytes());
+    out.extend_from_slice(epoch);
     out.extend_from_slice(&h.save());
     out.into()
 }
 
-/// The byte count and hasher in a stored state; `None` if unreadable.
-fn decode_state(algorithm: Algorithm, state: &[u8]) -> Option<(u64, Hasher)> {
-    let rest = state.strip_prefix(STATE_MAGIC)?;
-    let (count, raw) = rest.split_at_checked(8)?;
+/// The stored state; `None` if unreadable (cut short, not a state).
+fn decode_state(algorithm: Algorithm, state: &[u8]) -> Option<SavedState> {
+    let (rest, with_epoch) = match state.strip_prefix(STATE_MAGIC) {
+        Some(rest) => (rest, true),
+        None => (state.strip_prefix(STATE_MAGIC_V1)?, false),
+    };
+    let (count, mut raw) = rest.split_at_checked(8)?;
     let covered = u64::from_be_bytes(count.try_into().ok()?);
-    Some((covered, Hasher::restore(algorithm, raw)?))
+    let mut epoch = None;
+    if with_epoch {
+        let (len, rest) = raw.split_at_checked(2)?;
+        let len = usize::from(u16::from_be_bytes(len.try_into().ok()?));
+        let (e, rest) = rest.split_at_checked(len)?;
+        epoch = (len > 0).then(|| String::from_utf8_lossy(e).into_owned());
+        raw = rest;
+    }
+    Some(SavedState {
+        covered,
+        epoch,
+        hasher: Hasher::restore(algorithm, raw)?,
+    })
 }
 
 impl Registry {
@@ -455,23 +505,46 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         };
+        let discarded = |why: String| RegistryError::UploadDiscarded {
+            uuid: uuid.to_owned(),
+            why,
+        };
         match decode_state(RESUMABLE_ALGORITHM, &state) {
-            Some((covered, h)) if covered == size => Ok(h),
-            Some((covered, _)) => Err(RegistryError::BlobUploadInvalid(format!(
-                "upload {uuid} holds {size} bytes but its hash state covers {covered}; start the upload again"
+            // Written volatile before the storage's machine restarted: its
+            // bytes may not have reached the disk (see `suspend`).
+            Some(saved)
+                if saved
+                    .epoch
+                    .as_deref()
+                    .is_some_and(|e| self.driver.volatile_epoch() != Some(e)) =>
+            {
+                Err(discarded(format!(
+                    "its last chunk ({size} bytes in all) was acknowledged before the storage's machine restarted, and was not on disk yet"
+                )))
+            }
+            Some(saved) if saved.covered == size => Ok(saved.hasher),
+            Some(saved) => Err(RegistryError::BlobUploadInvalid(format!(
+                "upload {uuid} holds {size} bytes but its hash state covers {}; start the upload again",
+                saved.covered
             ))),
-            None => Err(RegistryError::BlobUploadInvalid(format!(
-                "upload {uuid}: the saved hash state for {size} bytes is unreadable; start the upload again"
+            // A state cut short by a machine crash, most likely.
+            None => Err(discarded(format!(
+                "the saved hash state for {size} bytes is unreadable"
             ))),
         }
     }
 
     /// Ends a request whose body was all written: saves the hash state for
-    /// the new size, then closes the writer (its bytes flushed and
-    /// persisted). A failure to save the state takes the request back; a
-    /// failed close takes itself back (the driver contract). Either way a
-    /// failed request leaves the upload where it was, and a state is never
-    /// missing for a size the writer was closed at.
+    /// the new size, then closes the writer (its bytes flushed). A failure
+    /// to save the state takes the request back; a failed close takes
+    /// itself back (the driver contract). Either way a failed request
+    /// leaves the upload where it was, and a state is never missing for a
+    /// size the writer was closed at.
+    ///
+    /// Both writes are *volatile* (no `fsync` where the driver has an
+    /// epoch, see the module docs), and the state records the epoch, so a
+    /// request after the machine restarted discards the upload instead of
+    /// trusting bytes that may not have reached the disk.
     ///
     /// `start` is the size the request resumed at, `covered` the byte count
     /// the hasher has seen; a writer of another size is taken back
@@ -493,11 +566,12 @@ impl Registry {
         }
         if size > start && h.algorithm() == RESUMABLE_ALGORITHM {
             let state = layout::upload_hash_state(name, uuid, RESUMABLE_ALGORITHM, size);
-            if let Err(e) = self.driver.put_content(state, encode_state(size, h)).await {
+            let saved = encode_state(size, self.driver.volatile_epoch(), h);
+            if let Err(e) = self.driver.put_content_volatile(state, saved).await {
                 return Err(self.take_back(name, uuid, w, e.into()).await);
             }
         }
-        w.close().await?;
+        w.close_volatile().await?;
         Ok(size)
     }
 
@@ -1283,5 +1357,32 @@ mod tests {
         assert_eq!(parse_started_at("2024-01-02T04:04:05+01:00"), Some(utc));
         assert_eq!(parse_started_at("2024-01-02T01:04:05-02:00"), Some(utc));
         assert_eq!(parse_started_at("yesterday"), None);
+    }
+
+    /// A state keeps its byte count, epoch (or none) and hasher; the
+    /// format before epochs reads as durable; a cut one is unreadable.
+    #[test]
+    fn hash_states_round_trip_with_and_without_an_epoch() {
+        let mut h = Hasher::new(RESUMABLE_ALGORITHM);
+        h.update(b"abc");
+        let digest = |h: Hasher| h.finish().to_string();
+        for epoch in [Some("b0b5-1d"), None] {
+            let saved = encode_state(3, epoch, &h);
+            let got = decode_state(RESUMABLE_ALGORITHM, &saved).unwrap();
+            assert_eq!((got.covered, got.epoch.as_deref()), (3, epoch));
+            assert_eq!(digest(got.hasher), digest(h.clone()));
+            for cut in [0, 8, 17, 20, saved.len() - 1] {
+                assert!(
+                    decode_state(RESUMABLE_ALGORITHM, &saved[..cut]).is_none(),
+                    "{cut}"
+                );
+            }
+        }
+        let mut v1 = STATE_MAGIC_V1.to_vec();
+        v1.extend_from_slice(&3u64.to_be_bytes());
+        v1.extend_from_slice(&h.save());
+        let got = decode_state(RESUMABLE_ALGORITHM, &v1).unwrap();
+        assert_eq!((got.covered, got.epoch), (3, None));
+        assert_eq!(digest(got.hasher), digest(h));
     }
 }

@@ -15,6 +15,7 @@
 //! target/release/server-bench --blob-cache  # blob HEAD on s3 (moto): no cache, inmemory, redis
 //! target/release/server-bench --catalog --repos 1000,10000   # _catalog: walk vs sqlite vs mysql on s3
 //! target/release/server-bench --small-pushes --rounds 10  # 4 KiB pushes only, interleaved rounds
+//! target/release/server-bench --pushes --rounds 5   # one-request vs 8 MiB-chunk push, regstore only
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
@@ -36,6 +37,7 @@ mod catalog;
 mod metrics;
 mod notify;
 mod proxy;
+mod pushes;
 mod small;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +45,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use regstore_benches::process::{self, Proc, free_port, quiet_config, spawn, wait_ready};
-use regstore_benches::registry::{Generator, Rate, Target};
+use regstore_benches::registry::{Generator, Pieces, Rate, Target};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -77,6 +79,8 @@ struct Options {
     catalog: bool,
     /// `--small-pushes`: the 4 KiB push row alone, in interleaved rounds.
     small_pushes: bool,
+    /// `--pushes`: the large-push rows alone, regstore only, in rounds.
+    pushes: bool,
     /// `--catalog`: repository counts to measure (`--repos 1000,10000`);
     /// empty: `repos`.
     catalog_sizes: Vec<usize>,
@@ -105,6 +109,7 @@ impl Options {
             catalog: false,
             catalog_sizes: Vec::new(),
             small_pushes: false,
+            pushes: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -161,6 +166,7 @@ impl Options {
                 "--blob-cache" => o.blob_cache = true,
                 "--catalog" => o.catalog = true,
                 "--small-pushes" => o.small_pushes = true,
+                "--pushes" => o.pushes = true,
                 "--upstream-mibps" => {
                     o.upstream_mibps = Some(
                         value("--upstream-mibps")?
@@ -177,7 +183,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     println!(
-                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--tags N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --listings [--repos N] [--tags N]   (catalog and tag lists only)\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --blob-cache [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n       server-bench --catalog [--repos N[,N…]] [--requests N]   (s3 on moto, MariaDB of scripts/backends.sh)\n       server-bench --small-pushes [--small N] [--rounds N]   (4 KiB pushes only, interleaved rounds)\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
+                        "usage: server-bench [--quick] [--blob-mib N] [--small N] [--requests N] [--repos N] [--tags N] [--regstore PATH] [--docker-registry PATH] [--nginx PATH]\n       server-bench --listings [--repos N] [--tags N]   (catalog and tag lists only)\n       server-bench --auth [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --metrics [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --notify [--quick] [--rounds N] [--small N] [--regstore PATH]\n       server-bench --blob-cache [--quick] [--rounds N] [--requests N] [--regstore PATH]\n       server-bench --proxy [--quick] [--rounds N] [--blob-mib N] [--upstream-mibps N] [--regstore PATH] [--docker-registry PATH]\n       server-bench --catalog [--repos N[,N…]] [--requests N]   (s3 on moto, MariaDB of scripts/backends.sh)\n       server-bench --small-pushes [--small N] [--rounds N]   (4 KiB pushes only, interleaved rounds)\n       server-bench --pushes [--blob-mib N] [--rounds N] [--regstore PATH]   (one-request vs chunked push, regstore only)\n\n--requests: requests per measure (with --auth: per measure, configuration and round)"
                     );
                     std::process::exit(0);
                 }
@@ -412,9 +418,9 @@ async fn run_registry(
     o: &Options,
     base: &str,
     proc: &Proc,
-    blob: &Generator,
+    blob: &Pieces,
     digest: &str,
-    chunked: &Generator,
+    chunked: &Pieces,
     chunked_digest: &str,
 ) -> Result<Figures, String> {
     let t = Target::new(base);
@@ -512,6 +518,8 @@ async fn main() {
         catalog::run(&o).await
     } else if o.small_pushes {
         small::run(&o).await
+    } else if o.pushes {
+        pushes::run(&o).await
     } else if o.listings {
         run_listings(&o).await
     } else {
@@ -526,9 +534,11 @@ async fn main() {
 async fn run(o: Options) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let size = o.blob_mib * 1024 * 1024;
-    let blob = Generator::new(1, size, 8 << 20);
-    let chunked = Generator::new(2, size, 8 << 20);
-    eprintln!("hashing the {} MiB test blobs…", o.blob_mib);
+    // In memory before the clock starts: the pushes time the registry,
+    // not the generation of the client's bytes.
+    eprintln!("generating and hashing the {} MiB test blobs…", o.blob_mib);
+    let blob = Generator::new(1, size, 8 << 20).in_memory();
+    let chunked = Generator::new(2, size, 8 << 20).in_memory();
     let digest = blob.digest();
     let chunked_digest = chunked.digest();
 
@@ -536,15 +546,7 @@ async fn run(o: Options) -> Result<(), String> {
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
     std::fs::write(www.join("ready"), "ok").map_err(|e| e.to_string())?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(www.join("blob")).map_err(|e| e.to_string())?;
-        for i in 0..blob.pieces() {
-            f.write_all(&blob.piece(i)).map_err(|e| e.to_string())?;
-        }
-        // On disk before dd measures the disk: no writeback of it competes.
-        f.sync_all().map_err(|e| e.to_string())?;
-    }
+    write_blob(&blob, &www.join("blob"))?;
     let disk_limit = dd_fdatasync(&www.join("blob"), &dir.path().join("dd-copy"), o.blob_mib)?;
     let nginx_pull = {
         let (_p, base) = start_nginx(&o, dir.path()).await?;
@@ -654,6 +656,17 @@ async fn run(o: Options) -> Result<(), String> {
         ratio(r.rss_mib, d.rss_mib),
     );
     Ok(())
+}
+
+/// Writes `blob` to the file `path`, synced: on disk before dd measures
+/// the disk, so no writeback of it competes.
+fn write_blob(blob: &Pieces, path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    for piece in blob.pieces() {
+        f.write_all(piece).map_err(|e| e.to_string())?;
+    }
+    f.sync_all().map_err(|e| e.to_string())
 }
 
 /// The disk's limit for a push: `dd` copying `src` (in the page cache) to

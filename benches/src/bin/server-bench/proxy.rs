@@ -48,8 +48,8 @@ const MEASURES: [&str; 4] = [
 pub(super) async fn run(o: &Options) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let size = o.blob_mib * 1024 * 1024;
-    let blob = Generator::new(3, size, 8 << 20);
-    eprintln!("hashing the {} MiB test blob…", o.blob_mib);
+    eprintln!("generating and hashing the {} MiB test blob…", o.blob_mib);
+    let blob = Generator::new(3, size, 8 << 20).in_memory();
     let digest = blob.digest();
     let path = format!("/v2/{REPO}/blobs/{digest}");
 

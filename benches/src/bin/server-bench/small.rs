@@ -111,7 +111,7 @@ pub(super) async fn interleaved(
 
 /// `sync -f`: writes back every dirty page and inode of the filesystem
 /// holding `dir` (`syncfs`).
-fn settle(dir: &std::path::Path) -> Result<(), String> {
+pub(super) fn settle(dir: &std::path::Path) -> Result<(), String> {
     let status = std::process::Command::new("sync")
         .arg("-f")
         .arg(dir)

@@ -1,0 +1,87 @@
+//! `server-bench --pushes`: the two large-push rows alone, regstore only,
+//! in interleaved rounds (issue 23: a push in 8 MiB chunks should cost no
+//! more than the same push in one request). Each round pushes one
+//! `--blob-mib` blob in one request and another in 8 MiB PATCHes (the
+//! order alternating), each into a new repository, after syncing the
+//! filesystem so that no push pays for the writeback of the one before.
+//! The figures are the medians over the rounds, beside dd with
+//! `conv=fdatasync` copying the same bytes on the same filesystem.
+
+use std::time::Instant;
+
+use regstore_benches::registry::{Generator, Target};
+
+use super::small::settle;
+use super::{Options, dd_fdatasync, quiet_config, start_regstore, write_blob};
+
+pub(super) async fn run(o: &Options) -> Result<(), String> {
+    let rounds = o.rounds.max(1);
+    let size = o.blob_mib * 1024 * 1024;
+    eprintln!("generating and hashing the {} MiB test blobs…", o.blob_mib);
+    let one = Generator::new(1, size, 8 << 20).in_memory();
+    let chunked = Generator::new(2, size, 8 << 20).in_memory();
+    let (one_digest, chunked_digest) = (one.digest(), chunked.digest());
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let copy = dir.path().join("blob");
+    write_blob(&one, &copy)?;
+    let root = dir.path().join("regstore-root");
+    let config = dir.path().join("regstore.yml");
+    std::fs::write(&config, quiet_config(&root)).map_err(|e| e.to_string())?;
+    let (_p, base) = start_regstore(o, "regstore", &root, Some(&config)).await?;
+    let t = Target::new(&base);
+    let mib = o.blob_mib as f64;
+    let (mut dd, mut ones, mut chunks) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        settle(dir.path())?;
+        dd.push(dd_fdatasync(
+            &copy,
+            &dir.path().join("dd-copy"),
+            o.blob_mib,
+        )?);
+        for i in 0..2 {
+            settle(dir.path())?;
+            let t0 = Instant::now();
+            if (round + i) % 2 == 0 {
+                t.push_monolithic(&format!("bench/one{round}"), &one, &one_digest)
+                    .await
+                    .map_err(|e| format!("one-request push: {e}"))?;
+                ones.push(mib / t0.elapsed().as_secs_f64());
+            } else {
+                t.push_chunked(&format!("bench/chunked{round}"), &chunked, &chunked_digest)
+                    .await
+                    .map_err(|e| format!("chunked push: {e}"))?;
+                chunks.push(mib / t0.elapsed().as_secs_f64());
+            }
+        }
+        eprintln!(
+            "round {round}: dd {:.0} MiB/s, one request {:.0} MiB/s, 8 MiB chunks {:.0} MiB/s",
+            dd[round], ones[round], chunks[round]
+        );
+    }
+    let (dd, one, chunk) = (median(dd), median(ones), median(chunks));
+    println!(
+        "push of {} MiB, regstore, medians of {rounds} rounds",
+        o.blob_mib
+    );
+    println!();
+    println!("| measure | MiB/s | / dd+fdatasync | / one request |");
+    println!("|---|---:|---:|---:|");
+    println!("| dd, conv=fdatasync | {dd:.1} | 1.00× | |");
+    println!("| one request | {one:.1} | {:.2}× | 1.00× |", one / dd);
+    println!(
+        "| 8 MiB chunks | {chunk:.1} | {:.2}× | {:.2}× (goal ≥ 0.95×: {}) |",
+        chunk / dd,
+        chunk / one,
+        if chunk >= 0.95 * one {
+            "met"
+        } else {
+            "**missed**"
+        }
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
