@@ -168,14 +168,7 @@ impl Driver {
         path: impl AsRef<str>,
         content: impl Into<Bytes>,
     ) -> Result<()> {
-        let path = path.as_ref();
-        let p = self.parse(path, true)?;
-        self.run(
-            Op::PutContent,
-            path,
-            self.shared.backend.put_content(&p, content.into()),
-        )
-        .await
+        self.put(path.as_ref(), content.into(), false).await
     }
 
     /// Stores `content` at `path` if nothing is there; see
@@ -189,16 +182,8 @@ impl Driver {
         path: impl AsRef<str>,
         content: impl Into<Bytes>,
     ) -> Result<bool> {
-        let path = path.as_ref();
-        let p = self.parse(path, true)?;
-        self.run(
-            Op::PutContentIfAbsent,
-            path,
-            self.shared
-                .backend
-                .put_content_if_absent(&p, content.into()),
-        )
-        .await
+        self.put_if_absent(path.as_ref(), content.into(), false)
+            .await
     }
 
     /// See [`StorageDriver::volatile_epoch`]: `Some` when the driver's
@@ -217,14 +202,7 @@ impl Driver {
         path: impl AsRef<str>,
         content: impl Into<Bytes>,
     ) -> Result<()> {
-        let path = path.as_ref();
-        let p = self.parse(path, true)?;
-        self.run(
-            Op::PutContent,
-            path,
-            self.shared.backend.put_content_volatile(&p, content.into()),
-        )
-        .await
+        self.put(path.as_ref(), content.into(), true).await
     }
 
     /// [`Driver::put_content_if_absent`] without the durability barrier
@@ -238,16 +216,36 @@ impl Driver {
         path: impl AsRef<str>,
         content: impl Into<Bytes>,
     ) -> Result<bool> {
-        let path = path.as_ref();
+        self.put_if_absent(path.as_ref(), content.into(), true)
+            .await
+    }
+
+    /// `put_content`, or with `volatile` its volatile form.
+    async fn put(&self, path: &str, content: Bytes, volatile: bool) -> Result<()> {
         let p = self.parse(path, true)?;
-        self.run(
-            Op::PutContentIfAbsent,
-            path,
-            self.shared
-                .backend
-                .put_content_if_absent_volatile(&p, content.into()),
-        )
-        .await
+        let backend = &self.shared.backend;
+        let call = async {
+            if volatile {
+                backend.put_content_volatile(&p, content).await
+            } else {
+                backend.put_content(&p, content).await
+            }
+        };
+        self.run(Op::PutContent, path, call).await
+    }
+
+    /// `put_content_if_absent`, or with `volatile` its volatile form.
+    async fn put_if_absent(&self, path: &str, content: Bytes, volatile: bool) -> Result<bool> {
+        let p = self.parse(path, true)?;
+        let backend = &self.shared.backend;
+        let call = async {
+            if volatile {
+                backend.put_content_if_absent_volatile(&p, content).await
+            } else {
+                backend.put_content_if_absent(&p, content).await
+            }
+        };
+        self.run(Op::PutContentIfAbsent, path, call).await
     }
 
     /// Streams the object at `path` from `offset`.
