@@ -273,6 +273,12 @@ impl FileWriter for FsWriter {
         }
         let _ = self.settle().await;
         let size = self.resumed_at.unwrap_or(0);
+        if self.size == size {
+            // Nothing written this session (an upload's status, a request
+            // refused before its body): the file is as it was opened, and
+            // dropping `self` closes it, the lock with it.
+            return Ok(());
+        }
         let (file, staged) = (Arc::clone(&self.file), self.staged.clone());
         // Dropping `self` afterwards closes the file: the lock goes with it.
         blocking(move || Ok(cut(&file, &staged, size)?)).await

@@ -260,8 +260,8 @@ struct SavedState {
 
 fn encode_state(covered: u64, epoch: Option<&str>, h: &Hasher) -> Bytes {
     let epoch = epoch.unwrap_or_default().as_bytes();
-    // An epoch that does not fit the length field is cut: it still
-    // differs from any other epoch of that length in what it keeps.
+    // An epoch longer than the length field allows (no driver's is) is
+    // cut, and then never matches: its uploads are discarded, not trusted.
     let epoch = &epoch[..epoch.len().min(usize::from(u16::MAX))];
     let mut out = Vec::with_capacity(18 + epoch.len() + 128);
     out.extend_from_slice(STATE_MAGIC);
@@ -953,20 +953,24 @@ impl Registry {
         }
     }
 
-    /// Ends an upload (completed, cancelled or discarded): its directory is
-    /// removed and, for an id that carries its start time, the
-    /// [`layout::upload_ended`] marker written, so requests on it answer
-    /// `BLOB_UPLOAD_UNKNOWN` from then on. Between the two the id looks
-    /// like an upload that received nothing, as it does for good if the
-    /// marker cannot be written: a request on it then starts afresh and
-    /// what it brings is checked against its digest like any other.
+    /// Ends an upload (completed, cancelled or discarded): for an id that
+    /// carries its start time the [`layout::upload_ended`] marker is
+    /// written, so requests on it answer `BLOB_UPLOAD_UNKNOWN` from then
+    /// on, and then its directory is removed.
+    ///
+    /// The marker comes first: if the directory went first and the marker
+    /// then failed, the id would look like an upload that received
+    /// nothing, and a client going on from its acknowledged chunks would
+    /// have its final PUT refused as the wrong digest (400) instead of
+    /// being told to push the blob again (404) — the fault matrix found
+    /// that. A failed marker leaves the upload as it was; a failed delete
+    /// after it leaves what the purge removes.
     ///
     /// # Errors
     /// `Storage`.
     async fn end_upload(&self, name: &RepoName, uuid: &str) -> Result<()> {
-        self.delete_if_exists(&layout::upload_dir(name, uuid))
-            .await?;
-        self.mark_ended(name, uuid).await
+        self.mark_ended(name, uuid).await?;
+        self.delete_if_exists(&layout::upload_dir(name, uuid)).await
     }
 
     /// Writes the [`layout::upload_ended`] marker of an upload whose id
