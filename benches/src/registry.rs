@@ -163,12 +163,17 @@ impl Generator {
 
     /// `sha256:<hex>` of all the bytes (one pass, before timing).
     pub fn digest(&self) -> String {
-        let mut h = Sha256::new();
-        for i in 0..self.pieces() {
-            h.update(self.piece(i));
-        }
-        format!("sha256:{}", hex::encode(h.finalize()))
+        sha256_of((0..self.pieces()).map(|i| self.piece(i)))
     }
+}
+
+/// `sha256:<hex>` of `pieces` in order.
+fn sha256_of<B: AsRef<[u8]>>(pieces: impl IntoIterator<Item = B>) -> String {
+    let mut h = Sha256::new();
+    for p in pieces {
+        h.update(p);
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 /// A blob held in memory as pieces ([`Generator::in_memory`]).
@@ -190,11 +195,7 @@ impl Pieces {
 
     /// `sha256:<hex>` of all the bytes.
     pub fn digest(&self) -> String {
-        let mut h = Sha256::new();
-        for p in &self.0 {
-            h.update(p);
-        }
-        format!("sha256:{}", hex::encode(h.finalize()))
+        sha256_of(&self.0)
     }
 }
 
