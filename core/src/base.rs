@@ -25,8 +25,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::driver::{
-    ByteStream, Capabilities, FileInfo, FileWriter, RedirectRequest, StorageDriver, WalkControl,
-    WalkVisitor,
+    ByteStream, Capabilities, DirStamp, FileInfo, FileWriter, RedirectRequest, StorageDriver,
+    WalkControl, WalkVisitor,
 };
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Op};
@@ -305,6 +305,18 @@ impl Driver {
             .await?;
         crate::walk::sort_children(&p, &mut children, |c| c);
         Ok(children)
+    }
+
+    /// See [`StorageDriver::children_stamp`]: a stamp of the children of
+    /// the directory `path`, or `None`; counted as a `stat`.
+    ///
+    /// # Errors
+    /// `InvalidPath`, `Backend`.
+    pub async fn children_stamp(&self, path: impl AsRef<str>) -> Result<Option<DirStamp>> {
+        let path = path.as_ref();
+        let p = self.parse(path, false)?;
+        self.run(Op::Stat, path, self.shared.backend.children_stamp(&p))
+            .await
     }
 
     /// Moves the file `from` to `to`, replacing `to`.
@@ -596,6 +608,9 @@ impl StorageDriver for Driver {
     }
     async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>> {
         Driver::list(self, path).await
+    }
+    async fn children_stamp(&self, path: &StoragePath) -> Result<Option<DirStamp>> {
+        Driver::children_stamp(self, path).await
     }
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
         Driver::rename(self, from, to).await

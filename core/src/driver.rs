@@ -24,6 +24,20 @@ use crate::path::StoragePath;
 /// error item ends the stream too.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// See [`StorageDriver::children_stamp`]: equal stamps of one directory
+/// (from one driver) mean the same children. Opaque to callers; a driver
+/// builds one from whatever changes with the directory's entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirStamp([u64; 4]);
+
+impl DirStamp {
+    /// A stamp made of `parts` (the driver's choice of what identifies the
+    /// directory's state).
+    pub fn new(parts: [u64; 4]) -> DirStamp {
+        DirStamp(parts)
+    }
+}
+
 /// What `stat` returns, and what `walk` visits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileInfo {
@@ -292,6 +306,26 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// order. `list("/")` of an empty store is empty; a missing directory is
     /// [`Error::PathNotFound`].
     async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>>;
+
+    /// A stamp of the set of children of the directory `path`, or `None`
+    /// (the default) when the driver cannot give one now.
+    ///
+    /// The promise: when two calls for one path return the same stamp, the
+    /// directory had the same children (names, not contents) at both, by
+    /// whichever process changed them. A stamp taken *before* a
+    /// [`StorageDriver::list`] therefore lets a caller keep that list and
+    /// serve it again for as long as the stamp stays the same: a change
+    /// made after the stamp was taken yields another one. Cheaper than
+    /// `list` (one `stat`), so a caller can check it on every request.
+    ///
+    /// Filesystem: on a local filesystem, from the directory's inode
+    /// (number, change and modification times, link count), and only once
+    /// the directory has been unchanged for two seconds, more than any
+    /// timestamp granularity; `None` before that, on network and cluster
+    /// filesystems, and for a missing directory. Object stores: `None`.
+    async fn children_stamp(&self, _path: &StoragePath) -> Result<Option<DirStamp>> {
+        Ok(None)
+    }
 
     /// Moves the file `from` to `to`, replacing `to`. A missing `from` is
     /// [`Error::PathNotFound`] and leaves `to` untouched.

@@ -29,8 +29,8 @@ mod walk;
 
 pub use base::{Driver, Writer};
 pub use driver::{
-    ByteStream, Capabilities, FileInfo, FileWriter, RedirectMethod, RedirectRequest, StorageDriver,
-    WalkControl, WalkVisitor,
+    ByteStream, Capabilities, DirStamp, FileInfo, FileWriter, RedirectMethod, RedirectRequest,
+    StorageDriver, WalkControl, WalkVisitor,
 };
 pub use error::{BoxError, DriverName, Error, ErrorKind, Result, causes};
 pub use metrics::{LATENCY_BUCKETS, Metrics, Op, OpStats, RequestCounter};

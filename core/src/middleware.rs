@@ -23,6 +23,10 @@ use crate::path::StoragePath;
 /// implementation, registered with a
 /// [`MiddlewareFactory`](crate::MiddlewareFactory). The registry name is the
 /// inner driver's, so errors keep naming the backend.
+///
+/// One call is not passed on: [`StorageDriver::children_stamp`] is `None`
+/// behind every middleware (a middleware may change what `list` returns,
+/// and the inner driver's stamp would not see that change).
 #[async_trait]
 pub trait Middleware: Send + Sync + fmt::Debug + 'static {
     /// The wrapped driver.

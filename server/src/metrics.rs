@@ -189,6 +189,9 @@ impl Metrics {
         p.register_collector(Box::new(StorageCollector {
             registry: registry.clone(),
         }));
+        p.register_collector(Box::new(TagListCollector {
+            registry: registry.clone(),
+        }));
         p.register_collector(Box::new(BuildCollector {
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -601,6 +604,31 @@ where
         }
     }
     Ok(())
+}
+
+/// How tag lists were answered ([`crate::registry::tag_lists`]), read at
+/// each scrape.
+#[derive(Debug)]
+struct TagListCollector {
+    registry: Registry,
+}
+
+impl Collector for TagListCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.registry.tag_list_stats();
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        series_of(
+            &mut encoder,
+            "tag_lists",
+            "Tag lists answered, by result (hit: the list kept in memory, its directory unchanged; miss: listed and kept; unstamped: listed, the driver gave no stamp to keep it by)",
+            MetricType::Counter,
+            &[
+                (&[("result", "hit")], n(&s.hits)),
+                (&[("result", "miss")], n(&s.misses)),
+                (&[("result", "unstamped")], n(&s.unstamped)),
+            ],
+        )
+    }
 }
 
 /// The blob-descriptor cache's counters ([`crate::cache::CacheStats`]),

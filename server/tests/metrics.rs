@@ -314,3 +314,83 @@ async fn the_debug_server_answers_health_and_vars_and_metrics_only_when_enabled(
     assert_eq!(r.status(), StatusCode::OK);
     assert!(start("inmemory", "", "").await.debug.is_none());
 }
+
+/// Tag lists on the filesystem driver: a list read once is served from
+/// memory while `_manifests/tags/` is unchanged (counted as hits), and a
+/// tag added through the API, or added and removed on disk by another
+/// process, shows in the next list. The directory's modification time is
+/// set back after each change, as if it had settled long ago: a
+/// directory changed within the last seconds is listed every time
+/// (`unstamped`).
+#[tokio::test]
+async fn tag_lists_are_kept_while_their_directory_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let reg = start_on_root(&root, DEBUG).await;
+    let (manifest, _) = reg.push_image("poll/app", "v1", "seed").await;
+    let tags_dir = root.join("docker/registry/v2/repositories/poll/app/_manifests/tags");
+    let set_back = || {
+        std::fs::File::open(&tags_dir)
+            .and_then(|f| {
+                f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            })
+            .unwrap();
+    };
+    let list = || async {
+        let r = reg
+            .client
+            .get(reg.url("/v2/poll/app/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        body["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let counts = |before: &Scrape, after: &Scrape| {
+        ["hit", "miss", "unstamped"]
+            .map(|r| delta(before, after, "regstore_tag_lists_total", &[("result", r)]))
+    };
+
+    // Just changed: listed every time.
+    let s0 = scrape(&reg, "/metrics").await;
+    assert_eq!(list().await, ["v1"]);
+    let s1 = scrape(&reg, "/metrics").await;
+    assert_eq!(counts(&s0, &s1), [0.0, 0.0, 1.0]);
+
+    // Settled: read once, then served from memory.
+    set_back();
+    for _ in 0..3 {
+        assert_eq!(list().await, ["v1"]);
+    }
+    let s2 = scrape(&reg, "/metrics").await;
+    assert_eq!(counts(&s1, &s2), [2.0, 1.0, 0.0]);
+
+    // A tag pushed through the API.
+    let r = reg
+        .put_manifest("poll/app", "v2", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    set_back();
+    assert_eq!(list().await, ["v1", "v2"]);
+    assert_eq!(list().await, ["v1", "v2"]);
+    let s3 = scrape(&reg, "/metrics").await;
+    assert_eq!(counts(&s2, &s3), [1.0, 1.0, 0.0]);
+
+    // Another process adds a tag on disk, then removes it.
+    let copy = tags_dir.join("v9/current");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(tags_dir.join("v1/current/link"), copy.join("link")).unwrap();
+    set_back();
+    assert_eq!(list().await, ["v1", "v2", "v9"]);
+    std::fs::remove_dir_all(tags_dir.join("v9")).unwrap();
+    set_back();
+    assert_eq!(list().await, ["v1", "v2"]);
+    let s4 = scrape(&reg, "/metrics").await;
+    assert_eq!(counts(&s3, &s4), [0.0, 2.0, 0.0]);
+}

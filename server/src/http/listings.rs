@@ -53,14 +53,10 @@ pub(super) async fn handle_referrers(
 }
 
 async fn tags(state: &AppState, name: &RepoName, req: &Req) -> Result<Response, ApiError> {
-    let mut all = match &state.proxy {
+    let all = match &state.proxy {
         None => state.registry.tags(name).await?,
         Some(proxy) => proxy.tags(&state.registry, name).await?,
     };
-    // The storage's list comes sorted; an upstream's need not.
-    if !all.is_sorted() {
-        all.sort_unstable();
-    }
     let n = page_size(req, usize::MAX)?;
     let (page, more) = tags_page(&all, req.param("last"), n);
     #[derive(serde::Serialize)]

@@ -404,8 +404,8 @@ impl Proxy {
         Ok(BlobMiss::Fetching(size, bytes))
     }
 
-    /// The tags of `name`: upstream's list when it answers, else the
-    /// cached tags (with a warning).
+    /// The tags of `name`, sorted (byte order): upstream's list when it
+    /// answers, else the cached tags (with a warning).
     ///
     /// # Errors
     /// `Registry` when upstream cannot answer and the storage has no such
@@ -414,9 +414,15 @@ impl Proxy {
         &self,
         registry: &Registry,
         name: &RepoName,
-    ) -> Result<Vec<String>, ProxyError> {
+    ) -> Result<std::sync::Arc<[String]>, ProxyError> {
         match self.upstream.tags(name).await {
-            Ok(tags) => Ok(tags),
+            Ok(mut tags) => {
+                // The storage's list comes sorted; an upstream's need not.
+                if !tags.is_sorted() {
+                    tags.sort_unstable();
+                }
+                Ok(tags.into())
+            }
             Err(e) => {
                 if !matches!(e, UpstreamError::NotFound { .. }) {
                     tracing::warn!(repository = %name, "proxy: listing the cached tags: {e}");

@@ -636,8 +636,8 @@ impl Registry {
         };
         let link = layout::revision_link(name, &digest);
         self.driver.delete(link.trim_end_matches("/link")).await?;
-        for tag in self.tags(name).await.unwrap_or_default() {
-            let Ok(tag) = Tag::parse(&tag) else { continue };
+        for tag in self.tags(name).await.unwrap_or_default().iter() {
+            let Ok(tag) = Tag::parse(tag) else { continue };
             if self
                 .read_link(&layout::tag_current_link(name, &tag))
                 .await?

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod lease;
 mod manifests;
 pub mod names;
+pub mod tag_lists;
 mod upload_id;
 mod uploads;
 
@@ -284,6 +285,7 @@ pub struct Registry {
     gc_fence: std::sync::Arc<fence::GcFence>,
     blob_cache: Option<BlobDescriptorCache>,
     catalog: std::sync::Arc<crate::catalog::CatalogIndex>,
+    tag_lists: std::sync::Arc<tag_lists::TagLists>,
 }
 
 /// Which directories make a repository for a walk of `repositories/`
@@ -318,7 +320,14 @@ impl Registry {
             gc_fence: Default::default(),
             blob_cache: None,
             catalog: Default::default(),
+            tag_lists: Default::default(),
         }
+    }
+
+    /// How tag lists were answered: from memory or by listing (see
+    /// [`tag_lists`]).
+    pub fn tag_list_stats(&self) -> &tag_lists::TagListStats {
+        self.tag_lists.stats()
     }
 
     /// This registry answering blob lookups (`HEAD`/`GET` of a blob, mount
@@ -838,21 +847,33 @@ impl Registry {
     }
 
     /// Every tag of the repository, sorted (byte order): one listing of
-    /// `_manifests/tags/`, nothing read per tag.
+    /// `_manifests/tags/`, nothing read per tag — or, while the driver's
+    /// stamp of that directory is the one the list was read under, the
+    /// list kept in memory ([`tag_lists`]: one `stat` instead).
     ///
     /// # Errors
     /// `NameUnknown` if the repository has no manifests, `Storage`.
-    pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
-        match self.driver.list(layout::tags_dir(name)).await {
+    pub async fn tags(&self, name: &RepoName) -> Result<std::sync::Arc<[String]>> {
+        let dir = layout::tags_dir(name);
+        // Taken before the listing: a change after it changes the stamp.
+        let stamp = self.driver.children_stamp(&dir).await?;
+        if let Some(kept) = stamp.and_then(|s| self.tag_lists.get(name, s)) {
+            return Ok(kept);
+        }
+        match self.driver.list(&dir).await {
             // `list` sorts in walk order, which for the children of one
             // directory is the byte order of their names.
-            Ok(children) => Ok(children
-                .iter()
-                .filter_map(|p| p.file_name().map(str::to_owned))
-                .collect()),
+            Ok(children) => {
+                let tags: std::sync::Arc<[String]> = children
+                    .iter()
+                    .filter_map(|p| p.file_name().map(str::to_owned))
+                    .collect();
+                self.tag_lists.keep(name, stamp, &tags);
+                Ok(tags)
+            }
             Err(e) if e.is_not_found() => {
                 if self.repository_exists(name).await? {
-                    Ok(Vec::new())
+                    Ok(std::sync::Arc::from([]))
                 } else {
                     Err(RegistryError::NameUnknown(name.clone()))
                 }

@@ -1,0 +1,199 @@
+//! Tag lists kept in memory between requests.
+//!
+//! A tag list is one listing of `_manifests/tags/`, and on a large
+//! repository that listing is most of a tag-list request (on ext4, hashing
+//! and sorting a thousand directory entries in the kernel, then building
+//! and sorting the names). Tools that poll tag lists (image updaters,
+//! dependency bots) ask for the same unchanged list again and again. So
+//! the registry keeps each list it read together with the driver's
+//! [`DirStamp`] of the directory, taken *before* the listing, and serves
+//! it again only while a fresh stamp (one `stat`) is the same: a tag
+//! added or removed since, by this process or any other sharing the
+//! storage, gives another stamp, and the list is read again. A driver
+//! without stamps (object stores, middleware, a directory changed within
+//! the last seconds) is listed every time, as before.
+//!
+//! Memory: at most [`TAG_BUDGET`] tags in all (a few MiB); the list used
+//! longest ago goes first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use regstore_core::DirStamp;
+
+use super::names::RepoName;
+
+/// How many tags the kept lists may hold together.
+pub const TAG_BUDGET: usize = 100_000;
+
+/// The kept tag lists and how often they were used.
+#[derive(Debug, Default)]
+pub struct TagLists {
+    kept: Mutex<Kept>,
+    stats: TagListStats,
+}
+
+/// Tag-list requests by how they were answered.
+#[derive(Debug, Default)]
+pub struct TagListStats {
+    /// Served from memory: the stamp was the kept one.
+    pub hits: AtomicU64,
+    /// Listed, and kept with the stamp.
+    pub misses: AtomicU64,
+    /// Listed, and not kept: the driver gave no stamp.
+    pub unstamped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    lists: HashMap<RepoName, List>,
+    /// The tags of all `lists` together.
+    tags: usize,
+    /// Counts uses, to find the list used longest ago.
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct List {
+    stamp: DirStamp,
+    tags: Arc<[String]>,
+    used: u64,
+}
+
+impl TagLists {
+    /// The kept list of `repo` if it was kept with `stamp` (and counts a
+    /// hit); `None` otherwise.
+    pub fn get(&self, repo: &RepoName, stamp: DirStamp) -> Option<Arc<[String]>> {
+        let mut kept = self.lock();
+        kept.clock += 1;
+        let now = kept.clock;
+        let list = kept.lists.get_mut(repo).filter(|l| l.stamp == stamp)?;
+        list.used = now;
+        let tags = Arc::clone(&list.tags);
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(tags)
+    }
+
+    /// Keeps `tags`, listed after `stamp` was taken (`None`: counted, not
+    /// kept), in place of what was kept for `repo`; lists used longest ago
+    /// make room. A list longer than the whole budget is not kept.
+    pub fn keep(&self, repo: &RepoName, stamp: Option<DirStamp>, tags: &Arc<[String]>) {
+        let Some(stamp) = stamp else {
+            self.stats.unstamped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.lock();
+        if let Some(old) = kept.lists.remove(repo) {
+            kept.tags -= old.tags.len();
+        }
+        if tags.len() > TAG_BUDGET {
+            return;
+        }
+        while kept.tags + tags.len() > TAG_BUDGET {
+            let Some(oldest) = kept
+                .lists
+                .iter()
+                .min_by_key(|(_, l)| l.used)
+                .map(|(name, _)| name.clone())
+            else {
+                break;
+            };
+            if let Some(gone) = kept.lists.remove(&oldest) {
+                kept.tags -= gone.tags.len();
+            }
+        }
+        kept.clock += 1;
+        let used = kept.clock;
+        kept.tags += tags.len();
+        kept.lists.insert(
+            repo.clone(),
+            List {
+                stamp,
+                tags: Arc::clone(tags),
+                used,
+            },
+        );
+    }
+
+    /// The counts of answers so far.
+    pub fn stats(&self) -> &TagListStats {
+        &self.stats
+    }
+
+    /// The lists, also after a panic elsewhere while locked (every update
+    /// leaves them consistent before it can panic).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(n: &str) -> RepoName {
+        RepoName::parse(n).expect("a valid name")
+    }
+
+    fn tags(n: usize) -> Arc<[String]> {
+        (0..n).map(|i| format!("t{i}")).collect()
+    }
+
+    /// A list is served only with the stamp it was kept with; without a
+    /// stamp nothing is kept; each answer is counted once.
+    #[test]
+    fn a_list_is_served_only_with_its_stamp() {
+        let lists = TagLists::default();
+        let (a, b) = (DirStamp::new([1, 2, 3, 4]), DirStamp::new([1, 2, 3, 5]));
+        let r = repo("x/y");
+        assert!(lists.get(&r, a).is_none());
+        lists.keep(&r, None, &tags(3));
+        assert!(lists.get(&r, a).is_none(), "kept without a stamp");
+        lists.keep(&r, Some(a), &tags(3));
+        assert_eq!(lists.get(&r, a).as_deref(), Some(&*tags(3)));
+        assert!(lists.get(&r, b).is_none(), "served with another stamp");
+        assert!(
+            lists.get(&repo("x/z"), a).is_none(),
+            "served for another repository"
+        );
+        let s = lists.stats();
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!((n(&s.hits), n(&s.misses), n(&s.unstamped)), (1, 1, 1));
+    }
+
+    /// The kept tags stay within the budget: the list used longest ago
+    /// goes first, a list over the whole budget is not kept, and keeping
+    /// a repository's list again replaces its old one.
+    #[test]
+    fn the_list_used_longest_ago_makes_room() {
+        let lists = TagLists::default();
+        let s = DirStamp::new([0; 4]);
+        let half = TAG_BUDGET / 2;
+        let (a, b, c) = (repo("a/a"), repo("b/b"), repo("c/c"));
+        lists.keep(&a, Some(s), &tags(half));
+        lists.keep(&b, Some(s), &tags(half));
+        assert!(lists.get(&a, s).is_some());
+        lists.keep(&c, Some(s), &tags(half));
+        assert!(
+            lists.get(&b, s).is_none(),
+            "the list used longest ago stayed"
+        );
+        assert!(lists.get(&a, s).is_some() && lists.get(&c, s).is_some());
+        lists.keep(&c, Some(s), &tags(10));
+        assert_eq!(
+            lists.lock().tags,
+            half + 10,
+            "a replaced list still counted"
+        );
+        lists.keep(&b, Some(s), &tags(TAG_BUDGET + 1));
+        assert!(
+            lists.get(&b, s).is_none(),
+            "a list over the budget was kept"
+        );
+        assert!(lists.lock().tags <= TAG_BUDGET);
+    }
+}
