@@ -68,6 +68,7 @@ table![
     put_content_if_absent_volatile: CreateIfAbsent,
     put_content_if_absent_race: CreateIfAbsent,
     volatile_writes,
+    children_stamps,
     put_content_if_absent_unclaimed,
     concurrent_stream_reads,
     concurrent_file_streams,
@@ -982,6 +983,40 @@ async fn volatile_writes(cx: &Ctx) -> CaseResult {
         epoch,
         "volatile_epoch while the driver lives"
     );
+    Ok(())
+}
+
+/// `children_stamp` (a regstore addition to the contract): where a
+/// driver gives stamps, one taken after a child was added or removed
+/// differs from the one taken before, and a directory's stamp is the same
+/// twice while nothing changes. A driver that gives none (the default, or
+/// not yet for a directory just changed, as the filesystem driver) passes
+/// without comparing.
+async fn children_stamps(cx: &Ctx) -> CaseResult {
+    let dir = cx.path(16);
+    cx.driver
+        .put_content(format!("{dir}/a/file"), cx.contents(16))
+        .await?;
+    let before = cx.driver.children_stamp(&dir).await?;
+    if before.is_some() {
+        ensure_eq!(
+            cx.driver.children_stamp(&dir).await?,
+            before,
+            "the stamp of an unchanged directory, twice"
+        );
+    }
+    cx.driver
+        .put_content(format!("{dir}/b"), cx.contents(16))
+        .await?;
+    let added = cx.driver.children_stamp(&dir).await?;
+    if let (Some(x), Some(y)) = (before, added) {
+        ensure!(x != y, "the stamp stayed {x:?} after a child was added");
+    }
+    cx.driver.delete(format!("{dir}/b")).await?;
+    let removed = cx.driver.children_stamp(&dir).await?;
+    if let (Some(x), Some(y)) = (added, removed) {
+        ensure!(x != y, "the stamp stayed {x:?} after a child was removed");
+    }
     Ok(())
 }
 
