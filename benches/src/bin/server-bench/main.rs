@@ -21,9 +21,11 @@
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
 //! chunks, pull, manifest GET and blob HEAD with 32 connections (rate, p50,
 //! p99), 4 KiB pushes with 16 client tasks, listing a catalog of 1,000
-//! repositories, listing 1,000 tags of one repository (with `n=1000` and
-//! without `n`), and each server's peak RSS (VmHWM). `--listings` measures
-//! only the catalog and the tag lists.
+//! repositories, listing 1,000 tags of one repository (with `n=1000`,
+//! without `n`, and without `n` just after the tags changed), and each
+//! server's peak RSS (VmHWM). The lists are timed last, both servers
+//! alive, in interleaved rounds. `--listings` measures only the catalog
+//! and the tag lists.
 //!
 //! `server-bench --auth` ([`auth`]) measures instead what access control
 //! costs: regstore without auth, with `auth.htpasswd` and with `auth.token`,
