@@ -254,10 +254,12 @@ async fn start_docker_registry(
 async fn start_nginx(o: &Options, dir: &Path) -> Result<(Proc, String), String> {
     let port = free_port();
     let conf = dir.join("nginx.conf");
+    // One process (`master_process off`), so that killing it at the end
+    // leaves no worker behind (a killed master left its worker running).
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n  server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n",
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n  server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n",
             d = dir.display()
         ),
     )
