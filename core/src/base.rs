@@ -308,13 +308,18 @@ impl Driver {
     }
 
     /// See [`StorageDriver::children_stamp`]: a stamp of the children of
-    /// the directory `path`, or `None`; counted as a `stat`.
+    /// the directory `path`, or `None`; counted as a `stat`. A driver that
+    /// does not claim [`Capabilities::children_stamps`] is not asked, and
+    /// nothing is counted.
     ///
     /// # Errors
     /// `InvalidPath`, `Backend`.
     pub async fn children_stamp(&self, path: impl AsRef<str>) -> Result<Option<DirStamp>> {
         let path = path.as_ref();
         let p = self.parse(path, false)?;
+        if !self.capabilities().children_stamps {
+            return Ok(None);
+        }
         self.run(Op::Stat, path, self.shared.backend.children_stamp(&p))
             .await
     }

@@ -84,6 +84,13 @@ pub struct Capabilities {
     /// `put_content_if_absent` is atomic across processes (the backend
     /// checks the condition); drivers without it answer `Unsupported`.
     pub create_if_absent: bool,
+    /// `children_stamp` may return a stamp. Without it, [`Driver`]'s
+    /// `children_stamp` answers `None` without calling the driver or
+    /// counting an operation; a [`Middleware`](crate::Middleware) never
+    /// claims it.
+    ///
+    /// [`Driver`]: crate::Driver
+    pub children_stamps: bool,
 }
 
 impl Capabilities {
@@ -91,6 +98,7 @@ impl Capabilities {
     pub const NONE: Capabilities = Capabilities {
         redirect: false,
         create_if_absent: false,
+        children_stamps: false,
     };
 
     /// These capabilities with `create_if_absent` set.
@@ -102,6 +110,12 @@ impl Capabilities {
     /// These capabilities with `redirect` set.
     pub const fn with_redirect(mut self, on: bool) -> Self {
         self.redirect = on;
+        self
+    }
+
+    /// These capabilities with `children_stamps` set.
+    pub const fn with_children_stamps(mut self, on: bool) -> Self {
+        self.children_stamps = on;
         self
     }
 }
@@ -308,7 +322,8 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     async fn list(&self, path: &StoragePath) -> Result<Vec<StoragePath>>;
 
     /// A stamp of the set of children of the directory `path`, or `None`
-    /// (the default) when the driver cannot give one now.
+    /// (the default) when the driver cannot give one now. Called only for
+    /// a driver that claims [`Capabilities::children_stamps`].
     ///
     /// The promise: when two calls for one path return the same stamp, the
     /// directory had the same children (names, not contents) at both, by

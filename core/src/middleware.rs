@@ -25,8 +25,9 @@ use crate::path::StoragePath;
 /// inner driver's, so errors keep naming the backend.
 ///
 /// One call is not passed on: [`StorageDriver::children_stamp`] is `None`
-/// behind every middleware (a middleware may change what `list` returns,
-/// and the inner driver's stamp would not see that change).
+/// behind every middleware, which never claims
+/// [`Capabilities::children_stamps`] (a middleware may change what `list`
+/// returns, and the inner driver's stamp would not see that change).
 #[async_trait]
 pub trait Middleware: Send + Sync + fmt::Debug + 'static {
     /// The wrapped driver.
@@ -147,7 +148,7 @@ impl<M: Middleware> StorageDriver for M {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Middleware::capabilities(self)
+        Middleware::capabilities(self).with_children_stamps(false)
     }
 
     fn concurrency_limit(&self) -> Option<usize> {

@@ -519,7 +519,9 @@ impl StorageDriver for FilesystemDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_create_if_absent(true)
+        Capabilities::NONE
+            .with_create_if_absent(true)
+            .with_children_stamps(self.layout.epoch.is_some())
     }
 
     fn concurrency_limit(&self) -> Option<usize> {
