@@ -1,5 +1,6 @@
 //! Reading committed objects: opening a regular file and streaming it in
-//! chunks, each read on a blocking thread.
+//! chunks, each read on a blocking thread while the caller consumes the
+//! chunk before it.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -18,8 +19,6 @@ const READ_CHUNK: usize = 1 << 20;
 pub(crate) struct ReadState {
     /// `None` once the stream failed.
     file: Option<File>,
-    /// A chunk read ahead, yielded next.
-    pending: Option<Bytes>,
     /// Bytes still to read.
     remaining: u64,
     full: PathBuf,
@@ -51,34 +50,58 @@ impl ReadState {
     }
 }
 
-async fn next_chunk(mut state: ReadState) -> Option<(Result<Bytes>, ReadState)> {
-    if let Some(chunk) = state.pending.take().filter(|c| !c.is_empty()) {
-        return Some((Ok(chunk), state));
-    }
-    if state.remaining == 0 || state.file.is_none() {
-        return None;
-    }
-    let joined = tokio::task::spawn_blocking(move || {
-        let chunk = state.read_chunk();
-        (chunk, state)
-    })
-    .await;
-    match joined {
-        Ok((Ok(chunk), state)) => Some((Ok(chunk), state)),
-        Ok((Err(e), mut state)) => {
-            state.file = None;
-            Some((Err(e), state))
+/// A reader stream between chunks: the next chunk is read on a blocking
+/// thread while the caller sends the one before it (to a socket, say), so
+/// the copy out of the page cache overlaps with the caller's work. At most
+/// one read is in flight: a stream holds two chunks at most.
+struct Ahead {
+    /// The chunk [`open`] read, yielded first.
+    first: Option<Bytes>,
+    /// The state between reads; `None` while a read is in flight or after
+    /// the stream ended or failed.
+    idle: Option<ReadState>,
+    /// The read in flight.
+    next: Option<tokio::task::JoinHandle<(Result<Bytes>, ReadState)>>,
+}
+
+impl Ahead {
+    /// Starts reading the next chunk, unless nothing remains.
+    fn read_next(&mut self) {
+        let Some(mut state) = self.idle.take() else {
+            return;
+        };
+        if state.remaining == 0 || state.file.is_none() {
+            return;
         }
-        // The state went down with the task: end after reporting.
-        Err(e) => Some((
-            Err(Error::backend(e)),
-            ReadState {
-                file: None,
-                pending: None,
-                remaining: 0,
-                full: PathBuf::new(),
-            },
-        )),
+        self.next = Some(tokio::task::spawn_blocking(move || {
+            let chunk = state.read_chunk();
+            (chunk, state)
+        }));
+    }
+}
+
+async fn next_chunk(mut a: Ahead) -> Option<(Result<Bytes>, Ahead)> {
+    let chunk = match a.first.take() {
+        Some(first) => Ok(first),
+        None => match a.next.take()?.await {
+            Ok((chunk, state)) => {
+                a.idle = Some(state);
+                chunk
+            }
+            // The state went down with the task: end after reporting.
+            Err(e) => Err(Error::backend(e)),
+        },
+    };
+    match chunk {
+        Ok(c) if c.is_empty() => None,
+        Ok(c) => {
+            a.read_next();
+            Some((Ok(c), a))
+        }
+        Err(e) => {
+            a.idle = None;
+            Some((Err(e), a))
+        }
     }
 }
 
@@ -97,11 +120,12 @@ pub(crate) fn open_regular(full: &Path, path: &StoragePath) -> Result<(File, u64
 }
 
 /// Opens the committed file at `path` for a stream from `offset` and reads
-/// the first chunk already (on the blocking thread that opens it).
+/// the first chunk already (on the blocking thread that opens it); the
+/// state for the rest with that chunk.
 ///
 /// Errors: `PathNotFound` when nothing (or a directory) is at `path`,
 /// `InvalidOffset` when `offset` lies past the end.
-pub(crate) fn open(l: &Layout, path: &StoragePath, offset: u64) -> Result<ReadState> {
+pub(crate) fn open(l: &Layout, path: &StoragePath, offset: u64) -> Result<(ReadState, Bytes)> {
     let full = l.committed(path);
     let (mut file, len) = open_regular(&full, path)?;
     if offset > len {
@@ -112,16 +136,20 @@ pub(crate) fn open(l: &Layout, path: &StoragePath, offset: u64) -> Result<ReadSt
     }
     let mut state = ReadState {
         file: Some(file),
-        pending: None,
         remaining: len - offset,
         full,
     };
     let first = state.read_chunk()?;
-    state.pending = Some(first);
-    Ok(state)
+    Ok((state, first))
 }
 
-/// The stream of what [`open`] opened: the chunk read ahead, then the rest.
-pub(crate) fn stream(state: ReadState) -> ByteStream {
-    Box::pin(futures_util::stream::unfold(state, next_chunk))
+/// The stream of what [`open`] opened: its first chunk, then the rest,
+/// each read while the one before is consumed.
+pub(crate) fn stream((state, first): (ReadState, Bytes)) -> ByteStream {
+    let a = Ahead {
+        first: Some(first),
+        idle: Some(state),
+        next: None,
+    };
+    Box::pin(futures_util::stream::unfold(a, next_chunk))
 }

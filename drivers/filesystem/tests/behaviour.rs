@@ -290,3 +290,47 @@ fn walk_is_the_same_on_either_runtime() {
         }
     }
 }
+
+/// A reader yields exactly the file's bytes from its offset, in chunks
+/// read ahead of the consumer; a file cut short under it (by someone
+/// else: blobs are never truncated in place) ends the stream with an
+/// error naming the file, never with a short success.
+#[tokio::test]
+async fn a_reader_reads_ahead_and_reports_a_file_cut_under_it() {
+    use futures_util::StreamExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(tmp.path());
+    let data: Vec<u8> = (0..(3 << 20) + 5).map(|i: u32| (i % 251) as u8).collect();
+    d.put_content("/big", Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    let mut stream = d.reader("/big", 7).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        read.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(read == data[7..], "the bytes from offset 7, in order");
+
+    let full = tmp.path().join("big");
+    let mut stream = d.reader("/big", 0).await.unwrap();
+    // The first chunk was read when the stream opened; the rest is gone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&full)
+        .and_then(|f| f.set_len(1 << 20))
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first[..], data[..first.len()]);
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e,
+            None => panic!("a stream over a file cut short ended without an error"),
+        }
+    };
+    assert!(err.to_string().contains("early"), "{err}");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after its error"
+    );
+}
