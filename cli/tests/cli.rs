@@ -150,10 +150,15 @@ fn conformance_against_filesystem_prints_a_table_and_a_count() {
     let total = regstore_testsuite::all_cases().count();
     // Skipped: redirect_url (the filesystem driver does not claim it) and
     // the request-count cases (it counts no backend requests); it does
-    // claim create_if_absent.
+    // claim create_if_absent, and exclusive_writers on a local filesystem.
     use regstore_testsuite::Need;
     let skipped = regstore_testsuite::all_cases()
-        .filter(|c| !matches!(c.needs, Need::Nothing | Need::CreateIfAbsent))
+        .filter(|c| {
+            !matches!(
+                c.needs,
+                Need::Nothing | Need::CreateIfAbsent | Need::ExclusiveWriters
+            )
+        })
         .count();
     assert_eq!(skipped, 3);
     assert_eq!(

@@ -91,6 +91,14 @@ pub struct Capabilities {
     ///
     /// [`Driver`]: crate::Driver
     pub children_stamps: bool,
+    /// A writer holds its path against every process that can reach the
+    /// storage: from `writer` until `close`, `commit`, `cancel` or
+    /// `rollback` returns (or its process ends), another `writer` of that
+    /// path fails with [`Error::Busy`](crate::Error::Busy). The registry then
+    /// orders the requests on an upload with the upload's writer alone,
+    /// without a lease object. Passed on by middleware (the inner driver's
+    /// writers are the ones that hold the path).
+    pub exclusive_writers: bool,
 }
 
 impl Capabilities {
@@ -99,6 +107,7 @@ impl Capabilities {
         redirect: false,
         create_if_absent: false,
         children_stamps: false,
+        exclusive_writers: false,
     };
 
     /// These capabilities with `create_if_absent` set.
@@ -116,6 +125,12 @@ impl Capabilities {
     /// These capabilities with `children_stamps` set.
     pub const fn with_children_stamps(mut self, on: bool) -> Self {
         self.children_stamps = on;
+        self
+    }
+
+    /// These capabilities with `exclusive_writers` set.
+    pub const fn with_exclusive_writers(mut self, on: bool) -> Self {
+        self.exclusive_writers = on;
         self
     }
 }

@@ -69,6 +69,7 @@ table![
     put_content_if_absent_race: CreateIfAbsent,
     volatile_writes,
     children_stamps,
+    exclusive_writers: ExclusiveWriters,
     put_content_if_absent_unclaimed,
     concurrent_stream_reads,
     concurrent_file_streams,
@@ -983,6 +984,47 @@ async fn volatile_writes(cx: &Ctx) -> CaseResult {
         epoch,
         "volatile_epoch while the driver lives"
     );
+    Ok(())
+}
+
+/// `exclusive_writers` (a regstore capability): while a writer of a path
+/// is open, another writer of it, fresh or resuming, is `Busy`; once the
+/// writer is closed, rolled back or cancelled, the next one opens (and a
+/// resumed one holds the path the same way). The registry relies on this
+/// to order an upload's requests without a lease.
+async fn exclusive_writers(cx: &Ctx) -> CaseResult {
+    let path = cx.path(32);
+    let busy = |r: regstore_core::Result<Writer>, what: &str| {
+        expect_error(r.map(|_| ()), ErrorKind::Busy, cx.name(), what)
+    };
+    let mut w = cx.driver.writer(&path, false).await?;
+    w.write(cx.contents(64)).await?;
+    busy(
+        cx.driver.writer(&path, false).await,
+        "a fresh writer beside an open one",
+    )?;
+    busy(
+        cx.driver.writer(&path, true).await,
+        "a resumed writer beside an open one",
+    )?;
+    w.close().await?;
+    let mut resumed = cx.driver.writer(&path, true).await?;
+    ensure_eq!(resumed.size(), 64, "the closed writer's size, resumed");
+    busy(
+        cx.driver.writer(&path, true).await,
+        "a second resumed writer",
+    )?;
+    resumed.write(cx.contents(16)).await?;
+    resumed.rollback().await?;
+    let resumed = cx.driver.writer(&path, true).await?;
+    ensure_eq!(resumed.size(), 64, "the size after a rollback");
+    resumed.cancel().await?;
+    let w = cx.driver.writer(&path, false).await?;
+    busy(
+        cx.driver.writer(&path, true).await,
+        "a writer beside one opened after a cancel",
+    )?;
+    w.cancel().await?;
     Ok(())
 }
 

@@ -313,6 +313,8 @@ pub enum Need {
     Redirect,
     /// Runs when the driver claims `create_if_absent`.
     CreateIfAbsent,
+    /// Runs when the driver claims `exclusive_writers`.
+    ExclusiveWriters,
     /// Runs when the driver counts its backend requests
     /// ([`Driver::backend_requests`] is `Some`).
     CountsRequests,
@@ -325,6 +327,7 @@ impl Need {
             Need::Nothing => true,
             Need::Redirect => driver.capabilities().redirect,
             Need::CreateIfAbsent => driver.capabilities().create_if_absent,
+            Need::ExclusiveWriters => driver.capabilities().exclusive_writers,
             Need::CountsRequests => driver.backend_requests().is_some(),
         }
     }
@@ -335,6 +338,7 @@ impl Need {
             Need::Nothing => "",
             Need::Redirect => "the driver does not claim redirect",
             Need::CreateIfAbsent => "the driver does not claim create_if_absent",
+            Need::ExclusiveWriters => "the driver does not claim exclusive_writers",
             Need::CountsRequests => "the driver does not count backend requests",
         }
     }

@@ -80,7 +80,12 @@
 //! registry relies on this: a request still sending an upload's bytes cannot
 //! change a blob that another request has verified and published.) Over
 //! NFS, Linux maps `flock` to NFS byte-range locks, which need the lock
-//! manager the server offers.
+//! manager the server offers. On a local filesystem (where the driver has
+//! an epoch, *Volatile writes* below) every process that can open the root
+//! runs on this kernel, so the driver claims
+//! [`Capabilities::exclusive_writers`] there, and the registry orders an
+//! upload's requests with the writer's lock alone; elsewhere it does not,
+//! and the registry adds its lease objects.
 //! - `put_content` temporary files: `<root>/~staging/~put.<pid>.<time>.<n>`,
 //!   created exclusively (so processes sharing the root never share one)
 //!   and renamed away at once. Leftovers of a crash older than an hour are
@@ -522,6 +527,9 @@ impl StorageDriver for FilesystemDriver {
         Capabilities::NONE
             .with_create_if_absent(true)
             .with_children_stamps(self.layout.epoch.is_some())
+            // Every process that can open a root on a local filesystem
+            // shares this kernel's `flock`s (*One writer at a time*).
+            .with_exclusive_writers(self.layout.epoch.is_some())
     }
 
     fn concurrency_limit(&self) -> Option<usize> {

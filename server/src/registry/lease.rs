@@ -36,6 +36,10 @@
 //!   `If-None-Match: *` lets two concurrent uploads both succeed; drivers
 //!   written without it) gets no lease: requests are then ordered within
 //!   each instance only, and a warning says so once.
+//! - A driver that claims `exclusive_writers` (the filesystem driver on a
+//!   local filesystem) needs none: the upload's writer orders the requests
+//!   across processes (see `uploads.rs`, *No lease where the writer
+//!   is enough*).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -56,6 +56,23 @@
 //!   holder crashed); a request that cannot get it by the same deadline is
 //!   refused the same way. Beneath that, drivers that can enforce one open
 //!   writer per path do (filesystem: an `flock` on the staging file).
+//! - **No lease where the writer is enough.** A driver that claims
+//!   [`regstore_core::Capabilities::exclusive_writers`] (the filesystem
+//!   driver on a local filesystem) excludes a second writer of the upload's
+//!   data in any process, from `writer` until the writer is closed,
+//!   committed or rolled back. Every step of a request that reads or
+//!   writes the upload's bytes or hash states runs inside that window: the
+//!   writer is opened (`resume`) before the hash state is read and closed
+//!   only after the new state is saved; a final PUT commits and moves the
+//!   data under it. So the writer orders requests across instances as the
+//!   lease would, and the lease (an object created and deleted per request,
+//!   two storage calls and a file) is skipped. What runs outside the
+//!   window cannot publish other bytes: a DELETE of the upload in another
+//!   instance removes its files and leaves the end marker (a PATCH racing
+//!   it then fails, or is followed by `BLOB_UPLOAD_UNKNOWN`); a request on
+//!   an upload whose final PUT is publishing finds no writer to resume and
+//!   answers `BLOB_UPLOAD_UNKNOWN`. A crashed instance's requests hold
+//!   nothing afterwards (the kernel drops its locks): no lease to wait for.
 //! - **The hash state comes before the data.** A request stores the hash
 //!   state for its new size first and only then closes (flushes and
 //!   persists) its writer, and a failed close leaves the writer at its old
@@ -349,7 +366,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Adds the upload's lease to `guard`, waiting for it until `deadline`.
+    /// Adds the upload's lease to `guard`, waiting for it until `deadline`;
+    /// nothing where the driver's writers are exclusive across processes.
     ///
     /// # Errors
     /// `UploadBusy`, `Storage`.
@@ -360,6 +378,11 @@ impl Registry {
         uuid: &str,
         deadline: Instant,
     ) -> Result<()> {
+        if self.driver.capabilities().exclusive_writers {
+            // The upload's writer orders the requests (see the module
+            // docs): no lease object to create and delete per request.
+            return Ok(());
+        }
         let path = layout::upload_lease(name, uuid);
         guard.lease = match lease::acquire(&self.driver, &path, deadline).await {
             Ok(lease) => lease,
