@@ -622,14 +622,16 @@ async fn run(o: Options) -> Result<(), String> {
         let config = dir.path().join("regstore.yml");
         std::fs::write(&config, quiet_config(root)).map_err(|e| e.to_string())?;
         let (p, base) = start_regstore(&o, "regstore", root, Some(&config)).await?;
+        let probe = create_probe(&dir.path().join("probe-regstore"))?;
         let f = run_registry(&o, &base, &p, &blob, &digest, &chunked, &chunked_digest).await?;
-        (f, p, Target::new(&base))
+        (f, p, Target::new(&base), probe)
     };
     eprintln!("docker-registry…");
     let distribution = {
         let (p, base) = start_docker_registry(&o, &distribution_root, dir.path()).await?;
+        let probe = create_probe(&dir.path().join("probe-distribution"))?;
         let f = run_registry(&o, &base, &p, &blob, &digest, &chunked, &chunked_digest).await?;
-        (f, p, Target::new(&base))
+        (f, p, Target::new(&base), probe)
     };
     // Both alive and populated: the lists in interleaved rounds.
     eprintln!("catalog and tag lists, both registries in turn…");
@@ -648,6 +650,7 @@ async fn run(o: Options) -> Result<(), String> {
     .await?;
     let rss = |p: &Proc| p.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     let (r_rss, d_rss) = (rss(&regstore.1), rss(&distribution.1));
+    let probes = (regstore.3, distribution.3);
     let (regstore, distribution) = (regstore.0, distribution.0);
 
     let r = &regstore;
@@ -724,7 +727,36 @@ async fn run(o: Options) -> Result<(), String> {
         "| peak RSS | {r_rss:.1} MiB | {d_rss:.1} MiB | {:.2}× | — | — | keep |",
         ratio(r_rss, d_rss),
     );
+    println!();
+    println!(
+        "Creating a file on the bench's filesystem took {:.0} µs before regstore's pushes and {:.0} µs before docker-registry's (median of {PROBE_FILES}; see `create_probe`).",
+        probes.0, probes.1
+    );
     Ok(())
+}
+
+/// Files [`create_probe`] creates.
+const PROBE_FILES: usize = 100;
+
+/// The median time, in µs, to create an empty file in the new directory
+/// `dir` (left in place). Every push creates files, and what that costs
+/// moves with the filesystem's state: on ext4 without a journal (the
+/// development VM's disk) the inode allocator steps over every inode
+/// deleted in the last minute or more, reading each, so a create takes
+/// about 20 µs on a filesystem left alone and 0.6 ms after thousands of
+/// deletions (a previous run's temporary directory). Printed with the
+/// table so that runs can be compared.
+fn create_probe(dir: &Path) -> Result<f64, String> {
+    std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut times = Vec::with_capacity(PROBE_FILES);
+    for i in 0..PROBE_FILES {
+        let path = dir.join(format!("f{i}"));
+        let t0 = Instant::now();
+        std::fs::File::create_new(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        times.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[PROBE_FILES / 2])
 }
 
 /// Writes `blob` to the file `path`, synced: on disk before dd measures

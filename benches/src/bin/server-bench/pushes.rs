@@ -12,7 +12,9 @@ use std::time::Instant;
 use regstore_benches::registry::{Generator, Target};
 
 use super::small::settle;
-use super::{Options, dd_fdatasync, quiet_config, start_regstore, write_blob};
+use super::{
+    Options, PROBE_FILES, create_probe, dd_fdatasync, quiet_config, start_regstore, write_blob,
+};
 
 pub(super) async fn run(o: &Options) -> Result<(), String> {
     let rounds = o.rounds.max(1);
@@ -29,6 +31,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     std::fs::write(&config, quiet_config(&root)).map_err(|e| e.to_string())?;
     let (_p, base) = start_regstore(o, "regstore", &root, Some(&config)).await?;
     let t = Target::new(&base);
+    let probe = create_probe(&dir.path().join("probe"))?;
     let mib = o.blob_mib as f64;
     let (mut dd, mut ones, mut chunks) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -77,6 +80,10 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         } else {
             "**missed**"
         }
+    );
+    println!();
+    println!(
+        "Creating a file on the bench's filesystem took {probe:.0} µs before the rounds (median of {PROBE_FILES})."
     );
     Ok(())
 }

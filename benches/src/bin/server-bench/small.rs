@@ -11,7 +11,9 @@
 
 use regstore_benches::registry::{Rate, Target};
 
-use super::{Options, ms, quiet_config, start_docker_registry, start_regstore};
+use super::{
+    Options, PROBE_FILES, create_probe, ms, quiet_config, start_docker_registry, start_regstore,
+};
 
 const REPO: &str = "bench/many";
 /// Client tasks pushing at once.
@@ -33,6 +35,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         ("regstore", Target::new(&regstore)),
         ("docker-registry 2.8.2", Target::new(&distribution)),
     ];
+    let probe = create_probe(&dir.path().join("probe"))?;
     let [r, d] = interleaved(&targets, REPO, dir.path(), rounds, per_round, |round, _| {
         ((round + 1) * per_round) as u64
     })
@@ -58,6 +61,9 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     println!(
         "regstore / docker-registry: {ratio:.2}× (goal ≥ 5×: {})",
         if ratio >= 5.0 { "met" } else { "**missed**" }
+    );
+    println!(
+        "Creating a file on the bench's filesystem took {probe:.0} µs before the rounds (median of {PROBE_FILES})."
     );
     Ok(())
 }
