@@ -17,8 +17,7 @@ const READ_CHUNK: usize = 1 << 20;
 
 /// State of a reader stream.
 pub(crate) struct ReadState {
-    /// `None` once the stream failed.
-    file: Option<File>,
+    file: File,
     /// Bytes still to read.
     remaining: u64,
     full: PathBuf,
@@ -27,15 +26,13 @@ pub(crate) struct ReadState {
 impl ReadState {
     /// Reads the next chunk (empty when nothing remains).
     fn read_chunk(&mut self) -> Result<Bytes> {
-        let Some(file) = &self.file else {
-            return Ok(Bytes::new());
-        };
         let want = self.remaining.min(READ_CHUNK as u64);
         if want == 0 {
             return Ok(Bytes::new());
         }
         let mut buf = Vec::with_capacity(want as usize);
-        file.take(want)
+        (&self.file)
+            .take(want)
             .read_to_end(&mut buf)
             .at("read", &self.full)?;
         if buf.is_empty() {
@@ -70,7 +67,7 @@ impl Ahead {
         let Some(mut state) = self.idle.take() else {
             return;
         };
-        if state.remaining == 0 || state.file.is_none() {
+        if state.remaining == 0 {
             return;
         }
         self.next = Some(tokio::task::spawn_blocking(move || {
@@ -135,7 +132,7 @@ pub(crate) fn open(l: &Layout, path: &StoragePath, offset: u64) -> Result<(ReadS
         file.seek(SeekFrom::Start(offset)).at("seek", &full)?;
     }
     let mut state = ReadState {
-        file: Some(file),
+        file,
         remaining: len - offset,
         full,
     };
