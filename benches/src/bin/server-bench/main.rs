@@ -729,14 +729,30 @@ async fn run(o: Options) -> Result<(), String> {
     );
     println!();
     println!(
-        "Creating a file on the bench's filesystem took {:.0} µs before regstore's pushes and {:.0} µs before docker-registry's (median of {PROBE_FILES}; see `create_probe`).",
-        probes.0, probes.1
+        "{}",
+        probe_note(&[
+            (probes.0, "before regstore's pushes"),
+            (probes.1, "before docker-registry's")
+        ])
     );
     Ok(())
 }
 
 /// Files [`create_probe`] creates.
 const PROBE_FILES: usize = 100;
+
+/// The line printed under a table: each [`create_probe`] figure, in µs,
+/// with when it was taken.
+fn probe_note(probes: &[(f64, &str)]) -> String {
+    let took: Vec<String> = probes
+        .iter()
+        .map(|(us, when)| format!("{us:.0} µs {when}"))
+        .collect();
+    format!(
+        "Creating a file on the bench's filesystem took {} (median of {PROBE_FILES}; see `create_probe`).",
+        took.join(" and ")
+    )
+}
 
 /// The median time, in µs, to create an empty file in the new directory
 /// `dir` (left in place). Every push creates files, and what that costs

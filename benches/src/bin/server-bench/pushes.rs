@@ -13,7 +13,7 @@ use regstore_benches::registry::{Generator, Target};
 
 use super::small::settle;
 use super::{
-    Options, PROBE_FILES, create_probe, dd_fdatasync, quiet_config, start_regstore, write_blob,
+    Options, create_probe, dd_fdatasync, probe_note, quiet_config, start_regstore, write_blob,
 };
 
 pub(super) async fn run(o: &Options) -> Result<(), String> {
@@ -82,9 +82,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         }
     );
     println!();
-    println!(
-        "Creating a file on the bench's filesystem took {probe:.0} µs before the rounds (median of {PROBE_FILES})."
-    );
+    println!("{}", probe_note(&[(probe, "before the rounds")]));
     Ok(())
 }
 

@@ -12,7 +12,7 @@
 use regstore_benches::registry::{Rate, Target};
 
 use super::{
-    Options, PROBE_FILES, create_probe, ms, quiet_config, start_docker_registry, start_regstore,
+    Options, create_probe, ms, probe_note, quiet_config, start_docker_registry, start_regstore,
 };
 
 const REPO: &str = "bench/many";
@@ -62,9 +62,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         "regstore / docker-registry: {ratio:.2}× (goal ≥ 5×: {})",
         if ratio >= 5.0 { "met" } else { "**missed**" }
     );
-    println!(
-        "Creating a file on the bench's filesystem took {probe:.0} µs before the rounds (median of {PROBE_FILES})."
-    );
+    println!("{}", probe_note(&[(probe, "before the rounds")]));
     Ok(())
 }
 
