@@ -1,22 +1,28 @@
-//! The factory registries as a driver or middleware author uses them.
+//! The factory registries as a driver or middleware author uses them, and
+//! the driver wrapper's gates: `maxthreads`, and `children_stamp` asked and
+//! counted only where the driver claims `Capabilities::children_stamps`,
+//! never behind a middleware.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use regstore_core::{
-    BuildFuture, ByteStream, Driver, DriverFactory, Error, FileInfo, FileWriter, MiddlewareFactory,
-    Op, ParamKind, ParamSpec, Params, RawParams, Result, StorageDriver, StoragePath, async_trait,
-    create, wrap,
+    BuildFuture, ByteStream, Capabilities, DirStamp, Driver, DriverFactory, Error, FileInfo,
+    FileWriter, Middleware, MiddlewareFactory, Op, ParamKind, ParamSpec, Params, RawParams, Result,
+    StorageDriver, StoragePath, async_trait, create, wrap,
 };
 
-/// A driver that stores nothing and answers every read with its label.
-#[derive(Debug)]
+/// A driver that stores nothing and answers every read with its label;
+/// every directory has the same stamp, whether it claims stamps or not.
+#[derive(Debug, Default)]
 struct Echo {
     label: String,
     limit: Option<usize>,
     active: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    claims_stamps: bool,
+    stamps_asked: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -24,8 +30,15 @@ impl StorageDriver for Echo {
     fn name(&self) -> &'static str {
         "echo"
     }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_children_stamps(self.claims_stamps)
+    }
     fn concurrency_limit(&self) -> Option<usize> {
         self.limit
+    }
+    async fn children_stamp(&self, _: &StoragePath) -> Result<Option<DirStamp>> {
+        self.stamps_asked.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(DirStamp::new([1, 2, 3, 4])))
     }
     async fn get_content(&self, p: &StoragePath) -> Result<Bytes> {
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
@@ -70,8 +83,7 @@ fn build_echo(p: Params) -> BuildFuture {
         Ok(Box::new(Echo {
             label: p.require_string("label")?.to_owned(),
             limit: p.integer("maxthreads").map(|n| n as usize),
-            active: Arc::default(),
-            peak: Arc::default(),
+            ..Echo::default()
         }) as Box<dyn StorageDriver>)
     })
 }
@@ -234,6 +246,7 @@ async fn maxthreads_bounds_concurrent_calls() {
         limit: Some(3),
         active,
         peak: Arc::clone(&peak),
+        ..Echo::default()
     });
     let calls = (0..24).map(|_| {
         let d = d.clone();
@@ -248,4 +261,59 @@ async fn maxthreads_bounds_concurrent_calls() {
         peak >= 2,
         "calls should overlap up to the limit, saw {peak}"
     );
+}
+
+/// A middleware that changes nothing.
+#[derive(Debug)]
+struct Pass(Driver);
+
+impl Middleware for Pass {
+    fn inner(&self) -> &Driver {
+        &self.0
+    }
+}
+
+/// An [`Echo`] that claims stamps or not; the count of stamps it was asked.
+fn stamper(claims: bool) -> (Driver, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let d = Driver::new(Echo {
+        claims_stamps: claims,
+        stamps_asked: Arc::clone(&asked),
+        ..Echo::default()
+    });
+    (d, asked)
+}
+
+#[tokio::test]
+async fn a_driver_that_claims_stamps_is_asked_and_counted() {
+    let (d, asked) = stamper(true);
+    assert_eq!(
+        d.children_stamp("/a").await.expect("stamp"),
+        Some(DirStamp::new([1, 2, 3, 4]))
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!(d.metrics().get(Op::Stat).calls, 1);
+}
+
+#[tokio::test]
+async fn a_driver_that_does_not_claim_stamps_is_neither_asked_nor_counted() {
+    let (d, asked) = stamper(false);
+    assert_eq!(d.children_stamp("/a").await.expect("stamp"), None);
+    assert_eq!(asked.load(Ordering::SeqCst), 0);
+    assert_eq!(d.metrics().get(Op::Stat).calls, 0);
+    let err = d.children_stamp("no-slash").await.expect_err("bad path");
+    assert!(
+        err.to_string().contains("no-slash"),
+        "an invalid path is still rejected, naming it: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_middleware_never_claims_stamps() {
+    let (inner, asked) = stamper(true);
+    let d = Driver::from_box(Box::new(Pass(inner)));
+    assert!(!d.capabilities().children_stamps);
+    assert_eq!(d.children_stamp("/a").await.expect("stamp"), None);
+    assert_eq!(asked.load(Ordering::SeqCst), 0);
+    assert_eq!(d.metrics().get(Op::Stat).calls, 0);
 }
