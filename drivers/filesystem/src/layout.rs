@@ -92,15 +92,17 @@ impl Layout {
         Ok(staged)
     }
 
-    /// Creates a fresh, exclusively owned temporary file for `put_content`.
     /// Writes `content` to a new temporary file in the staging area, flushes
     /// it, and hands its path to `publish` (a rename or a link into place).
-    /// The temporary name is gone afterwards, whatever happened.
+    /// The temporary name is gone afterwards, whatever happened: removed
+    /// after a failure, or after a success when `publish` leaves it
+    /// (`leaves_temp`: a link does, a rename does not).
     /// A `Volatile` barrier skips the flush.
     pub(crate) fn publish_temp<T>(
         &self,
         content: &[u8],
         barrier: Barrier,
+        leaves_temp: bool,
         publish: impl FnOnce(&Path) -> FsResult<T>,
     ) -> FsResult<T> {
         let (tmp, mut file) = self.create_temp()?;
@@ -111,11 +113,13 @@ impl Layout {
                 .at("sync", &tmp)?;
             publish(&tmp)
         })();
-        // Renamed away already, or still there after a link or a failure.
-        let _ = fs::remove_file(&tmp);
+        if leaves_temp || published.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
         published
     }
 
+    /// Creates a fresh, exclusively owned temporary file for `put_content`.
     fn create_temp(&self) -> FsResult<(PathBuf, File)> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()

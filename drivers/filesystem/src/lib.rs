@@ -265,7 +265,9 @@ impl FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            Ok(l.publish_temp(&content, barrier, |tmp| rename_into(l, tmp, &full, barrier))?)
+            Ok(l.publish_temp(&content, barrier, false, |tmp| {
+                rename_into(l, tmp, &full, barrier)
+            })?)
         })
         .await
     }
@@ -280,7 +282,9 @@ impl FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            Ok(l.publish_temp(&content, barrier, |tmp| link_into(l, tmp, &full, barrier))?)
+            Ok(l.publish_temp(&content, barrier, true, |tmp| {
+                link_into(l, tmp, &full, barrier)
+            })?)
         })
         .await
     }
@@ -797,10 +801,13 @@ fn delete_now(l: &Layout, path: &StoragePath) -> Result<bool> {
         Err(e) => return Err(e).at("stat", &full).map_err(Error::from),
     };
     let tree = l.staged_tree(path);
-    remove_missing_ok(fs::remove_dir_all(&tree), &tree)?;
+    let staged = remove_missing_ok(fs::remove_dir_all(&tree), &tree)?;
     let writer = l.staged_writer(path)?;
-    remove_missing_ok(fs::remove_file(&writer), &writer)?;
-    if let Some(dir) = writer.parent() {
+    // Nothing staged removed, nothing to prune: most deletes (a finished
+    // small push's upload, a tag) have no writer.
+    if (remove_missing_ok(fs::remove_file(&writer), &writer)? || staged)
+        && let Some(dir) = writer.parent()
+    {
         prune_empty_dirs(&l.staging, dir);
     }
     if found && let Some(dir) = full.parent() {

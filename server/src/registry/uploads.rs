@@ -24,7 +24,9 @@
 //! (one that does not hash to the digest is refused the usual way).
 //! That spares a small push the files it would create only to delete them
 //! again (data, hash state, lease), which on a filesystem cost more than
-//! the bytes.
+//! the bytes. Its end marker is written volatile: it guards no bytes
+//! ([`Registry::mark_ended`]), so the push waits for the barriers of the
+//! blob and its link alone.
 //!
 //! # A failed request changes nothing
 //!
@@ -761,12 +763,13 @@ impl Registry {
                         && Digest::of(digest.algorithm(), &data) == *digest =>
                 {
                     // The upload's end is marked while the blob is stored,
-                    // so both wait for one durability barrier (the
-                    // filesystem's group commit), and taken back if the
-                    // blob is not stored: the request then changes nothing.
+                    // and taken back if the blob is not stored: the request
+                    // then changes nothing. The marker is volatile: it
+                    // guards no bytes (see `mark_ended`), so it waits for
+                    // no durability barrier of its own.
                     let (stored, marked) = tokio::join!(
                         self.store_small(name, digest, data, on_verified),
-                        self.mark_ended(name, uuid)
+                        self.mark_ended(name, uuid, false)
                     );
                     match (&stored, marked) {
                         // What a fresh upload may hold: a released lease's
@@ -992,7 +995,7 @@ impl Registry {
     /// # Errors
     /// `Storage`.
     async fn end_upload(&self, name: &RepoName, uuid: &str) -> Result<()> {
-        self.mark_ended(name, uuid).await?;
+        self.mark_ended(name, uuid, true).await?;
         self.delete_if_exists(&layout::upload_dir(name, uuid)).await
     }
 
@@ -1000,16 +1003,30 @@ impl Registry {
     /// carries its start time (for others, removing the directory with its
     /// `startedat` ends the upload).
     ///
+    /// `durable: false` writes it volatile (no `fsync` on a local
+    /// filesystem), for an upload that held no bytes and completed: a
+    /// marker lost in a power cut only lets the id look like the empty
+    /// upload it was before its PUT, and the blob that PUT stored is
+    /// durable on its own. An upload that held bytes, or is discarded
+    /// because they cannot be trusted, is marked durably: after its
+    /// directory goes, the marker is what tells a client going on from
+    /// its chunks to start again (see [`Registry::end_upload`]).
+    ///
     /// # Errors
     /// `Storage`.
-    async fn mark_ended(&self, name: &RepoName, uuid: &str) -> Result<()> {
+    async fn mark_ended(&self, name: &RepoName, uuid: &str, durable: bool) -> Result<()> {
         if upload_started(uuid).is_none() {
             return Ok(());
         }
+        let path = layout::upload_ended(name, uuid);
         let ended = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        self.driver
-            .put_content(layout::upload_ended(name, uuid), ended.into_bytes())
-            .await?;
+        if durable {
+            self.driver.put_content(path, ended.into_bytes()).await?;
+        } else {
+            self.driver
+                .put_content_volatile(path, ended.into_bytes())
+                .await?;
+        }
         Ok(())
     }
 
