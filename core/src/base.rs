@@ -186,6 +186,35 @@ impl Driver {
             .await
     }
 
+    /// Stores each `(path, content)` of `items` in order, each visible only
+    /// once those before it are durable; see
+    /// [`StorageDriver::put_contents_in_order`]. Every path is checked
+    /// before anything is stored. Counted as one `put_content` per item,
+    /// each with the latency of the whole call.
+    ///
+    /// # Errors
+    /// `InvalidPath` (then nothing is stored), `Backend`.
+    pub async fn put_contents_in_order<P: AsRef<str>>(&self, items: Vec<(P, Bytes)>) -> Result<()> {
+        let mut parsed = Vec::with_capacity(items.len());
+        for (path, content) in items {
+            parsed.push((self.parse(path.as_ref(), true)?, content));
+        }
+        let Some(((first, _), rest)) = parsed.split_first() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let call = self.shared.backend.put_contents_in_order(&parsed);
+        let result = self.run(Op::PutContent, first.as_str(), call).await;
+        for _ in rest {
+            self.shared.metrics.record(
+                Op::PutContent,
+                result.as_ref().err().map(Error::kind),
+                started.elapsed(),
+            );
+        }
+        result
+    }
+
     /// See [`StorageDriver::volatile_epoch`]: `Some` when the driver's
     /// `_volatile` calls skip the durability barrier.
     pub fn volatile_epoch(&self) -> Option<&str> {

@@ -247,6 +247,28 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// Stores `content` at `path`, replacing what was there, atomically.
     async fn put_content(&self, path: &StoragePath, content: Bytes) -> Result<()>;
 
+    /// Stores each `(path, content)` of `items` as
+    /// [`StorageDriver::put_content`] does, in order: an item becomes
+    /// visible only once every item before it is durable, so whoever finds
+    /// an item (a reader, or a restart after a crash) finds the ones before
+    /// it. Returns once every item is durable.
+    ///
+    /// On error, the items before the one that failed may be stored, that
+    /// one is stored whole or not at all, and none after it is stored.
+    /// An empty `items` does nothing.
+    ///
+    /// The default calls `put_content` for each item in turn. A driver
+    /// whose durability barriers cost more than its writes overrides it to
+    /// share them: the filesystem flushes the temporary files of all items
+    /// in one barrier, then moves each into place in turn, so `n` items
+    /// wait for `n + 1` barriers instead of `2n`.
+    async fn put_contents_in_order(&self, items: &[(StoragePath, Bytes)]) -> Result<()> {
+        for (path, content) in items {
+            self.put_content(path, content.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// The epoch of this driver's *volatile* writes, or `None` (the
     /// default) when it has none.
     ///

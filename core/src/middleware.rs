@@ -56,6 +56,17 @@ pub trait Middleware: Send + Sync + fmt::Debug + 'static {
             .await
     }
 
+    /// See [`StorageDriver::put_contents_in_order`]. Defaults to this
+    /// middleware's own `put_content` for each item in turn, so a
+    /// middleware that changes `put_content` stays correct without knowing
+    /// of this call; one that passes it on overrides this.
+    async fn put_contents_in_order(&self, items: &[(StoragePath, Bytes)]) -> Result<()> {
+        for (path, content) in items {
+            Middleware::put_content(self, path, content.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// See [`StorageDriver::volatile_epoch`]. The inner driver's: writers
     /// pass through by default, and so does their
     /// [`FileWriter::close_volatile`].
@@ -173,6 +184,10 @@ impl<M: Middleware> StorageDriver for M {
 
     async fn put_content_if_absent(&self, path: &StoragePath, content: Bytes) -> Result<bool> {
         Middleware::put_content_if_absent(self, path, content).await
+    }
+
+    async fn put_contents_in_order(&self, items: &[(StoragePath, Bytes)]) -> Result<()> {
+        Middleware::put_contents_in_order(self, items).await
     }
 
     fn volatile_epoch(&self) -> Option<&str> {

@@ -64,6 +64,7 @@ table![
     delete_files,
     stat_call,
     put_content_multiple_times,
+    put_contents_in_order,
     put_content_if_absent: CreateIfAbsent,
     put_content_if_absent_volatile: CreateIfAbsent,
     put_content_if_absent_race: CreateIfAbsent,
@@ -871,6 +872,51 @@ async fn put_content_multiple_times(cx: &Ctx) -> CaseResult {
     cx.driver.put_content(&path, smaller.clone()).await?;
     let got = cx.driver.get_content(&path).await?;
     ensure_bytes!(got, smaller, "content after a smaller overwrite");
+    Ok(())
+}
+
+/// `put_contents_in_order` stores each item as `put_content` does (a
+/// new object, one replaced by a smaller one, an empty one); an empty list
+/// stores nothing; with one invalid path among the items nothing is
+/// stored. (The order itself, each item visible only once those before it
+/// are durable, is not observable from one process without a crash.)
+async fn put_contents_in_order(cx: &Ctx) -> CaseResult {
+    let (a, b, c) = (cx.path(32), cx.path(32), cx.path(32));
+    cx.driver.put_content(&b, cx.contents(4096)).await?;
+    let items = vec![
+        (a, cx.contents(100)),
+        (b, cx.contents(2048)),
+        (c, Bytes::new()),
+    ];
+    cx.driver.put_contents_in_order(items.clone()).await?;
+    for (path, want) in &items {
+        ensure_bytes!(
+            cx.driver.get_content(path).await?,
+            want,
+            "get_content({path}) after put_contents_in_order"
+        );
+    }
+    cx.driver
+        .put_contents_in_order(Vec::<(String, Bytes)>::new())
+        .await?;
+    let fresh = cx.path(32);
+    expect_error(
+        cx.driver
+            .put_contents_in_order(vec![
+                (fresh.clone(), cx.contents(10)),
+                ("/".to_owned(), cx.contents(10)),
+            ])
+            .await,
+        ErrorKind::InvalidPath,
+        cx.name(),
+        "put_contents_in_order with the root among its paths",
+    )?;
+    expect_error(
+        cx.driver.get_content(&fresh).await,
+        ErrorKind::PathNotFound,
+        cx.name(),
+        "get_content of an item of a refused put_contents_in_order",
+    )?;
     Ok(())
 }
 

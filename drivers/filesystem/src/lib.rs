@@ -562,6 +562,15 @@ impl StorageDriver for FilesystemDriver {
         self.put(path, content, Barrier::Durable).await
     }
 
+    /// The temporary files of all items flushed in one barrier, then each
+    /// renamed into place in turn with its directories flushed before the
+    /// next (`Layout::publish_temps_in_order`).
+    async fn put_contents_in_order(&self, items: &[(StoragePath, Bytes)]) -> Result<()> {
+        let items = items.to_vec();
+        self.run(move |l| Ok(l.publish_temps_in_order(&items)?))
+            .await
+    }
+
     /// Like `put_content`, but publishes the flushed temporary file with a
     /// hard link instead of a rename: `link` fails when the name exists,
     /// atomically, also between processes.

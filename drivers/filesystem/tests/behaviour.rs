@@ -73,12 +73,44 @@ async fn put_content_leaves_no_temporary_files() {
             .await
             .unwrap();
     }
-    let staging = dir.path().join("~staging");
-    let leftovers: Vec<_> = std::fs::read_dir(&staging)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let leftovers = staged(dir.path());
     assert!(leftovers.is_empty(), "left in ~staging: {leftovers:?}");
     assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 20);
+}
+
+/// The entries of the staging directory (where temporary files live).
+fn staged(root: &std::path::Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(root.join("~staging"))
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}
+
+/// `put_contents_in_order` stops at the first item it cannot store: the
+/// items before it are stored, none after it, and no temporary file is
+/// left either way.
+#[tokio::test]
+async fn put_contents_in_order_stops_at_a_failure_and_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = driver(dir.path());
+    d.put_contents_in_order(vec![("/o/a", Bytes::from("a")), ("/o/b", Bytes::from("b"))])
+        .await
+        .unwrap();
+    assert_eq!(d.get_content("/o/b").await.unwrap(), Bytes::from("b"));
+    assert!(staged(dir.path()).is_empty(), "{:?}", staged(dir.path()));
+    // `/o/a` is a file, so nothing can be stored below it.
+    let err = d
+        .put_contents_in_order(vec![
+            ("/p/1", Bytes::from("1")),
+            ("/o/a/x", Bytes::from("x")),
+            ("/p/3", Bytes::from("3")),
+        ])
+        .await
+        .expect_err("a path below a file");
+    assert!(err.to_string().contains("filesystem"), "{err}");
+    assert_eq!(d.get_content("/p/1").await.unwrap(), Bytes::from("1"));
+    assert!(d.get_content("/p/3").await.unwrap_err().is_not_found());
+    assert_eq!(d.get_content("/o/a").await.unwrap(), Bytes::from("a"));
+    assert!(staged(dir.path()).is_empty(), "{:?}", staged(dir.path()));
 }
 
 #[tokio::test]

@@ -464,23 +464,23 @@ impl Registry {
         // Bytes that garbage collection is deleting are written afresh
         // once it is done.
         self.gc_fence.wait_until_undoomed(Some(name), &digest).await;
+        // In this order, each visible only once the ones before it are
+        // durable (see the README's Durability section); one driver call,
+        // so the filesystem flushes all their files in one barrier.
+        let mut items = Vec::with_capacity(5);
         if self.stored_blob_size(&digest).await? != Some(body.len() as u64) {
-            self.driver
-                .put_content(layout::blob_data(&digest), body)
-                .await?;
+            items.push((layout::blob_data(&digest), body));
         }
-        self.write_link(&layout::revision_link(name, &digest), &digest)
-            .await?;
+        let link = Bytes::from(layout::link_content(&digest));
+        items.push((layout::revision_link(name, &digest), link.clone()));
         if let Some(subject) = &parsed.subject {
-            self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
-                .await?;
+            items.push((layout::referrer_link(name, subject, &digest), link.clone()));
         }
         if let Reference::Tag(tag) = reference {
-            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest)
-                .await?;
-            self.write_link(&layout::tag_current_link(name, tag), &digest)
-                .await?;
+            items.push((layout::tag_index_link(name, tag, &digest), link.clone()));
+            items.push((layout::tag_current_link(name, tag), link));
         }
+        self.driver.put_contents_in_order(items).await?;
         self.note_manifest_stored(name).await?;
         tracing::debug!(kind = ?parsed.kind, %digest, %name, "manifest stored");
         Ok(PutManifest {

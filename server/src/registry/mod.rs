@@ -536,10 +536,16 @@ impl Registry {
     /// the cache.
     async fn link_blob(&self, name: &RepoName, d: &Digest, size: u64) -> Result<()> {
         self.write_link(&layout::layer_link(name, d), d).await?;
+        self.blob_linked(name, d, size).await;
+        Ok(())
+    }
+
+    /// Tells the cache that a blob of `size` bytes was just linked into a
+    /// repository.
+    async fn blob_linked(&self, name: &RepoName, d: &Digest, size: u64) {
         if let Some(c) = &self.blob_cache {
             c.add_member(name, d, &Descriptor::blob(size)).await;
         }
-        Ok(())
     }
 
     /// Removes the blob from the repository (the data stays until garbage

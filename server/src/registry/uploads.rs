@@ -906,17 +906,21 @@ impl Registry {
     /// After a blob's data was stored at its place: its descriptor cached
     /// and the blob linked into `name`.
     async fn blob_stored(&self, name: &RepoName, digest: &Digest, size: u64) -> Result<BlobInfo> {
-        // The copy just stored may differ in size from a damaged one
-        // the cache knew.
-        if let Some(c) = &self.blob_cache {
-            c.set_descriptor(digest, &crate::cache::Descriptor::blob(size))
-                .await;
-        }
+        self.descriptor_stored(digest, size).await;
         self.link_blob(name, digest, size).await?;
         Ok(BlobInfo {
             digest: digest.clone(),
             size,
         })
+    }
+
+    /// Tells the blob-descriptor cache the size of a blob just stored: the
+    /// copy may differ in size from a damaged one the cache knew.
+    async fn descriptor_stored(&self, digest: &Digest, size: u64) {
+        if let Some(c) = &self.blob_cache {
+            c.set_descriptor(digest, &crate::cache::Descriptor::blob(size))
+                .await;
+        }
     }
 
     /// Removes a finished upload; a failure is only logged: upload purging
@@ -1059,10 +1063,23 @@ impl Registry {
         }
         // As in `publish`: replaces a stored copy with what was verified.
         self.gc_fence.wait_until_undoomed(None, digest).await;
+        // The blob and then its link, in one call: the link is visible only
+        // once the blob is durable, as with two `put_content`s, but the
+        // filesystem flushes both files in one barrier (3 barriers in a
+        // row instead of 4).
+        let link = Bytes::from(layout::link_content(digest));
         self.driver
-            .put_content(layout::blob_data(digest), data)
+            .put_contents_in_order(vec![
+                (layout::blob_data(digest), data),
+                (layout::layer_link(name, digest), link),
+            ])
             .await?;
-        self.blob_stored(name, digest, size).await
+        self.descriptor_stored(digest, size).await;
+        self.blob_linked(name, digest, size).await;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size,
+        })
     }
 
     async fn hash_stored(&self, path: &str, algorithm: Algorithm) -> Result<Digest> {
