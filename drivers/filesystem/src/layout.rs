@@ -94,16 +94,13 @@ impl Layout {
     }
 
     /// Writes `content` to a new temporary file in the staging area, flushes
-    /// it, and hands its path to `publish` (a rename or a link into place).
-    /// The temporary name is gone afterwards, whatever happened: removed
-    /// after a failure, or after a success when `publish` leaves it
-    /// (`leaves_temp`: a link does, a rename does not).
+    /// it, and hands its path to `publish` (a link into place). The
+    /// temporary name is removed afterwards, whatever happened.
     /// A `Volatile` barrier skips the flush.
     pub(crate) fn publish_temp<T>(
         &self,
         content: &[u8],
         barrier: Barrier,
-        leaves_temp: bool,
         publish: impl FnOnce(&Path) -> FsResult<T>,
     ) -> FsResult<T> {
         let (tmp, mut file) = self.create_temp()?;
@@ -114,20 +111,23 @@ impl Layout {
                 .at("sync", &tmp)?;
             publish(&tmp)
         })();
-        if leaves_temp || published.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
+        let _ = fs::remove_file(&tmp);
         published
     }
 
-    /// `put_content` of each item in order, sharing one barrier: every
-    /// item's temporary file is written and all are flushed together, then
-    /// each is renamed into place in turn, its directories flushed before
-    /// the next rename. So an item is visible only once the items before
-    /// it are durable, and `n` items wait for `n + 1` barriers instead of
-    /// `2n`. After a failure, the temporary files not renamed yet are
+    /// `put_content` of each item in order (of one item: `put_content`),
+    /// sharing one barrier: every item's temporary file is written and all
+    /// are flushed together, then each is renamed into place in turn, its
+    /// directories flushed before the next rename. So an item is visible
+    /// only once the items before it are durable, and `n` items wait for
+    /// `n + 1` barriers instead of `2n`. A `Volatile` barrier skips every
+    /// flush. After a failure, the temporary files not renamed yet are
     /// removed; the items renamed before it stay.
-    pub(crate) fn publish_temps_in_order(&self, items: &[(StoragePath, Bytes)]) -> FsResult<()> {
+    pub(crate) fn publish_temps_in_order(
+        &self,
+        items: &[(StoragePath, Bytes)],
+        barrier: Barrier,
+    ) -> FsResult<()> {
         let mut temps = Vec::with_capacity(items.len());
         let published = (|| {
             let mut files = Vec::with_capacity(items.len());
@@ -138,12 +138,10 @@ impl Layout {
                 files.push(Target::File(Arc::new(file)));
             }
             if let Some(first) = temps.first() {
-                self.syncer
-                    .sync_for(Barrier::Durable, files)
-                    .at("sync", first)?;
+                self.syncer.sync_for(barrier, files).at("sync", first)?;
             }
             for ((path, _), tmp) in items.iter().zip(&temps) {
-                rename_into(self, tmp, &self.committed(path), Barrier::Durable)?;
+                rename_into(self, tmp, &self.committed(path), barrier)?;
             }
             Ok(())
         })();

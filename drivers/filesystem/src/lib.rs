@@ -134,7 +134,7 @@ use regstore_core::{
     async_trait,
 };
 
-use crate::dirs::{link_into, move_into_place, prune_empty_dirs, rename_into};
+use crate::dirs::{link_into, move_into_place, prune_empty_dirs};
 use crate::fsio::{At, is_missing, remove_missing_ok};
 use crate::layout::Layout;
 use crate::reader::open_regular;
@@ -262,14 +262,9 @@ impl FilesystemDriver {
 
     /// `put_content` with `barrier`.
     async fn put(&self, path: &StoragePath, content: Bytes, barrier: Barrier) -> Result<()> {
-        let path = path.clone();
-        self.run(move |l| {
-            let full = l.committed(&path);
-            Ok(l.publish_temp(&content, barrier, false, |tmp| {
-                rename_into(l, tmp, &full, barrier)
-            })?)
-        })
-        .await
+        let item = [(path.clone(), content)];
+        self.run(move |l| Ok(l.publish_temps_in_order(&item, barrier)?))
+            .await
     }
 
     /// `put_content_if_absent` with `barrier`.
@@ -282,9 +277,7 @@ impl FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            Ok(l.publish_temp(&content, barrier, true, |tmp| {
-                link_into(l, tmp, &full, barrier)
-            })?)
+            Ok(l.publish_temp(&content, barrier, |tmp| link_into(l, tmp, &full, barrier))?)
         })
         .await
     }
@@ -567,7 +560,7 @@ impl StorageDriver for FilesystemDriver {
     /// next (`Layout::publish_temps_in_order`).
     async fn put_contents_in_order(&self, items: &[(StoragePath, Bytes)]) -> Result<()> {
         let items = items.to_vec();
-        self.run(move |l| Ok(l.publish_temps_in_order(&items)?))
+        self.run(move |l| Ok(l.publish_temps_in_order(&items, Barrier::Durable)?))
             .await
     }
 
