@@ -16,6 +16,7 @@ use regstore_core::{Error, Result, StoragePath};
 use crate::dirs::{in_dir, rename_into};
 use crate::fsio::{At, FsResult};
 use crate::sync::{Barrier, Syncer, Target};
+use crate::writer::BufferPool;
 
 /// Name of the staging directory inside the root.
 const STAGING: &str = "~staging";
@@ -33,6 +34,8 @@ pub(crate) struct Layout {
     pub(crate) root: PathBuf,
     pub(crate) staging: PathBuf,
     pub(crate) syncer: Syncer,
+    /// Write buffers of finished writers, for the next ones.
+    pub(crate) buffers: Arc<BufferPool>,
     /// The epoch of volatile writes (the boot id), `None` when they are
     /// durable: see [`volatile_epoch`].
     pub(crate) epoch: Option<String>,
@@ -47,6 +50,7 @@ impl Layout {
             root,
             staging,
             syncer: Syncer::default(),
+            buffers: Arc::default(),
             epoch: None,
         }
     }
