@@ -15,6 +15,7 @@ use regstore_core::{Error, Result, StoragePath};
 
 use crate::dirs::{in_dir, rename_into};
 use crate::fsio::{At, FsResult};
+use crate::listings::Listings;
 use crate::sync::{Barrier, Syncer, Target};
 use crate::writer::BufferPool;
 
@@ -36,6 +37,9 @@ pub(crate) struct Layout {
     pub(crate) syncer: Syncer,
     /// Write buffers of finished writers, for the next ones.
     pub(crate) buffers: Arc<BufferPool>,
+    /// Listings of large directories kept between walks, where the
+    /// filesystem gives stamps (set with the epoch).
+    pub(crate) listings: Option<Listings>,
     /// The epoch of volatile writes (the boot id), `None` when they are
     /// durable: see [`volatile_epoch`].
     pub(crate) epoch: Option<String>,
@@ -51,6 +55,7 @@ impl Layout {
             staging,
             syncer: Syncer::default(),
             buffers: Arc::default(),
+            listings: None,
             epoch: None,
         }
     }
@@ -59,6 +64,7 @@ impl Layout {
     /// on (see [`volatile_epoch`]); call it once the root exists.
     pub(crate) fn find_epoch(&mut self) {
         self.epoch = volatile_epoch(&self.root);
+        self.listings = self.epoch.as_ref().map(|_| Listings::default());
     }
 
     /// The barrier of a write the caller asked to be volatile: none where

@@ -116,6 +116,7 @@
 mod dirs;
 mod fsio;
 mod layout;
+mod listings;
 mod reader;
 mod sync;
 mod writer;
@@ -137,6 +138,7 @@ use regstore_core::{
 use crate::dirs::{link_into, move_into_place, prune_empty_dirs};
 use crate::fsio::{At, is_missing, remove_missing_ok};
 use crate::layout::Layout;
+use crate::listings::Listings;
 use crate::reader::open_regular;
 use crate::sync::Barrier;
 
@@ -341,14 +343,46 @@ impl DirReader {
         let Some((opened, full)) = self.open_dir(l, dir)? else {
             return Ok(Vec::new());
         };
+        // A kept listing is used while the directory's stamp is the one it
+        // was kept with; a directory is stamped only once read and found
+        // large (see `listings.rs`), so the thousands of small ones of a
+        // walk cost no `fstat`.
+        let listings = l.listings.as_ref();
+        if let Some(k) = listings
+            && k.holds(dir)
+            && let Some(stamp) = fstat_stamp(&opened)
+            && let Some(children) = k.get(dir, stamp)
+        {
+            self.open.push((dir.clone(), opened));
+            return Ok(children);
+        }
+        let children = self.read_opened(&opened, dir, &full)?;
+        if let Some(k) = listings
+            && Listings::worth_keeping(&children)
+            && let Some(stamp) = fstat_stamp(&opened)
+        {
+            k.keep(dir, stamp, &children);
+        }
+        self.open.push((dir.clone(), opened));
+        Ok(children)
+    }
+
+    /// [`DirReader::read_infos`] of the directory `opened` (at `full`),
+    /// without the kept listings.
+    fn read_opened(
+        &mut self,
+        opened: &OwnedFd,
+        dir: &StoragePath,
+        full: &Path,
+    ) -> Result<Vec<Listed>> {
         let mut children = Vec::new();
-        for (child, kind) in self.read_valid(&opened, dir, &full)? {
+        for (child, kind) in self.read_valid(opened, dir, full)? {
             if kind == rustix::fs::FileType::Directory {
                 children.push(Listed::Info(FileInfo::dir(child, None)));
                 continue;
             }
             let name = child.file_name().unwrap_or_default();
-            let meta = rustix::fs::statat(&opened, name, rustix::fs::AtFlags::empty());
+            let meta = rustix::fs::statat(opened, name, rustix::fs::AtFlags::empty());
             let meta = match meta {
                 Ok(m) => m,
                 Err(e) if is_missing(&e.into()) => continue,
@@ -372,7 +406,6 @@ impl DirReader {
                 _ => {}
             }
         }
-        self.open.push((dir.clone(), opened));
         Ok(children)
     }
 
@@ -502,6 +535,43 @@ fn unix_time(secs: i64, nanos: u32) -> SystemTime {
 /// [`FilesystemDriver::children_stamp`] stamps it: more than the coarsest
 /// timestamp granularity of the local filesystems it stamps (one second).
 const STAMP_SETTLE: Duration = Duration::from_secs(2);
+
+/// The [`DirStamp`] of a directory from its `stat`: `None` for anything
+/// else, or for a directory modified less than [`STAMP_SETTLE`] ago (see
+/// [`FilesystemDriver::children_stamp`]).
+fn settled_stamp(st: &rustix::fs::Stat) -> Option<DirStamp> {
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+        return None;
+    }
+    // The fields' types differ between platforms.
+    #[allow(clippy::unnecessary_cast)]
+    let (mtime, ctime) = (
+        (st.st_mtime as i64, st.st_mtime_nsec as u32),
+        (st.st_ctime as i64, st.st_ctime_nsec as u32),
+    );
+    let settled = SystemTime::now()
+        .duration_since(unix_time(mtime.0, mtime.1))
+        .is_ok_and(|age| age >= STAMP_SETTLE);
+    if !settled {
+        return None;
+    }
+    let nanos = |(secs, ns): (i64, u32)| (secs as u64).wrapping_mul(1_000_000_000) + ns as u64;
+    #[allow(clippy::unnecessary_cast)]
+    Some(DirStamp::new([
+        st.st_ino as u64,
+        nanos(mtime),
+        nanos(ctime),
+        st.st_nlink as u64,
+    ]))
+}
+
+/// The settled stamp of the open directory `dir` (see [`settled_stamp`]);
+/// `None` too if it cannot be `stat`ed (the caller then reads it).
+fn fstat_stamp(dir: &OwnedFd) -> Option<DirStamp> {
+    rustix::fs::fstat(dir)
+        .ok()
+        .and_then(|st| settled_stamp(&st))
+}
 
 /// Runs blocking filesystem work on tokio's blocking pool.
 async fn blocking<T, F>(f: F) -> Result<T>
@@ -664,39 +734,13 @@ impl StorageDriver for FilesystemDriver {
         let path = path.clone();
         self.run(move |l| {
             let full = l.committed(&path);
-            let st = match rustix::fs::stat(&full) {
-                Ok(st) => st,
-                Err(e) if is_missing(&e.into()) => return Ok(None),
-                Err(e) => {
-                    return Err(io::Error::from(e))
-                        .at("stat", &full)
-                        .map_err(Error::from);
-                }
-            };
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
-                return Ok(None);
+            match rustix::fs::stat(&full) {
+                Ok(st) => Ok(settled_stamp(&st)),
+                Err(e) if is_missing(&e.into()) => Ok(None),
+                Err(e) => Err(io::Error::from(e))
+                    .at("stat", &full)
+                    .map_err(Error::from),
             }
-            // The fields' types differ between platforms.
-            #[allow(clippy::unnecessary_cast)]
-            let (mtime, ctime) = (
-                (st.st_mtime as i64, st.st_mtime_nsec as u32),
-                (st.st_ctime as i64, st.st_ctime_nsec as u32),
-            );
-            let settled = SystemTime::now()
-                .duration_since(unix_time(mtime.0, mtime.1))
-                .is_ok_and(|age| age >= STAMP_SETTLE);
-            if !settled {
-                return Ok(None);
-            }
-            let nanos =
-                |(secs, ns): (i64, u32)| (secs as u64).wrapping_mul(1_000_000_000) + ns as u64;
-            #[allow(clippy::unnecessary_cast)]
-            Ok(Some(DirStamp::new([
-                st.st_ino as u64,
-                nanos(mtime),
-                nanos(ctime),
-                st.st_nlink as u64,
-            ])))
         })
         .await
     }
@@ -892,6 +936,74 @@ mod tests {
             None,
             "a file got a stamp"
         );
+        Ok(())
+    }
+
+    /// The paths a walk of `dir` reports, in order.
+    async fn walked(d: &FilesystemDriver, dir: &StoragePath) -> Result<Vec<String>> {
+        let mut seen = Vec::new();
+        StorageDriver::walk(d, dir, None, &mut |fi| {
+            seen.push(fi.path.as_str().to_owned());
+            Ok(regstore_core::WalkControl::Continue)
+        })
+        .await?;
+        Ok(seen)
+    }
+
+    /// A large directory's listing is kept once it settled and served to
+    /// the next walk while its stamp holds; a child added since is seen at
+    /// once (the stamp changed), and a directory holding a file is never
+    /// kept.
+    #[tokio::test]
+    async fn walks_use_a_kept_listing_only_while_the_directory_is_unchanged() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(Error::backend)?;
+        let d = FilesystemDriver::new(tmp.path())?;
+        let Some(kept) = d.layout.listings.as_ref() else {
+            panic!("no kept listings on a local filesystem");
+        };
+        let dir = StoragePath::parse("/t")?;
+        let full = d.layout.committed(&dir);
+        for i in 0..300 {
+            fs::create_dir_all(full.join(format!("r{i:03}"))).map_err(Error::backend)?;
+        }
+        let set_back = |to: &Path| {
+            fs::File::open(to)
+                .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(60)))
+                .map_err(Error::backend)
+        };
+        // Just changed: read, not kept.
+        let fresh = walked(&d, &dir).await?;
+        assert_eq!(fresh.len(), 300);
+        assert!(!kept.holds(&dir), "kept while changing");
+        set_back(&full)?;
+        assert_eq!(walked(&d, &dir).await?, fresh);
+        assert!(kept.holds(&dir), "a settled large directory was not kept");
+        assert_eq!(kept.hits(), 0);
+        assert_eq!(walked(&d, &dir).await?, fresh, "the kept listing differs");
+        assert_eq!(kept.hits(), 1, "the kept listing was not used");
+
+        // A child added: seen by the very next walk.
+        fs::create_dir(full.join("r999")).map_err(Error::backend)?;
+        let added = walked(&d, &dir).await?;
+        assert_eq!(added.len(), 301, "a stale listing was served");
+        assert_eq!(added.last().map(String::as_str), Some("/t/r999"));
+        assert_eq!(kept.hits(), 1);
+        // Settled again (even at the old time): read again and kept anew.
+        set_back(&full)?;
+        assert_eq!(walked(&d, &dir).await?, added);
+        assert_eq!(walked(&d, &dir).await?, added);
+        assert_eq!(kept.hits(), 2);
+
+        // A directory with a file among its entries is not kept.
+        let mixed = StoragePath::parse("/m")?;
+        let mixed_full = d.layout.committed(&mixed);
+        for i in 0..300 {
+            fs::create_dir_all(mixed_full.join(format!("r{i:03}"))).map_err(Error::backend)?;
+        }
+        fs::write(mixed_full.join("file"), b"x").map_err(Error::backend)?;
+        set_back(&mixed_full)?;
+        assert_eq!(walked(&d, &mixed).await?.len(), 301);
+        assert!(!kept.holds(&mixed), "a directory holding a file was kept");
         Ok(())
     }
 
