@@ -437,6 +437,59 @@ async fn cancel_and_unknown_sessions() {
     }
 }
 
+/// An error answer to a request with a body closes the connection (the
+/// body may be unread, and a client reusing the connection could see its
+/// next request fail); other answers keep it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_to_a_request_with_a_body_closes_the_connection() {
+    let reg = start("filesystem", "", "").await;
+    let closes = |r: &reqwest::Response| {
+        r.headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    };
+    let loc = begin(&reg, "c").await;
+    let r = reg
+        .client
+        .patch(&loc)
+        .body(vec![7u8; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert!(!closes(&r), "a chunk accepted closed the connection");
+    // The chunk again, at offset 0 where the upload is at 1 MiB: 416.
+    let r = reg
+        .client
+        .patch(&loc)
+        .header("content-range", "0-1048575")
+        .body(vec![7u8; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert!(closes(&r), "a refused chunk kept the connection");
+    // An unknown upload with a body: 404, closed.
+    let r = reg
+        .client
+        .patch(reg.url("/v2/c/blobs/uploads/00000000-0000-0000-0000-000000000000"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(closes(&r), "a refused body kept the connection");
+    // Errors without a body keep it.
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/c/blobs/{}", sha256(b"none"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(!closes(&r), "an error without a body closed the connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_repository_mount_or_fallback_to_upload() {
     for driver in setups() {

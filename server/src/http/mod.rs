@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         routes
     };
     let routes = routes
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .layer(axum::middleware::from_fn(request_id::layer))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
@@ -265,6 +266,29 @@ async fn access_log(request: Request, next: axum::middleware::Next) -> Response 
         micros = started.elapsed().as_micros() as u64,
         "request"
     );
+    resp
+}
+
+/// Adds `Connection: close` to an error answer to a request that carries
+/// a body (a PUT or PATCH refused for a full disk, a wrong range, a missing
+/// upload, a failed authentication). Such an answer is often sent before
+/// the body was read, and the server then closes the connection; without
+/// the header a client may send its next request on that connection just
+/// as it closes and see the request fail (hyper: `IncompleteMessage`, in
+/// `server/tests/disk_full.rs` under CI's load). With it, the client opens
+/// a new connection for the next request. Requests without a body, and
+/// successful answers, keep their connection.
+async fn close_after_refused_body(request: Request, next: axum::middleware::Next) -> Response {
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut resp = next.run(request).await;
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
