@@ -25,6 +25,7 @@ mod path;
 pub mod registry;
 pub mod retry;
 mod spec;
+mod stamped;
 mod walk;
 
 pub use base::{Driver, Writer};
@@ -42,6 +43,7 @@ pub use registry::{
     wrap,
 };
 pub use spec::StorageSpec;
+pub use stamped::StampedLists;
 pub use walk::{Listed, ReadDirFuture, walk_by_listing, walk_listing};
 
 pub use async_trait::async_trait;

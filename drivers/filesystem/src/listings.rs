@@ -26,10 +26,10 @@
 //! Memory: at most [`BUDGET`] entries in all (about 100 bytes each); the
 //! listing used longest ago goes first.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+#[cfg(test)]
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use regstore_core::{DirStamp, Listed, StoragePath};
+use regstore_core::{DirStamp, Listed, StampedLists, StoragePath};
 
 /// Directories with fewer entries are read each time.
 const LARGE: usize = 256;
@@ -38,55 +38,42 @@ const LARGE: usize = 256;
 const BUDGET: usize = 100_000;
 
 /// The kept listings of one driver.
-#[derive(Debug, Default)]
-pub(crate) struct Listings {
-    kept: Mutex<Kept>,
-}
-
-#[derive(Debug, Default)]
-struct Kept {
-    by_dir: HashMap<StoragePath, Listing>,
-    /// The entries of all listings together.
-    entries: usize,
-    /// Counts uses, to find the listing used longest ago.
-    clock: u64,
-    /// Listings served from here.
-    hits: u64,
-}
-
 #[derive(Debug)]
-struct Listing {
-    stamp: DirStamp,
-    children: Arc<[Listed]>,
-    used: u64,
+pub(crate) struct Listings {
+    kept: StampedLists<StoragePath, Listed>,
+    /// Listings served from here.
+    #[cfg(test)]
+    hits: AtomicU64,
+}
+
+impl Default for Listings {
+    fn default() -> Self {
+        Listings {
+            kept: StampedLists::new(BUDGET),
+            #[cfg(test)]
+            hits: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Listings {
-    fn lock(&self) -> MutexGuard<'_, Kept> {
-        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Whether a listing of `dir` is kept (with whatever stamp).
     pub(crate) fn holds(&self, dir: &StoragePath) -> bool {
-        self.lock().by_dir.contains_key(dir)
+        self.kept.holds(dir)
     }
 
     /// The kept listing of `dir` if it was kept with `stamp`.
     pub(crate) fn get(&self, dir: &StoragePath, stamp: DirStamp) -> Option<Vec<Listed>> {
-        let mut kept = self.lock();
-        kept.clock += 1;
-        let now = kept.clock;
-        let listing = kept.by_dir.get_mut(dir).filter(|l| l.stamp == stamp)?;
-        listing.used = now;
-        let children = listing.children.to_vec();
-        kept.hits += 1;
-        Some(children)
+        let children = self.kept.get(dir, stamp)?;
+        #[cfg(test)]
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(children.to_vec())
     }
 
     /// How many listings were served from here.
     #[cfg(test)]
     pub(crate) fn hits(&self) -> u64 {
-        self.lock().hits
+        self.hits.load(Ordering::Relaxed)
     }
 
     /// Whether `children` is a listing to keep: large, and directories
@@ -99,45 +86,13 @@ impl Listings {
     }
 
     /// Keeps `children`, the listing of `dir` whose stamp after the
-    /// listing was `stamp`, in place of what was kept for it; listings used
-    /// longest ago make room.
+    /// listing was `stamp`, in place of what was kept for it.
     pub(crate) fn keep(&self, dir: &StoragePath, stamp: DirStamp, children: &[Listed]) {
-        let n = children.len();
-        if n > BUDGET {
-            return;
-        }
-        let mut kept = self.lock();
-        kept.clock += 1;
-        let now = kept.clock;
-        if let Some(old) = kept.by_dir.remove(dir) {
-            kept.entries -= old.children.len();
-        }
-        while kept.entries + n > BUDGET {
-            let Some(oldest) = kept
-                .by_dir
-                .iter()
-                .min_by_key(|(_, l)| l.used)
-                .map(|(d, _)| d.clone())
-            else {
-                break;
-            };
-            if let Some(old) = kept.by_dir.remove(&oldest) {
-                kept.entries -= old.children.len();
-            }
-        }
         // In walk order (siblings: the order of their paths), so the
         // walk's sort of a kept listing finds it sorted.
         let mut children = children.to_vec();
         children.sort_unstable_by(|a, b| path_of(a).cmp(path_of(b)));
-        kept.entries += n;
-        kept.by_dir.insert(
-            dir.clone(),
-            Listing {
-                stamp,
-                children: children.into(),
-                used: now,
-            },
-        );
+        self.kept.keep(dir, stamp, children.into());
     }
 }
 

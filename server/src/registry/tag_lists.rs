@@ -16,11 +16,10 @@
 //! Memory: at most [`TAG_BUDGET`] tags in all (a few MiB); the list used
 //! longest ago goes first.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use regstore_core::DirStamp;
+use regstore_core::{DirStamp, StampedLists};
 
 use super::names::RepoName;
 
@@ -28,10 +27,19 @@ use super::names::RepoName;
 pub const TAG_BUDGET: usize = 100_000;
 
 /// The kept tag lists and how often they were used.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TagLists {
-    kept: Mutex<Kept>,
+    kept: StampedLists<RepoName, String>,
     stats: TagListStats,
+}
+
+impl Default for TagLists {
+    fn default() -> Self {
+        TagLists {
+            kept: StampedLists::new(TAG_BUDGET),
+            stats: TagListStats::default(),
+        }
+    }
 }
 
 /// Tag-list requests by how they were answered.
@@ -45,32 +53,11 @@ pub struct TagListStats {
     pub unstamped: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Kept {
-    lists: HashMap<RepoName, List>,
-    /// The tags of all `lists` together.
-    tags: usize,
-    /// Counts uses, to find the list used longest ago.
-    clock: u64,
-}
-
-#[derive(Debug)]
-struct List {
-    stamp: DirStamp,
-    tags: Arc<[String]>,
-    used: u64,
-}
-
 impl TagLists {
     /// The kept list of `repo` if it was kept with `stamp` (and counts a
     /// hit); `None` otherwise.
     pub fn get(&self, repo: &RepoName, stamp: DirStamp) -> Option<Arc<[String]>> {
-        let mut kept = self.lock();
-        kept.clock += 1;
-        let now = kept.clock;
-        let list = kept.lists.get_mut(repo).filter(|l| l.stamp == stamp)?;
-        list.used = now;
-        let tags = Arc::clone(&list.tags);
+        let tags = self.kept.get(repo, stamp)?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(tags)
     }
@@ -84,50 +71,12 @@ impl TagLists {
             return;
         };
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let mut kept = self.lock();
-        if let Some(old) = kept.lists.remove(repo) {
-            kept.tags -= old.tags.len();
-        }
-        if tags.len() > TAG_BUDGET {
-            return;
-        }
-        while kept.tags + tags.len() > TAG_BUDGET {
-            let Some(oldest) = kept
-                .lists
-                .iter()
-                .min_by_key(|(_, l)| l.used)
-                .map(|(name, _)| name.clone())
-            else {
-                break;
-            };
-            if let Some(gone) = kept.lists.remove(&oldest) {
-                kept.tags -= gone.tags.len();
-            }
-        }
-        kept.clock += 1;
-        let used = kept.clock;
-        kept.tags += tags.len();
-        kept.lists.insert(
-            repo.clone(),
-            List {
-                stamp,
-                tags: Arc::clone(tags),
-                used,
-            },
-        );
+        self.kept.keep(repo, stamp, Arc::clone(tags));
     }
 
     /// The counts of answers so far.
     pub fn stats(&self) -> &TagListStats {
         &self.stats
-    }
-
-    /// The lists, also after a panic elsewhere while locked (every update
-    /// leaves them consistent before it can panic).
-    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
-        self.kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -163,37 +112,5 @@ mod tests {
         let s = lists.stats();
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         assert_eq!((n(&s.hits), n(&s.misses), n(&s.unstamped)), (1, 1, 1));
-    }
-
-    /// The kept tags stay within the budget: the list used longest ago
-    /// goes first, a list over the whole budget is not kept, and keeping
-    /// a repository's list again replaces its old one.
-    #[test]
-    fn the_list_used_longest_ago_makes_room() {
-        let lists = TagLists::default();
-        let s = DirStamp::new([0; 4]);
-        let half = TAG_BUDGET / 2;
-        let (a, b, c) = (repo("a/a"), repo("b/b"), repo("c/c"));
-        lists.keep(&a, Some(s), &tags(half));
-        lists.keep(&b, Some(s), &tags(half));
-        assert!(lists.get(&a, s).is_some());
-        lists.keep(&c, Some(s), &tags(half));
-        assert!(
-            lists.get(&b, s).is_none(),
-            "the list used longest ago stayed"
-        );
-        assert!(lists.get(&a, s).is_some() && lists.get(&c, s).is_some());
-        lists.keep(&c, Some(s), &tags(10));
-        assert_eq!(
-            lists.lock().tags,
-            half + 10,
-            "a replaced list still counted"
-        );
-        lists.keep(&b, Some(s), &tags(TAG_BUDGET + 1));
-        assert!(
-            lists.get(&b, s).is_none(),
-            "a list over the budget was kept"
-        );
-        assert!(lists.lock().tags <= TAG_BUDGET);
     }
 }
