@@ -767,36 +767,16 @@ impl Registry {
                     // then changes nothing. The marker is volatile: it
                     // guards no bytes (see `mark_ended`), so it waits for
                     // no durability barrier of its own.
-                    //
-                    // What a fresh upload may hold goes too: a released
-                    // lease's directory, an empty writer's file, or an
-                    // older id's `startedat`. For an id that carries its
-                    // start time that is nothing the upload needs (it
-                    // holds no bytes, and its id is what makes it known),
-                    // so it goes while the blob is stored, off the
-                    // request's path; an older id's `startedat` goes only
-                    // once the blob is stored, as it is what makes that
-                    // upload known if storing fails.
-                    let dir = layout::upload_dir(name, uuid);
-                    let early = upload_started(uuid).is_some();
-                    let (stored, marked, cleaned) = tokio::join!(
+                    let (stored, marked) = tokio::join!(
                         self.store_small(name, digest, data, on_verified),
-                        self.mark_ended(name, uuid, false),
-                        async {
-                            if early {
-                                Some(self.delete_if_exists(&dir).await)
-                            } else {
-                                None
-                            }
-                        }
+                        self.mark_ended(name, uuid, false)
                     );
                     match (&stored, marked) {
+                        // What a fresh upload may hold: a released lease's
+                        // directory, or an older id's `startedat`.
                         (Ok(_), Ok(())) => {
-                            let cleaned = match cleaned {
-                                Some(cleaned) => cleaned,
-                                None => self.delete_if_exists(&dir).await,
-                            };
-                            if let Err(e) = cleaned {
+                            let dir = layout::upload_dir(name, uuid);
+                            if let Err(e) = self.delete_if_exists(&dir).await {
                                 tracing::warn!(upload = uuid, error = %e, "cannot remove a finished upload");
                             }
                         }
@@ -965,17 +945,14 @@ impl Registry {
     /// # Errors
     /// `BlobUploadUnknown`, `Storage`.
     async fn is_fresh(&self, name: &RepoName, uuid: &str) -> Result<bool> {
-        // Both lookups at once: one wait instead of two on the path of
-        // every small push. An upload with states is not fresh whether it
-        // is known or not (the request that uses it finds out).
+        // The states first: an upload with bytes costs one lookup.
         let states = layout::upload_hash_states(name, uuid, RESUMABLE_ALGORITHM);
-        let (states, known) =
-            tokio::join!(self.driver.stat(&states), self.upload_known(name, uuid));
-        match states {
-            Ok(_) => Ok(false),
-            Err(e) if e.is_not_found() => known.map(|()| true),
-            Err(e) => Err(e.into()),
+        match self.driver.stat(&states).await {
+            Ok(_) => return Ok(false),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
         }
+        self.upload_known(name, uuid).await.map(|()| true)
     }
 
     /// Whether an upload that holds no data exists: one whose id carries
