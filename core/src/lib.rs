@@ -44,7 +44,7 @@ pub use registry::{
 };
 pub use spec::StorageSpec;
 pub use stamped::StampedLists;
-pub use walk::{Listed, ReadDirFuture, walk_by_listing, walk_listing};
+pub use walk::{Children, Listed, ReadDirFuture, walk_by_listing, walk_listing};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

@@ -91,18 +91,31 @@ fn content(step: usize, part: usize, len: usize) -> Bytes {
     rng.bytes(len)
 }
 
-fn show<T: std::fmt::Debug>(r: &Result<T>) -> String {
+/// What `r` shows that the model must match: the value, or only the
+/// error's kind (messages differ between drivers). The error's message is
+/// added to `errors`, for the report of a step that differs.
+fn show<T: std::fmt::Debug>(r: &Result<T>, errors: &mut Vec<String>) -> String {
     match r {
         Ok(v) => format!("Ok({v:?})"),
-        Err(e) => format!("Err({})", e.kind()),
+        Err(e) => {
+            errors.push(e.to_string());
+            format!("Err({})", e.kind())
+        }
     }
 }
 
-/// Applies `op` and describes what could be observed.
-async fn apply(d: &Driver, reference_size: Option<u64>, step: usize, op: &Op) -> String {
-    match op {
-        Op::Put(p, n) => show(&d.put_content(p, content(step, 0, *n)).await),
-        Op::Get(p) => show(&d.get_content(p).await.map(|b| digest(&b))),
+/// Applies `op` and describes what could be observed, with the messages
+/// of the errors met (see [`show`]).
+async fn apply(
+    d: &Driver,
+    reference_size: Option<u64>,
+    step: usize,
+    op: &Op,
+) -> (String, Vec<String>) {
+    let mut errors = Vec::new();
+    let seen = match op {
+        Op::Put(p, n) => show(&d.put_content(p, content(step, 0, *n)).await, &mut errors),
+        Op::Get(p) => show(&d.get_content(p).await.map(|b| digest(&b)), &mut errors),
         Op::Read(p, o) => {
             let size = reference_size.unwrap_or(0);
             let offset = match o {
@@ -116,7 +129,7 @@ async fn apply(d: &Driver, reference_size: Option<u64>, step: usize, op: &Op) ->
                     Ok(b) => format!("Ok({})", digest(&b)),
                     Err(f) => format!("stream failed: {f}"),
                 },
-                Err(e) => format!("Err({})", e.kind()),
+                Err(e) => show(&Err::<(), _>(e), &mut errors),
             }
         }
         Op::Write {
@@ -127,12 +140,14 @@ async fn apply(d: &Driver, reference_size: Option<u64>, step: usize, op: &Op) ->
         } => {
             let mut out = String::new();
             match d.writer(path, *append).await {
-                Err(e) => out.push_str(&format!("open Err({})", e.kind())),
+                Err(e) => {
+                    let _ = write!(out, "open {}", show(&Err::<(), _>(e), &mut errors));
+                }
                 Ok(mut w) => {
                     let _ = write!(out, "open size {}", w.size());
                     for (i, n) in chunks.iter().enumerate() {
                         let r = w.write(content(step, i + 1, *n)).await;
-                        let _ = write!(out, "; write {}", show(&r));
+                        let _ = write!(out, "; write {}", show(&r, &mut errors));
                     }
                     let _ = write!(out, "; size {}", w.size());
                     let r = match end {
@@ -140,13 +155,16 @@ async fn apply(d: &Driver, reference_size: Option<u64>, step: usize, op: &Op) ->
                         End::Commit => w.commit().await,
                         End::Cancel => w.cancel().await,
                     };
-                    let _ = write!(out, "; {end:?} {}", show(&r));
+                    let _ = write!(out, "; {end:?} {}", show(&r, &mut errors));
                 }
             }
             out
         }
-        Op::Stat(p) => show(&d.stat(p).await.map(|fi| (fi.path, fi.size, fi.is_dir))),
-        Op::List(p) => show(&d.list(p).await),
+        Op::Stat(p) => show(
+            &d.stat(p).await.map(|fi| (fi.path, fi.size, fi.is_dir)),
+            &mut errors,
+        ),
+        Op::List(p) => show(&d.list(p).await, &mut errors),
         Op::Walk(p, hint) => {
             let mut seen = Vec::new();
             let r = d
@@ -155,11 +173,12 @@ async fn apply(d: &Driver, reference_size: Option<u64>, step: usize, op: &Op) ->
                     Ok(WalkControl::Continue)
                 })
                 .await;
-            format!("{} {seen:?}", show(&r))
+            format!("{} {seen:?}", show(&r, &mut errors))
         }
-        Op::Rename(a, b) => show(&d.rename(a, b).await),
-        Op::Delete(p) => show(&d.delete(p).await),
-    }
+        Op::Rename(a, b) => show(&d.rename(a, b).await, &mut errors),
+        Op::Delete(p) => show(&d.delete(p).await, &mut errors),
+    };
+    (seen, errors)
 }
 
 fn digest(b: &[u8]) -> String {
@@ -202,11 +221,11 @@ async fn run_sequence(subject: &Driver, ops: &[Op]) -> std::result::Result<(), S
             Op::Read(p, _) => reference.stat(p).await.ok().map(|fi| fi.size),
             _ => None,
         };
-        let want = apply(&reference, size, step, op).await;
-        let got = apply(subject, size, step, op).await;
+        let (want, _) = apply(&reference, size, step, op).await;
+        let (got, errors) = apply(subject, size, step, op).await;
         if got != want {
             return Err(format!(
-                "step {step}: {op:?}\n  driver:    {got}\n  reference: {want}"
+                "step {step}: {op:?}\n  driver:    {got}\n  reference: {want}\n  the driver's errors: {errors:?}"
             ));
         }
     }

@@ -37,8 +37,8 @@ pub(crate) struct Layout {
     pub(crate) syncer: Syncer,
     /// Write buffers of finished writers, for the next ones.
     pub(crate) buffers: Arc<BufferPool>,
-    /// Listings of large directories kept between walks, where the
-    /// filesystem gives stamps (set with the epoch).
+    /// Listings of directories kept between walks, where the filesystem
+    /// gives stamps (set with the epoch) and `listingcachemb` is not 0.
     pub(crate) listings: Option<Listings>,
     /// The epoch of volatile writes (the boot id), `None` when they are
     /// durable: see [`volatile_epoch`].
@@ -61,10 +61,14 @@ impl Layout {
     }
 
     /// Sets the epoch of volatile writes from the filesystem the root is
-    /// on (see [`volatile_epoch`]); call it once the root exists.
-    pub(crate) fn find_epoch(&mut self) {
+    /// on (see [`volatile_epoch`]), and keeps listings within `cache_mib`
+    /// where it has one; call it once the root exists.
+    pub(crate) fn find_epoch(&mut self, cache_mib: usize) {
         self.epoch = volatile_epoch(&self.root);
-        self.listings = self.epoch.as_ref().map(|_| Listings::default());
+        self.listings = self
+            .epoch
+            .as_ref()
+            .and_then(|_| Listings::within(cache_mib));
     }
 
     /// The barrier of a write the caller asked to be volatile: none where

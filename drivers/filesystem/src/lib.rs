@@ -130,9 +130,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use regstore_core::{
-    BuildFuture, ByteStream, Capabilities, DirStamp, DriverFactory, Error, FileInfo, FileWriter,
-    Listed, ParamKind, ParamSpec, Params, Result, StorageDriver, StoragePath, WalkVisitor,
-    async_trait,
+    BuildFuture, ByteStream, Capabilities, Children, DirStamp, DriverFactory, Error, FileInfo,
+    FileWriter, Listed, ParamKind, ParamSpec, Params, Result, StorageDriver, StoragePath,
+    WalkVisitor, async_trait,
 };
 
 use crate::dirs::{link_into, move_into_place, prune_empty_dirs};
@@ -162,6 +162,12 @@ const PARAMS: &[ParamSpec] = &[
         "Most filesystem operations running at once (at least 25)",
     )
     .default("100"),
+    ParamSpec::new(
+        "listingcachemb",
+        ParamKind::Integer,
+        "Memory for directory listings kept between walks, in MiB (0: none; local filesystems only)",
+    )
+    .default("48"),
 ];
 
 /// The driver's factory, as [`register`] adds it.
@@ -187,9 +193,15 @@ fn build(params: Params) -> BuildFuture {
             ));
         }
         let threads = checked_max_threads(params.require_integer("maxthreads")?)?;
+        let cache = params.require_integer("listingcachemb")?;
+        let cache = usize::try_from(cache).map_err(|_| {
+            Error::config(format!(
+                "parameter \"listingcachemb\" must be 0 or more, got {cache}"
+            ))
+        })?;
         let root = PathBuf::from(root);
         // Creating the root touches the disk: keep it off the async workers.
-        let driver = blocking(move || FilesystemDriver::new(root)).await?;
+        let driver = blocking(move || FilesystemDriver::with_listing_cache(root, cache)).await?;
         Ok(Box::new(driver.with_max_threads(threads)?) as Box<dyn StorageDriver>)
     })
 }
@@ -223,6 +235,17 @@ impl FilesystemDriver {
     /// [`Error::Config`] for an empty path; [`Error::Backend`] when the
     /// directories cannot be created (permissions, a file in the way).
     pub fn new<P: Into<PathBuf>>(root: P) -> Result<Self> {
+        Self::with_listing_cache(root, listings::DEFAULT_MIB)
+    }
+
+    /// As [`FilesystemDriver::new`], keeping directory listings between
+    /// walks within about `mib` MiB (the `listingcachemb` parameter; 0
+    /// keeps none). Only on a local filesystem, where directories have
+    /// stamps; see `listings.rs` for what is kept.
+    ///
+    /// # Errors
+    /// As [`FilesystemDriver::new`].
+    pub fn with_listing_cache<P: Into<PathBuf>>(root: P, mib: usize) -> Result<Self> {
         let root: PathBuf = root.into();
         if root.as_os_str().is_empty() {
             return Err(Error::config("the root directory must not be empty"));
@@ -231,7 +254,7 @@ impl FilesystemDriver {
         let mut layout = Layout::new(root);
         fs::create_dir_all(&layout.root).at("create root directory", &layout.root)?;
         fs::create_dir_all(&layout.staging).at("create staging directory", &layout.staging)?;
-        layout.find_epoch();
+        layout.find_epoch(mib);
         layout.remove_orphaned_puts();
         let max_threads =
             regstore_core::params::defaults(NAME, PARAMS)?.require_integer("maxthreads")?;
@@ -285,7 +308,7 @@ impl FilesystemDriver {
     }
 
     /// [`DirReader::read_infos`] on a blocking thread.
-    async fn read_dir_infos(&self, dir: StoragePath) -> Result<Vec<Listed>> {
+    async fn read_dir_infos(&self, dir: StoragePath) -> Result<Children> {
         self.run(move |l| DirReader::default().read_infos(l, &dir))
             .await
     }
@@ -309,18 +332,29 @@ impl FilesystemDriver {
 /// again (plus the `fstat` of `opendir`) cost more than reading it. At most
 /// one directory per level of the walk's depth is open.
 ///
-/// On Linux the entries are read with `getdents64` into one buffer of
-/// [`DIR_BUFFER`] bytes that the reader keeps for all its directories:
-/// no allocation per entry (a `Dir`'s entries each own their name) and,
-/// for a tag list of 1,000 tags, two `getdents64` calls instead of seven
-/// (a `Dir` starts with room for 32 entries and grows from there).
+/// On Linux the entries are read with `getdents64` into a buffer of
+/// [`DIR_BUFFER`] bytes on the stack: no allocation per entry (a `Dir`'s
+/// entries each own their name) and, for a tag list of 1,000 tags, two
+/// `getdents64` calls instead of seven (a `Dir` starts with room for 32
+/// entries and grows from there). On the stack rather than in the reader:
+/// a tag list reads one directory with a new reader, and a 32 KiB
+/// allocation per list made glibc consolidate its free lists each time
+/// (`malloc_consolidate`: 4 % of a tag list's samples in `perf` just after
+/// a change, 2 % since; the list's time did not move measurably).
 #[derive(Default)]
 struct DirReader {
     /// The branch the walk is on: each directory the parent of the next.
-    open: Vec<(StoragePath, OwnedFd)>,
-    /// The `getdents64` buffer, allocated on the first read.
-    #[cfg(target_os = "linux")]
-    buf: Vec<std::mem::MaybeUninit<u8>>,
+    open: Vec<OpenDir>,
+}
+
+/// One directory of a [`DirReader`]'s branch.
+struct OpenDir {
+    dir: StoragePath,
+    /// `None` while its listing came from a kept one checked without
+    /// opening it; opened when the walk reads a child of it.
+    fd: Option<OwnedFd>,
+    /// Its listing had [`listings::LARGE`] entries or more.
+    large: bool,
 }
 
 /// The size of a [`DirReader`]'s `getdents64` buffer: 1,000 entries with
@@ -339,48 +373,122 @@ impl DirReader {
     /// object stores; `stat` still gives it). Files, symbolic links and
     /// entries of unknown kind are `stat`ed (following links, as `stat`
     /// does).
-    fn read_infos(&mut self, l: &Layout, dir: &StoragePath) -> Result<Vec<Listed>> {
-        let Some((opened, full)) = self.open_dir(l, dir)? else {
-            return Ok(Vec::new());
-        };
+    fn read_infos(&mut self, l: &Layout, dir: &StoragePath) -> Result<Children> {
+        self.leave_for(dir);
         // A kept listing is used while the directory's stamp is the one it
-        // was kept with; a directory is stamped only once read and found
-        // large (see `listings.rs`), so the thousands of small ones of a
-        // walk cost no `fstat`.
-        let listings = l.listings.as_ref();
-        if let Some(k) = listings
-            && k.holds(dir)
-            && let Some(stamp) = fstat_stamp(&opened)
-            && let Some(children) = k.get(dir, stamp)
+        // was kept with: one `stat` of it relative to its open parent, or
+        // one `fstat` once it is open. Only directories held are stamped
+        // before they are read, and only the ones found worth keeping
+        // after (see `listings.rs`).
+        let held = l.listings.as_ref().filter(|k| k.holds(dir));
+        let mut checked = false;
+        if let Some(k) = held
+            && let Some((parent, name)) = self.parent_fd(l, dir)
         {
-            self.open.push((dir.clone(), opened));
-            return Ok(children);
+            checked = true;
+            if let Some(names) = statat_stamp(parent, name).and_then(|s| k.get(dir, s)) {
+                self.push(dir, None, names.len());
+                return Ok(Children::SortedDirs(names));
+            }
         }
-        let children = self.read_opened(&opened, dir, &full)?;
-        if let Some(k) = listings
-            && Listings::worth_keeping(&children)
+        let Some((opened, full)) = self.open_dir(l, dir)? else {
+            return Ok(Children::Listed(Vec::new()));
+        };
+        if let Some(k) = held
+            && !checked
+            && let Some(names) = fstat_stamp(&opened).and_then(|s| k.get(dir, s))
+        {
+            self.push(dir, Some(opened), names.len());
+            return Ok(Children::SortedDirs(names));
+        }
+        let (children, dirents_only) = self.read_opened(&opened, dir, &full)?;
+        let parent_large = self.parent_of(dir).is_some_and(|p| p.large);
+        // Only listings whose directories the entries themselves say are
+        // directories: a symbolic link to one can be pointed elsewhere
+        // without changing this directory's stamp.
+        if let Some(k) = l.listings.as_ref()
+            && Listings::worth_keeping(children.len(), dirents_only, parent_large)
             && let Some(stamp) = fstat_stamp(&opened)
         {
             k.keep(dir, stamp, &children);
         }
-        self.open.push((dir.clone(), opened));
-        Ok(children)
+        self.push(dir, Some(opened), children.len());
+        Ok(Children::Listed(children))
+    }
+
+    /// Puts `dir`, just listed with `children` entries, at the end of the
+    /// branch.
+    fn push(&mut self, dir: &StoragePath, fd: Option<OwnedFd>, children: usize) {
+        self.open.push(OpenDir {
+            dir: dir.clone(),
+            fd,
+            large: children >= listings::LARGE,
+        });
+    }
+
+    /// Closes the directories of the branch that are not ancestors of
+    /// `dir`: the walk has left them.
+    fn leave_for(&mut self, dir: &StoragePath) {
+        while self.open.last().is_some_and(|o| !o.dir.is_ancestor_of(dir)) {
+            self.open.pop();
+        }
+    }
+
+    /// The end of the branch if it is `dir`'s parent (after
+    /// [`DirReader::leave_for`]).
+    fn parent_of(&self, dir: &StoragePath) -> Option<&OpenDir> {
+        self.open.last().filter(|o| {
+            dir.relative_to(&o.dir)
+                .is_some_and(|rest| !rest.contains('/'))
+        })
+    }
+
+    /// The open parent of `dir` and `dir`'s name in it, when the end of the
+    /// branch is that parent; a parent not opened yet is opened now
+    /// (relative to its own parent, else by its full path). `None` also
+    /// when that fails: the caller then opens `dir` by its full path, which
+    /// reports what is wrong.
+    fn parent_fd<'a>(&mut self, l: &Layout, dir: &'a StoragePath) -> Option<(&OwnedFd, &'a str)> {
+        let name = dir.file_name()?;
+        let at = self.open.len().checked_sub(1)?;
+        self.parent_of(dir)?;
+        if self.open[at].fd.is_none() {
+            let flags = dir_flags();
+            let (below, mine) = self.open.split_at_mut(at);
+            let mine = &mut mine[0];
+            let opened = match (below.last(), mine.dir.file_name()) {
+                (Some(OpenDir { fd: Some(p), .. }), Some(n)) => {
+                    rustix::fs::openat(p, n, flags, rustix::fs::Mode::empty())
+                }
+                _ => rustix::fs::openat(
+                    rustix::fs::CWD,
+                    l.committed(&mine.dir),
+                    flags,
+                    rustix::fs::Mode::empty(),
+                ),
+            };
+            mine.fd = Some(opened.ok()?);
+        }
+        Some((self.open[at].fd.as_ref()?, name))
     }
 
     /// [`DirReader::read_infos`] of the directory `opened` (at `full`),
-    /// without the kept listings.
+    /// without the kept listings; and whether every entry's own type said
+    /// directory (no entry needed a `stat`).
     fn read_opened(
         &mut self,
         opened: &OwnedFd,
         dir: &StoragePath,
         full: &Path,
-    ) -> Result<Vec<Listed>> {
+    ) -> Result<(Vec<Listed>, bool)> {
         let mut children = Vec::new();
+        let mut dirents_only = true;
         for (child, kind) in self.read_valid(opened, dir, full)? {
             if kind == rustix::fs::FileType::Directory {
                 children.push(Listed::Info(FileInfo::dir(child, None)));
                 continue;
             }
+            dirents_only = false;
             let name = child.file_name().unwrap_or_default();
             let meta = rustix::fs::statat(opened, name, rustix::fs::AtFlags::empty());
             let meta = match meta {
@@ -406,7 +514,7 @@ impl DirReader {
                 _ => {}
             }
         }
-        Ok(children)
+        Ok((children, dirents_only))
     }
 
     /// The paths of the committed children of `dir` (as [`read_valid`]).
@@ -440,10 +548,8 @@ impl DirReader {
         };
         #[cfg(target_os = "linux")]
         let read = {
-            if self.buf.is_empty() {
-                self.buf.resize(DIR_BUFFER, std::mem::MaybeUninit::uninit());
-            }
-            let mut raw = rustix::fs::RawDir::new(opened, &mut self.buf);
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); DIR_BUFFER];
+            let mut raw = rustix::fs::RawDir::new(opened, &mut buf);
             loop {
                 match raw.next() {
                     None => break Ok(()),
@@ -475,32 +581,23 @@ impl DirReader {
         }
     }
 
-    /// Opens `dir`: relative to its parent when that is the last directory
-    /// opened (the ones the walk has left are closed first), else by its
-    /// full path. Returns it with its full path (for messages); `None` for
-    /// the root before anything was stored.
+    /// Opens `dir`: relative to its parent when that is the end of the
+    /// branch (after [`DirReader::leave_for`]), else by its full path.
+    /// Returns it with its full path (for messages); `None` for the root
+    /// before anything was stored.
     fn open_dir(&mut self, l: &Layout, dir: &StoragePath) -> Result<Option<(OwnedFd, PathBuf)>> {
-        while self
-            .open
-            .last()
-            .is_some_and(|(p, _)| !p.is_ancestor_of(dir))
-        {
-            self.open.pop();
-        }
+        self.leave_for(dir);
         let full = l.committed(dir);
-        let flags = rustix::fs::OFlags::RDONLY
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::CLOEXEC;
-        let name = self
-            .open
-            .last()
-            .and_then(|(p, _)| dir.relative_to(p))
-            .filter(|rest| !rest.contains('/'));
-        let opened = match (name, self.open.last()) {
-            (Some(name), Some((_, parent))) => {
-                rustix::fs::openat(parent, name, flags, rustix::fs::Mode::empty())
+        let opened = match self.parent_fd(l, dir) {
+            Some((parent, name)) => {
+                rustix::fs::openat(parent, name, dir_flags(), rustix::fs::Mode::empty())
             }
-            _ => rustix::fs::openat(rustix::fs::CWD, &full, flags, rustix::fs::Mode::empty()),
+            None => rustix::fs::openat(
+                rustix::fs::CWD,
+                &full,
+                dir_flags(),
+                rustix::fs::Mode::empty(),
+            ),
         };
         match opened {
             Ok(d) => Ok(Some((d, full))),
@@ -512,6 +609,11 @@ impl DirReader {
             },
         }
     }
+}
+
+/// How a [`DirReader`] opens a directory.
+fn dir_flags() -> rustix::fs::OFlags {
+    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC
 }
 
 /// Whether the current task runs on tokio's multi-threaded runtime, where
@@ -569,6 +671,15 @@ fn settled_stamp(st: &rustix::fs::Stat) -> Option<DirStamp> {
 /// `None` too if it cannot be `stat`ed (the caller then reads it).
 fn fstat_stamp(dir: &OwnedFd) -> Option<DirStamp> {
     rustix::fs::fstat(dir)
+        .ok()
+        .and_then(|st| settled_stamp(&st))
+}
+
+/// The settled stamp of the directory `name` in the open directory
+/// `parent` (see [`settled_stamp`]), following a symbolic link as opening
+/// it would; `None` too if it cannot be `stat`ed.
+fn statat_stamp(parent: &OwnedFd, name: &str) -> Option<DirStamp> {
+    rustix::fs::statat(parent, name, rustix::fs::AtFlags::empty())
         .ok()
         .and_then(|st| settled_stamp(&st))
 }
@@ -873,8 +984,30 @@ mod tests {
         assert!(matches!(checked_max_threads(25), Ok(25)));
     }
 
-    /// On a local filesystem (the test's temporary directory: ext4,
-    /// overlayfs or tmpfs) the epoch is the boot id and volatile writes
+    /// `listingcachemb`: 0 keeps no listings, a negative size is refused
+    /// naming the parameter, and the default keeps them.
+    #[tokio::test]
+    async fn the_listing_cache_follows_its_parameter() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(Error::backend)?;
+        register();
+        let root = tmp.path().display().to_string();
+        let with = |mib: &str| {
+            let mut p = regstore_core::RawParams::new();
+            p.insert("rootdirectory".into(), root.as_str().into());
+            p.insert("listingcachemb".into(), mib.into());
+            p
+        };
+        let none = FilesystemDriver::with_listing_cache(tmp.path(), 0)?;
+        assert!(none.layout.listings.is_none(), "listings kept with 0 MiB");
+        assert!(FilesystemDriver::new(tmp.path())?.layout.listings.is_some());
+        let Err(e) = regstore_core::create(NAME, &with("-1")).await else {
+            panic!("a negative listingcachemb was accepted");
+        };
+        assert!(e.to_string().contains("listingcachemb"), "{e}");
+        regstore_core::create(NAME, &with("0")).await?;
+        Ok(())
+    }
+
     /// A directory's stamp: none while it changed within `STAMP_SETTLE`;
     /// once settled, the same while its children are (a file below a
     /// child may change), and another once a child is added or removed —
@@ -950,12 +1083,114 @@ mod tests {
         Ok(seen)
     }
 
+    /// Sets the modification time of `dir` a minute back, as if it had
+    /// been unchanged since: its stamp is given at once.
+    fn settle(dir: &Path) -> Result<()> {
+        fs::File::open(dir)
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(60)))
+            .map_err(Error::backend)
+    }
+
+    /// The paths a walk of `dir` after `start_after` reports: by the
+    /// driver's walk (`kept`), or by the generic one of `list` and `stat`.
+    async fn walked_after(
+        d: &FilesystemDriver,
+        dir: &StoragePath,
+        start_after: Option<&StoragePath>,
+        kept: bool,
+    ) -> Result<Vec<String>> {
+        let mut seen = Vec::new();
+        let mut visit = |fi: &FileInfo| {
+            seen.push(fi.path.as_str().to_owned());
+            Ok(regstore_core::WalkControl::Continue)
+        };
+        if kept {
+            StorageDriver::walk(d, dir, start_after, &mut visit).await?;
+        } else {
+            regstore_core::walk_by_listing(d, dir, start_after, &mut visit).await?;
+        }
+        Ok(seen)
+    }
+
+    /// A walk resumed after a path inside a kept listing (which it enters
+    /// by a binary search) reports what the generic walk reports, also
+    /// where a name sorts between a sibling and that sibling's children
+    /// (`ab`, `ab-x`, `ab.c`, `ab/…`), and for places that do not exist.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_walk_resumed_in_a_kept_listing_matches_the_generic_walk() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(Error::backend)?;
+        let d = FilesystemDriver::new(tmp.path())?;
+        let Some(kept) = d.layout.listings.as_ref() else {
+            panic!("no kept listings on a local filesystem");
+        };
+        let ns = StoragePath::parse("/n")?;
+        let full = d.layout.committed(&ns);
+        let mut names: Vec<String> = (0..300).map(|i| format!("r{i:03}")).collect();
+        names.extend(["ab", "ab-x", "ab.c", "abc", "r150-z"].map(String::from));
+        for n in &names {
+            fs::create_dir_all(full.join(n).join("_manifests/tags")).map_err(Error::backend)?;
+            fs::create_dir_all(full.join(n).join("_layers")).map_err(Error::backend)?;
+        }
+        for n in &names {
+            settle(&full.join(n))?;
+        }
+        settle(&full)?;
+        // Keeps the listings.
+        let all = walked_after(&d, &ns, None, true).await?;
+        assert_eq!(all, walked_after(&d, &ns, None, false).await?);
+        assert!(kept.holds(&ns) && kept.holds(&ns.join("ab")?));
+        let hits = kept.hits();
+        for after in [
+            "/n/ab",
+            "/n/ab/_layers",
+            "/n/ab/_manifests/tags",
+            "/n/ab-",
+            "/n/ab-x/_manifests",
+            "/n/ab.c",
+            "/n/abb",
+            "/n/r150",
+            "/n/r150/_manifests/tags/zzz",
+            "/n/r150-z",
+            "/n/r299/_manifests",
+            "/n/zzz",
+            "/n",
+            "/a",
+        ] {
+            let after = StoragePath::parse(after)?;
+            let got = walked_after(&d, &ns, Some(&after), true).await?;
+            let want = walked_after(&d, &ns, Some(&after), false).await?;
+            let differ = got.iter().zip(&want).position(|(g, w)| g != w);
+            assert!(
+                got.len() == want.len() && differ.is_none(),
+                "after {after}: {} paths against {}; first difference at {differ:?}: {:?} against {:?}",
+                got.len(),
+                want.len(),
+                differ.and_then(|i| got.get(i)),
+                differ.and_then(|i| want.get(i)),
+            );
+        }
+        assert!(kept.hits() > hits, "the kept listings were not used");
+        Ok(())
+    }
+
     /// A large directory's listing is kept once it settled and served to
     /// the next walk while its stamp holds; a child added since is seen at
     /// once (the stamp changed), and a directory holding a file is never
-    /// kept.
-    #[tokio::test]
+    /// kept. So are the listings of its children, however small (on the
+    /// multi-threaded runtime, where one reader reads a whole walk).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn walks_use_a_kept_listing_only_while_the_directory_is_unchanged() -> Result<()> {
+        kept_listings(true).await
+    }
+
+    /// As above on a current-thread runtime, where each directory is read
+    /// on its own: large directories only.
+    #[tokio::test]
+    async fn walks_on_one_thread_use_kept_large_listings() -> Result<()> {
+        kept_listings(false).await
+    }
+
+    async fn kept_listings(children_too: bool) -> Result<()> {
         let tmp = tempfile::tempdir().map_err(Error::backend)?;
         let d = FilesystemDriver::new(tmp.path())?;
         let Some(kept) = d.layout.listings.as_ref() else {
@@ -966,16 +1201,11 @@ mod tests {
         for i in 0..300 {
             fs::create_dir_all(full.join(format!("r{i:03}"))).map_err(Error::backend)?;
         }
-        let set_back = |to: &Path| {
-            fs::File::open(to)
-                .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(60)))
-                .map_err(Error::backend)
-        };
         // Just changed: read, not kept.
         let fresh = walked(&d, &dir).await?;
         assert_eq!(fresh.len(), 300);
         assert!(!kept.holds(&dir), "kept while changing");
-        set_back(&full)?;
+        settle(&full)?;
         assert_eq!(walked(&d, &dir).await?, fresh);
         assert!(kept.holds(&dir), "a settled large directory was not kept");
         assert_eq!(kept.hits(), 0);
@@ -989,7 +1219,7 @@ mod tests {
         assert_eq!(added.last().map(String::as_str), Some("/t/r999"));
         assert_eq!(kept.hits(), 1);
         // Settled again (even at the old time): read again and kept anew.
-        set_back(&full)?;
+        settle(&full)?;
         assert_eq!(walked(&d, &dir).await?, added);
         assert_eq!(walked(&d, &dir).await?, added);
         assert_eq!(kept.hits(), 2);
@@ -1001,12 +1231,68 @@ mod tests {
             fs::create_dir_all(mixed_full.join(format!("r{i:03}"))).map_err(Error::backend)?;
         }
         fs::write(mixed_full.join("file"), b"x").map_err(Error::backend)?;
-        set_back(&mixed_full)?;
+        settle(&mixed_full)?;
         assert_eq!(walked(&d, &mixed).await?.len(), 301);
         assert!(!kept.holds(&mixed), "a directory holding a file was kept");
+
+        // Nor one with a symbolic link to a directory among its entries:
+        // the link can be pointed elsewhere without changing the stamp.
+        let linked = StoragePath::parse("/l")?;
+        let linked_full = d.layout.committed(&linked);
+        for i in 0..300 {
+            fs::create_dir_all(linked_full.join(format!("r{i:03}"))).map_err(Error::backend)?;
+        }
+        std::os::unix::fs::symlink(linked_full.join("r000"), linked_full.join("zz"))
+            .map_err(Error::backend)?;
+        settle(&linked_full)?;
+        assert_eq!(walked(&d, &linked).await?.len(), 301);
+        assert!(
+            !kept.holds(&linked),
+            "a directory holding a symbolic link was kept"
+        );
+        if !children_too {
+            return Ok(());
+        }
+
+        // The children of a large directory are kept too, however small
+        // (but not one holding a file), and checked without opening them;
+        // a walk that goes into one opens it then.
+        let ns = StoragePath::parse("/n")?;
+        let ns_full = d.layout.committed(&ns);
+        for i in 0..300 {
+            fs::create_dir_all(ns_full.join(format!("r{i:03}/_manifests")))
+                .map_err(Error::backend)?;
+        }
+        fs::create_dir_all(ns_full.join("r000/_layers/x")).map_err(Error::backend)?;
+        fs::write(ns_full.join("r001/file"), b"x").map_err(Error::backend)?;
+        for i in 0..300 {
+            settle(&ns_full.join(format!("r{i:03}")))?;
+        }
+        settle(&ns_full)?;
+        let first = walked(&d, &ns).await?;
+        assert_eq!(first.len(), 300 + 300 + 3);
+        let (r0, r1) = (ns.join("r000")?, ns.join("r001")?);
+        assert!(kept.holds(&ns) && kept.holds(&r0), "not kept");
+        assert!(!kept.holds(&r1), "a directory holding a file was kept");
+        assert!(
+            !kept.holds(&r0.join("_layers")?),
+            "a small directory under a small one was kept"
+        );
+        let hits = kept.hits();
+        assert_eq!(walked(&d, &ns).await?, first, "the kept listings differ");
+        assert_eq!(kept.hits(), hits + 1 + 299, "kept listings were not used");
+        assert!(first.contains(&"/n/r000/_layers/x".to_owned()));
+
+        // An entry added to a kept small directory: seen by the next walk.
+        fs::create_dir(ns_full.join("r002/_uploads")).map_err(Error::backend)?;
+        let added = walked(&d, &ns).await?;
+        assert_eq!(added.len(), first.len() + 1, "a stale listing was served");
+        assert!(added.contains(&"/n/r002/_uploads".to_owned()));
         Ok(())
     }
 
+    /// On a local filesystem (the test's temporary directory: ext4,
+    /// overlayfs or tmpfs) the epoch is the boot id and volatile writes
     /// flush nothing — but the directories a writer's opening created,
     /// once — while durable ones flush.
     #[tokio::test]

@@ -254,7 +254,7 @@ impl Lag {
                     };
                     entries.push(Listed::Info(entry));
                 }
-                Ok(entries)
+                Ok(entries.into())
             })
         })
         .await
