@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use object_store::list::PaginatedListStore;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
@@ -67,6 +68,16 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// The multipart API used by the default upload methods.
     fn multipart(&self) -> Option<&dyn MultipartStore>;
+
+    /// The store's paged listing (one request a page, resumable after any
+    /// key), when it has one. A walk then lists page by page, and when a
+    /// page ends inside a directory its visitor skips, the next page
+    /// starts after that directory instead of listing the rest of it (see
+    /// the crate docs). `None`, the default: the walk lists every key
+    /// with [`ObjectStore::list`].
+    fn pages(&self) -> Option<&dyn PaginatedListStore> {
+        None
+    }
 
     /// Size of every part of a writer but the last (the driver's `chunksize`).
     fn part_size(&self) -> usize;

@@ -15,7 +15,11 @@
 //! - **Walk** is a flat listing of the subtree (one request per 1,000 keys,
 //!   not one per entry or per directory), re-ordered into the walk order as
 //!   it streams (see `order.rs`); `start_after` starts the listing near the
-//!   hint.
+//!   hint. On stores with a paged listing ([`Backend::pages`]), a page that
+//!   ends inside a directory the visitor skipped is followed by a page
+//!   that starts after that directory (see `pages.rs`): the catalog's walk
+//!   pays for the keys of a repository's `_layers` and `_manifests` at most
+//!   the rest of the page they start in, however many tags it holds.
 //! - **Reads**: a read at `offset == size` is an empty stream although S3 and
 //!   GCS answer it with 416.
 //! - **Writers** are resumable across processes. Full parts
@@ -39,6 +43,7 @@ mod backend;
 mod counting;
 pub mod http;
 mod order;
+mod pages;
 mod writer;
 
 use std::fmt;
@@ -60,6 +65,7 @@ pub use counting::CountingConnector;
 pub use object_store;
 
 use order::Reorder;
+use pages::Listing;
 use writer::ObjectWriter;
 
 /// Top-level segment under the root where unfinished writers keep state.
@@ -750,50 +756,68 @@ impl<B: Backend> StorageDriver for ObjectDriver<B> {
             }
         };
         for range in ranges {
-            let mut listing = match &range.offset {
-                Some(o) => self
-                    .inner
-                    .store()
-                    .list_with_offset(range.prefix.as_ref(), o),
-                None => self.inner.store().list(range.prefix.as_ref()),
+            let mut listing = match self.inner.backend.pages() {
+                Some(pages) => Listing::paged(pages, range.prefix.as_ref(), range.offset.as_ref()),
+                None => Listing::stream(match &range.offset {
+                    Some(o) => self
+                        .inner
+                        .store()
+                        .list_with_offset(range.prefix.as_ref(), o),
+                    None => self.inner.store().list(range.prefix.as_ref()),
+                }),
             };
             // Each range is a run of the walk: its entries are re-ordered
             // among themselves, and all come after the previous range's.
             let mut reorder = Reorder::new(path);
-            while let Some(meta) = listing.next().await {
-                let meta = meta.map_err(|e| map_err(e, &key))?;
-                // Some servers (Azurite) ignore the offset; it is only a saving.
-                if range.offset.as_ref().is_some_and(|o| meta.location <= *o) {
-                    continue;
-                }
-                if range
-                    .end
-                    .as_deref()
-                    .is_some_and(|end| meta.location.as_ref() >= end)
-                {
-                    break;
-                }
-                seen_any = true;
-                let Some(file) = self.inner.path_of(&meta.location) else {
-                    continue;
-                };
-                if !path.is_ancestor_of(&file) {
-                    continue;
-                }
-                let mut dirs = Vec::new();
-                let mut d = file.parent();
-                while let Some(dir) = d {
-                    if dir == *path {
-                        break;
+            'pages: while let Some(page) = listing.next().await {
+                let page = page.map_err(|e| map_err(e, &key))?;
+                let last = page.last().map(|m| m.location.clone());
+                for meta in page {
+                    // Some servers (Azurite) ignore the offset; it is only
+                    // a saving.
+                    let before = |o: &str| meta.location.as_ref() <= o;
+                    if range.offset.as_ref().is_some_and(|o| before(o.as_ref()))
+                        || listing.offset().is_some_and(before)
+                    {
+                        continue;
                     }
-                    d = dir.parent();
-                    dirs.push(dir);
+                    if range
+                        .end
+                        .as_deref()
+                        .is_some_and(|end| meta.location.as_ref() >= end)
+                    {
+                        break 'pages;
+                    }
+                    seen_any = true;
+                    let Some(file) = self.inner.path_of(&meta.location) else {
+                        continue;
+                    };
+                    if !path.is_ancestor_of(&file) {
+                        continue;
+                    }
+                    let mut dirs = Vec::new();
+                    let mut d = file.parent();
+                    while let Some(dir) = d {
+                        if dir == *path {
+                            break;
+                        }
+                        d = dir.parent();
+                        dirs.push(dir);
+                    }
+                    dirs.reverse();
+                    reorder.push(FileInfo::file(file, meta.size, mod_time(&meta)), dirs);
+                    while let Some(info) = reorder.ready() {
+                        if !visit(info, &mut skipping)? {
+                            return Ok(());
+                        }
+                    }
                 }
-                dirs.reverse();
-                reorder.push(FileInfo::file(file, meta.size, mod_time(&meta)), dirs);
-                while let Some(info) = reorder.ready() {
-                    if !visit(info, &mut skipping)? {
-                        return Ok(());
+                // A page that ends inside a skipped directory: the next
+                // one starts after it (see pages.rs).
+                if let (Some(dir), Some(last)) = (&skipping, last) {
+                    let dir_key = self.inner.key(dir);
+                    if last.prefix_matches(&dir_key) {
+                        listing.jump_past(format!("{dir_key}/{AFTER_EVERY_SEGMENT}"));
                     }
                 }
             }

@@ -23,6 +23,7 @@ table![
     walk_nonexistent,
     walk_requests_not_per_entry: CountsRequests,
     list_requests_not_per_entry: CountsRequests,
+    walk_skipped_directory_not_listed: CountsRequests,
 ];
 
 /// Files of the fixture, relative to its root. Names are chosen so that
@@ -321,5 +322,52 @@ async fn list_requests_not_per_entry(cx: &Ctx) -> CaseResult {
     let used = requests(cx)? - before;
     ensure_eq!(listed.len(), 50, "entries listed");
     ensure!(used <= 2, "listing 50 entries sent {used} backend requests");
+    Ok(())
+}
+
+/// Files in the skipped directory of `walk_skipped_directory_not_listed`:
+/// more than two pages of S3's and GCS's listings (1,000 keys).
+const SKIPPED_FILES: usize = 2_100;
+
+/// A walk that skips a directory of 2,100 files, between two small ones,
+/// visits the small ones and sends at most two requests: it does not page
+/// through the skipped keys (a flat listing of 1,000 keys a page takes
+/// three). This is the catalog's walk, which skips every repository's
+/// `_layers` and `_manifests`.
+async fn walk_skipped_directory_not_listed(cx: &Ctx) -> CaseResult {
+    use futures_util::{StreamExt, TryStreamExt};
+    let root = format!("/{}", cx.filename(12));
+    cx.track(&root);
+    let mut paths = vec![format!("{root}/a/x"), format!("{root}/c/y")];
+    paths.extend((0..SKIPPED_FILES).map(|i| format!("{root}/big/f{i:05}")));
+    futures_util::stream::iter(paths)
+        .map(|p| async move { cx.driver.put_content(p, Bytes::new()).await })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await?;
+    let before = requests(cx)?;
+    let big = format!("{root}/big");
+    let mut seen = Vec::new();
+    cx.driver
+        .walk(&root, None, |fi| {
+            seen.push(fi.path.as_str().to_owned());
+            Ok(if fi.path.as_str() == big {
+                WalkControl::SkipDir
+            } else {
+                WalkControl::Continue
+            })
+        })
+        .await?;
+    let used = requests(cx)? - before;
+    let want: Vec<String> = ["a", "a/x", "big", "c", "c/y"]
+        .iter()
+        .map(|p| format!("{root}/{p}"))
+        .collect();
+    ensure_eq!(seen, want, "entries walked, {big} skipped");
+    ensure!(
+        used <= 2,
+        "a walk skipping a directory of {SKIPPED_FILES} files sent {used} backend requests; \
+         it should not list what it skips"
+    );
     Ok(())
 }

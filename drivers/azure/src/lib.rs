@@ -245,6 +245,10 @@ impl Backend for AzureBackend {
         Some(self.client.as_ref())
     }
 
+    fn pages(&self) -> Option<&dyn object_store::list::PaginatedListStore> {
+        Some(self.client.as_ref())
+    }
+
     fn part_size(&self) -> usize {
         self.part_size
     }

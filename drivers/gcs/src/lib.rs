@@ -393,6 +393,10 @@ impl Backend for GcsBackend {
         None
     }
 
+    fn pages(&self) -> Option<&dyn object_store::list::PaginatedListStore> {
+        Some(self.client.as_ref())
+    }
+
     fn part_size(&self) -> usize {
         self.part_size
     }

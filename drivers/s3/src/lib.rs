@@ -694,6 +694,10 @@ impl Backend for S3Backend {
         Some(self.client.as_ref())
     }
 
+    fn pages(&self) -> Option<&dyn object_store::list::PaginatedListStore> {
+        Some(self.client.as_ref())
+    }
+
     fn part_size(&self) -> usize {
         self.part_size
     }

@@ -120,6 +120,10 @@ impl Backend for SwiftBackend {
         None
     }
 
+    fn pages(&self) -> Option<&dyn object_store::list::PaginatedListStore> {
+        Some(&self.swift)
+    }
+
     fn part_size(&self) -> usize {
         self.part_size
     }

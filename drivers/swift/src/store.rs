@@ -324,7 +324,9 @@ impl ObjectStore for SwiftStore {
         let mut marker: Option<String> = None;
         let limit = self.page_size().await?;
         loop {
-            let entries = self.page(prefix, marker.as_deref(), true, limit).await?;
+            let entries = self
+                .page(&dir_prefix(prefix), marker.as_deref(), true, limit)
+                .await?;
             let full = entries.len() >= limit;
             marker = entries
                 .last()

@@ -8,8 +8,9 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectMeta, ObjectStore};
+use object_store::{GetOptions, ListResult, ObjectMeta, ObjectStore};
 use reqwest::{Method, StatusCode};
 
 use super::{PAGE, SLO, SwiftStore, from_core, generic, status_error};
@@ -76,19 +77,19 @@ impl SwiftStore {
         Ok(info.listing_limit.clamp(1, PAGE))
     }
 
-    /// One page of the listing under `prefix` (a directory: `prefix/`),
-    /// after `marker`, grouped by `/` when `delimiter`.
+    /// One page of the listing of names starting with `dir` (a directory's
+    /// `p/`, or `""`: everything), after `marker`, grouped by `/` when
+    /// `delimiter`.
     pub(super) async fn page(
         &self,
-        prefix: Option<&Path>,
+        dir: &str,
         marker: Option<&str>,
         delimiter: bool,
         limit: usize,
     ) -> object_store::Result<Vec<Entry>> {
         let mut query = format!("format=json&limit={limit}");
-        let dir = dir_prefix(prefix);
         if !dir.is_empty() {
-            query.push_str(&format!("&prefix={}", query_escape(&dir)));
+            query.push_str(&format!("&prefix={}", query_escape(dir)));
         }
         if let Some(m) = marker {
             query.push_str(&format!("&marker={}", query_escape(m)));
@@ -96,20 +97,48 @@ impl SwiftStore {
         if delimiter {
             query.push_str("&delimiter=%2F");
         }
-        let what = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let what = dir.trim_end_matches('/');
         let resp = self
             .client
             .send(Method::GET, None, &query, |r| r)
             .await
-            .map_err(|e| from_core(e, &what))?;
+            .map_err(|e| from_core(e, what))?;
         if resp.status() == StatusCode::NO_CONTENT {
             return Ok(Vec::new());
         }
         if !resp.status().is_success() {
-            return Err(status_error(resp, "listing", &what).await);
+            return Err(status_error(resp, "listing", what).await);
         }
         let body = resp.bytes().await.map_err(generic)?;
-        parse_page(&body, &what)
+        parse_page(&body, what)
+    }
+
+    /// The objects of one listing page of names starting with `dir`
+    /// after `marker`, with the names this store wrote recently that the
+    /// page lacks merged in (those up to its last name; all of them after
+    /// `marker` on the last page). Returns the marker of the next page,
+    /// `None` after the last.
+    pub(super) async fn objects_page(
+        &self,
+        dir: &str,
+        marker: Option<&str>,
+    ) -> object_store::Result<(Vec<ObjectMeta>, Option<String>)> {
+        let limit = self.page_size().await?;
+        let entries = self.page(dir, marker, false, limit).await?;
+        let next = if entries.len() < limit {
+            None
+        } else {
+            entries.last().and_then(|e| e.name.clone())
+        };
+        let mut metas: Vec<ObjectMeta> = entries
+            .into_iter()
+            .map(Entry::meta)
+            .filter_map(Result::transpose)
+            .collect::<object_store::Result<_>>()?;
+        let mut pending: std::collections::VecDeque<String> = self.recent.under(dir, marker).into();
+        self.merge_recent(&mut metas, &mut pending, next.as_deref())
+            .await?;
+        Ok((metas, next))
     }
 
     /// Every object under `prefix` after `offset`, page by page.
@@ -119,45 +148,61 @@ impl SwiftStore {
         offset: Option<&Path>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let store = self.clone();
-        let prefix = prefix.cloned();
+        let dir = dir_prefix(prefix);
         let start = offset.map(|o| o.to_string());
-        let under = dir_prefix(prefix.as_ref());
-        let pending: std::collections::VecDeque<String> =
-            self.recent.under(&under, start.as_deref()).into();
-        stream::try_unfold((Some(start), pending), move |(state, mut pending)| {
+        stream::try_unfold(Some(start), move |marker| {
             let store = store.clone();
-            let prefix = prefix.clone();
+            let dir = dir.clone();
             async move {
-                let Some(marker) = state else {
+                let Some(marker) = marker else {
                     return Ok::<_, object_store::Error>(None);
                 };
-                let limit = store.page_size().await?;
-                let entries = store
-                    .page(prefix.as_ref(), marker.as_deref(), false, limit)
-                    .await?;
-                let next = if entries.len() < limit {
-                    None
-                } else {
-                    entries.last().and_then(|e| e.name.clone()).map(Some)
-                };
-                let mut metas: Vec<ObjectMeta> = entries
-                    .into_iter()
-                    .map(Entry::meta)
-                    .filter_map(Result::transpose)
-                    .collect::<object_store::Result<_>>()?;
-                // Up to this page's last name, or everything on the last page.
-                let upto = next.clone().flatten();
-                store
-                    .merge_recent(&mut metas, &mut pending, upto.as_deref())
-                    .await?;
+                let (metas, next) = store.objects_page(&dir, marker.as_deref()).await?;
                 Ok(Some((
                     stream::iter(metas.into_iter().map(Ok)),
-                    (next, pending),
+                    next.map(Some),
                 )))
             }
         })
         .try_flatten()
         .boxed()
+    }
+}
+
+#[async_trait::async_trait]
+impl PaginatedListStore for SwiftStore {
+    /// One page of objects whose names start with `prefix` (taken as
+    /// given: a directory is `p/`), after `page_token` or else `offset`
+    /// (Swift's `marker`, exclusive); the page token is the page's last
+    /// name. Recent writes the listing lags are merged in, as in `list`.
+    /// Only objects: `delimiter` and `max_keys` are not supported (the
+    /// page holds the cluster's listing limit of names).
+    ///
+    /// # Errors
+    /// A delimiter or a page size asked for; the listing request's error.
+    async fn list_paginated(
+        &self,
+        prefix: Option<&str>,
+        opts: PaginatedListOptions,
+    ) -> object_store::Result<PaginatedListResult> {
+        if opts.delimiter.is_some() || opts.max_keys.is_some() {
+            return Err(object_store::Error::NotImplemented {
+                operation: "a paged Swift listing with a delimiter or a page size".into(),
+                implementer: self.to_string(),
+            });
+        }
+        let marker = opts.page_token.or(opts.offset);
+        let (objects, page_token) = self
+            .objects_page(prefix.unwrap_or(""), marker.as_deref())
+            .await?;
+        Ok(PaginatedListResult {
+            result: ListResult {
+                common_prefixes: Vec::new(),
+                objects,
+                extensions: Default::default(),
+            },
+            page_token,
+        })
     }
 }
 
