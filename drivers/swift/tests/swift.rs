@@ -416,6 +416,40 @@ async fn listings_page_with_marker() {
     assert!(err.to_string().contains("listpagesize"), "{err}");
 }
 
+/// A walk that skips a directory jumps past it: with 7 names a page,
+/// `a/x`, 20 files in `big` and `c/y` take 4 pages listed flat; the first
+/// page ends inside `big`, which the walk skips, so the second starts
+/// after it (Swift's `marker`) and holds `c/y`: 2 requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_jumps_past_a_directory_it_skips() {
+    let Some(mut s) = swift().await else { return };
+    s.raw.insert("listpagesize".into(), "7".into());
+    let d = Driver::new(open(&s.raw).await);
+    let mut paths = vec!["/skip/a/x".to_owned(), "/skip/c/y".to_owned()];
+    paths.extend((0..20).map(|i| format!("/skip/big/f{i:02}")));
+    for p in &paths {
+        d.put_content(p, "x").await.expect("put");
+    }
+    let before = d.backend_requests().expect("counted");
+    let mut seen = Vec::new();
+    d.walk("/skip", None, |fi| {
+        seen.push(fi.path.as_str().to_owned());
+        Ok(if fi.path.as_str() == "/skip/big" {
+            regstore_core::WalkControl::SkipDir
+        } else {
+            regstore_core::WalkControl::Continue
+        })
+    })
+    .await
+    .expect("walk");
+    assert_eq!(d.backend_requests().expect("counted") - before, 2);
+    assert_eq!(
+        seen,
+        ["/skip/a", "/skip/a/x", "/skip/big", "/skip/c", "/skip/c/y"]
+    );
+    d.delete("/skip").await.expect("clean up");
+}
+
 /// A container that does not exist yet is created by the driver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_container_is_created() {
