@@ -767,16 +767,35 @@ impl Registry {
                     // then changes nothing. The marker is volatile: it
                     // guards no bytes (see `mark_ended`), so it waits for
                     // no durability barrier of its own.
-                    let (stored, marked) = tokio::join!(
+                    //
+                    // What a fresh upload may hold goes too: a released
+                    // lease's directory, an empty writer's file, or an
+                    // older id's `startedat`. For an id that carries its
+                    // start time none of it is needed (no bytes, and the id
+                    // itself makes the upload known), so it goes while the
+                    // blob is stored, off the request's path. An older id's
+                    // `startedat` goes only once the blob is stored: it is
+                    // what makes that upload known if storing fails.
+                    let dir = layout::upload_dir(name, uuid);
+                    let early = upload_started(uuid).is_some();
+                    let (stored, marked, cleaned) = tokio::join!(
                         self.store_small(name, digest, data, on_verified),
-                        self.mark_ended(name, uuid, false)
+                        self.mark_ended(name, uuid, false),
+                        async {
+                            if early {
+                                Some(self.delete_if_exists(&dir).await)
+                            } else {
+                                None
+                            }
+                        }
                     );
                     match (&stored, marked) {
-                        // What a fresh upload may hold: a released lease's
-                        // directory, or an older id's `startedat`.
                         (Ok(_), Ok(())) => {
-                            let dir = layout::upload_dir(name, uuid);
-                            if let Err(e) = self.delete_if_exists(&dir).await {
+                            let cleaned = match cleaned {
+                                Some(cleaned) => cleaned,
+                                None => self.delete_if_exists(&dir).await,
+                            };
+                            if let Err(e) = cleaned {
                                 tracing::warn!(upload = uuid, error = %e, "cannot remove a finished upload");
                             }
                         }
