@@ -90,12 +90,11 @@ async fn walk_full_order(cx: &Ctx) -> CaseResult {
     Ok(())
 }
 
-async fn walk_skip_dir(cx: &Ctx) -> CaseResult {
-    let root = fixture(cx).await?;
-    let skip = format!("{root}/b");
+/// The paths a walk of `root` visits when it skips the directory `skip`.
+async fn walk_skipping(cx: &Ctx, root: &str, skip: &str) -> Result<Vec<String>, Failure> {
     let mut seen = Vec::new();
     cx.driver
-        .walk(&root, None, |fi| {
+        .walk(root, None, |fi| {
             seen.push(fi.path.as_str().to_owned());
             Ok(if fi.path.as_str() == skip {
                 WalkControl::SkipDir
@@ -104,6 +103,13 @@ async fn walk_skip_dir(cx: &Ctx) -> CaseResult {
             })
         })
         .await?;
+    Ok(seen)
+}
+
+async fn walk_skip_dir(cx: &Ctx) -> CaseResult {
+    let root = fixture(cx).await?;
+    let skip = format!("{root}/b");
+    let seen = walk_skipping(cx, &root, &skip).await?;
     let want: Vec<&str> = ORDER
         .iter()
         .copied()
@@ -347,17 +353,7 @@ async fn walk_skipped_directory_not_listed(cx: &Ctx) -> CaseResult {
         .await?;
     let before = requests(cx)?;
     let big = format!("{root}/big");
-    let mut seen = Vec::new();
-    cx.driver
-        .walk(&root, None, |fi| {
-            seen.push(fi.path.as_str().to_owned());
-            Ok(if fi.path.as_str() == big {
-                WalkControl::SkipDir
-            } else {
-                WalkControl::Continue
-            })
-        })
-        .await?;
+    let seen = walk_skipping(cx, &root, &big).await?;
     let used = requests(cx)? - before;
     let want: Vec<String> = ["a", "a/x", "big", "c", "c/y"]
         .iter()
