@@ -197,6 +197,22 @@ impl Pieces {
     pub fn digest(&self) -> String {
         sha256_of(&self.0)
     }
+
+    /// Another blob of the same size: these bytes with the first one set
+    /// to `first` (only the first piece is copied). Rounds that push a new
+    /// variant each time measure a push, not the replacement of a stored
+    /// copy of the same digest (which deletes the old file first).
+    pub fn variant(&self, first: u8) -> Pieces {
+        let mut pieces = self.0.clone();
+        if let Some(head) = pieces.first_mut() {
+            let mut copy = head.to_vec();
+            if let Some(b) = copy.first_mut() {
+                *b = first;
+            }
+            *head = Bytes::from(copy);
+        }
+        Pieces(pieces)
+    }
 }
 
 /// A registry under test.

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use regstore_benches::registry::{Generator, Target};
 
-use super::{MIB, Options, start_docker_registry, start_regstore};
+use super::{MIB, Options, median, start_docker_registry, start_regstore};
 
 const REPO: &str = "bench/proxied";
 
@@ -268,10 +268,4 @@ async fn link(base: &str, mibps: f64) -> Result<(String, tokio::task::JoinHandle
         }
     });
     Ok((format!("http://{addr}"), task))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or_default()
 }

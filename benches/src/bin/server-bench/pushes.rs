@@ -2,10 +2,13 @@
 //! in interleaved rounds (issue 23: a push in 8 MiB chunks should cost no
 //! more than the same push in one request). Each round pushes one
 //! `--blob-mib` blob in one request and another in 8 MiB PATCHes (the
-//! order alternating), each into a new repository, after syncing the
+//! order alternating), each into a new repository and each a blob no
+//! round pushed before (`Pieces::variant`), after syncing the
 //! filesystem so that no push pays for the writeback of the one before.
 //! The figures are the medians over the rounds, beside dd with
-//! `conv=fdatasync` copying the same bytes on the same filesystem.
+//! `conv=fdatasync` copying the same bytes on the same filesystem and the
+//! loopback sink receiving them over TCP into a file
+//! ([`machine::loopback_sink_rate`]), each measured once per round.
 
 use std::time::Instant;
 
@@ -13,7 +16,8 @@ use regstore_benches::registry::{Generator, Target};
 
 use super::small::settle;
 use super::{
-    Options, create_probe, dd_fdatasync, probe_note, quiet_config, start_regstore, write_blob,
+    Options, create_probe, dd_fdatasync, machine, median, probe_note, quiet_config, start_regstore,
+    write_blob,
 };
 
 pub(super) async fn run(o: &Options) -> Result<(), String> {
@@ -22,7 +26,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     eprintln!("generating and hashing the {} MiB test blobs…", o.blob_mib);
     let one = Generator::new(1, size, 8 << 20).in_memory();
     let chunked = Generator::new(2, size, 8 << 20).in_memory();
-    let (one_digest, chunked_digest) = (one.digest(), chunked.digest());
+    let sha256 = machine::sha256_rate(&one);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let copy = dir.path().join("blob");
     write_blob(&one, &copy)?;
@@ -33,7 +37,8 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     let t = Target::new(&base);
     let probe = create_probe(&dir.path().join("probe"))?;
     let mib = o.blob_mib as f64;
-    let (mut dd, mut ones, mut chunks) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dd, mut sinks, mut ones, mut chunks) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         settle(dir.path())?;
         dd.push(dd_fdatasync(
@@ -41,39 +46,56 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
             &dir.path().join("dd-copy"),
             o.blob_mib,
         )?);
+        settle(dir.path())?;
+        sinks.push(machine::loopback_sink_rate(&one, &dir.path().join("sink-copy")).await?);
+        let (one_r, chunked_r) = (one.variant(round as u8), chunked.variant(round as u8));
+        let (one_digest, chunked_digest) = (one_r.digest(), chunked_r.digest());
         for i in 0..2 {
             settle(dir.path())?;
             let t0 = Instant::now();
             if (round + i) % 2 == 0 {
-                t.push_monolithic(&format!("bench/one{round}"), &one, &one_digest)
+                t.push_monolithic(&format!("bench/one{round}"), &one_r, &one_digest)
                     .await
                     .map_err(|e| format!("one-request push: {e}"))?;
                 ones.push(mib / t0.elapsed().as_secs_f64());
             } else {
-                t.push_chunked(&format!("bench/chunked{round}"), &chunked, &chunked_digest)
-                    .await
-                    .map_err(|e| format!("chunked push: {e}"))?;
+                t.push_chunked(
+                    &format!("bench/chunked{round}"),
+                    &chunked_r,
+                    &chunked_digest,
+                )
+                .await
+                .map_err(|e| format!("chunked push: {e}"))?;
                 chunks.push(mib / t0.elapsed().as_secs_f64());
             }
         }
         eprintln!(
-            "round {round}: dd {:.0} MiB/s, one request {:.0} MiB/s, 8 MiB chunks {:.0} MiB/s",
-            dd[round], ones[round], chunks[round]
+            "round {round}: dd {:.0} MiB/s, loopback sink {:.0} MiB/s, one request {:.0} MiB/s, 8 MiB chunks {:.0} MiB/s",
+            dd[round], sinks[round], ones[round], chunks[round]
         );
     }
-    let (dd, one, chunk) = (median(dd), median(ones), median(chunks));
+    let (dd, sink, one, chunk) = (median(&dd), median(&sinks), median(&ones), median(&chunks));
     println!(
         "push of {} MiB, regstore, medians of {rounds} rounds",
         o.blob_mib
     );
     println!();
-    println!("| measure | MiB/s | / dd+fdatasync | / one request |");
-    println!("|---|---:|---:|---:|");
-    println!("| dd, conv=fdatasync | {dd:.1} | 1.00× | |");
-    println!("| one request | {one:.1} | {:.2}× | 1.00× |", one / dd);
+    println!("| measure | MiB/s | / dd+fdatasync | / loopback sink | / one request |");
+    println!("|---|---:|---:|---:|---:|");
+    println!("| dd, conv=fdatasync | {dd:.1} | 1.00× | | |");
     println!(
-        "| 8 MiB chunks | {chunk:.1} | {:.2}× | {:.2}× (goal ≥ 0.95×: {}) |",
+        "| loopback sink (see below) | {sink:.1} | {:.2}× | 1.00× | |",
+        sink / dd
+    );
+    println!(
+        "| one request | {one:.1} | {:.2}× | {:.2}× | 1.00× |",
+        one / dd,
+        one / sink
+    );
+    println!(
+        "| 8 MiB chunks | {chunk:.1} | {:.2}× | {:.2}× | {:.2}× (goal ≥ 0.95×: {}) |",
         chunk / dd,
+        chunk / sink,
         chunk / one,
         if chunk >= 0.95 * one {
             "met"
@@ -83,10 +105,9 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     );
     println!();
     println!("{}", probe_note(&[(probe, "before the rounds")]));
+    println!("{}", machine::limits_note(sha256, sink));
+    if let Some(note) = machine::reporting_note() {
+        println!("\n{note}");
+    }
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
