@@ -833,10 +833,23 @@ async fn uploads_are_stored_from_their_first_bytes_and_end_with_a_marker() {
 /// blob again) instead of trusting bytes that may not have reached the
 /// disk, and so does a state cut short. Within one boot the upload goes
 /// on and its push completes.
+///
+/// The instance that took a chunk keeps its hasher, which is right within
+/// its boot; a restarted machine runs a new process, which has only the
+/// stored state. So the chunk after the damage goes to a second instance
+/// on the same root, as it would after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_acknowledged_before_a_machine_restart_discards_the_upload() {
     let reg = start("filesystem", DELETE_ON, "").await;
     let root = reg.dir.path().join("root");
+    let restarted = start_yaml(
+        &format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n{DELETE_ON}",
+            root.display()
+        ),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let boot = boot.trim().as_bytes();
     let state_of = |repo: &str, id: &str| {
@@ -845,7 +858,8 @@ async fn a_chunk_acknowledged_before_a_machine_restart_discards_the_upload() {
         ))
     };
     let chunk = |loc: &str, at: u64, body: &'static str| {
-        reg.client
+        restarted
+            .client
             .patch(loc)
             .header(
                 "content-range",
@@ -878,6 +892,7 @@ async fn a_chunk_acknowledged_before_a_machine_restart_discards_the_upload() {
             saved.truncate(at + 4);
         }
         std::fs::write(&path, &saved).unwrap();
+        let loc = restarted.url(loc.trim_start_matches(&reg.base));
         let r = chunk(&loc, 3, "def").send().await.unwrap();
         let body = expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
         assert!(body.contains(&id), "{damage}: {body}");

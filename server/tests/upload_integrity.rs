@@ -879,3 +879,65 @@ async fn an_upload_committed_but_not_published_is_discarded() {
     let body = expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     assert!(body.contains("committed but not published"), "{body}");
 }
+
+/// An instance keeps the hasher its last request on an upload left, and
+/// uses it only for a writer of exactly that size: chunks sent to two
+/// instances in turn (A, B, A) complete with the true digest on A, whose
+/// kept hasher covered only the first chunk when B moved the upload on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_alternating_between_instances_hash_to_the_true_digest() {
+    for (backend, a, b, _) in instance_pairs().await {
+        let data = pattern(0, 300);
+        let loc_a = begin(&a, "alternating").await;
+        let loc_b = b.url(&path_of(&a, &loc_a));
+        for (reg, loc, at) in [(&a, &loc_a, 0), (&b, &loc_b, 100), (&a, &loc_a, 200)] {
+            let r = patch(reg, loc, at, &data[at..at + 100]).await;
+            assert_eq!(r.status(), StatusCode::ACCEPTED, "{backend}: chunk at {at}");
+        }
+        let d = sha256(&data);
+        let r = a.client.put(with_digest(&loc_a, &d)).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{backend}: {}",
+            r.text().await.unwrap()
+        );
+        assert_eq!(
+            assert_blob_hashes(&b, &backend, "alternating", &d).await,
+            data
+        );
+    }
+}
+
+/// The next chunk on the same instance resumes from the hasher it kept,
+/// not from the stored state: with the stored states removed, the upload
+/// still goes on and completes with the true digest (a second instance,
+/// which has only the stored state, would discard it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_chunk_on_the_same_instance_needs_no_stored_state() {
+    let reg = start("filesystem", DELETE_ON, "").await;
+    let data = pattern(0, 300);
+    let loc = begin(&reg, "kept").await;
+    assert_eq!(
+        patch(&reg, &loc, 0, &data[..200]).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let uuid = upload_uuid(&loc);
+    let states = reg.dir.path().join(format!(
+        "root/docker/registry/v2/repositories/kept/_uploads/{uuid}/hashstates"
+    ));
+    std::fs::remove_dir_all(&states).expect("the upload's hash states");
+    assert_eq!(
+        patch(&reg, &loc, 200, &data[200..]).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let d = sha256(&data);
+    let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(assert_blob_hashes(&reg, "kept", "kept", &d).await, data);
+}

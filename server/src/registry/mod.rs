@@ -281,6 +281,7 @@ pub struct Registry {
     driver: Driver,
     settings: Settings,
     upload_locks: std::sync::Arc<UploadLocks>,
+    kept_hashers: std::sync::Arc<uploads::KeptHashers>,
     manifest_budget: std::sync::Arc<tokio::sync::Semaphore>,
     gc_fence: std::sync::Arc<fence::GcFence>,
     blob_cache: Option<BlobDescriptorCache>,
@@ -314,6 +315,7 @@ impl Registry {
             driver,
             settings,
             upload_locks: Default::default(),
+            kept_hashers: Default::default(),
             manifest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 MANIFEST_BUDGET / 1024,
             )),

@@ -13,6 +13,9 @@
 //! between requests; the driver contract keeps its bytes invisible until
 //! commit and lets `writer(path, append = true)` continue it. Each request
 //! stores the hash state for its new size beside it (about 100 bytes).
+//! The instance that served it also keeps the hasher ([`KeptHashers`]),
+//! so its next request on the upload resumes without reading the state
+//! back; another instance, or this one after a restart, reads it.
 //! Completion commits the writer, moves the data to the blob's place and
 //! links the blob into the repository — a blob becomes visible only whole
 //! and verified.
@@ -217,6 +220,80 @@ impl UploadLocks {
     }
 }
 
+/// How many uploads' hashers an instance keeps ([`KeptHashers`]); one
+/// costs a few hundred bytes.
+const KEPT_HASHERS: usize = 1024;
+
+/// Each upload's hasher as this instance's last request on it left it,
+/// with the size it covers, so that the next request here resumes without
+/// reading the hash state back from storage (a round trip to the
+/// backend, on a filesystem a blocking call and four system calls per
+/// chunk).
+///
+/// A kept hasher is used only for a writer opened at exactly its size,
+/// with the upload's lock held (and its lease, or its exclusive writer):
+/// the bytes below a size a request ended at never change (requests only
+/// append, and a failed one is cut back to the size it resumed at, or the
+/// upload is discarded), so it covers the same bytes as the state stored
+/// for that size. Another instance that moved the upload on leaves a
+/// writer of another size, and the state is read as before. A hasher is
+/// taken out when used and kept again only by a request that ended well,
+/// so a failure leaves nothing behind to trust.
+#[derive(Debug, Default)]
+pub(super) struct KeptHashers {
+    kept: Mutex<KeptMap>,
+}
+
+#[derive(Debug, Default)]
+struct KeptMap {
+    /// Per upload (`name/uuid`): the size covered, when it was kept (a
+    /// count, to drop the oldest), the hasher.
+    by_upload: HashMap<String, (u64, u64, Hasher)>,
+    kept: u64,
+}
+
+impl KeptHashers {
+    fn map(&self) -> std::sync::MutexGuard<'_, KeptMap> {
+        // Every critical section leaves the map consistent.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `hasher`, covering `size` bytes of upload `key`, dropping
+    /// the one kept longest ago when [`KEPT_HASHERS`] are kept.
+    fn keep(&self, key: String, size: u64, hasher: Hasher) {
+        let mut map = self.map();
+        map.kept += 1;
+        let when = map.kept;
+        map.by_upload.insert(key, (size, when, hasher));
+        if map.by_upload.len() > KEPT_HASHERS
+            && let Some(oldest) = map
+                .by_upload
+                .iter()
+                .min_by_key(|(_, (_, when, _))| *when)
+                .map(|(k, _)| k.clone())
+        {
+            map.by_upload.remove(&oldest);
+        }
+    }
+
+    /// The hasher kept for upload `key` if it covers exactly `size` bytes;
+    /// whatever was kept for `key` is dropped either way.
+    fn take(&self, key: &str, size: u64) -> Option<Hasher> {
+        let (covered, _, hasher) = self.map().by_upload.remove(key)?;
+        (covered == size).then_some(hasher)
+    }
+
+    /// Drops what was kept for upload `key`.
+    fn forget(&self, key: &str) {
+        self.map().by_upload.remove(key);
+    }
+}
+
+/// The key of an upload in [`UploadLocks`] and [`KeptHashers`].
+fn upload_key(name: &RepoName, uuid: &str) -> String {
+    format!("{name}/{uuid}")
+}
+
 impl UploadGuard {
     /// Releases the lease (deleting it; awaited, so that it is free when
     /// the request's answer is sent) and then the lock. Dropping the guard
@@ -338,7 +415,7 @@ impl Registry {
         let deadline = Instant::now() + UPLOAD_LOCK_WAIT;
         match self
             .upload_locks
-            .acquire(format!("{name}/{uuid}"), deadline)
+            .acquire(upload_key(name, uuid), deadline)
             .await
         {
             Some(guard) => Ok((guard, deadline)),
@@ -477,12 +554,15 @@ impl Registry {
         self.with_upload(name, uuid, |deadline| async move {
             // Checked like a request that brings bytes: the size reported is
             // one an acknowledged request ended at.
-            let (writer, _) = self
+            let (writer, hasher) = self
                 .resume(name, uuid, None, RESUMABLE_ALGORITHM, deadline)
                 .await?;
             let size = writer.size();
             // Nothing was written: ending the session changes nothing.
             writer.rollback().await?;
+            if size > 0 {
+                self.kept_hashers.keep(upload_key(name, uuid), size, hasher);
+            }
             Ok(UploadStatus {
                 uuid: uuid.to_owned(),
                 size,
@@ -504,6 +584,9 @@ impl Registry {
     ) -> Result<Hasher> {
         if size == 0 {
             return Ok(Hasher::new(fresh));
+        }
+        if let Some(kept) = self.kept_hashers.take(&upload_key(name, uuid), size) {
+            return Ok(kept);
         }
         let path = layout::upload_hash_state(name, uuid, RESUMABLE_ALGORITHM, size);
         let state = loop {
@@ -589,14 +672,19 @@ impl Registry {
                 .take_back(name, uuid, w, hashed_other_bytes(uuid, size, covered))
                 .await);
         }
-        if size > start && h.algorithm() == RESUMABLE_ALGORITHM {
+        let saved = size > start && h.algorithm() == RESUMABLE_ALGORITHM;
+        if saved {
             let state = layout::upload_hash_state(name, uuid, RESUMABLE_ALGORITHM, size);
-            let saved = encode_state(size, self.driver.volatile_epoch(), h);
-            if let Err(e) = self.driver.put_content_volatile(state, saved).await {
+            let encoded = encode_state(size, self.driver.volatile_epoch(), h);
+            if let Err(e) = self.driver.put_content_volatile(state, encoded).await {
                 return Err(self.take_back(name, uuid, w, e.into()).await);
             }
         }
         w.close_volatile().await?;
+        if saved {
+            self.kept_hashers
+                .keep(upload_key(name, uuid), size, h.clone());
+        }
         Ok(size)
     }
 
@@ -1018,6 +1106,7 @@ impl Registry {
     /// # Errors
     /// `Storage`.
     async fn end_upload(&self, name: &RepoName, uuid: &str) -> Result<()> {
+        self.kept_hashers.forget(&upload_key(name, uuid));
         self.mark_ended(name, uuid, true).await?;
         self.delete_if_exists(&layout::upload_dir(name, uuid)).await
     }
@@ -1430,6 +1519,30 @@ fn parse_started_at(s: &str) -> Option<std::time::SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kept hasher is given back only for its size and only once; past
+    /// the limit the one kept longest ago goes.
+    #[test]
+    fn kept_hashers_match_their_size_and_drop_the_oldest() {
+        let kept = KeptHashers::default();
+        let mut h = Hasher::new(RESUMABLE_ALGORITHM);
+        h.update(b"abc");
+        kept.keep("r/u".into(), 3, h.clone());
+        assert!(kept.take("r/u", 4).is_none(), "another size");
+        assert!(kept.take("r/u", 3).is_none(), "dropped by the miss");
+        kept.keep("r/u".into(), 3, h.clone());
+        let got = kept.take("r/u", 3).expect("its size");
+        assert_eq!(got.finish(), h.clone().finish());
+        assert!(kept.take("r/u", 3).is_none(), "taken once");
+        for i in 0..=KEPT_HASHERS {
+            kept.keep(format!("r/{i}"), 1, h.clone());
+        }
+        assert_eq!(kept.map().by_upload.len(), KEPT_HASHERS);
+        assert!(kept.take("r/0", 1).is_none(), "the oldest went");
+        assert!(kept.take(&format!("r/{KEPT_HASHERS}"), 1).is_some());
+        kept.forget("r/1");
+        assert!(kept.take("r/1", 1).is_none());
+    }
 
     #[test]
     fn started_at_in_utc_or_with_an_offset() {
