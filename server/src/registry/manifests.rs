@@ -195,8 +195,24 @@ pub fn references(body: &[u8]) -> std::result::Result<References, String> {
             refs.blobs = layers.into_iter().map(|l| l.blob_sum).collect();
         }
         Some(2) => {
-            if let Some(list) = doc.manifests {
+            // What a push reads for the manifest's kind (its mediaType, else
+            // its shape, as it is served): an index's `config` or `layers`,
+            // or an image manifest's `manifests`, were never checked on
+            // push and reference nothing. A type that is no manifest type
+            // (stored by another registry) gives everything it names.
+            let index = doc
+                .media_type
+                .as_deref()
+                .and_then(ManifestKind::from_media_type)
+                .or_else(|| kind_of(doc.config.is_some(), doc.manifests.is_some()))
+                .map(ManifestKind::is_index);
+            if index != Some(false)
+                && let Some(list) = doc.manifests
+            {
                 refs.manifests = list.into_iter().map(|m| m.digest).collect();
+            }
+            if index == Some(true) {
+                return Ok(refs);
             }
             refs.blobs.extend(doc.config.map(|c| c.digest));
             for layer in doc.layers.into_iter().flatten() {
@@ -791,6 +807,41 @@ mod tests {
         let r = references(m.as_bytes()).unwrap();
         let empty: Digest = EMPTY.parse().unwrap();
         assert_eq!(r.blobs, vec![empty.clone(), empty]);
+        assert_eq!(r.foreign, vec![other.parse::<Digest>().unwrap()]);
+    }
+
+    /// References follow the manifest's kind as a push does: an index's
+    /// stray `config` and `layers` (found by fuzzing: a foreign layer in an
+    /// index) and a manifest's stray `manifests` reference nothing, so the
+    /// storage check does not ask for blobs no push required.
+    #[test]
+    fn references_read_only_what_the_kind_has() {
+        let other = format!("sha256:{}", "a".repeat(64));
+        let desc =
+            |d: &str, urls: &str| format!(r#"{{"mediaType":"x","digest":"{d}","size":1{urls}}}"#);
+        let foreign = desc(&other, r#","urls":["https://example.com/l"]"#);
+        let plain = desc(EMPTY, "");
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{plain}],"config":{plain},"layers":[{foreign},{plain}]}}"#
+        );
+        let r = references(index.as_bytes()).unwrap();
+        let empty: Digest = EMPTY.parse().unwrap();
+        assert_eq!(r.manifests, vec![empty.clone()]);
+        assert!(r.blobs.is_empty() && r.foreign.is_empty(), "{r:?}");
+        let pushed = parse(index.as_bytes(), None).unwrap();
+        assert_eq!((pushed.blobs.len(), pushed.foreign.len()), (0, 0));
+        // Without a mediaType, `manifests` makes it an index all the same.
+        let shaped = index.replace(
+            r#""mediaType":"application/vnd.oci.image.index.v1+json","#,
+            "",
+        );
+        assert_eq!(references(shaped.as_bytes()).unwrap(), r);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{plain},"layers":[{foreign}],"manifests":[{plain}]}}"#
+        );
+        let r = references(manifest.as_bytes()).unwrap();
+        assert!(r.manifests.is_empty(), "{r:?}");
+        assert_eq!(r.blobs, vec![empty]);
         assert_eq!(r.foreign, vec![other.parse::<Digest>().unwrap()]);
     }
 
