@@ -6,13 +6,13 @@
 //! **Free page reporting.** A VM whose virtio balloon offers free page
 //! reporting (`VIRTIO_BALLOON_F_REPORTING`) tells its host which pages it
 //! freed, and the host takes them back. The next write that needs those
-//! pages (a page-cache write of a push, of `dd`, or a file on tmpfs)
-//! faults each one in from the host again, which on the development VM
-//! (Firecracker, 2026-12-05) made `dd` of 512 MiB with `conv=fdatasync`
-//! run at 300–500 MiB/s or at 1–2 GB/s by chance, on tmpfs too. What
-//! earlier runs called the disk's "slow state" was this. With reporting
-//! off, `dd` ran at 1,980–2,354 MiB/s in 11 of the 12 rounds of two
-//! `--pushes --rounds 6` runs, and the push rows stopped jumping.
+//! pages (a page-cache write of a push, of `dd`, or a file on tmpfs) faults
+//! each one in from the host again, which on the development VM
+//! (Firecracker, 2026-12-05) made `dd` of 512 MiB with `conv=fdatasync` run
+//! at 296–561 MiB/s in some rounds and 880–1,568 MiB/s in others, on tmpfs
+//! too. What earlier runs called the disk's "slow state" was this. With
+//! reporting off, `dd` ran at 1,980–2,354 MiB/s in 11 of the 12 rounds of
+//! two `--pushes --rounds 6` runs, and the push rows stopped jumping.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -87,13 +87,16 @@ pub(super) async fn loopback_sink_rate(blob: &Pieces, dst: &Path) -> Result<f64,
         conn.shutdown().await
     }
     .await;
+    // A connection that never came leaves the thread waiting in `accept`:
+    // not joined then (the bench ends with the error).
+    sent.map_err(|e| format!("sending to the loopback sink: {e}"))?;
     let got = tokio::task::spawn_blocking(move || sink.join())
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|_| "the loopback sink's thread panicked".to_owned())??;
+        .map_err(|_| "the loopback sink's thread panicked".to_owned());
     let elapsed = t0.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(dst);
-    sent.map_err(|e| format!("sending to the loopback sink: {e}"))?;
+    let got = got??;
     let bytes: usize = blob.pieces().iter().map(|p| p.len()).sum();
     if got != bytes as u64 {
         return Err(format!("the loopback sink got {got} of {bytes} bytes"));
