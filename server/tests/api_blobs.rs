@@ -842,14 +842,7 @@ async fn uploads_are_stored_from_their_first_bytes_and_end_with_a_marker() {
 async fn a_chunk_acknowledged_before_a_machine_restart_discards_the_upload() {
     let reg = start("filesystem", DELETE_ON, "").await;
     let root = reg.dir.path().join("root");
-    let restarted = start_yaml(
-        &format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n{DELETE_ON}",
-            root.display()
-        ),
-        tempfile::tempdir().unwrap(),
-    )
-    .await;
+    let restarted = start_on_root(&root, DELETE_ON).await;
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let boot = boot.trim().as_bytes();
     let state_of = |repo: &str, id: &str| {

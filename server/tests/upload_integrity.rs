@@ -606,11 +606,7 @@ async fn instance_pairs() -> Vec<(String, TestRegistry, TestRegistry, regstore_c
     regstore_builtin::register_all();
     let a = start("filesystem", DELETE_ON, "").await;
     let root = a.dir.path().join("root");
-    let yaml = format!(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n{DELETE_ON}",
-        root.display()
-    );
-    let b = start_yaml(&yaml, tempfile::tempdir().unwrap()).await;
+    let b = start_on_root(&root, DELETE_ON).await;
     let mut params = RawParams::new();
     params.insert("rootdirectory".into(), root.display().to_string().into());
     let fs = regstore_core::create("filesystem", &params)
