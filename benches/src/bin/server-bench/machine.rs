@@ -35,16 +35,15 @@ const MAX_PAGE_ORDER: u32 = 10;
 /// `VIRTIO_BALLOON_F_REPORTING`: the balloon reports free pages.
 const BALLOON_F_REPORTING: usize = 5;
 
-/// `blob`'s SHA-256 on one core, in MiB/s (the bytes are in memory). Every
-/// byte a registry receives is hashed once, on one core per stream: a push
-/// cannot be faster than this, whatever the disk.
-pub(super) fn sha256_rate(blob: &Pieces) -> f64 {
+/// `blob`'s digest, and how fast one core computed it, in MiB/s (the bytes
+/// are in memory). Every byte a registry receives is hashed once, on one
+/// core per stream: a push cannot be faster than this, whatever the disk.
+pub(super) fn timed_digest(blob: &Pieces) -> (String, f64) {
     let bytes: usize = blob.pieces().iter().map(|p| p.len()).sum();
     let t0 = Instant::now();
     let digest = blob.digest();
     let elapsed = t0.elapsed().as_secs_f64();
-    std::hint::black_box(digest);
-    bytes as f64 / MIB / elapsed.max(1e-9)
+    (digest, bytes as f64 / MIB / elapsed.max(1e-9))
 }
 
 /// A push's limit without HTTP and without hashing: `blob` sent over one
@@ -112,13 +111,15 @@ pub(super) fn limits_note(sha256_mib_s: f64, sink_mib_s: f64) -> String {
     )
 }
 
-/// A warning to print under a table of pushes when free page reporting is
+/// Prints, under a table of pushes, a warning when free page reporting is
 /// on, saying how to switch it off for the measurement.
-pub(super) fn reporting_note() -> Option<String> {
-    let order = page_reporting()?;
-    Some(format!(
-        "**Free page reporting is on** (virtio balloon, `page_reporting_order` {order}): memory this VM frees goes back to its host, and the writes that take it again fault it in, so pushes and `dd` move by up to 4× between runs. For steady figures, as root: `echo 11 > {REPORTING_ORDER}`, then write and delete a few GiB once (`head -c 8G /dev/zero > /dev/shm/fill; rm /dev/shm/fill`); set it back to {order} afterwards."
-    ))
+pub(super) fn warn_if_reporting() {
+    let Some(order) = page_reporting() else {
+        return;
+    };
+    println!(
+        "\n**Free page reporting is on** (virtio balloon, `page_reporting_order` {order}): memory this VM frees goes back to its host, and the writes that take it again fault it in, so pushes and `dd` move by up to 4× between runs. For steady figures, as root: `echo 11 > {REPORTING_ORDER}`, then write and delete a few GiB once (`head -c 8G /dev/zero > /dev/shm/fill; rm /dev/shm/fill`); set it back to {order} afterwards."
+    );
 }
 
 /// The reporting order when a balloon reports free pages and the order

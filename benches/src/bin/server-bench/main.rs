@@ -622,8 +622,7 @@ async fn run(o: Options) -> Result<(), String> {
     eprintln!("generating and hashing the {} MiB test blobs…", o.blob_mib);
     let blob = Generator::new(1, size, 8 << 20).in_memory();
     let chunked = Generator::new(2, size, 8 << 20).in_memory();
-    let digest = blob.digest();
-    let sha256 = machine::sha256_rate(&blob);
+    let (digest, sha256) = machine::timed_digest(&blob);
     let blobs: PushBlobs = (0..PUSH_ROUNDS as u8)
         .map(|r| {
             let (one, chunked) = (blob.variant(r), chunked.variant(r));
@@ -777,9 +776,7 @@ async fn run(o: Options) -> Result<(), String> {
         ])
     );
     println!("{}", machine::limits_note(sha256, sink));
-    if let Some(note) = machine::reporting_note() {
-        println!("\n{note}");
-    }
+    machine::warn_if_reporting();
     Ok(())
 }
 

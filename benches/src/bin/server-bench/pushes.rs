@@ -26,7 +26,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     eprintln!("generating and hashing the {} MiB test blobs…", o.blob_mib);
     let one = Generator::new(1, size, 8 << 20).in_memory();
     let chunked = Generator::new(2, size, 8 << 20).in_memory();
-    let sha256 = machine::sha256_rate(&one);
+    let (_, sha256) = machine::timed_digest(&one);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let copy = dir.path().join("blob");
     write_blob(&one, &copy)?;
@@ -106,8 +106,6 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     println!();
     println!("{}", probe_note(&[(probe, "before the rounds")]));
     println!("{}", machine::limits_note(sha256, sink));
-    if let Some(note) = machine::reporting_note() {
-        println!("\n{note}");
-    }
+    machine::warn_if_reporting();
     Ok(())
 }

@@ -63,9 +63,7 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         if ratio >= 5.0 { "met" } else { "**missed**" }
     );
     println!("{}", probe_note(&[(probe, "before the rounds")]));
-    if let Some(note) = super::machine::reporting_note() {
-        println!("\n{note}");
-    }
+    super::machine::warn_if_reporting();
     Ok(())
 }
 
