@@ -19,12 +19,15 @@
 //! ```
 //!
 //! Prints a Markdown table: push of one blob in one request and in 8 MiB
-//! chunks (medians of [`PUSH_ROUNDS`] interleaved rounds), pull, manifest
-//! GET and blob HEAD with 32 connections (rate, p50, p99), 4 KiB pushes
-//! with 16 client tasks, listing a catalog of 1,000 repositories, listing
-//! 1,000 tags of one repository (with `n=1000`, without `n`, and without
-//! `n` just after the tags changed), and each server's peak RSS (VmHWM).
-//! The lists are timed last, both servers alive, in interleaved rounds.
+//! chunks (medians of [`PUSH_ROUNDS`] rounds), pull, manifest GET and blob
+//! HEAD with 32 connections (rate, p50, p99), 4 KiB pushes with 16 client
+//! tasks ([`SMALL_ROUNDS`] rounds), listing a catalog of 1,000
+//! repositories, listing 1,000 tags of one repository (with `n=1000`,
+//! without `n`, and without `n` just after the tags changed), and each
+//! server's peak RSS (VmHWM). Both servers run side by side for the whole
+//! run, and every row that writes to the disk or lists it is timed in
+//! rounds that take the two servers in turn, so that a change of the
+//! filesystem's state during the run falls on both.
 //! Under the table: what creating a file cost, and the machine's limits for
 //! a push ([`machine`]). `--listings` measures only the catalog and the tag
 //! lists.
@@ -468,61 +471,83 @@ async fn measure_listings(
         .collect())
 }
 
-/// Rounds of the two large pushes in a full run. Each round pushes a
-/// blob in one request and another in 8 MiB chunks, the order
-/// alternating, each after syncing the filesystem; the rows give the
-/// medians. One push of each, always in the same order, made the chunked
-/// row follow whatever the push before it left to the disk.
-const PUSH_ROUNDS: usize = 3;
+/// Rounds of the two large pushes in a full run (see [`large_pushes`]);
+/// even, so that each registry goes first in half of them.
+const PUSH_ROUNDS: usize = 4;
+
+/// Rounds of the 4 KiB pushes in a full run, each registry in turn (see
+/// [`small::interleaved`]).
+const SMALL_ROUNDS: usize = 4;
 
 /// The blobs of the large pushes: per round, one for the push in one
 /// request and one for the chunked push, each with its digest, none
-/// pushed twice (`Pieces::variant`).
+/// pushed twice into one registry (`Pieces::variant`).
 type PushBlobs = Vec<[(Pieces, String); 2]>;
 
-async fn run_registry(
+/// The large pushes of a full run, both registries alive: in each round
+/// each registry in turn (the order alternating) pushes the round's blob
+/// in one request and the other in 8 MiB chunks (the order alternating
+/// too), each push after syncing the filesystem. Returns each target's
+/// medians in MiB/s, (one request, chunked), in the order of `targets`.
+///
+/// In turn rather than one registry after the other: the filesystem's
+/// state moves during a run (on the development VM's ext4 without a
+/// journal, creating a file costs 20–40 times more for half a minute
+/// after a previous run's directory was deleted, see [`create_probe`]),
+/// and one registry after the other gave that state to whichever came
+/// first.
+async fn large_pushes(
     o: &Options,
     dir: &Path,
-    base: &str,
-    proc: &Proc,
+    targets: &[(&str, Target); 2],
     blobs: &PushBlobs,
-) -> Result<Figures, String> {
-    let t = Target::new(base);
-    let e = |x: regstore_benches::registry::BenchError| format!("{}: {x}", proc.name);
-    let mut f = Figures::default();
+) -> Result<[(f64, f64); 2], String> {
     let mib = o.blob_mib as f64;
-
-    let (mut ones, mut chunks) = (Vec::new(), Vec::new());
+    let mut rates = [const { (Vec::new(), Vec::new()) }; 2];
     for (round, [(one, one_digest), (chunked, chunked_digest)]) in blobs.iter().enumerate() {
-        for i in 0..2 {
-            small::settle(dir)?;
-            let t0 = Instant::now();
-            if (round + i) % 2 == 0 {
-                t.push_monolithic(&format!("bench/big{round}"), one, one_digest)
-                    .await
-                    .map_err(e)?;
-                ones.push(mib / t0.elapsed().as_secs_f64());
-            } else {
-                t.push_chunked(&format!("bench/chunked{round}"), chunked, chunked_digest)
-                    .await
-                    .map_err(e)?;
-                chunks.push(mib / t0.elapsed().as_secs_f64());
+        for j in 0..2 {
+            let k = (round + j) % 2;
+            let (name, t) = &targets[k];
+            let e = |x: regstore_benches::registry::BenchError| format!("{name}: {x}");
+            for i in 0..2 {
+                small::settle(dir)?;
+                let t0 = Instant::now();
+                if (round + i) % 2 == 0 {
+                    t.push_monolithic(&format!("bench/big{round}"), one, one_digest)
+                        .await
+                        .map_err(e)?;
+                    rates[k].0.push(mib / t0.elapsed().as_secs_f64());
+                } else {
+                    t.push_chunked(&format!("bench/chunked{round}"), chunked, chunked_digest)
+                        .await
+                        .map_err(e)?;
+                    rates[k].1.push(mib / t0.elapsed().as_secs_f64());
+                }
             }
         }
     }
-    f.push_one = median(&ones);
-    f.push_chunked = median(&chunks);
-    let Some([(_, digest), _]) = blobs.first() else {
-        return Err("no blobs to push".into());
-    };
+    Ok(rates.map(|(ones, chunks)| (median(&ones), median(&chunks))))
+}
+
+/// A registry's pull of `bench/big0` (the blob `digest`, pushed there by
+/// [`large_pushes`]) and its manifest GET and blob HEAD rates, into `f`.
+async fn serving(
+    o: &Options,
+    base: &str,
+    name: &str,
+    digest: &str,
+    f: &mut Figures,
+) -> Result<(), String> {
+    let t = Target::new(base);
+    let e = |x: regstore_benches::registry::BenchError| format!("{name}: {x}");
     let t0 = Instant::now();
     let (n, got) = t
         .pull(&format!("{base}/v2/bench/big0/blobs/{digest}"))
         .await
         .map_err(e)?;
     f.pull = n as f64 / MIB / t0.elapsed().as_secs_f64();
-    if got != *digest {
-        return Err(format!("{}: pulled {got}, pushed {digest}", proc.name));
+    if got != digest {
+        return Err(format!("{name}: pulled {got}, pushed {digest}"));
     }
 
     let config = t
@@ -557,14 +582,7 @@ async fn run_registry(
         .await
         .map_err(e)?,
     );
-    f.small = Some(
-        t.small_pushes("bench/many", 0, o.small, 4096, 16)
-            .await
-            .map_err(e)?,
-    );
-
-    populate_listings(o, &t, proc.name).await?;
-    Ok(f)
+    Ok(())
 }
 
 /// The median of `v` (the upper one of an even count); 0 for none.
@@ -653,48 +671,65 @@ async fn run(o: Options) -> Result<(), String> {
         n as f64 / MIB / t0.elapsed().as_secs_f64()
     };
 
-    eprintln!("regstore serve…");
+    eprintln!("regstore serve and docker-registry…");
     let regstore_root = dir.path().join("regstore-root");
     let distribution_root = dir.path().join("distribution-root");
-    let regstore = {
-        // Without access logs, as docker-registry is run.
-        let root = &regstore_root;
-        let config = dir.path().join("regstore.yml");
-        std::fs::write(&config, quiet_config(root)).map_err(|e| e.to_string())?;
-        let (p, base) = start_regstore(&o, "regstore", root, Some(&config)).await?;
-        let probe = create_probe(&dir.path().join("probe-regstore"))?;
-        let f = run_registry(&o, dir.path(), &base, &p, &blobs).await?;
-        (f, p, Target::new(&base), probe)
-    };
-    eprintln!("docker-registry…");
-    let distribution = {
-        let (p, base) = start_docker_registry(&o, &distribution_root, dir.path()).await?;
-        let probe = create_probe(&dir.path().join("probe-distribution"))?;
-        let f = run_registry(&o, dir.path(), &base, &p, &blobs).await?;
-        (f, p, Target::new(&base), probe)
-    };
+    // Without access logs, as docker-registry is run.
+    let config = dir.path().join("regstore.yml");
+    std::fs::write(&config, quiet_config(&regstore_root)).map_err(|e| e.to_string())?;
+    let (rp, rbase) = start_regstore(&o, "regstore", &regstore_root, Some(&config)).await?;
+    let (dp, dbase) = start_docker_registry(&o, &distribution_root, dir.path()).await?;
+    let targets = [
+        ("regstore", Target::new(&rbase)),
+        ("docker-registry", Target::new(&dbase)),
+    ];
+    let probe_pushes = create_probe(&dir.path().join("probe-pushes"))?;
+    eprintln!("large pushes, both registries in turn…");
+    let pushes = large_pushes(&o, dir.path(), &targets, &blobs).await?;
+    let [(_, pulled), _] = blobs.first().ok_or("no blobs to push")?;
+    let mut figures = [Figures::default(), Figures::default()];
+    for (((name, _), base), (f, (one, chunked))) in targets
+        .iter()
+        .zip([&rbase, &dbase])
+        .zip(figures.iter_mut().zip(pushes))
+    {
+        eprintln!("{name}: pull, manifest GET, blob HEAD…");
+        (f.push_one, f.push_chunked) = (one, chunked);
+        serving(&o, base, name, pulled, f).await?;
+    }
+    let probe_small = create_probe(&dir.path().join("probe-small"))?;
+    eprintln!("4 KiB pushes, both registries in turn…");
+    let per_round = (o.small / SMALL_ROUNDS).max(small::THREADS);
+    let small = small::interleaved(
+        &targets,
+        "bench/many",
+        dir.path(),
+        SMALL_ROUNDS,
+        per_round,
+        |round, _| ((round + 1) * per_round) as u64,
+    )
+    .await?;
+    for (f, rate) in figures.iter_mut().zip(small) {
+        f.small = Some(rate);
+    }
+    for (name, t) in &targets {
+        populate_listings(&o, t, name).await?;
+    }
     // Both alive and populated: the lists in interleaved rounds.
     eprintln!("catalog and tag lists, both registries in turn…");
+    let [(_, rt), (_, dt)] = &targets;
     let lists = measure_listings(
         &o,
         &[
-            (&regstore.2, "regstore", tags_dir(&regstore_root)),
-            (
-                &distribution.2,
-                "docker-registry",
-                tags_dir(&distribution_root),
-            ),
+            (rt, "regstore", tags_dir(&regstore_root)),
+            (dt, "docker-registry", tags_dir(&distribution_root)),
         ],
         Instant::now(),
     )
     .await?;
     let rss = |p: &Proc| p.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
-    let (r_rss, d_rss) = (rss(&regstore.1), rss(&distribution.1));
-    let probes = (regstore.3, distribution.3);
-    let (regstore, distribution) = (regstore.0, distribution.0);
-
-    let r = &regstore;
-    let d = &distribution;
+    let (r_rss, d_rss) = (rss(&rp), rss(&dp));
+    let [r, d] = &figures;
     let rate = |x: &Option<Rate>| x.as_ref().map_or(0.0, Rate::per_second);
     let p = |x: &Option<Rate>, q: f64| x.as_ref().map_or(0.0, |r| ms(r.latencies.percentile(q)));
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
@@ -755,8 +790,8 @@ async fn run(o: Options) -> Result<(), String> {
         );
     }
     println!(
-        "| {} pushes of 4 KiB, 16 tasks | {:.0} push/s | {:.0} push/s | {:.2}× | — | — | ≥ 5× docker-registry: {} |",
-        o.small,
+        "| {} pushes of 4 KiB, 16 tasks, {SMALL_ROUNDS} interleaved rounds | {:.0} push/s | {:.0} push/s | {:.2}× | — | — | ≥ 5× docker-registry: {} |",
+        r.small.as_ref().map_or(0, |r| r.ops),
         rate(&r.small),
         rate(&d.small),
         ratio(rate(&r.small), rate(&d.small)),
@@ -771,8 +806,8 @@ async fn run(o: Options) -> Result<(), String> {
     println!(
         "{}",
         probe_note(&[
-            (probes.0, "before regstore's pushes"),
-            (probes.1, "before docker-registry's")
+            (probe_pushes, "before the large pushes"),
+            (probe_small, "before the 4 KiB pushes")
         ])
     );
     println!("{}", machine::limits_note(sha256, sink));
