@@ -67,6 +67,10 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Blob numbers of the warm-up pushes start after this: far above any a
+/// round uses, so that no round pushes a blob the warm-up stored.
+const WARM_UP_FIRST: u64 = 1 << 40;
+
 /// Warms each target up (`THREADS * 4` pushes into `repo`: connections,
 /// the repository's directories), then runs `rounds` rounds in which each
 /// target takes `per_round` pushes of new `SIZE`-byte blobs from `THREADS`
@@ -88,7 +92,7 @@ pub(super) async fn interleaved(
     first: impl Fn(usize, usize) -> u64,
 ) -> Result<[Rate; 2], String> {
     for (name, t) in targets {
-        t.small_pushes(repo, 0, THREADS * 4, SIZE, THREADS)
+        t.small_pushes(repo, WARM_UP_FIRST, THREADS * 4, SIZE, THREADS)
             .await
             .map_err(|e| format!("{name}: {e}"))?;
     }
