@@ -492,7 +492,7 @@ type PushBlobs = Vec<[(Pieces, String); 2]>;
 ///
 /// In turn rather than one registry after the other: the filesystem's
 /// state moves during a run (on the development VM's ext4 without a
-/// journal, creating a file costs 20–40 times more for half a minute
+/// journal, creating a file costs 10–40 times more for about a minute
 /// after a previous run's directory was deleted, see [`create_probe`]),
 /// and one registry after the other gave that state to whichever came
 /// first.
