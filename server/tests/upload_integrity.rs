@@ -46,6 +46,27 @@ fn upload_uuid(loc: &str) -> String {
     last.split('?').next().unwrap_or_default().to_owned()
 }
 
+/// Where a registry on the filesystem driver keeps an upload.
+struct UploadFiles {
+    /// The upload's directory: its hash states, and its data once committed.
+    dir: std::path::PathBuf,
+    /// Its writer's staging file: the bytes received so far.
+    staged: std::path::PathBuf,
+}
+
+/// The files of upload `loc` (a location `reg` gave) of `repo`.
+fn upload_files(reg: &TestRegistry, repo: &str, loc: &str) -> UploadFiles {
+    let upload = format!(
+        "docker/registry/v2/repositories/{repo}/_uploads/{}",
+        upload_uuid(loc)
+    );
+    let root = reg.dir.path().join("root");
+    UploadFiles {
+        dir: root.join(&upload),
+        staged: root.join("~staging").join(format!("{upload}/data~writer")),
+    }
+}
+
 /// A request written by hand; the body may be sent in pieces.
 struct RawRequest {
     sock: TcpStream,
@@ -343,10 +364,8 @@ async fn a_hash_state_for_other_bytes_is_refused() {
         patch(&reg, &loc, 0, &data[..200]).await.status(),
         StatusCode::ACCEPTED
     );
-    let uuid = upload_uuid(&loc);
-    let states = reg.dir.path().join(format!(
-        "root/docker/registry/v2/repositories/state/_uploads/{uuid}/hashstates/regstore-sha256"
-    ));
+    let files = upload_files(&reg, "state", &loc);
+    let states = files.dir.join("hashstates/regstore-sha256");
     let saved = std::fs::read(states.join("200")).expect("the state for 200 bytes");
     // The state of 200 bytes claimed for 250, and a state with its header cut.
     for (name, content) in [("250", saved.clone()), ("200", saved[8..].to_vec())] {
@@ -354,12 +373,9 @@ async fn a_hash_state_for_other_bytes_is_refused() {
         let at = name.parse::<usize>().unwrap();
         if at == 250 {
             // Make the upload hold 250 bytes without a state of its own.
-            let staged = reg.dir.path().join(format!(
-                "root/~staging/docker/registry/v2/repositories/state/_uploads/{uuid}/data~writer"
-            ));
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
-                .open(&staged)
+                .open(&files.staged)
                 .unwrap();
             std::io::Write::write_all(&mut f, &data[200..250]).unwrap();
         }
@@ -381,12 +397,9 @@ async fn a_hash_state_for_other_bytes_is_refused() {
             expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
         } else {
             // Back to a consistent upload of 200 bytes for the next round.
-            let staged = reg.dir.path().join(format!(
-                "root/~staging/docker/registry/v2/repositories/state/_uploads/{uuid}/data~writer"
-            ));
             std::fs::OpenOptions::new()
                 .write(true)
-                .open(&staged)
+                .open(&files.staged)
                 .unwrap()
                 .set_len(200)
                 .unwrap();
@@ -695,7 +708,7 @@ async fn a_live_lease_of_another_instance_blocks_and_an_expired_one_is_taken_ove
     use regstore_server::registry::names::RepoName;
     for (backend, a, _b, driver) in instance_pairs().await {
         let loc = begin(&a, "leased").await;
-        let uuid = path_of(&a, &loc).rsplit('/').next().unwrap().to_owned();
+        let uuid = upload_uuid(&loc);
         let lease = upload_lease(&RepoName::parse("leased").unwrap(), &uuid);
         let foreign = LeaseRecord::new(Duration::from_secs(60));
         if driver.capabilities().exclusive_writers {
@@ -821,10 +834,7 @@ async fn bytes_of_a_request_cut_by_a_crash_discard_the_upload() {
         patch(&reg, &loc, 0, &data[..200]).await.status(),
         StatusCode::ACCEPTED
     );
-    let uuid = upload_uuid(&loc);
-    let staged = reg.dir.path().join(format!(
-        "root/~staging/docker/registry/v2/repositories/torn/_uploads/{uuid}/data~writer"
-    ));
+    let staged = upload_files(&reg, "torn", &loc).staged;
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&staged)
@@ -858,14 +868,8 @@ async fn an_upload_committed_but_not_published_is_discarded() {
         patch(&reg, &loc, 0, &data).await.status(),
         StatusCode::ACCEPTED
     );
-    let uuid = upload_uuid(&loc);
-    let upload = format!("docker/registry/v2/repositories/halfway/_uploads/{uuid}");
-    let staged = reg
-        .dir
-        .path()
-        .join(format!("root/~staging/{upload}/data~writer"));
-    let committed = reg.dir.path().join(format!("root/{upload}/data"));
-    std::fs::rename(&staged, &committed).expect("commit by hand");
+    let files = upload_files(&reg, "halfway", &loc);
+    std::fs::rename(&files.staged, files.dir.join("data")).expect("commit by hand");
     let r = reg
         .client
         .put(with_digest(&loc, &sha256(&data)))
@@ -918,10 +922,7 @@ async fn the_next_chunk_on_the_same_instance_needs_no_stored_state() {
         patch(&reg, &loc, 0, &data[..200]).await.status(),
         StatusCode::ACCEPTED
     );
-    let uuid = upload_uuid(&loc);
-    let states = reg.dir.path().join(format!(
-        "root/docker/registry/v2/repositories/kept/_uploads/{uuid}/hashstates"
-    ));
+    let states = upload_files(&reg, "kept", &loc).dir.join("hashstates");
     std::fs::remove_dir_all(&states).expect("the upload's hash states");
     assert_eq!(
         patch(&reg, &loc, 200, &data[200..]).await.status(),
