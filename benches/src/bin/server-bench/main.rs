@@ -502,31 +502,50 @@ async fn large_pushes(
     targets: &[(&str, Target); 2],
     blobs: &PushBlobs,
 ) -> Result<[(f64, f64); 2], String> {
-    let mib = o.blob_mib as f64;
     let mut rates = [const { (Vec::new(), Vec::new()) }; 2];
-    for (round, [(one, one_digest), (chunked, chunked_digest)]) in blobs.iter().enumerate() {
+    for (round, blobs) in blobs.iter().enumerate() {
         for j in 0..2 {
             let k = (round + j) % 2;
             let (name, t) = &targets[k];
-            let e = |x: regstore_benches::registry::BenchError| format!("{name}: {x}");
-            for i in 0..2 {
-                small::settle(dir)?;
-                let t0 = Instant::now();
-                if (round + i) % 2 == 0 {
-                    t.push_monolithic(&format!("bench/big{round}"), one, one_digest)
-                        .await
-                        .map_err(e)?;
-                    rates[k].0.push(mib / t0.elapsed().as_secs_f64());
-                } else {
-                    t.push_chunked(&format!("bench/chunked{round}"), chunked, chunked_digest)
-                        .await
-                        .map_err(e)?;
-                    rates[k].1.push(mib / t0.elapsed().as_secs_f64());
-                }
-            }
+            let (one, chunked) = push_pair(t, dir, round, blobs, o.blob_mib as f64)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            rates[k].0.push(one);
+            rates[k].1.push(chunked);
         }
     }
     Ok(rates.map(|(ones, chunks)| (median(&ones), median(&chunks))))
+}
+
+/// One round's two large pushes to `t`: `one` in one request into
+/// `bench/big<round>` and `chunked` in 8 MiB PATCHes into
+/// `bench/chunked<round>`, the order alternating with `round`, each after
+/// syncing the filesystem holding `dir`. Returns their rates in MiB/s
+/// (one request, chunked), each blob being `mib` MiB.
+async fn push_pair(
+    t: &Target,
+    dir: &Path,
+    round: usize,
+    [(one, one_digest), (chunked, chunked_digest)]: &[(Pieces, String); 2],
+    mib: f64,
+) -> Result<(f64, f64), String> {
+    let (mut one_rate, mut chunked_rate) = (0.0, 0.0);
+    for i in 0..2 {
+        small::settle(dir)?;
+        let t0 = Instant::now();
+        if (round + i).is_multiple_of(2) {
+            t.push_monolithic(&format!("bench/big{round}"), one, one_digest)
+                .await
+                .map_err(|e| format!("one-request push: {e}"))?;
+            one_rate = mib / t0.elapsed().as_secs_f64();
+        } else {
+            t.push_chunked(&format!("bench/chunked{round}"), chunked, chunked_digest)
+                .await
+                .map_err(|e| format!("chunked push: {e}"))?;
+            chunked_rate = mib / t0.elapsed().as_secs_f64();
+        }
+    }
+    Ok((one_rate, chunked_rate))
 }
 
 /// A registry's pull of `bench/big0` (the blob `digest`, pushed there by

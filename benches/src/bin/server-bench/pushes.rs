@@ -10,14 +10,12 @@
 //! loopback sink receiving them over TCP into a file
 //! ([`machine::loopback_sink_rate`]), each measured once per round.
 
-use std::time::Instant;
-
 use regstore_benches::registry::{Generator, Target};
 
 use super::small::settle;
 use super::{
-    Options, create_probe, dd_fdatasync, machine, median, probe_note, quiet_config, start_regstore,
-    write_blob,
+    Options, create_probe, dd_fdatasync, machine, median, probe_note, push_pair, quiet_config,
+    start_regstore, write_blob,
 };
 
 pub(super) async fn run(o: &Options) -> Result<(), String> {
@@ -48,27 +46,13 @@ pub(super) async fn run(o: &Options) -> Result<(), String> {
         )?);
         settle(dir.path())?;
         sinks.push(machine::loopback_sink_rate(&one, &dir.path().join("sink-copy")).await?);
-        let (one_r, chunked_r) = (one.variant(round as u8), chunked.variant(round as u8));
-        let (one_digest, chunked_digest) = (one_r.digest(), chunked_r.digest());
-        for i in 0..2 {
-            settle(dir.path())?;
-            let t0 = Instant::now();
-            if (round + i) % 2 == 0 {
-                t.push_monolithic(&format!("bench/one{round}"), &one_r, &one_digest)
-                    .await
-                    .map_err(|e| format!("one-request push: {e}"))?;
-                ones.push(mib / t0.elapsed().as_secs_f64());
-            } else {
-                t.push_chunked(
-                    &format!("bench/chunked{round}"),
-                    &chunked_r,
-                    &chunked_digest,
-                )
-                .await
-                .map_err(|e| format!("chunked push: {e}"))?;
-                chunks.push(mib / t0.elapsed().as_secs_f64());
-            }
-        }
+        let pair = [one.variant(round as u8), chunked.variant(round as u8)].map(|blob| {
+            let digest = blob.digest();
+            (blob, digest)
+        });
+        let (one_r, chunked_r) = push_pair(&t, dir.path(), round, &pair, mib).await?;
+        ones.push(one_r);
+        chunks.push(chunked_r);
         eprintln!(
             "round {round}: dd {:.0} MiB/s, loopback sink {:.0} MiB/s, one request {:.0} MiB/s, 8 MiB chunks {:.0} MiB/s",
             dd[round], sinks[round], ones[round], chunks[round]
