@@ -117,6 +117,18 @@ fn path_of(reg: &TestRegistry, location: &str) -> String {
     location.trim_start_matches(&reg.base).to_owned()
 }
 
+/// Completes upload `loc` on `reg` with the digest of `data`, which must
+/// be answered 201 (`what` names the case in a failure, with the answer's
+/// body); returns that digest.
+async fn complete(reg: &TestRegistry, loc: &str, data: &[u8], what: &str) -> String {
+    let d = sha256(data);
+    let r = reg.client.put(with_digest(loc, &d)).send().await.unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::CREATED, "{what}: {body}");
+    d
+}
+
 async fn patch(reg: &TestRegistry, loc: &str, start: usize, data: &[u8]) -> reqwest::Response {
     reg.client
         .patch(loc)
@@ -217,9 +229,7 @@ async fn a_stalled_patch_cannot_change_a_published_blob() {
         // The upload goes on from 160 bytes and publishes exactly them.
         let mut all = first.clone();
         all.extend_from_slice(&late);
-        let d = sha256(&all);
-        let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let d = complete(&reg, &loc, &all, &driver).await;
         let got = assert_blob_hashes(&reg, &driver, "victim", &d).await;
         assert_eq!(got, all, "{driver}");
     }
@@ -343,9 +353,7 @@ async fn overlapping_patches_with_a_cut_connection_never_publish_wrong_bytes() {
         assert_eq!(r.status(), StatusCode::ACCEPTED, "{driver}");
         let mut all = first.clone();
         all.extend_from_slice(&a);
-        let d = sha256(&all);
-        let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{driver}");
+        let d = complete(&reg, &loc, &all, &driver).await;
         let got = assert_blob_hashes(&reg, &driver, "overlap", &d).await;
         assert_eq!(got, all, "{driver}");
     }
@@ -680,11 +688,9 @@ async fn a_second_instance_on_the_same_storage_waits_for_the_first() {
         assert_eq!(status, 202, "{backend}: {text}");
         let mut all = first.clone();
         all.extend_from_slice(&late);
-        let d = sha256(&all);
         // The first instance releases the lease just after it answered;
         // the PUT waits for that.
-        let r = b.client.put(with_digest(&loc_b, &d)).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{backend}");
+        let d = complete(&b, &loc_b, &all, &backend).await;
         assert_eq!(assert_blob_hashes(&a, &backend, "shared", &d).await, all);
         assert_eq!(
             blob_status(&b, "shared", &claimed).await,
@@ -726,9 +732,7 @@ async fn a_live_lease_of_another_instance_blocks_and_an_expired_one_is_taken_ove
                 .put_content(&lease, foreign.encode())
                 .await
                 .expect("plant a live lease");
-            let d = sha256(body);
-            let r = a.client.put(with_digest(&loc, &d)).send().await.unwrap();
-            assert_eq!(r.status(), StatusCode::CREATED, "{backend}: lease ignored");
+            let d = complete(&a, &loc, body, &format!("{backend}: lease ignored")).await;
             assert_eq!(assert_blob_hashes(&a, &backend, "leased", &d).await, body);
             continue;
         }
@@ -770,9 +774,7 @@ async fn a_live_lease_of_another_instance_blocks_and_an_expired_one_is_taken_ove
             }
         }
         assert!(gone, "{backend}: the lease is deleted after the request");
-        let d = sha256(&body);
-        let r = a.client.put(with_digest(&loc, &d)).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{backend}");
+        let d = complete(&a, &loc, &body, &backend).await;
         assert_eq!(assert_blob_hashes(&a, &backend, "leased", &d).await, body);
     }
 }
@@ -894,14 +896,7 @@ async fn chunks_alternating_between_instances_hash_to_the_true_digest() {
             let r = patch(reg, loc, at, &data[at..at + 100]).await;
             assert_eq!(r.status(), StatusCode::ACCEPTED, "{backend}: chunk at {at}");
         }
-        let d = sha256(&data);
-        let r = a.client.put(with_digest(&loc_a, &d)).send().await.unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{backend}: {}",
-            r.text().await.unwrap()
-        );
+        let d = complete(&a, &loc_a, &data, &backend).await;
         assert_eq!(
             assert_blob_hashes(&b, &backend, "alternating", &d).await,
             data
@@ -928,13 +923,6 @@ async fn the_next_chunk_on_the_same_instance_needs_no_stored_state() {
         patch(&reg, &loc, 200, &data[200..]).await.status(),
         StatusCode::ACCEPTED
     );
-    let d = sha256(&data);
-    let r = reg.client.put(with_digest(&loc, &d)).send().await.unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    let d = complete(&reg, &loc, &data, "kept").await;
     assert_eq!(assert_blob_hashes(&reg, "kept", "kept", &d).await, data);
 }
